@@ -1,0 +1,140 @@
+"""`bortify run RECIPE`: the whole factory, one stage directory each, resumable.
+
+Each stage lives in a module that exposes::
+
+    def run_stage(config: dict, *, overwrite: bool = False) -> dict
+
+`config` is the recipe's section for that stage with `output_dir` set to `<run dir>/<stage>` and the
+stage's inputs wired from earlier stages (only where the recipe leaves them unset). It returns a small
+JSON-able summary. When a stage returns, the pipeline writes `<stage dir>/stage_done.json` (the summary);
+a re-run skips stages that have one, so an interrupted run resumes where it stopped (each stage also
+resumes inside itself where it can). The next stage reads only the previous stage's output directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bortify.recipes import RecipeError, load_recipe
+from bortify.utils import write_json_atomic
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    module: str
+    # config key of this stage -> name of the earlier stage whose output directory fills it
+    inputs: dict[str, str] = field(default_factory=dict)
+    # config key -> the whole {stage: output dir} mapping, for stages that read every report (the card)
+    all_outputs_key: str | None = None
+
+
+STAGES: list[Stage] = [
+    Stage("extract", "bortify.extraction.stage"),
+    Stage("pretrain", "bortify.pretraining.stage", inputs={"student_config": "extract"}),
+    Stage("finetune", "bortify.finetuning.stage", inputs={"model": "pretrain"}),
+    Stage("compress", "bortify.compression.stage", inputs={"model": "finetune"}),
+    Stage("card", "bortify.hub.stage", all_outputs_key="stage_dirs"),
+    Stage("push", "bortify.hub.push_stage", inputs={"model_dir": "finetune"}),
+]
+STAGE_NAMES = [s.name for s in STAGES]
+DONE_FILE = "stage_done.json"
+
+
+def run_recipe(recipe_path: str | os.PathLike, output_dir: str | os.PathLike | None = None, *,
+               stages: list[str] | None = None, overwrite: bool = False) -> dict:
+    recipe = load_recipe(recipe_path)
+    unknown = sorted(set(recipe) - set(STAGE_NAMES) - {"name", "description", "output_dir"})
+    if unknown:
+        raise RecipeError(f"Unknown section(s) {unknown} in {recipe_path}; stages are {STAGE_NAMES}.")
+    run_dir = Path(output_dir or recipe.get("output_dir") or Path("runs") / Path(recipe_path).stem)
+    selected = [s for s in STAGES if s.name in recipe and (not stages or s.name in stages)]
+    if stages:
+        missing = sorted(set(stages) - {s.name for s in selected})
+        if missing:
+            raise RecipeError(f"Stage(s) {missing} not in recipe {recipe_path} (it has {[s for s in recipe if s in STAGE_NAMES]}).")
+    if not selected:
+        raise RecipeError(f"Recipe {recipe_path} has no stage sections; expected some of {STAGE_NAMES}.")
+
+    # Import every selected stage before any long work, so a missing stage fails fast.
+    modules = {}
+    for stage in selected:
+        try:
+            modules[stage.name] = importlib.import_module(stage.module)
+        except ModuleNotFoundError as exc:
+            raise RecipeError(f"Stage {stage.name!r} is not available in this bortify ({exc}).") from exc
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, str] = {}
+    summaries: dict[str, dict] = {}
+    for stage in STAGES:  # earlier finished stages still provide their outputs
+        done = run_dir / stage.name / DONE_FILE
+        if stage.name in recipe and done.exists():
+            outputs[stage.name] = str(run_dir / stage.name)
+    for stage in selected:
+        stage_dir = run_dir / stage.name
+        done = stage_dir / DONE_FILE
+        if done.exists() and not overwrite:
+            summaries[stage.name] = json.loads(done.read_text())
+            print(f"[bortify run] {stage.name}: already done, skipping ({stage_dir})", flush=True)
+            outputs[stage.name] = str(stage_dir)
+            continue
+        config = dict(recipe[stage.name] or {})
+        config["output_dir"] = str(stage_dir)
+        for key, source in stage.inputs.items():
+            if config.get(key) is None:
+                if source not in outputs:
+                    raise RecipeError(f"Stage {stage.name!r} needs {key!r}: set it in the recipe or run stage {source!r} first.")
+                config[key] = outputs[source]
+        if stage.all_outputs_key and config.get(stage.all_outputs_key) is None:
+            config[stage.all_outputs_key] = dict(outputs)
+        print(f"[bortify run] {stage.name}: starting -> {stage_dir}", flush=True)
+        start = time.perf_counter()
+        summary = modules[stage.name].run_stage(config, overwrite=overwrite) or {}
+        summary = {"stage": stage.name, "seconds": round(time.perf_counter() - start, 1), **summary}
+        write_json_atomic(done, summary)
+        summaries[stage.name] = summary
+        outputs[stage.name] = str(stage_dir)
+    result = {"run_dir": str(run_dir), "stages": summaries}
+    write_json_atomic(run_dir / "summary.json", result)
+    return result
+
+
+def print_summary(result: dict) -> None:
+    print("\n=== bortify run: summary ===")
+    for name, summary in result["stages"].items():
+        lines = summary.get("summary_lines") or [
+            f"{k}: {v}" for k, v in summary.items() if k not in ("stage", "summary_lines")
+        ]
+        print(f"[{name}] ({summary.get('seconds', '?')} s)")
+        for line in lines:
+            print(f"    {line}")
+    print(f"All outputs under {result['run_dir']} (summary.json lists them).")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bortify run",
+        description="Run a whole recipe (extract -> pretrain -> finetune -> compress -> card -> push). Each "
+        "stage writes to <output_dir>/<stage>; finished stages are skipped on re-run.",
+    )
+    parser.add_argument("recipe", help="YAML recipe with one section per stage, e.g. recipes/demo.yaml")
+    parser.add_argument("--output_dir", default=None, help="run directory (default: recipe's output_dir or runs/<recipe name>)")
+    parser.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGE_NAMES)}")
+    parser.add_argument("--overwrite", action="store_true", help="re-run finished stages and replace their outputs")
+    args = parser.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
+    try:
+        result = run_recipe(args.recipe, args.output_dir, stages=stages, overwrite=args.overwrite)
+    except RecipeError as exc:
+        print(f"bortify run: error: {exc}", file=sys.stderr)
+        return 2
+    print_summary(result)
+    return 0

@@ -1,0 +1,53 @@
+"""Shared fixtures. No test reaches the Hugging Face Hub: the real network here is PyPI only.
+
+Hub tests (tests/hub) start their own loopback server and run the real clients in subprocesses with
+HF_ENDPOINT set, so the offline flags below do not apply to them.
+"""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def minilm_path():
+    from bortify.resources import resolve_model
+
+    return resolve_model("embedded:all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def splade_path():
+    from bortify.resources import resolve_model
+
+    return resolve_model("embedded:splade-tiny")
+
+
+@pytest.fixture(scope="session")
+def rotten_tomatoes():
+    from bortify.resources import load_embedded_dataset
+
+    return load_embedded_dataset("embedded:rotten-tomatoes")
+
+
+@pytest.fixture(scope="session")
+def corpus():
+    from bortify.resources import load_embedded_dataset
+
+    return load_embedded_dataset("embedded:corpus")
+
+
+@pytest.fixture
+def tiny_bert_config():
+    """A tiny random BERT config sharing the packaged models' vocabulary (fast tests)."""
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )

@@ -1,0 +1,48 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from bortify.data import DataError, load_any_dataset, load_text_corpus
+from bortify.recipes import RecipeError, parse_stage_args
+
+
+@dataclass
+class ToyArgs:
+    source: str = field(metadata={"help": "where from"})
+    epsilon: float = field(default=0.0, metadata={"help": "approximation"})
+    sizes: list[int] = field(default_factory=lambda: [1, 2], metadata={"help": "sizes"})
+
+
+def test_recipe_section_and_override(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("extract:\n  source: a\n  epsilon: 0.1\n  sizes: [3, 4]\npretrain:\n  x: 1\n")
+    (args,) = parse_stage_args((ToyArgs,), ["--config", str(recipe), "--epsilon", "0.3"], stage="extract", prog="t", description="d")
+    assert (args.source, args.epsilon, args.sizes) == ("a", 0.3, [3, 4])
+
+
+def test_recipe_unknown_key(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("extract:\n  source: a\n  epsilonn: 0.1\n")
+    with pytest.raises(RecipeError, match="epsilonn"):
+        parse_stage_args((ToyArgs,), ["--config", str(recipe)], stage="extract", prog="t", description="d")
+
+
+def test_missing_required_flag_without_recipe():
+    with pytest.raises(SystemExit):
+        parse_stage_args((ToyArgs,), [], stage="extract", prog="t", description="d")
+
+
+def test_local_files_and_errors(tmp_path):
+    csv = tmp_path / "d.csv"
+    csv.write_text("sentence,label\nnice film,1\nbad film,0\n")
+    dsd = load_any_dataset(str(csv))
+    assert dsd["train"].column_names == ["sentence", "label"] and len(dsd["train"]) == 2
+    with pytest.raises(DataError, match="no text column 'text'"):
+        load_text_corpus(str(csv))
+    empty = tmp_path / "e.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(DataError, match="empty"):
+        load_text_corpus(str(empty))
+    with pytest.raises(DataError, match="Cannot tell the format"):
+        load_any_dataset(str(tmp_path / "x.xyz")) if (tmp_path / "x.xyz").write_text("a") else None
+    assert len(load_text_corpus("embedded:corpus")) > 15_000
