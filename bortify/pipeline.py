@@ -41,8 +41,8 @@ STAGES: list[Stage] = [
     Stage("pretrain", "bortify.pretraining.stage", inputs={"student_config": "extract"}),
     Stage("finetune", "bortify.finetuning.stage", inputs={"model": "pretrain"}),
     Stage("compress", "bortify.compression.stage", inputs={"model": "finetune"}),
-    Stage("card", "bortify.hub.stage", all_outputs_key="stage_dirs"),
-    Stage("push", "bortify.hub.push_stage", inputs={"model_dir": "finetune"}),
+    Stage("card", "bortify.hub.card_stage", all_outputs_key="stage_dirs"),
+    Stage("push", "bortify.hub.push_stage", inputs={"model_dir": "card"}),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 DONE_FILE = "stage_done.json"
