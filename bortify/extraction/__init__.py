@@ -1,0 +1,24 @@
+"""Optimal subarchitecture extraction (Bort FPTAS): pick a small BERT architecture out of a big one.
+
+    from bortify.extraction import extract, ExtractionArguments, EstimatorArguments
+    report = extract(ExtractionArguments(output_dir="out", source="embedded:all-MiniLM-L6-v2", error="none"))
+
+Files: space.py (candidates), costs.py (p, effective p, ops, measured latency), fptas.py (T, W, ε-buckets,
+the search loop), estimators.py (ê), report.py (report.json, pareto.png), run.py (extract()), cli.py, stage.py.
+"""
+
+from bortify.extraction.arguments import EstimatorArguments, ExtractionArguments
+from bortify.extraction.costs import (
+    Shape,
+    effective_parameter_count,
+    measure_latency,
+    operation_count,
+    parameter_count,
+)
+from bortify.extraction.fptas import epsilon_buckets, run_fptas, w_coefficient
+from bortify.extraction.run import extract
+
+__all__ = [
+    "extract", "ExtractionArguments", "EstimatorArguments", "Shape", "parameter_count", "effective_parameter_count",
+    "operation_count", "measure_latency", "w_coefficient", "epsilon_buckets", "run_fptas",
+]

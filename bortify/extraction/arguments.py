@@ -1,0 +1,112 @@
+"""`bortify extract` arguments: one dataclass for the search, one for the error estimator ê.
+
+Both are parsed by HfArgumentParser from `--config recipe.yaml` (its `extract:` section) plus flags, or built
+from a dict by `bortify run` (bortify.recipes.args_from_dict). Validation happens here, before any work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from bortify.extraction.estimators import ESTIMATORS
+
+
+def _help(text: str, **kw):
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class ExtractionArguments:
+    output_dir: str = _help("Directory for config.json (the winner), report.json, pareto.png and partial results.")
+    source: str = _help(
+        "Source model: a Hub name (bert-large-uncased), a local checkpoint dir or config.json, or an embedded default "
+        "(embedded:all-MiniLM-L6-v2). Only its config is read (AutoConfig), except by error=sliced-task, which slices "
+        "its weights. Vocabulary, positions, token types, LayerNorm eps and the maximum point T come from it.",
+        default="embedded:all-MiniLM-L6-v2")
+    depths: list[int] = _help("Candidate depths D (num_hidden_layers).", default_factory=lambda: [2, 4])
+    heads: list[int] = _help("Candidate attention head counts A; combinations with H %% A != 0 are dropped and counted.",
+                             default_factory=lambda: [4, 8])
+    hidden_sizes: list[int] = _help("Candidate hidden sizes H.", default_factory=lambda: [128, 256])
+    intermediate_sizes: list[int] = _help("Candidate intermediate (feed-forward) sizes I.", default_factory=lambda: [512, 1024])
+    epsilon: float = _help("FPTAS approximation parameter ε in [0, 1): the winner's W is >= (1-ε) x the exhaustive best "
+                           "on instances that satisfy the ABnC ordering; larger ε trains fewer candidates. 0 = exhaustive.",
+                           default=0.1)
+    error: str = _help(f"Error estimator ê: one of {', '.join(ESTIMATORS)}. none = rank by p and i only (seconds); "
+                       "mlm = the paper's from-scratch masked-LM loss (needs a GPU budget to separate candidates); "
+                       "sliced-task = teacher-sliced init + short task fine-tune, ê = dev error rate (separates on CPU).",
+                       default="none")
+    seq_len: int = _help("Sequence length L at which the operation count i(ξ) (and measured latency) is taken.", default=128)
+    cost: str = _help("Inference cost i(ξ): 'ops' (multiply-add count, hardware-independent; the paper) or 'latency' "
+                      "(measured median CPU forward time of a random-weight model on this machine; our addition).",
+                      default="ops")
+    latency_batch_size: int = _help("Batch size for cost=latency measurements.", default=8)
+    latency_repeats: int = _help("Timed forward passes per candidate for cost=latency (the median is kept).", default=3)
+    source_layers: Optional[int] = _help("Inline source depth (overrides the loaded config). With source_heads, "
+                                         "source_hidden, source_intermediate and source_vocab_size all set, the source "
+                                         "config is not loaded at all (offline).", default=None)
+    source_heads: Optional[int] = _help("Inline source attention heads.", default=None)
+    source_hidden: Optional[int] = _help("Inline source hidden size.", default=None)
+    source_intermediate: Optional[int] = _help("Inline source intermediate size.", default=None)
+    source_vocab_size: Optional[int] = _help("Inline source vocabulary size (Bort: 50265, RoBERTa's BPE).", default=None)
+    source_max_position_embeddings: Optional[int] = _help("Inline source position table size (default 512).", default=None)
+    source_type_vocab_size: Optional[int] = _help("Inline source token-type table size (default 2).", default=None)
+    source_layer_norm_eps: Optional[float] = _help("Inline source LayerNorm epsilon (default 1e-12).", default=None)
+    overwrite: bool = _help("Replace a finished extraction in output_dir (otherwise it is refused; an unfinished one resumes).",
+                            default=False)
+    progress: bool = _help("Show a progress bar over candidates.", default=True)
+    torch_threads: int = _help("CPU threads for torch during the search (0 = torch's default). On a shared or "
+                               "oversubscribed machine 1 thread was ~10x faster per candidate here than the default.",
+                               default=0)
+
+    def __post_init__(self):
+        if not self.output_dir:
+            raise ValueError("--output_dir is required (where config.json and report.json go).")
+        if not 0 <= self.epsilon < 1:
+            raise ValueError(f"--epsilon must be in [0, 1); got {self.epsilon}.")
+        if self.error not in ESTIMATORS:
+            raise ValueError(f"--error must be one of {ESTIMATORS}; got {self.error!r}.")
+        if self.cost not in ("ops", "latency"):
+            raise ValueError(f"--cost must be 'ops' or 'latency'; got {self.cost!r}.")
+        if self.torch_threads < 0:
+            raise ValueError(f"--torch_threads must be >= 0; got {self.torch_threads}.")
+        for name in ("seq_len", "latency_batch_size", "latency_repeats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1; got {getattr(self, name)}.")
+
+
+@dataclass
+class EstimatorArguments:
+    train_steps: int = _help("Optimiser steps of each candidate's truncated training run (mlm, sliced-task).", default=40)
+    train_batch_size: int = _help("Batch size of those runs.", default=16)
+    learning_rates: list[float] = _help("Θ: learning rates tried per candidate; ê is the best over them.",
+                                        default_factory=lambda: [6e-4, 1e-3])
+    max_seq_length: int = _help("Token length of training/dev examples.", default=48)
+    clip_value: float = _help("Weight clipping: weight matrices clamped to [-c, c] after each step (OSE's ABnC "
+                              "conditions); 0 disables. Default above any MiniLM/BERT weight so sliced inits are kept.",
+                              default=10.0)
+    train_samples: int = _help("Training examples drawn (sliced-task: from the task's train split; mlm: corpus lines).",
+                               default=1000)
+    eval_samples: int = _help("Held-out examples for ê (taken from the train split; the test split is never used).",
+                              default=400)
+    task: str = _help("sliced-task: labelled classification data (embedded name, local csv/json, or Hub name).",
+                      default="embedded:rotten-tomatoes")
+    text_column: str = _help("Text column of the task / corpus.", default="text")
+    label_column: str = _help("Label column of the task.", default="label")
+    corpus: str = _help("mlm: raw-text corpus (embedded:corpus, a text file, or a Hub dataset).", default="embedded:corpus")
+    corpus_config: Optional[str] = _help("mlm: dataset config name of a Hub corpus (e.g. wikitext-103-raw-v1).", default=None)
+    tokenizer: Optional[str] = _help("mlm: tokenizer to use (default: the source).", default=None)
+    importance: str = _help("sliced-task: how bortify.slicing ranks what to keep: activation (Minitron, on a calibration "
+                            "batch of task text), magnitude (weight norms) or first (naive truncation).",
+                            default="activation")
+    train_embeddings: bool = _help("sliced-task: also train the (sliced) word embeddings; off = faster, they come "
+                                   "from the teacher already.", default=False)
+    seed: int = _help("Seed for data order, masking and initialisation (same for every candidate).", default=0)
+
+    def __post_init__(self):
+        if self.train_steps < 1 or self.train_batch_size < 1:
+            raise ValueError("--train_steps and --train_batch_size must be >= 1.")
+        if not self.learning_rates or any(lr <= 0 for lr in self.learning_rates):
+            raise ValueError(f"--learning_rates (Θ) must be positive numbers; got {self.learning_rates}.")
+        if self.importance not in ("activation", "magnitude", "first"):
+            raise ValueError(f"--importance must be activation, magnitude or first; got {self.importance!r}.")

@@ -1,0 +1,16 @@
+"""Fine-tuning a student on a classification task: plain (through the Trainer) or with Agora.
+
+Files: `arguments.py` (dataclasses), `tasks.py` (task -> columns/metrics table, label checks, splits),
+`trainer.py` (one fine-tuning run through the Trainer, prediction, scoring), `generators.py`
+(nearest-neighbour token substitution), `labelers.py` (the second model that labels generated texts),
+`agora.py` (the loop, PAPERS.md §3), `finetune.py` (the library function), `cli.py`, `stage.py`.
+"""
+
+
+
+def __getattr__(name):  # `from bortify.finetuning import finetune` without importing torch at package import
+    if name == "finetune":
+        from bortify.finetuning.finetune import finetune
+
+        return finetune
+    raise AttributeError(name)

@@ -1,0 +1,158 @@
+"""The Agora loop (de Wynter 2020, arXiv 2010.07990; PAPERS.md §3), independent of models and data formats.
+
+    AGORA(model0, labeler, train, dev, Θ, gen):
+      while Θ not empty:
+        for θ in Θ: m_θ = finetune(copy(model0), train, θ); acc[θ] = eval(m_θ, dev)      # paper
+        m* = best; keep the best model so far                                              # paper
+        M = dev points that m* gets wrong                                                  # paper
+        N = gen(x) for x in M (never x itself)                                             # paper
+        train += {(x', labeler(x')) : x' in N}   (labeler, never the dev gold label)       # paper
+        prune Θ: drop the worst-scoring θ (ties together)                                  # paper
+      return best
+
+Our choices (configurable): a round budget (`max_rounds`, replays included); `replay` re-runs a round without
+pruning when it did not improve the best dev score (the author needed replay to converge); no new data is
+generated after the last round (it could not be used). The loop only sees train and dev: the test split is
+not an argument, so it cannot be looked at before the end.
+
+Everything model-specific comes in as callables, so the loop's logic is unit-tested with fakes.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    thetas: list[dict]  # [{"theta": θ, "dev_score": s}] for every θ run this round
+    best_theta: dict
+    dev_score: float
+    mistakes: int
+    examples_added: int
+    train_size: int  # the training set this round's models were trained on
+    examples_seen: int  # training examples processed this round (all θ)
+    replay: bool = False
+    improved: bool = False
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AgoraResult:
+    best_model: Any
+    best_round: int
+    best_dev_score: float
+    rounds: list[RoundRecord]
+    round_models: dict[int, Any] = field(default_factory=dict)  # round -> its best model (when kept)
+    added_rows: list[dict] = field(default_factory=list)  # every generated, labelled row, in order
+    examples_seen: int = 0
+
+
+def prune_worst(scores: list[tuple[dict, float]]) -> list[dict]:
+    """Θ after dropping the worst-scoring θ; ties for worst are dropped together (PAPERS.md §3).
+
+    Our choice: when EVERY θ ties (common on small dev sets, e.g. all predict the majority class), the paper's
+    rule would empty Θ and end Agora before any repair; we drop only the last θ of Θ instead."""
+    worst = min(s for _, s in scores)
+    kept = [theta for theta, s in scores if s != worst]
+    if not kept and len(scores) > 1:
+        kept = [theta for theta, _ in scores[:-1]]
+    return kept
+
+
+def agora(
+    *,
+    train: list[dict],
+    dev: list[dict],
+    thetas: list[dict],
+    fit: Callable[[list[dict], dict], Any],
+    dev_predict: Callable[[Any], list],
+    dev_score: Callable[[list], float],
+    is_mistake: Callable[[Any, Any], bool],
+    generate: Callable[[list[dict], set, random.Random], list[dict]],
+    label: Callable[[list[dict]], list],
+    key: Callable[[dict], Any],
+    examples_seen: Callable[[int, dict], int] = lambda n, theta: n,
+    max_rounds: int = 4,
+    prune: str = "worst",
+    replay: int = 0,
+    keep_round_models: bool = True,
+    seed: int = 42,
+    progress: Callable[[str], None] | None = None,
+) -> AgoraResult:
+    """Run Agora. `train`/`dev` are rows (dicts with the text columns and "label"); `fit(train_rows, θ)` returns a
+    model trained from a fresh copy of model0; `dev_predict(model)` its dev predictions; `dev_score(preds)` the
+    main metric (higher is better); `is_mistake(pred, gold)`; `generate(mistake_rows, banned_keys, rng)` new
+    unlabelled rows; `label(rows)` the labeler's labels; `key(row)` the text key used to ban duplicates."""
+    if not thetas:
+        raise ValueError("Θ is empty: give at least one hyperparameter set.")
+    rng = random.Random(seed)
+    train = list(train)
+    theta_set = list(thetas)
+    dev_keys = {key(r) for r in dev}
+    banned = {key(r) for r in train} | dev_keys  # generated texts never duplicate train or dev texts
+    rounds: list[RoundRecord] = []
+    round_models: dict[int, Any] = {}
+    added: list[dict] = []
+    best = (None, -1, float("-inf"))  # model, round, score
+    replays_left = replay
+    total_seen = 0
+    r = 0
+    while theta_set and r < max_rounds:
+        r += 1
+        start = time.perf_counter()
+        results = []
+        for theta in theta_set:
+            model = fit(train, theta)
+            preds = dev_predict(model)
+            results.append((theta, dev_score(preds), model, preds))
+            if progress:
+                progress(f"round {r} θ={theta} dev={results[-1][1]:.4f}")
+        seen = sum(examples_seen(len(train), t) for t, *_ in results)
+        total_seen += seen
+        # m* = best on dev (the first θ wins ties, so the order of Θ decides them reproducibly)
+        theta_b, score_b, model_b, preds_b = max(results, key=lambda x: x[1])
+        improved = score_b > best[2]
+        if improved:
+            best = (model_b, r, score_b)
+        if keep_round_models:
+            round_models[r] = model_b
+        last_round = r >= max_rounds
+        # Replay (our reading of the author's note): a round that did not improve is re-run once more on the
+        # grown train set without pruning Θ, while replays remain.
+        do_replay = (not improved) and replays_left > 0 and rounds
+        if do_replay:
+            replays_left -= 1
+            new_theta_set = theta_set
+        elif prune == "worst":
+            new_theta_set = prune_worst([(t, s) for t, s, *_ in results])
+        else:
+            new_theta_set = theta_set
+        last_round = last_round or not new_theta_set
+        mistakes = [row for row, p in zip(dev, preds_b) if is_mistake(p, row["label"])]
+        new_rows: list[dict] = []
+        if mistakes and not last_round:
+            candidates = generate([{k: v for k, v in row.items() if k != "label"} for row in mistakes], banned, rng)
+            candidates = [c for c in candidates if key(c) not in banned]
+            labels = label(candidates) if candidates else []
+            for row, y in zip(candidates, labels):
+                row = {**row, "label": y}  # the labeler's label, never a dev gold label
+                banned.add(key(row))
+                new_rows.append(row)
+        rounds.append(RoundRecord(
+            round=r, thetas=[{"theta": t, "dev_score": s} for t, s, *_ in results], best_theta=theta_b,
+            dev_score=score_b, mistakes=len(mistakes), examples_added=len(new_rows), train_size=len(train),
+            examples_seen=seen, replay=bool(do_replay), improved=improved, seconds=time.perf_counter() - start))
+        train.extend(new_rows)
+        added.extend(new_rows)
+        theta_set = new_theta_set
+        del results
+    return AgoraResult(best_model=best[0], best_round=best[1], best_dev_score=best[2], rounds=rounds,
+                       round_models=round_models, added_rows=added, examples_seen=total_seen)

@@ -1,0 +1,275 @@
+"""`finetune(...)`: the library function behind `bortify finetune` and the pipeline's fine-tuning stage.
+
+Order of work (cheap checks first, the test split last):
+  1. output directory, arguments, data (columns, labels, one class, unknown dev/test labels), model loadable;
+  2. Agora: the labeler is built/loaded and must pass its dev threshold; the generator is built;
+  3. plain: every θ once, best on dev | agora: the loop (agora.py) over train and dev only;
+  4. only then the test split: the best model and every round's best model are scored on it;
+  5. the checkpoint, report.json and rounds.png are written (report.json last: it marks a finished output).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import datasets
+import torch
+from tqdm.auto import tqdm
+
+from bortify.finetuning.agora import AgoraResult, RoundRecord, agora
+from bortify.finetuning.arguments import (AgoraArguments, FinetuneDataArguments, FinetuneGridArguments,
+                                          FinetuneModelArguments)
+from bortify.finetuning.generators import NearestNeighbourSubstitution, generate_rows
+from bortify.finetuning.labelers import build_labeler
+from bortify.finetuning.tasks import TaskData, prepare_task
+from bortify.finetuning.trainer import (examples_seen, fit, load_classifier, predict, score, to_predictions,
+                                        tokenize)
+from bortify.utils import check_output_dir, write_json_atomic
+
+logger = logging.getLogger(__name__)
+REPORT = "report.json"
+
+
+def _rows(ds: datasets.Dataset, task: TaskData) -> list[dict]:
+    return [{**{c: r[c] for c in task.text_columns}, "label": r["label"]} for r in ds]
+
+
+def _to_dataset(rows: list[dict], task: TaskData) -> datasets.Dataset:
+    label_type = datasets.Value("float32") if task.regression else datasets.ClassLabel(names=task.label_names)
+    features = datasets.Features({**{c: datasets.Value("string") for c in task.text_columns}, "label": label_type})
+    return datasets.Dataset.from_list(rows, features=features)
+
+
+def _key(task: TaskData):
+    cols = task.text_columns
+    return (lambda r: r[cols[0]]) if len(cols) == 1 else (lambda r: tuple(r[c] for c in cols))
+
+
+def _generator(agora_args: AgoraArguments, model_args: FinetuneModelArguments, student, student_tok, labeler):
+    """The nearest-neighbour generator over the chosen input-embedding table (with that model's tokenizer)."""
+    which = agora_args.generator_embeddings
+    if which == "labeler":
+        model, tok = labeler.model, labeler.tokenizer
+    elif which == "student":
+        model, tok = student, student_tok
+    else:
+        from transformers import AutoModel, AutoTokenizer
+
+        from bortify.resources import resolve_model
+        path = resolve_model(which)
+        model, tok = AutoModel.from_pretrained(path, use_safetensors=True), AutoTokenizer.from_pretrained(path)
+    return NearestNeighbourSubstitution(tok, model.get_input_embeddings().weight, rate=agora_args.substitution_rate,
+                                        neighbours=agora_args.neighbours)
+
+
+def plot_rounds(rounds: list[dict], metric: str, path: Path) -> None:
+    """Dev (and test) score by round, with the examples added per round as bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [r["round"] for r in rounds]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    ax.plot(xs, [r["dev_score"] for r in rounds], "o-", label=f"dev {metric}")
+    if all(r.get("test_score") is not None for r in rounds):
+        ax.plot(xs, [r["test_score"] for r in rounds], "s--", label=f"test {metric}")
+    ax.set_xlabel("round")
+    ax.set_ylabel(metric)
+    ax.set_xticks(xs)
+    ax2 = ax.twinx()
+    ax2.bar(xs, [r["examples_added"] for r in rounds], alpha=0.25, color="gray", label="examples added")
+    ax2.set_ylabel("examples added")
+    ax.set_zorder(ax2.get_zorder() + 1)  # score lines above the bars
+    ax.patch.set_visible(False)
+    lines = ax.get_legend_handles_labels()
+    bars = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + bars[0], lines[1] + bars[1], loc="lower right", fontsize=8)
+    ax.set_title("Agora: score by round")
+    fig.tight_layout()
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".rounds-", suffix=".png", delete=False) as f:
+        tmp = f.name
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments,
+             grid_args: FinetuneGridArguments, agora_args: AgoraArguments) -> dict:
+    """Fine-tune (plain or Agora) and write the checkpoint + report.json + rounds.png. Returns the report."""
+    t_start = time.perf_counter()
+    out = Path(model_args.output_dir)
+    # report.json marks a finished output: an interrupted run's directory (no report) is simply reused.
+    check_output_dir(out, model_args.overwrite, resumable=True, marker=REPORT)
+    thetas = grid_args.thetas()
+    task = prepare_task(
+        data_args.dataset, dataset_config=data_args.dataset_config, task=data_args.task,
+        data_files=data_args.data_files(), text_columns=data_args.text_columns, label_column=data_args.label_column,
+        train_split=data_args.train_split, dev_split=data_args.dev_split, test_split=data_args.test_split,
+        dev_fraction=data_args.dev_fraction, test_fraction=data_args.test_fraction, split_seed=data_args.split_seed,
+        max_train_samples=data_args.max_train_samples, max_dev_samples=data_args.max_dev_samples,
+        max_test_samples=data_args.max_test_samples, regression=data_args.regression)
+    student0, tokenizer = load_classifier(model_args.model, task.label_names, task.regression)
+    if torch.cuda.is_available():
+        student0 = student0.to("cuda")
+    max_len, bs_eval = model_args.max_length, model_args.eval_batch_size
+    dev_tok = tokenize(task.dev, tokenizer, task.text_columns, max_len)
+
+    labeler = generator = None
+    if model_args.mode == "agora":
+        labeler = build_labeler(
+            task, labeler=agora_args.labeler, teacher=agora_args.teacher, max_length=max_len, seed=model_args.seed,
+            epochs=agora_args.labeler_epochs, learning_rate=agora_args.labeler_learning_rate,
+            batch_size=agora_args.labeler_batch_size, max_train_samples=agora_args.labeler_max_train_samples,
+            min_dev_score=agora_args.labeler_min_dev_score, eval_batch_size=bs_eval)
+        generator = _generator(agora_args, model_args, student0, tokenizer, labeler)
+
+    # --- fine-tuning on train, selection on dev (the test split is not touched here) ---------------------------
+    # One bar over fine-tuning runs (Agora's total depends on pruning and replays, so it is open-ended).
+    bar = tqdm(total=len(thetas) if model_args.mode == "plain" else None, desc=f"finetune ({model_args.mode})",
+               unit="run")
+    tok_cache: dict[int, datasets.Dataset] = {}
+
+    def fit_rows(rows: list[dict], theta: dict):
+        if len(rows) not in tok_cache:  # train only grows, so its size identifies it
+            tok_cache.clear()
+            tok_cache[len(rows)] = tokenize(_to_dataset(rows, task), tokenizer, task.text_columns, max_len)
+        model = fit(student0, tokenizer, tok_cache[len(rows)], theta, epochs=grid_args.num_train_epochs,
+                    max_steps=grid_args.max_steps, seed=model_args.seed)
+        bar.update(1)
+        return model
+
+    def dev_predict(model):
+        return to_predictions(predict(model, tokenizer, dev_tok, bs_eval), task.regression).tolist()
+
+    def dev_main_score(preds):
+        return score(preds, task.dev["label"], [task.main_metric], task.num_labels)[task.main_metric]
+
+    def seen(n, theta):
+        return examples_seen(n, int(theta["batch_size"]), grid_args.num_train_epochs, grid_args.max_steps)
+
+    train_rows, dev_rows = _rows(task.train, task), _rows(task.dev, task)
+    if model_args.mode == "agora":
+        if task.regression:  # "mistakes" of a regressor: the quarter of dev with the largest absolute error (ours)
+            def is_mistake(p, y):
+                return abs(p - y) >= threshold_box[0]
+            threshold_box = [0.0]
+            inner_predict = dev_predict
+
+            def dev_predict(model):  # noqa: F811 - also records the error quantile for is_mistake
+                preds = inner_predict(model)
+                import numpy as np
+                errs = np.abs(np.asarray(preds) - np.asarray(task.dev["label"]))
+                threshold_box[0] = float(np.quantile(errs, 0.75))
+                return preds
+        else:
+            def is_mistake(p, y):
+                return p != y
+        rng_k = agora_args.k
+        result = agora(
+            train=train_rows, dev=dev_rows, thetas=thetas, fit=fit_rows, dev_predict=dev_predict,
+            dev_score=dev_main_score, is_mistake=is_mistake,
+            generate=lambda rows, banned, rng: generate_rows(rows, task.text_columns, generator, rng_k, rng, banned),
+            label=labeler, key=_key(task), examples_seen=seen, max_rounds=agora_args.max_rounds,
+            prune=agora_args.prune, replay=agora_args.replay, seed=model_args.seed,
+            progress=lambda msg: bar.set_postfix_str(msg[-60:]))
+    else:
+        # Plain fine-tuning: enumerate Θ once on the original train set, keep the best on dev (the baseline).
+        runs = []
+        for theta in thetas:
+            model = fit_rows(train_rows, theta)
+            runs.append((theta, dev_main_score(dev_predict(model)), model))
+        theta_b, score_b, model_b = max(runs, key=lambda x: x[1])
+        record = RoundRecord(round=1, thetas=[{"theta": t, "dev_score": s} for t, s, _ in runs], best_theta=theta_b,
+                             dev_score=score_b, mistakes=0, examples_added=0, train_size=len(train_rows),
+                             examples_seen=sum(seen(len(train_rows), t) for t, *_ in runs))
+        result = AgoraResult(best_model=model_b, best_round=1, best_dev_score=score_b, rounds=[record],
+                             round_models={1: model_b}, examples_seen=record.examples_seen)
+        del runs
+    bar.close()
+    train_seconds = time.perf_counter() - t_start
+
+    # --- the end: now, and only now, the test split ----------------------------------------------------------
+    test_tok = tokenize(task.test, tokenizer, task.text_columns, max_len)
+
+    def all_metrics(model, ds_tok, gold):
+        preds = to_predictions(predict(model, tokenizer, ds_tok, bs_eval), task.regression)
+        return score(preds, gold, task.metrics, task.num_labels)
+
+    best = result.best_model
+    dev_metrics = all_metrics(best, dev_tok, task.dev["label"])
+    test_metrics = all_metrics(best, test_tok, task.test["label"])
+    rounds = [r.to_dict() for r in result.rounds]
+    for rec in rounds:
+        model = result.round_models.get(rec["round"])
+        if model is not None:
+            rec["test_score"] = (test_metrics[task.main_metric] if model is best else
+                                 all_metrics(model, test_tok, task.test["label"])[task.main_metric])
+    result.round_models.clear()
+    if labeler is not None:  # the labeler's (teacher's) test score, for the card and the benchmark
+        key = "test_accuracy" if not task.regression else "test_pearsonr"
+        labeler_test = labeler.evaluate(task.test)
+
+    report = {
+        "base_model": model_args.model,
+        "dataset": data_args.dataset + (f"/{data_args.dataset_config}" if data_args.dataset_config else ""),
+        "task": task.name,
+        "text_columns": task.text_columns,
+        "labels": task.label_names,
+        "regression": task.regression,
+        "metric": task.main_metric,
+        "mode": model_args.mode,
+        "labeler": {**labeler.describe(), key: labeler_test} if labeler else None,
+        "generator": ({"name": agora_args.generator, "k": agora_args.k, "substitution_rate": agora_args.substitution_rate,
+                       "neighbours": agora_args.neighbours, "embeddings": agora_args.generator_embeddings}
+                      if model_args.mode == "agora" else None),
+        "theta": thetas,
+        "num_train_epochs": grid_args.num_train_epochs,
+        "max_steps": grid_args.max_steps,
+        "max_length": max_len,
+        "seed": model_args.seed,
+        "rounds": rounds,
+        "best_round": result.best_round,
+        "best_theta": next(r["best_theta"] for r in rounds if r["round"] == result.best_round),
+        "examples_added": len(result.added_rows),
+        "examples_seen": result.examples_seen,
+        "dev": dev_metrics,
+        "test": test_metrics,
+        "splits": task.splits,
+        "train_seconds": round(train_seconds, 1),
+        "labeler_seconds": round(labeler.seconds, 1) if labeler else 0.0,
+        "num_parameters": sum(p.numel() for p in best.parameters()),
+    }
+
+    # --- write: checkpoint files first, into a staging dir, then moved in; report.json last ----------------
+    staging = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else None, prefix=f".{out.name}-staging-"))
+    try:
+        best.to("cpu").save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if result.added_rows:
+            with open(staging / "agora_added.jsonl", "w", encoding="utf-8") as f:
+                for row in result.added_rows:
+                    f.write(json.dumps(row) + "\n")
+        if rounds:
+            plot_rounds(rounds, task.main_metric, staging / "rounds.png")
+        if (out / REPORT).exists():
+            (out / REPORT).unlink()  # (overwrite) an interrupted replacement must not look finished
+        for stale in ("agora_added.jsonl", "rounds.png"):  # outputs of an earlier run this one does not make
+            if (out / stale).exists() and not (staging / stale).exists():
+                (out / stale).unlink()
+        for item in staging.iterdir():
+            target = out / item.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(item, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    write_json_atomic(out / REPORT, report)
+    return report

@@ -1,0 +1,137 @@
+"""The labeler: a second model that labels Agora's generated texts (PAPERS.md §3).
+
+Either an existing classifier (path, Hub or embedded name) or one bortify builds by fine-tuning the teacher
+(default all-MiniLM-L6-v2) on the train split. Its dev score must exceed a threshold (the paper: 2/3 accuracy
+for binary tasks; ours for k classes: chance + (1 - chance)/3, which is 2/3 at k = 2; Pearson r 0.5 for
+regression), else `LabelerError` before the loop starts. A labeler whose label set differs from the task's
+is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import datasets
+import numpy as np
+
+from bortify.finetuning.tasks import TaskData
+from bortify.finetuning.trainer import fit, load_classifier, predict, score, to_predictions, tokenize
+
+logger = logging.getLogger(__name__)
+
+
+class LabelerError(ValueError):
+    pass
+
+
+def default_threshold(task: TaskData) -> float:
+    if task.regression:
+        return 0.5
+    chance = 1.0 / len(task.label_names)
+    return chance + (1.0 - chance) / 3.0
+
+
+def _generic(names: list[str]) -> bool:
+    return all(n == f"LABEL_{i}" for i, n in enumerate(names))
+
+
+class Labeler:
+    """Labels rows (dicts with the task's text columns) with class ids of the TASK's label order."""
+
+    def __init__(self, model, tokenizer, task: TaskData, *, max_length: int, batch_size: int = 64,
+                 source: str = "", id_map: list[int] | None = None):
+        self.model, self.tokenizer, self.task = model, tokenizer, task
+        self.max_length, self.batch_size, self.source = max_length, batch_size, source
+        self.id_map = id_map  # labeler class index -> task class index
+        self.dev_score: float | None = None
+        self.seconds = 0.0
+
+    def logits(self, rows: list[dict]) -> np.ndarray:
+        ds = datasets.Dataset.from_list([{**{c: r[c] for c in self.task.text_columns},
+                                          "label": 0.0 if self.task.regression else 0} for r in rows])
+        return predict(self.model, self.tokenizer, tokenize(ds, self.tokenizer, self.task.text_columns, self.max_length),
+                       self.batch_size)
+
+    def __call__(self, rows: list[dict]) -> list:
+        if not rows:
+            return []
+        preds = to_predictions(self.logits(rows), self.task.regression)
+        if self.task.regression:
+            return [float(p) for p in preds]
+        return [int(self.id_map[p]) if self.id_map else int(p) for p in preds]
+
+    def evaluate(self, ds: datasets.Dataset) -> float:
+        """Accuracy (Pearson r for regression) on a labelled split."""
+        preds = self(list(ds))
+        metric = "pearsonr" if self.task.regression else "accuracy"
+        return score(preds, ds["label"], [metric], self.task.num_labels)[metric]
+
+    def describe(self) -> dict:
+        return {"name": self.source, "dev_accuracy" if not self.task.regression else "dev_pearsonr": self.dev_score,
+                "seconds": round(self.seconds, 1)}
+
+
+def _label_map(model, task: TaskData, source: str) -> list[int] | None:
+    """Map the labeler's class indices onto the task's, by label name; refuse a different label set."""
+    if task.regression:
+        if model.config.num_labels != 1:
+            raise LabelerError(f"Labeler {source!r} has {model.config.num_labels} classes but the task is regression.")
+        return None
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if sorted(map(str, names)) == sorted(task.label_names):
+        return [task.label_names.index(str(n)) for n in names]
+    if _generic(names) and len(names) == len(task.label_names):
+        logger.warning("Labeler %s has generic label names %s; assuming they follow the task's order %s.",
+                       source, names, task.label_names)
+        return list(range(len(names)))
+    raise LabelerError(f"Labeler {source!r} predicts labels {names} but the task's labels are {task.label_names}: "
+                       "a labeler must have the same label set. Give a labeler fine-tuned on this task, or leave "
+                       "`labeler` unset to have bortify fine-tune the teacher.")
+
+
+def build_labeler(task: TaskData, *, labeler: str | None, teacher: str, max_length: int, seed: int,
+                  epochs: float = 3.0, learning_rate: float = 5e-5, batch_size: int = 16,
+                  max_train_samples: int | None = None, min_dev_score: float | None = None,
+                  eval_batch_size: int = 64) -> Labeler:
+    """Load or build the labeler and check it on dev (raises LabelerError when it is not good enough)."""
+    start = time.perf_counter()
+    if labeler:
+        import transformers
+
+        from bortify.resources import resolve_model
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = resolve_model(labeler)
+        try:
+            config = transformers.AutoConfig.from_pretrained(path)
+        except Exception as exc:
+            raise LabelerError(f"Cannot load labeler {labeler!r}: {exc}") from exc
+        if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+            raise LabelerError(f"Labeler {labeler!r} is not a sequence classifier (architectures: "
+                               f"{config.architectures}). Give a fine-tuned classifier, or set `teacher` and leave "
+                               "`labeler` unset to have bortify fine-tune one.")
+        model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        result = Labeler(model, tokenizer, task, max_length=max_length, batch_size=eval_batch_size, source=labeler,
+                         id_map=_label_map(model, task, labeler))
+    else:
+        model0, tokenizer = load_classifier(teacher, task.label_names, task.regression)
+        train = task.train
+        if max_train_samples and max_train_samples < len(train):
+            train = train.shuffle(seed=seed).select(range(max_train_samples))
+        theta = {"learning_rate": learning_rate, "weight_decay": 0.01, "warmup_ratio": 0.1, "batch_size": batch_size}
+        model = fit(model0, tokenizer, tokenize(train, tokenizer, task.text_columns, max_length), theta,
+                    epochs=epochs, seed=seed)
+        result = Labeler(model, tokenizer, task, max_length=max_length, batch_size=eval_batch_size,
+                         source=f"{teacher} fine-tuned on {len(train)} train rows ({epochs:g} epochs)")
+    result.dev_score = result.evaluate(task.dev)
+    result.seconds = time.perf_counter() - start
+    threshold = default_threshold(task) if min_dev_score is None else min_dev_score
+    if not result.dev_score > threshold:
+        what = "Pearson r" if task.regression else "accuracy"
+        raise LabelerError(f"The labeler ({result.source}) has dev {what} {result.dev_score:.3f}, not above the "
+                           f"threshold {threshold:.3f}: its labels would poison the training set. Use a better "
+                           "labeler (more labeler_epochs / labeler_max_train_samples, another teacher) or lower "
+                           "labeler_min_dev_score deliberately.")
+    return result

@@ -1,0 +1,126 @@
+"""One fine-tuning run through the `Trainer`, batched prediction, and scoring with the shipped metrics.
+
+Nothing here is Agora-specific: plain fine-tuning, the labeler and every Agora round use these functions.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+
+import datasets
+import numpy as np
+import torch
+from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                          TrainingArguments)
+
+from bortify.metrics import compute_metrics
+from bortify.resources import resolve_model
+
+
+class ModelLoadError(ValueError):
+    pass
+
+
+def load_classifier(name_or_path: str, label_names: list[str], regression: bool):
+    """(model, tokenizer): any BERT-family checkpoint as AutoModelForSequenceClassification with the task's labels.
+
+    An MLM head (or none, for a bare encoder) is dropped and a fresh classifier initialised; a checkpoint that
+    is already a classifier for a different label count is re-headed (`ignore_mismatched_sizes`). Weights are
+    loaded as safetensors only, and never with remote code."""
+    path = resolve_model(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:
+        raise ModelLoadError(f"Cannot load a tokenizer from {name_or_path!r} ({exc}). The model directory must hold "
+                             "tokenizer files (tokenizer.json / vocab.txt), e.g. the pretraining stage's output.") from exc
+    kwargs = {"num_labels": 1, "problem_type": "regression"} if regression else {
+        "num_labels": len(label_names), "problem_type": "single_label_classification",
+        "id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, use_safetensors=True, trust_remote_code=False, ignore_mismatched_sizes=True, **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"Cannot load {name_or_path!r} as a sequence classifier with safetensors weights: {exc}") from exc
+    return model, tokenizer
+
+
+def tokenize(ds: datasets.Dataset, tokenizer, text_columns: list[str], max_length: int) -> datasets.Dataset:
+    """input_ids/attention_mask(/token_type_ids) + labels; padding is done per batch by the collator."""
+    def encode(batch):
+        texts = [batch[c] for c in text_columns]
+        enc = tokenizer(*texts, truncation=True, max_length=max_length)
+        enc["labels"] = batch["label"]
+        return enc
+    return ds.map(encode, batched=True, remove_columns=ds.column_names, desc=None)
+
+
+def examples_seen(n_train: int, batch_size: int, epochs: float, max_steps: int) -> int:
+    """Training examples processed by one run (what the benchmark equalises between plain and Agora)."""
+    if max_steps and max_steps > 0:
+        steps_per_epoch = math.ceil(n_train / batch_size)
+        full, rest = divmod(max_steps, steps_per_epoch)
+        return full * n_train + min(rest * batch_size, n_train)
+    return int(round(epochs * n_train))
+
+
+def fit(model0, tokenizer, train_tok: datasets.Dataset, theta: dict, *, epochs: float, max_steps: int = -1,
+        seed: int = 42):
+    """Fine-tune a copy of `model0` on `train_tok` with hyperparameters θ; returns the trained model (model0 is
+    left untouched: Agora restarts every round from the same initial model, PAPERS.md §3 `copy(model0)`)."""
+    model = copy.deepcopy(model0)
+    with tempfile.TemporaryDirectory(prefix="bortify-ft-") as tmp:
+        args = TrainingArguments(
+            output_dir=tmp,
+            per_device_train_batch_size=int(theta["batch_size"]),
+            learning_rate=float(theta["learning_rate"]),
+            weight_decay=float(theta["weight_decay"]),
+            warmup_steps=float(theta["warmup_ratio"]),  # a float in [0, 1) is a ratio of the total steps
+            lr_scheduler_type="linear",
+            num_train_epochs=epochs,
+            max_steps=max_steps if max_steps and max_steps > 0 else -1,
+            seed=seed,
+            data_seed=seed,
+            save_strategy="no",
+            eval_strategy="no",
+            logging_strategy="no",
+            report_to="none",
+            disable_tqdm=True,  # the caller shows one bar over all runs
+            dataloader_num_workers=0,
+            dataloader_pin_memory=False,
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=train_tok,
+                          data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
+        trainer.train()
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict(model, tokenizer, ds_tok: datasets.Dataset, batch_size: int = 64) -> np.ndarray:
+    """Raw outputs (logits; a vector for regression) over a tokenised dataset, in order."""
+    model.eval()
+    device = next(model.parameters()).device
+    collator = DataCollatorWithPadding(tokenizer)
+    keep = [c for c in ds_tok.column_names if c != "labels"]
+    out = []
+    for start in range(0, len(ds_tok), batch_size):
+        rows = ds_tok.select(range(start, min(start + batch_size, len(ds_tok)))).select_columns(keep)
+        batch = collator([dict(r) for r in rows])
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+        out.append(logits.float().cpu().numpy())
+    if not out:
+        return np.zeros((0, model.config.num_labels), dtype=np.float32)
+    return np.concatenate(out)
+
+
+def to_predictions(logits: np.ndarray, regression: bool) -> np.ndarray:
+    return logits.reshape(-1) if regression else logits.argmax(-1)
+
+
+def score(predictions, references, metrics: list[str], num_labels: int) -> dict[str, float]:
+    """The task's metrics; F1 is binary for two classes and macro-averaged otherwise."""
+    average = "binary" if num_labels == 2 else "macro"
+    return compute_metrics(metrics, list(np.asarray(predictions).tolist()), list(np.asarray(references).tolist()),
+                           average=average)

@@ -1,0 +1,2 @@
+"""Hub-ready output: model cards with measured evidence (`card`), release folders (`card_stage`), and
+`bortify push` (`push`), which uploads a release folder with huggingface_hub."""

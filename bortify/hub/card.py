@@ -1,0 +1,480 @@
+"""Model cards with measured evidence, rendered from `model_cards/*.md` with huggingface_hub's ModelCard.
+
+Every figure in a card comes from a run's own reports (extract/pretrain/finetune `report.json`), from the
+checkpoint itself (parameters counted from model.safetensors, the architecture from config.json) or from a
+measurement taken while the card is made (CPU latency against the source model). Nothing is typed in; a
+figure that no report provides renders as "not measured".
+
+    >>> evidence = collect_evidence({"extract": "runs/demo/extract", "finetune": "runs/demo/finetune"},
+    ...                             model_dir="runs/demo/finetune")
+    >>> card = render_card(evidence, CardOptions(repo_id="me/bort-sentiment"))
+    >>> card.save("README.md")
+
+`bortify card` assembles a release folder (checkpoint + card + plots), the same thing the card stage of
+`bortify run` does (see `bortify.hub.card_stage`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+NOT_MEASURED = "not measured"
+TEMPLATES = {"task": "task_model.md", "student": "student.md"}
+# Keys of Trainer metric dicts that are bookkeeping, not scores.
+_NOT_SCORES = ("runtime", "per_second", "epoch", "step", "loss", "n_examples", "samples")
+
+
+class CardError(ValueError):
+    """The card cannot be made; the message says what to fix."""
+
+
+@dataclass
+class CardOptions:
+    """What the card says beyond the reports: names, licence, tags, latency settings."""
+
+    repo_id: Optional[str] = field(default=None, metadata={
+        "help": "Hub repository the model will live in (NS/NAME); used in the card's how-to-load snippet and as "
+                "the model name. Default: the release folder's path."})
+    model_name: Optional[str] = field(default=None, metadata={
+        "help": "Model name in the card title and model-index (default: NAME of --repo_id, else "
+                "bortify-task-model / bortify-student-model)."})
+    license: str = field(default="apache-2.0", metadata={
+        "help": "Licence of the released weights (SPDX id as the Hub expects, e.g. apache-2.0, mit)."})
+    language: str = field(default="en", metadata={"help": "Language code(s) of the model, comma-separated."})
+    tags: Optional[str] = field(default=None, metadata={
+        "help": "Extra comma-separated tags; 'bort' and 'bortify' are always added."})
+    measure_latency: bool = field(default=True, metadata={
+        "help": "Measure CPU latency of the released encoder against the source model's (random weights: latency "
+                "depends only on the shape). Off: the card says 'not measured'."})
+    latency_batch_size: int = field(default=8, metadata={"help": "Batch size for the latency measurement."})
+    latency_seq_len: int = field(default=128, metadata={"help": "Sequence length for the latency measurement."})
+    latency_threads: int = field(default=1, metadata={
+        "help": "CPU threads for the latency measurement (0: torch's default, all cores). One thread is the default: "
+                "on a loaded machine multi-threaded timings of small models are dominated by thread contention "
+                "(measured here: 16 ms on 1 thread vs 642 ms on 2 for the same model)."})
+    latency_repeats: int = field(default=5, metadata={
+        "help": "Timed forward passes per model, alternating between the models; the fastest is reported."})
+
+
+# ---- reading the evidence -------------------------------------------------------------------------------
+
+def read_report(stage_dir: str | Path | None) -> dict:
+    """A stage's report.json, or {} when the stage or its report is missing (the card says 'not measured')."""
+    if not stage_dir:
+        return {}
+    path = Path(stage_dir) / "report.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CardError(f"{path} is not valid JSON ({exc}); re-run that stage or fix the file.") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def count_parameters(model_dir: str | Path) -> dict[str, int] | None:
+    """Total and effective (encoder-only, PAPERS.md §1) parameter counts from the safetensors header."""
+    from safetensors import safe_open
+
+    model_dir = Path(model_dir)
+    shards = sorted(model_dir.glob("*.safetensors"))
+    if not shards:
+        return None
+    total = effective = 0
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as f:
+            for name in f.keys():
+                n = math.prod(f.get_slice(name).get_shape())
+                total += n
+                if ".encoder.layer." in f".{name}":
+                    effective += n
+    return {"total": total, "effective": effective,
+            "bytes": sum(s.stat().st_size for s in shards)}
+
+
+def shape_of(config: dict) -> dict[str, int | None]:
+    """⟨D, A, H, I⟩ of a BERT-family config.json (PAPERS.md §1)."""
+    return {"D": config.get("num_hidden_layers"), "A": config.get("num_attention_heads"),
+            "H": config.get("hidden_size"), "I": config.get("intermediate_size")}
+
+
+def compare_latency(model_config, source_config, batch_size: int, seq_len: int, repeats: int,
+                    threads: int = 0) -> tuple[float, float]:
+    """Seconds of one forward pass of each bare encoder (random weights, fp32, CPU), side by side.
+
+    As the extraction stage's `measure_latency` (random-weight encoder, timed passes after a warm-up), but
+    the two models are timed in alternation, so load from other processes hits both alike, and each
+    model's time is the fastest of `repeats` passes: the pass least disturbed by that load (the `timeit`
+    convention). `threads` > 0 pins torch's intra-op threads for the measurement. -> (model s, source s)
+    """
+    import torch
+
+    previous_threads = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        return _alternate_timings(model_config, source_config, batch_size, seq_len, repeats)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _alternate_timings(model_config, source_config, batch_size: int, seq_len: int, repeats: int) -> tuple[float, float]:
+    import torch
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    models = [AutoModel.from_config(c).eval() for c in (model_config, source_config)]
+    vocab = min(c.vocab_size for c in (model_config, source_config))
+    ids = torch.randint(5, vocab, (batch_size, seq_len))
+    mask = torch.ones_like(ids)
+    times: list[list[float]] = [[], []]
+    with torch.inference_mode():
+        for model in models:  # warm-up
+            model(input_ids=ids, attention_mask=mask)
+        for _ in range(repeats):
+            for model, record in zip(models, times):
+                start = time.perf_counter()
+                model(input_ids=ids, attention_mask=mask)
+                record.append(time.perf_counter() - start)
+    return min(times[0]), min(times[1])
+
+
+def resolve_source(extract: dict, pretrain: dict, model_config) -> dict:
+    """The model this one is compared against: the extraction source, else the pretraining teacher.
+
+    Its shape and size come from the extract report when it has them, else from the source's own
+    config.json / safetensors (packaged defaults and local paths; a Hub name needs the Hub).
+    -> {"name", "config" (or None), "shape", "parameters", "effective_parameters"}
+    """
+    from transformers import AutoConfig, BertConfig
+
+    name = extract.get("source") or pretrain.get("teacher")
+    source = {"name": name, "config": None, "shape": extract.get("source_shape"),
+              "parameters": extract.get("source_parameters"),
+              "effective_parameters": extract.get("source_effective_parameters")}
+    if name:
+        try:
+            from bortify.resources import resolve_model
+
+            path = resolve_model(name)
+            source["config"] = AutoConfig.from_pretrained(path)
+            counted = count_parameters(path) if Path(path).is_dir() else None
+        except Exception:  # e.g. a Hub name without the Hub: keep what the report says
+            counted = None
+        if source["config"] is not None and not source["shape"]:
+            source["shape"] = shape_of(source["config"].to_dict())
+        if counted and source["parameters"] is None:
+            source["parameters"], source["effective_parameters"] = counted["total"], counted["effective"]
+    shape = source["shape"] or {}
+    if source["config"] is None and all(shape.get(k) for k in "DAHI"):
+        source["config"] = BertConfig(vocab_size=model_config.vocab_size, num_hidden_layers=shape["D"],
+                                      num_attention_heads=shape["A"], hidden_size=shape["H"],
+                                      intermediate_size=shape["I"])
+    return source
+
+
+def collect_evidence(stage_dirs: dict[str, str], model_dir: str | Path, options: CardOptions | None = None) -> dict:
+    """Everything the card states, as plain data (also written next to the card as card_evidence.json)."""
+    options = options or CardOptions()
+    model_dir = Path(model_dir)
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise CardError(f"{model_dir} has no config.json: point the card at a saved checkpoint "
+                        "(the finetune or pretrain stage's output directory).")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    extract, pretrain, finetune = (read_report(stage_dirs.get(s)) for s in ("extract", "pretrain", "finetune"))
+    kind = "task" if (stage_dirs.get("finetune") or "ForSequenceClassification" in " ".join(config.get("architectures") or [])) else "student"
+    params = count_parameters(model_dir)
+    from transformers import AutoConfig
+
+    model_cfg = AutoConfig.from_pretrained(model_dir)
+    source = resolve_source(extract, pretrain, model_cfg)
+    evidence: dict[str, Any] = {
+        "kind": kind,
+        "stages": sorted(s for s in ("extract", "pretrain", "finetune") if stage_dirs.get(s)),
+        "architecture": (config.get("architectures") or [config.get("model_type")])[0],
+        "model_type": config.get("model_type"),
+        "shape": shape_of(config),
+        "vocab_size": config.get("vocab_size"),
+        "parameters": params,
+        "labels": finetune.get("labels") or [config.get("id2label", {}).get(k) for k in sorted(config.get("id2label", {}), key=int)],
+        "extract": extract,
+        "pretrain": pretrain,
+        "finetune": finetune,
+        "source": {k: v for k, v in source.items() if k != "config"},
+        "latency": None,
+        "nfr": finetune.get("nfr") if isinstance(finetune.get("nfr"), (int, float, dict)) else None,
+    }
+    if not options.measure_latency:
+        return evidence
+    if source["config"] is None:
+        evidence["latency_error"] = "no source model known (no extract or pretrain report)"
+        return evidence
+    # Both models at the same shape; a sequence no longer than either model accepts.
+    seq_len = min(options.latency_seq_len, *(getattr(c, "max_position_embeddings", None) or options.latency_seq_len
+                                             for c in (model_cfg, source["config"])))
+    args = (options.latency_batch_size, seq_len, options.latency_repeats)
+    try:
+        threads = options.latency_threads if options.latency_threads > 0 else _threads()
+        model_s, source_s = compare_latency(model_cfg, source["config"], *args, threads=threads)
+    except Exception as exc:  # the card must still be written; it says why latency is missing
+        evidence["latency_error"] = f"{type(exc).__name__}: {exc}"
+        return evidence
+    evidence["latency"] = {"model_seconds": model_s, "source_seconds": source_s, "source": source["name"],
+                           "speedup": source_s / model_s, "batch_size": args[0], "seq_len": args[1],
+                           "repeats": args[2], "threads": threads}
+    return evidence
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+# ---- formatting -----------------------------------------------------------------------------------------
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A reported value as card text; missing values say so."""
+    if value is None or value == "" or value == {}:
+        return NOT_MEASURED
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def fmt_params(n: int | None) -> str:
+    if not n:
+        return NOT_MEASURED
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,}"
+
+
+def ratio(a, b) -> str:
+    return f"{a / b:.1%}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else NOT_MEASURED
+
+
+def scores(metrics: Any) -> dict[str, float]:
+    """Numeric scores of a metrics dict, with Trainer prefixes dropped and bookkeeping keys removed."""
+    if not isinstance(metrics, dict):
+        return {}
+    out = {}
+    for key, value in metrics.items():
+        name = key.split("_", 1)[1] if key.startswith(("eval_", "test_", "dev_")) else key
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not any(t in name for t in _NOT_SCORES):
+            out[name] = float(value)
+    return out
+
+
+def _hub_id(name: str | None) -> str | None:
+    """A Hub id for a model/dataset spec, or None for local paths and packaged defaults without one."""
+    if not name:
+        return None
+    if name.startswith("embedded:"):
+        try:
+            from bortify.resources import RESOURCES
+
+            hub_id = RESOURCES[name.split(":", 1)[1]].extra.get("hub_id", "")
+        except (ImportError, KeyError):
+            return None
+        return hub_id if hub_id and " " not in hub_id else None
+    if Path(name).exists() or name.startswith((".", "/")) or name.count("/") > 1:
+        return None
+    return name
+
+
+def _template_dir() -> Path:
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (base / "model_cards" / TEMPLATES["task"]).is_file():
+            return base / "model_cards"
+    raise CardError("Card templates not found: model_cards/ ships with the bortify source tree; install bortify "
+                    "from a checkout (pip install -e .) or run from the repository root.")
+
+
+def card_metadata(evidence: dict, options: CardOptions):
+    """ModelCardData (YAML front matter) incl. the model-index results that the Hub parses."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    ft, pt = evidence["finetune"], evidence["pretrain"]
+    name = model_name(evidence, options)
+    eval_results = []
+    if evidence["kind"] == "task":
+        dataset = str(ft.get("dataset") or NOT_MEASURED)
+        for split in ("test", "dev"):
+            for metric, value in scores(ft.get(split)).items():
+                eval_results.append(EvalResult(
+                    task_type="text-classification", task_name=ft.get("task") or "Text Classification",
+                    dataset_type=dataset, dataset_name=dataset, dataset_split=split,
+                    metric_type=metric, metric_name=f"{metric} ({split})", metric_value=round(value, 4)))
+    elif isinstance(pt.get("heldout_mlm_loss_after"), (int, float)):
+        corpus = str(pt.get("corpus") or NOT_MEASURED)
+        eval_results.append(EvalResult(
+            task_type="fill-mask", task_name="Masked language modelling", dataset_type=corpus, dataset_name=corpus,
+            dataset_split="heldout", metric_type="loss", metric_name="held-out MLM loss",
+            metric_value=round(float(pt["heldout_mlm_loss_after"]), 4)))
+    tags = ["bort", "bortify", "knowledge-distillation"]
+    if ft.get("mode") == "agora":
+        tags.append("agora")
+    tags += [t.strip() for t in (options.tags or "").split(",") if t.strip() and t.strip() not in tags]
+    datasets = [d for d in (_hub_id(ft.get("dataset")), _hub_id(pt.get("corpus"))) if d]
+    base = _hub_id(evidence["source"]["name"])
+    pipeline_tag = "text-classification" if evidence["kind"] == "task" else (
+        "fill-mask" if "MaskedLM" in str(evidence["architecture"]) else "feature-extraction")
+    return ModelCardData(
+        model_name=name, language=[s.strip() for s in options.language.split(",") if s.strip()],
+        license=options.license, library_name="transformers", pipeline_tag=pipeline_tag, tags=tags,
+        datasets=datasets or None, metrics=sorted({r.metric_type for r in eval_results}) or None,
+        base_model=base, eval_results=eval_results or None,
+    )
+
+
+def model_name(evidence: dict, options: CardOptions) -> str:
+    if options.model_name:
+        return options.model_name
+    if options.repo_id:
+        return options.repo_id.split("/")[-1]
+    return f"bortify-{evidence['kind']}-model"
+
+
+def template_values(evidence: dict, options: CardOptions, *, load_from: str, images: dict[str, str]) -> dict:
+    """Pre-formatted strings for the Jinja template (templates stay free of logic)."""
+    ex, pt, ft, src = evidence["extract"], evidence["pretrain"], evidence["finetune"], evidence["source"]
+    params = evidence["parameters"] or {}
+    shape, src_shape = evidence["shape"], src.get("shape") or {}
+    winner = ex.get("winner") or {}
+    lat = evidence["latency"]
+    rounds = [r for r in (ft.get("rounds") or []) if isinstance(r, dict)]
+    labeler = ft.get("labeler") if isinstance(ft.get("labeler"), dict) else {}
+    loss = pt.get("loss") if isinstance(pt.get("loss"), dict) else {}
+    nfr = evidence.get("nfr")
+    return {
+        "model_name": model_name(evidence, options),
+        "load_from": load_from,
+        "load_is_path": not options.repo_id,
+        "architecture": evidence["architecture"],
+        "labels": ", ".join(map(str, evidence["labels"] or [])) or NOT_MEASURED,
+        "arch_rows": [
+            (key, fmt(shape.get(key)), fmt(src_shape.get(key)))
+            for key in ("D", "A", "H", "I")
+        ],
+        "params_total": fmt_params(params.get("total")),
+        "params_effective": fmt_params(params.get("effective")),
+        "source_params_total": fmt_params(src.get("parameters")),
+        "source_params_effective": fmt_params(src.get("effective_parameters")),
+        "ratio_total": ratio(params.get("total"), src.get("parameters")),
+        "ratio_effective": ratio(params.get("effective"), src.get("effective_parameters")),
+        "size_mb": f"{params['bytes'] / 2**20:.1f} MiB" if params.get("bytes") else NOT_MEASURED,
+        "source": fmt(src.get("name")),
+        "has_extract": bool(ex) or "extract" in evidence.get("stages", ()),
+        "ex_space": fmt(ex.get("space")),
+        "ex_epsilon": fmt(ex.get("epsilon")),
+        "ex_error_estimator": fmt(ex.get("error_estimator")),
+        "ex_winner": ", ".join(f"{k}={winner[k]}" for k in ("D", "A", "H", "I") if k in winner) or NOT_MEASURED,
+        "ex_w": fmt(winner.get("W")),
+        "ex_candidates": (f"{ex['num_candidates']:,} candidates: {ex.get('num_trained', 0)} trained for ê, "
+                          f"{ex.get('num_cached', 0)} from cache, {ex.get('num_skipped', 0)} skipped by the ε-buckets"
+                          if isinstance(ex.get("num_candidates"), int) else NOT_MEASURED),
+        "ex_ops_ratio": (f"{winner['ops_ratio']:.1%} of the source's multiply-adds per token"
+                         + (f" at L={ex['seq_len']}" if ex.get("seq_len") else "")
+                         if isinstance(winner.get("ops_ratio"), (int, float)) else NOT_MEASURED),
+        "ex_error": fmt(winner.get("error")),
+        "pareto_png": images.get("pareto"),
+        "has_pretrain": bool(pt) or "pretrain" in evidence.get("stages", ()),
+        "pt_teacher": fmt(pt.get("teacher")),
+        "pt_teacher_kind": fmt(pt.get("teacher_kind")),
+        "pt_corpus": fmt(pt.get("corpus")),
+        "pt_kd_mode": fmt(pt.get("kd_mode")),
+        "pt_loss": ", ".join(f"{k}={fmt(v)}" for k, v in loss.items()) or fmt(pt.get("loss")),
+        "pt_init": fmt(pt.get("init")),
+        "pt_steps": fmt(pt.get("max_steps")),
+        "pt_before": fmt(pt.get("heldout_mlm_loss_before")),
+        "pt_after": fmt(pt.get("heldout_mlm_loss_after")),
+        "has_finetune": bool(ft) or "finetune" in evidence.get("stages", ()),
+        "ft_base": fmt(ft.get("base_model")),
+        "ft_dataset": fmt(ft.get("dataset")),
+        "ft_task": fmt(ft.get("task")),
+        "ft_metric": fmt(ft.get("metric")),
+        "ft_mode": fmt(ft.get("mode")),
+        "ft_splits": splits_text(ft.get("splits")),
+        "ft_labeler": _labeler_text(labeler) if labeler else NOT_MEASURED,
+        "ft_best_round": fmt(ft.get("best_round")),
+        "ft_rounds": [(fmt(r.get("round")), fmt(r.get("best_theta")), fmt(r.get("dev_score")), fmt(r.get("mistakes")),
+                       fmt(r.get("examples_added")), fmt(r.get("train_size"))) for r in rounds],
+        "ft_examples_added": fmt(sum(r.get("examples_added") or 0 for r in rounds)) if rounds else NOT_MEASURED,
+        "rounds_png": images.get("rounds"),
+        "eval_rows": [(split, metric, f"{value:.4f}") for split in ("dev", "test")
+                      for metric, value in scores(ft.get(split)).items()],
+        "mlm_rows": [("held-out MLM loss", fmt(pt.get("heldout_mlm_loss_before")), fmt(pt.get("heldout_mlm_loss_after")))]
+        if pt else [],
+        "latency": None if not lat else {
+            "model_ms": f"{lat['model_seconds'] * 1e3:.1f}", "source_ms": f"{lat['source_seconds'] * 1e3:.1f}",
+            "speedup": speed_text(lat["speedup"]), "source": lat["source"], "batch_size": lat["batch_size"],
+            "seq_len": lat["seq_len"], "repeats": lat["repeats"], "threads": lat["threads"]},
+        "latency_note": f" ({evidence['latency_error']})" if evidence.get("latency_error") else "",
+        "nfr": NOT_MEASURED if nfr is None else fmt(nfr),
+        "not_measured": NOT_MEASURED,
+    }
+
+
+def speed_text(speedup: float) -> str:
+    """'5.2× faster' / '1.3× slower' (a speed-up below 1 is a slow-down, said plainly)."""
+    return f"{speedup:.1f}× faster" if speedup >= 1 else f"{1 / speedup:.1f}× slower"
+
+
+def splits_text(splits: Any) -> str:
+    """'train 200, dev 100, test 100' from a report's splits (sizes only; other details stay in the report)."""
+    if not isinstance(splits, dict):
+        return fmt(splits)
+    sizes = [f"{k} {v:,}" for k, v in splits.items() if k in ("train", "dev", "test", "validation") and isinstance(v, int)]
+    return ", ".join(sizes) or fmt(splits)
+
+
+def _labeler_text(labeler: dict) -> str:
+    """'name (dev accuracy 0.81)' from the labeler's description, whatever its dev metric is called."""
+    dev = {k[len("dev_"):]: v for k, v in labeler.items() if k.startswith("dev_")}
+    measured = ", ".join(f"dev {k} {fmt(v)}" for k, v in dev.items()) or f"dev score {NOT_MEASURED}"
+    return f"{labeler.get('name', NOT_MEASURED)} ({measured})"
+
+
+def render_card(evidence: dict, options: CardOptions | None = None, *, load_from: str | None = None,
+                images: dict[str, str] | None = None, template_path: str | Path | None = None):
+    """Render the card (a huggingface_hub ModelCard) from collected evidence."""
+    from huggingface_hub import ModelCard
+
+    options = options or CardOptions()
+    template = Path(template_path) if template_path else _template_dir() / TEMPLATES[evidence["kind"]]
+    values = template_values(evidence, options, load_from=load_from or options.repo_id or "PATH/TO/MODEL",
+                             images=images or {})
+    return ModelCard.from_template(card_metadata(evidence, options), template_path=str(template), **values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bortify.hub.card_stage import CardArguments, build_release
+    from bortify.recipes import RecipeError, parse_stage_args
+    from bortify.utils import OutputExistsError
+
+    (args, options) = parse_stage_args(
+        (CardArguments, CardOptions), sys.argv[1:] if argv is None else argv, stage="card", prog="bortify card",
+        description="Assemble a release folder: the final checkpoint (fine-tuned model if given, else the pretrained "
+        "student), its tokenizer, the Pareto/Agora plots and a README.md model card filled from the run's reports "
+        "and a CPU latency measurement. `bortify push OUTPUT_DIR --repo-id NS/NAME` uploads it.",
+    )
+    try:
+        summary = build_release(args, options)
+    except (CardError, RecipeError, OutputExistsError) as exc:
+        print(f"bortify card: error: {exc}", file=sys.stderr)
+        return 2
+    for line in summary["summary_lines"]:
+        print(line)
+    return 0

@@ -1,0 +1,225 @@
+"""`bortify push DIR --repo-id NS/NAME`: upload a release folder (checkpoint + model card) to the Hub.
+
+One `upload_folder` call is one commit, and a commit on the Hub is atomic: a push that fails leaves the
+remote as it was, a push that succeeds leaves it complete. Transient failures (5xx, 408/429, dropped
+connections) are retried with exponential backoff: huggingface_hub already retries its own upload
+requests (preupload, LFS batch and PUT use its `http_backoff`); the repo creation and the commit itself
+are not retried by it, so `push_folder` re-runs the whole step. Re-running `upload_folder` is cheap: LFS
+objects already on the server are not uploaded again.
+
+The token comes from `--token`, else `HF_TOKEN`, else the saved login (`hf auth login`). It is never
+printed, logged or written anywhere by bortify; error messages are scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+T = TypeVar("T")
+
+# Files in a stage directory that are not part of a release (Trainer state, run bookkeeping).
+IGNORE_PATTERNS = [
+    "checkpoint-*", "checkpoint-*/**", "optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json",
+    "training_args.bin", "stage_done.json", ".*", "**/.*",
+]
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
+# Exception class names of connection-level failures (httpx flavours that huggingface_hub uses).
+TRANSIENT_EXCEPTIONS = {"TimeoutException", "NetworkError", "RemoteProtocolError", "ConnectError", "ReadError",
+                        "ConnectionError", "TimeoutError"}
+REPO_ID = re.compile(r"^([A-Za-z0-9][\w.\-]*/)?[A-Za-z0-9][\w.\-]*$")  # NAME alone: the token's user namespace
+
+
+class PushError(ValueError):
+    """The push cannot start or failed; the message says what to fix."""
+
+
+@dataclass
+class PushArguments:
+    model_dir: str = field(metadata={"help": "Release folder to upload: config.json, model.safetensors, tokenizer "
+                                             "files and README.md (the card). `bortify card` / the card stage makes one."})
+    repo_id: str = field(metadata={"help": "Target repository on the Hub, NAMESPACE/NAME, or NAME for your own namespace "
+                                           "(created if missing)."})
+    private: bool = field(default=False, metadata={"help": "Create the repository as private (no effect if it exists)."})
+    revision: Optional[str] = field(default=None, metadata={
+        "help": "Branch to push to (created from main if missing). Default: main."})
+    commit_message: Optional[str] = field(default=None, metadata={
+        "help": "Commit message (default: 'Upload NS/NAME with bortify')."})
+    token: Optional[str] = field(default=None, metadata={
+        "help": "Hub token with write access. Prefer leaving this unset: then HF_TOKEN or the saved login "
+                "(`hf auth login`) is used, and the token stays out of shell history. Never printed."})
+    endpoint: Optional[str] = field(default=None, metadata={
+        "help": "Hub endpoint URL (default: $HF_ENDPOINT or https://huggingface.co)."})
+    max_retries: int = field(default=4, metadata={
+        "help": "Retries of a step (create repo, branch, commit) after a transient error (5xx, 408, 429, connection)."})
+    retry_wait: float = field(default=1.0, metadata={
+        "help": "Seconds before the first retry; doubles each time (capped at 30 s)."})
+
+
+@dataclass
+class PushResult:
+    repo_id: str
+    revision: str
+    commit_oid: str
+    commit_url: str
+    repo_url: str
+    files: list[str]
+    attempts: int
+
+    def summary_lines(self) -> list[str]:
+        return [
+            f"pushed {len(self.files)} files to {self.repo_url} (revision {self.revision}, commit {self.commit_oid[:10]})",
+            f"load it: from_pretrained({self.repo_id!r}"
+            + (f", revision={self.revision!r})" if self.revision != "main" else ")")
+            + " (AutoModel*/AutoTokenizer/pipeline)",
+        ]
+
+
+def check_release_folder(model_dir: str | Path) -> list[str]:
+    """Raise PushError unless `model_dir` is a loadable checkpoint with a card; return the files to upload."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise PushError(f"{path} is not a directory. Pass the release folder that `bortify card` wrote "
+                        "(or the card stage's output directory of `bortify run`).")
+    config = path / "config.json"
+    if not config.is_file():
+        raise PushError(f"{path} is not a loadable checkpoint: no config.json. Save the model with "
+                        "model.save_pretrained(DIR), or point at the card stage's output.")
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise PushError(f"{config} is not a valid transformers config ({exc}).") from exc
+    if not model_type:
+        raise PushError(f"{config} has no model_type; it was not written by save_pretrained.")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        hint = " (found pytorch_model.bin: re-save with safe_serialization)" if (path / "pytorch_model.bin").exists() else ""
+        raise PushError(f"{path} has no weights: expected model.safetensors or model.safetensors.index.json{hint}.")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise PushError(f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): users could not run "
+                        "pipeline() on it. Save the tokenizer with tokenizer.save_pretrained(DIR).")
+    readme = path / "README.md"
+    if not readme.is_file():
+        raise PushError(f"{path} has no README.md model card. Write one with `bortify card --output_dir {path} ...` "
+                        "(the card stage of `bortify run` does it for you).")
+    from huggingface_hub import metadata_load
+
+    try:
+        metadata = metadata_load(readme)
+    except Exception as exc:  # yaml errors
+        raise PushError(f"{readme} has unreadable YAML metadata: {exc}") from exc
+    if not metadata:
+        raise PushError(f"{readme} has no YAML metadata block (license, tags, model-index); render it with `bortify card`.")
+    import fnmatch
+
+    files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+    return [f for f in files if not any(fnmatch.fnmatch(f, pat) for pat in IGNORE_PATTERNS)]
+
+
+def resolve_token(token: str | None) -> str | None:
+    """An explicit token, else HF_TOKEN, else the saved login."""
+    if token:
+        return token
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def is_transient(exc: BaseException) -> bool:
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if status is not None:
+        return status in TRANSIENT_STATUS
+    return any(cls.__name__ in TRANSIENT_EXCEPTIONS for cls in type(exc).__mro__)
+
+
+def with_retries(step: Callable[[], T], what: str, *, max_retries: int, wait: float,
+                 sleep: Callable[[float], None] = time.sleep, log: Callable[[str], None] | None = None) -> tuple[T, int]:
+    """Run `step`, retrying transient failures with exponential backoff. -> (result, attempts)."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return step(), attempt
+        except Exception as exc:
+            if attempt > max_retries or not is_transient(exc):
+                raise
+            delay = min(wait * 2 ** (attempt - 1), 30.0)
+            if log:
+                log(f"{what}: transient error ({type(exc).__name__}, status "
+                    f"{getattr(getattr(exc, 'response', None), 'status_code', '-')}); retry {attempt}/{max_retries} in {delay:.1f} s")
+            sleep(delay)
+
+
+def redact(text: str, token: str | None) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def push_folder(model_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+                commit_message: str | None = None, token: str | None = None, endpoint: str | None = None,
+                max_retries: int = 4, retry_wait: float = 1.0, log: Callable[[str], None] | None = None) -> PushResult:
+    """Create `repo_id` if needed (and the branch `revision`), then upload `model_dir` as one commit."""
+    if not REPO_ID.match(repo_id or ""):
+        raise PushError(f"--repo-id must look like NAMESPACE/NAME or NAME (e.g. my-user/bort-sentiment), got {repo_id!r}.")
+    files = check_release_folder(model_dir)
+    token = resolve_token(token)
+    if not token:
+        raise PushError("No Hugging Face token found: set HF_TOKEN, run `hf auth login`, or pass --token.")
+    from huggingface_hub import HfApi, constants
+
+    if constants.is_offline_mode():
+        raise PushError("HF_HUB_OFFLINE is set: unset it to push to the Hub.")
+    api = HfApi(endpoint=endpoint, token=token)
+    message = commit_message or f"Upload {repo_id} with bortify"
+    retry = dict(max_retries=max_retries, wait=retry_wait, log=log)
+    try:
+        repo_url, _ = with_retries(lambda: api.create_repo(repo_id, private=private or None, exist_ok=True), "create repo", **retry)
+        repo_id = getattr(repo_url, "repo_id", None) or repo_id  # NAME alone -> NAMESPACE/NAME
+        if revision and revision != "main":
+            with_retries(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True), "create branch", **retry)
+        info, attempts = with_retries(
+            lambda: api.upload_folder(repo_id=repo_id, folder_path=str(model_dir), revision=revision,
+                                      commit_message=message, ignore_patterns=IGNORE_PATTERNS),
+            "upload", **retry)
+    except PushError:
+        raise
+    except Exception as exc:
+        raise PushError(redact(f"Push to {repo_id} failed ({type(exc).__name__}): {exc}", token)) from None
+    return PushResult(repo_id=repo_id, revision=revision or "main", commit_oid=info.oid, commit_url=info.commit_url,
+                      repo_url=str(repo_url), files=files, attempts=attempts)
+
+
+def _positional_dir(argv: list[str]) -> list[str]:
+    """`bortify push DIR ...` -> `--model_dir DIR ...` (HfArgumentParser has no positionals)."""
+    if argv and not argv[0].startswith("-"):
+        return ["--model_dir", argv[0], *argv[1:]]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bortify.recipes import RecipeError, parse_stage_args
+
+    argv = _positional_dir(list(sys.argv[1:] if argv is None else argv))
+    (args,) = parse_stage_args(
+        (PushArguments,), argv, stage="push", prog="bortify push",
+        description="Push a release folder (checkpoint + README.md card) to the Hugging Face Hub: "
+        "bortify push DIR --repo-id NS/NAME. The repository is created if missing; the upload is one atomic commit, "
+        "retried on transient errors.",
+    )
+    try:
+        result = push_folder(args.model_dir, args.repo_id, private=args.private, revision=args.revision,
+                             commit_message=args.commit_message, token=args.token, endpoint=args.endpoint,
+                             max_retries=args.max_retries, retry_wait=args.retry_wait,
+                             log=lambda m: print(f"[bortify push] {m}", file=sys.stderr, flush=True))
+    except (PushError, RecipeError) as exc:
+        print(f"bortify push: error: {exc}", file=sys.stderr)
+        return 2
+    for line in result.summary_lines():
+        print(line)
+    return 0

@@ -1,0 +1,1 @@
+"""Pretraining by knowledge distillation (PAPERS.md §2): `pretrain()`, `DistillationTrainer`, pure losses."""

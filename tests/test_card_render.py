@@ -1,0 +1,283 @@
+"""Model cards: rendered from the run's reports, checked against a pattern, metadata parsed back.
+
+Inputs are a tiny real checkpoint (saved with save_pretrained, tokenizer of the packaged MiniLM) and
+hand-made report.json files in the shapes the extract/pretrain/finetune stages write.
+"""
+
+import json
+import math
+import re
+
+import pytest
+
+REPORTS = {
+    "extract": {
+        "source": "embedded:all-MiniLM-L6-v2", "source_shape": {"D": 6, "A": 12, "H": 384, "I": 1536},
+        "source_parameters": 22713216, "source_effective_parameters": 10646784, "epsilon": 0.2,
+        "space": {"D": [1, 2], "A": [2], "H": [32, 64], "I": [64]}, "error_estimator": "slice+kd",
+        "winner": {"D": 2, "A": 2, "H": 32, "I": 64, "parameters": 1000000, "effective_parameters": 25000,
+                   "ops": 123, "error": 0.41, "W": 0.77, "ops_ratio": 0.0123},
+        "num_candidates": 4, "num_trained": 2, "num_cached": 0, "num_skipped": 2, "seq_len": 128,
+        "plot": "pareto.png",
+    },
+    "pretrain": {
+        "teacher": "embedded:splade-tiny", "teacher_kind": "mlm", "corpus": "embedded:corpus", "kd_mode": "logit",
+        "loss": {"w_mlm": 0.1, "w_kd": 0.5, "temperature": 2.0}, "init": "slice", "max_steps": 40,
+        "heldout_mlm_loss_before": 9.81, "heldout_mlm_loss_after": 7.42, "parameters": 1012345,
+    },
+    "finetune": {
+        "base_model": "runs/x/pretrain", "dataset": "embedded:rotten-tomatoes", "task": "sentiment",
+        "labels": ["rotten", "fresh"], "metric": "accuracy", "mode": "agora",
+        "labeler": {"name": "embedded:all-MiniLM-L6-v2", "dev_accuracy": 0.81},
+        "rounds": [{"round": 0, "best_theta": {"lr": 5e-5}, "dev_score": 0.6, "mistakes": 80, "examples_added": 12,
+                    "train_size": 500},
+                   {"round": 1, "best_theta": {"lr": 1e-4}, "dev_score": 0.64, "mistakes": 72, "examples_added": 7,
+                    "train_size": 512}],
+        "best_round": 1,
+        "dev": {"eval_accuracy": 0.6423, "eval_loss": 0.6}, "test": {"test_accuracy": 0.6317, "test_f1": 0.6071,
+                                                                     "test_runtime": 1.2},
+        "splits": {"train": 500, "dev": 200, "test": 200},
+    },
+}
+
+
+def build_run_dirs(root, minilm_path, stages=("extract", "pretrain", "finetune"), seed=0):
+    """A fake finished run: stage dirs with report.json, a tiny classifier checkpoint, plots, Trainer leftovers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+
+    torch.manual_seed(seed)
+    dirs = {}
+    kwargs = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=64, max_position_embeddings=128)
+    for stage in stages:
+        d = root / stage
+        d.mkdir(parents=True)
+        dirs[stage] = str(d)
+        (d / "report.json").write_text(json.dumps(REPORTS[stage]))
+    if "extract" in stages:
+        plt.figure(figsize=(2, 2))
+        plt.plot([1, 2], [2, 1])
+        plt.savefig(root / "extract" / "pareto.png")
+        plt.close()
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    if "pretrain" in stages:
+        AutoModelForMaskedLM.from_config(BertConfig(**kwargs)).save_pretrained(root / "pretrain")
+        tokenizer.save_pretrained(root / "pretrain")
+    if "finetune" in stages:
+        config = BertConfig(**kwargs, num_labels=2, id2label={0: "rotten", 1: "fresh"}, label2id={"rotten": 0, "fresh": 1})
+        AutoModelForSequenceClassification.from_config(config).save_pretrained(root / "finetune")
+        tokenizer.save_pretrained(root / "finetune")
+        (root / "finetune" / "checkpoint-5").mkdir()
+        (root / "finetune" / "checkpoint-5" / "optimizer.pt").write_bytes(b"not for release")
+    return dirs
+
+
+def safetensors_counts(path):
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    total = sum(t.numel() for t in tensors.values())
+    effective = sum(t.numel() for k, t in tensors.items() if ".encoder.layer." in f".{k}")
+    return total, effective
+
+
+@pytest.fixture(scope="module")
+def task_release(tmp_path_factory, minilm_path):
+    from bortify.hub.card_stage import run_stage
+
+    root = tmp_path_factory.mktemp("run")
+    dirs = build_run_dirs(root, minilm_path)
+    summary = run_stage({"stage_dirs": dirs, "output_dir": str(root / "card"), "repo_id": "tester/bort-tiny",
+                         "latency_batch_size": 2, "latency_seq_len": 16, "latency_repeats": 2})
+    return root, summary
+
+
+def test_task_card_matches_pattern_and_reports(task_release):
+    root, summary = task_release
+    text = (root / "card" / "README.md").read_text()
+    total, effective = safetensors_counts(root / "finetune" / "model.safetensors")
+    src = REPORTS["extract"]
+    # The architecture table: this model (from config.json) against the source (from the extract report).
+    for key, mine, theirs in (("D", 2, 6), ("A", 2, 12), ("H", 32, 384), ("I", 64, "1,536")):
+        assert re.search(rf"^\| {key} \| {mine} \| {theirs} \|$", text, re.M), key
+    assert f"| parameters (total) | {total / 1e6:.2f}M | {src['source_parameters'] / 1e6:.2f}M |" in text
+    assert f"| parameters (effective, encoder only) | {effective:,} |" in text
+    assert f"{total / src['source_parameters']:.1%} of its parameters" in text
+    assert f"{effective / src['source_effective_parameters']:.1%} of its effective parameters" in text
+    # Extraction, pretraining, Agora rounds, evaluation, from the reports.
+    assert "ε = 0.2" in text and "W-coefficient 0.77" in text and "![" in text and "(pareto.png)" in text
+    assert "4 candidates: 2 trained for ê, 0 from cache, 2 skipped by the ε-buckets" in text
+    assert "inference cost 1.2% of the source's multiply-adds per token at L=128" in text
+    assert "| teacher | embedded:splade-tiny (mlm) |" in text and "| steps | 40 |" in text
+    assert "| held-out MLM loss before → after | 9.81 → 7.42 |" in text
+    assert re.search(r"^\| 1 \| \{\"lr\": 0\.0001\} \| 0\.64 \| 72 \| 7 \| 512 \|$", text, re.M)
+    assert "Examples added in total: 19; the released model is the best of round 1." in text
+    assert "Labeler for new examples: embedded:all-MiniLM-L6-v2 (dev accuracy 0.81)." in text
+    assert "| test | accuracy | 0.6317 |" in text and "| test | f1 | 0.6071 |" in text
+    assert "runtime" not in text.split("## Evaluation")[1].split("##")[0]
+    # Measured latency against the source, and what nobody measured.
+    assert re.search(r"\*\*[\d.]+ ms\*\* for this model vs [\d.]+ ms for\s+`embedded:all-MiniLM-L6-v2` — \*\*[\d.]+× (faster|slower)\*\*", text)
+    assert "Negative flip rate against the model this one replaces: not measured." in text
+    assert 'pipeline("text-classification", model="tester/bort-tiny")' in text
+    assert "## Intended use and limitations" in text
+
+
+def test_task_card_metadata_parses_back(task_release):
+    from huggingface_hub import ModelCard, metadata_load
+
+    root, _ = task_release
+    card = ModelCard.load(root / "card" / "README.md")
+    assert card.data.license == "apache-2.0" and card.data.library_name == "transformers"
+    assert {"bort", "bortify", "agora"} <= set(card.data.tags)  # mode: agora
+    assert card.data.pipeline_tag == "text-classification"
+    assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    results = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert results == {("test", "accuracy"): 0.6317, ("test", "f1"): 0.6071, ("dev", "accuracy"): 0.6423}
+    assert all(r.task_type == "text-classification" and r.dataset_name == "embedded:rotten-tomatoes"
+               for r in card.data.eval_results)
+    meta = metadata_load(root / "card" / "README.md")
+    assert meta["model-index"][0]["name"] == "bort-tiny"
+    # The loopback Hub's metadata check (what /api/validate-yaml answers) accepts it, and would catch breakage.
+    from hub_server import validate_card_metadata
+
+    text = (root / "card" / "README.md").read_text()
+    assert validate_card_metadata(text) == []
+    assert validate_card_metadata(text.replace("    - type: accuracy", "    - typo: accuracy", 1))
+
+
+def test_release_folder_is_a_clean_loadable_checkpoint(task_release):
+    import hashlib
+
+    from transformers import pipeline
+
+    root, summary = task_release
+    rel = root / "card"
+    names = {p.name for p in rel.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "pareto.png", "card_evidence.json"} <= names
+    assert not any(n.startswith("checkpoint") or n.endswith(".pt") or n.startswith(".") for n in names)
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    assert digest(rel / "model.safetensors") == digest(root / "finetune" / "model.safetensors")
+    out = pipeline("text-classification", model=str(rel))("a fine film")
+    assert out[0]["label"] in {"rotten", "fresh"}
+    evidence = json.loads((rel / "card_evidence.json").read_text())
+    assert evidence["latency"]["speedup"] == summary["latency_speedup"] > 1
+    assert evidence["latency"]["threads"] == 1  # the default: robust to a loaded machine
+    # Summary lines: where, sizes, scores, latency, and a 3-line how-to-load.
+    lines = summary["summary_lines"]
+    assert str(rel) in lines[0] and "test accuracy=0.6317" in lines[2] and re.search(r"× (faster|slower); batch 2 x 16", lines[3])
+    assert lines[-3:][1].strip() == f'classifier = pipeline("text-classification", model="{rel.resolve()}")'
+
+
+def test_student_card_with_missing_reports_says_not_measured(tmp_path, minilm_path):
+    from huggingface_hub import ModelCard
+
+    from bortify.hub.card_stage import run_stage
+
+    dirs = build_run_dirs(tmp_path, minilm_path, stages=("pretrain",))
+    (tmp_path / "pretrain" / "report.json").write_text("{}")  # a report with none of the keys
+    summary = run_stage({"stage_dirs": dirs, "output_dir": str(tmp_path / "card")})
+    text = (tmp_path / "card" / "README.md").read_text()
+    assert summary["kind"] == "student" and "A small pretrained encoder" in text
+    assert "No extraction report" in text and "CPU latency: not measured (no source model known" in text
+    assert f'AutoModel.from_pretrained("{(tmp_path / "card").resolve()}")' in text  # no repo_id: the local folder
+    assert "after `bortify push`, use the repository id" in text
+    assert "| teacher | not measured (not measured) |" in text
+    assert "| parameters (total) | " in text and "| not measured |" in text  # source size unknown
+    card = ModelCard.load(tmp_path / "card" / "README.md")
+    assert card.data.pipeline_tag == "fill-mask" and card.data.eval_results is None
+    assert "bortify" in card.data.tags and "agora" not in card.data.tags
+    assert "scores: not measured" in summary["summary_lines"]
+
+
+def test_student_card_compares_against_the_teacher_when_nothing_was_extracted(tmp_path, minilm_path, splade_path):
+    from pathlib import Path
+
+    from bortify.hub.card_stage import run_stage
+
+    dirs = build_run_dirs(tmp_path, minilm_path, stages=("pretrain",))  # teacher: embedded:splade-tiny
+    run_stage({"stage_dirs": dirs, "output_dir": str(tmp_path / "card"), "measure_latency": False})
+    text = (tmp_path / "card" / "README.md").read_text()
+    total, effective = safetensors_counts(Path(splade_path) / "model.safetensors")
+    assert "against the source model `embedded:splade-tiny`" in text
+    assert re.search(r"^\| H \| 32 \| 128 \|$", text, re.M) and re.search(r"^\| I \| 64 \| 512 \|$", text, re.M)
+    assert f"| {total / 1e6:.2f}M |" in text and f"| {effective / 1e6:.2f}M |" in text
+    assert "| held-out MLM loss before → after | 9.81 → 7.42 |" in text
+
+
+def test_card_refuses_bad_input_and_existing_output(tmp_path, minilm_path):
+    from bortify.hub.card import CardError, CardOptions
+    from bortify.hub.card_stage import CardArguments, build_release, run_stage
+    from bortify.recipes import RecipeError, args_from_dict
+    from bortify.utils import OutputExistsError
+
+    with pytest.raises(CardError, match="Nothing to release"):
+        run_stage({"stage_dirs": {}, "output_dir": str(tmp_path / "card")})
+    with pytest.raises(CardError, match="does not exist"):
+        run_stage({"stage_dirs": {"finetune": str(tmp_path / "nope")}, "output_dir": str(tmp_path / "card")})
+    with pytest.raises(RecipeError, match="licence_typo"):
+        run_stage({"stage_dirs": {}, "output_dir": str(tmp_path / "card"), "licence_typo": "mit"})
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "report.json").write_text("{not json")
+    (tmp_path / "bad" / "config.json").write_text("{}")
+    with pytest.raises(CardError, match="saved checkpoint"):
+        run_stage({"stage_dirs": {"finetune": str(tmp_path / "bad")}, "output_dir": str(tmp_path / "card")})
+    dirs = build_run_dirs(tmp_path / "run", minilm_path, stages=("finetune",))
+    out = tmp_path / "card"
+    out.mkdir()
+    (out / "keep.txt").write_text("existing")
+    config = {"stage_dirs": dirs, "output_dir": str(out), "measure_latency": False}
+    (out / "stage_done.json").write_text("{}")  # a finished card stage
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        run_stage(config)
+    assert (out / "keep.txt").read_text() == "existing"
+    with pytest.raises(OutputExistsError, match="--overwrite"):  # the CLI never replaces without --overwrite
+        build_release(*args_from_dict((CardArguments, CardOptions), {"finetune_dir": dirs["finetune"], "output_dir": str(out)}))
+    (out / "stage_done.json").unlink()  # an interrupted attempt (no marker): the stage rebuilds it
+    run_stage(config)
+    assert (out / "README.md").exists() and not (out / "keep.txt").exists()
+    (out / "keep.txt").write_text("again")
+    (out / "stage_done.json").write_text("{}")
+    run_stage(config, overwrite=True)
+    assert (out / "README.md").exists() and not (out / "keep.txt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".card.tmp")]  # no half-written leftovers
+
+
+def test_card_cli_help_and_render(tmp_path, minilm_path, capsys):
+    from bortify.hub.card import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for option in ("--finetune_dir", "--extract_dir", "--repo_id", "--license", "--measure_latency", "--overwrite"):
+        assert option in help_text
+    dirs = build_run_dirs(tmp_path, minilm_path, stages=("finetune",))
+    rc = main(["--finetune_dir", dirs["finetune"], "--output_dir", str(tmp_path / "rel"), "--measure_latency", "false",
+               "--license", "mit", "--tags", "sentiment,tiny"])
+    assert rc == 0
+    assert "how to load:" in capsys.readouterr().out
+    text = (tmp_path / "rel" / "README.md").read_text()
+    assert re.search(r"^license: mit$", text, re.M) and "- sentiment" in text and "- tiny" in text
+    assert main(["--finetune_dir", dirs["finetune"], "--output_dir", str(tmp_path / "rel")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_pure_formatting_helpers():
+    from bortify.hub.card import NOT_MEASURED, fmt, fmt_params, ratio, scores, speed_text, splits_text
+
+    assert speed_text(5.24) == "5.2× faster" and speed_text(0.5) == "2.0× slower" and speed_text(1.0) == "1.0× faster"
+    assert splits_text({"train": 1000, "dev": 100, "test": 200, "seed": 42, "how": {}}) == "train 1,000, dev 100, test 200"
+    assert splits_text(None) == NOT_MEASURED
+
+    assert fmt(None) == fmt({}) == NOT_MEASURED and fmt(0.123456) == "0.1235" and fmt(1536) == "1,536"
+    assert fmt_params(22713216) == "22.71M" and fmt_params(17088) == "17,088" and fmt_params(None) == NOT_MEASURED
+    assert ratio(1, 4) == "25.0%" and ratio(1, None) == NOT_MEASURED and ratio(1, 0) == NOT_MEASURED
+    assert scores({"eval_accuracy": 0.5, "eval_loss": 0.7, "eval_runtime": 3.0, "test_f1": 1, "flag": True}) == \
+        {"accuracy": 0.5, "f1": 1.0}
+    assert scores(None) == {}
+    assert math.isclose(scores({"dev_matthews_correlation": 0.25})["matthews_correlation"], 0.25)

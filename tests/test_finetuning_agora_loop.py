@@ -1,0 +1,140 @@
+"""The Agora loop (bortify/finetuning/agora.py, PAPERS.md §3) with fake models: pruning, stopping, replay,
+the labeler's labels (never dev gold) entering train, and the nearest-neighbour generator on real embeddings."""
+
+import random
+
+import pytest
+
+from bortify.finetuning.agora import agora, prune_worst
+
+
+def make_data():
+    train = [{"text": f"train {i}", "label": i % 2} for i in range(10)]
+    dev = [{"text": f"dev {i}", "label": i % 2} for i in range(8)]
+    return train, dev
+
+
+class FakeWorld:
+    """A 'model' is (θ index, train size); its dev predictions get better as train grows and with θ's quality."""
+
+    def __init__(self, dev, quality):
+        self.dev, self.quality, self.fits = dev, quality, []
+
+    def fit(self, rows, theta):
+        self.fits.append((theta["name"], len(rows), [dict(r) for r in rows]))
+        return (theta["name"], len(rows))
+
+    def dev_predict(self, model):
+        name, n = model
+        right = min(len(self.dev), self.quality[name] + (n - 10) // 4)
+        return [row["label"] if i < right else 1 - row["label"] for i, row in enumerate(self.dev)]
+
+    def dev_score(self, preds):
+        return sum(p == r["label"] for p, r in zip(preds, self.dev)) / len(self.dev)
+
+
+def run(world, train, dev, thetas, label_value=1, **kw):
+    generated_from = []
+
+    def generate(rows, banned, rng):
+        generated_from.extend(rows)
+        return [{"text": f"{r['text']} variant {j}"} for r in rows for j in range(2)]
+
+    result = agora(train=train, dev=dev, thetas=thetas, fit=world.fit, dev_predict=world.dev_predict,
+                   dev_score=world.dev_score, is_mistake=lambda p, y: p != y, generate=generate,
+                   label=lambda rows: [label_value] * len(rows), key=lambda r: r["text"], **kw)
+    return result, generated_from
+
+
+def test_prune_worst_drops_ties_together_and_never_empties_on_a_full_tie():
+    a, b, c = {"n": "a"}, {"n": "b"}, {"n": "c"}
+    assert prune_worst([(a, 0.9), (b, 0.5), (c, 0.5)]) == [a]
+    assert prune_worst([(a, 0.9), (b, 0.7), (c, 0.5)]) == [a, b]
+    assert prune_worst([(a, 0.5), (b, 0.5), (c, 0.5)]) == [a, b]  # full tie: drop the last one (our choice)
+    assert prune_worst([(a, 0.5)]) == []
+
+
+def test_loop_prunes_until_theta_is_empty_and_keeps_the_best_model():
+    train, dev = make_data()
+    thetas = [{"name": "good"}, {"name": "mid"}, {"name": "bad"}]
+    world = FakeWorld(dev, {"good": 4, "mid": 3, "bad": 1})
+    result, _ = run(world, train, dev, thetas, max_rounds=10)
+    assert [len(r.thetas) for r in result.rounds] == [3, 2, 1]  # |Θ| rounds, one θ dropped each
+    assert [f[0] for f in world.fits] == ["good", "mid", "bad", "good", "mid", "good"]
+    assert all(r.best_theta == {"name": "good"} for r in result.rounds)
+    # train grows by the examples added in the previous round; nothing is generated after the last round
+    assert [r.train_size for r in result.rounds] == [10, 10 + result.rounds[0].examples_added,
+                                                     10 + result.rounds[0].examples_added + result.rounds[1].examples_added]
+    assert result.rounds[-1].examples_added == 0 and result.rounds[0].examples_added > 0
+    assert result.best_dev_score == max(r.dev_score for r in result.rounds)
+    assert result.best_model == ("good", result.rounds[result.best_round - 1].train_size)
+    assert result.examples_seen == sum(r.examples_seen for r in result.rounds)
+
+
+def test_round_budget_stops_the_loop():
+    train, dev = make_data()
+    world = FakeWorld(dev, {"a": 2, "b": 2})
+    result, _ = run(world, train, dev, [{"name": "a"}, {"name": "b"}], max_rounds=1, prune="none")
+    assert len(result.rounds) == 1 and result.rounds[0].examples_added == 0
+
+
+def test_dev_gold_labels_never_enter_train_only_labeler_labels():
+    train, dev = make_data()
+    world = FakeWorld(dev, {"a": 3, "b": 2})
+    result, generated_from = run(world, train, dev, [{"name": "a"}, {"name": "b"}], label_value=7, max_rounds=3,
+                                 prune="none")
+    dev_texts = {r["text"] for r in dev}
+    assert generated_from and all("label" not in r for r in generated_from)  # the generator never sees gold
+    assert {r["text"] for r in generated_from} <= dev_texts
+    for _, _, rows in world.fits:
+        assert not dev_texts & {r["text"] for r in rows}  # no dev text in train
+    added = result.added_rows
+    assert added and all(r["label"] == 7 for r in added)  # every added label came from the labeler
+    # the mistakes are exactly the dev rows the round's best model got wrong
+    first = result.rounds[0]
+    assert first.mistakes == sum(p != r["label"] for p, r in zip(world.dev_predict(("a", 10)), dev))
+
+
+def test_replay_reruns_a_round_without_pruning():
+    train, dev = make_data()
+
+    class Flat(FakeWorld):  # never improves: every round scores the same
+        def dev_predict(self, model):
+            return [row["label"] if i < 4 else 1 - row["label"] for i, row in enumerate(self.dev)]
+
+    world = Flat(dev, {})
+    result, _ = run(world, train, dev, [{"name": "a"}, {"name": "b"}, {"name": "c"}], replay=1, max_rounds=10)
+    # round 1 improves (from nothing); round 2 does not -> replayed (Θ kept); then pruning resumes
+    assert [len(r.thetas) for r in result.rounds] == [3, 2, 2, 1]
+    assert [r.replay for r in result.rounds] == [False, True, False, False]
+
+
+def test_empty_theta_is_an_error():
+    train, dev = make_data()
+    with pytest.raises(ValueError, match="Θ is empty"):
+        run(FakeWorld(dev, {}), train, dev, [])
+
+
+def test_generator_substitutes_nearest_neighbours_on_real_embeddings(minilm_path):
+    from transformers import AutoModel, AutoTokenizer
+
+    from bortify.finetuning.generators import NearestNeighbourSubstitution, generate_rows
+
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    emb = AutoModel.from_pretrained(minilm_path).get_input_embeddings().weight
+    gen = NearestNeighbourSubstitution(tok, emb, rate=0.15, neighbours=8)
+    good = tok.convert_tokens_to_ids("good")
+    neighbours = tok.convert_ids_to_tokens(gen.nearest(good))
+    assert "good" not in neighbours and len(neighbours) == 8
+    assert {"great", "bad", "excellent"} & set(neighbours)  # semantically close words, real MiniLM table
+    assert all(t.isalpha() and not t.startswith("##") for t in neighbours)
+    text = "a dull and lifeless movie with a terrible script and wooden acting"
+    variants = gen(text, 5, random.Random(0))
+    assert len(variants) == len(set(variants)) == 5
+    n_words = len(text.split())
+    for v in variants:
+        assert v != text and "[" not in v  # never the original, never a special token
+        changed = sum(a != b for a, b in zip(v.split(), text.split()))
+        assert len(v.split()) == n_words and 1 <= changed <= max(1, round(0.15 * n_words)) + 1
+    rows = generate_rows([{"text": text}], ["text"], gen, 3, random.Random(1), exclude={variants[0]})
+    assert len(rows) <= 3 and all(r["text"] not in (text, variants[0]) for r in rows)
