@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from bortify.hub.card import CardError, CardOptions, collect_evidence, fmt_params, render_card, scores, speed_text
-from bortify.utils import check_output_dir, write_json_atomic
+from bortify.utils import check_output_dir, make_shareable, write_json_atomic
 
 # What a release folder holds from a checkpoint directory (globs); nothing else is copied.
 CHECKPOINT_FILES = [
@@ -105,11 +105,13 @@ def build_release(args: CardArguments, options: CardOptions, *, done_marker: str
             if image is not None:
                 shutil.copy2(image, tmp / f"{key}.png")
                 images[key] = f"{key}.png"
-        evidence = collect_evidence(stage_dirs, tmp, options)
+        evidence = _without_local_paths(collect_evidence(stage_dirs, tmp, options), stage_dirs)
         load_from = options.repo_id or str(out.resolve())
         card = render_card(evidence, options, load_from=load_from, images=images)
         card.save(tmp / "README.md")
-        write_json_atomic(tmp / "card_evidence.json", {"stage_dirs": stage_dirs, "model_dir": str(model_dir), **evidence})
+        write_json_atomic(tmp / "card_evidence.json", _without_local_paths(
+            {"stage_dirs": stage_dirs, "model_dir": str(model_dir), **evidence}, stage_dirs))
+        make_shareable(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -117,6 +119,28 @@ def build_release(args: CardArguments, options: CardOptions, *, done_marker: str
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summarize(out, evidence, str(out.resolve()), copied)  # on disk now; the card names the repo
+
+
+def _without_local_paths(obj, stage_dirs: dict):
+    """Replace this machine's run directory by `<run>` so a pushed card and its evidence leak no local paths."""
+    dirs = [os.path.abspath(d) for d in stage_dirs.values() if d]
+    if not dirs:
+        return obj
+    root = os.path.commonpath(dirs) if len(dirs) > 1 else os.path.dirname(dirs[0])
+
+    def clean(value):
+        if isinstance(value, str) and value:
+            absolute = os.path.abspath(value) if os.path.sep in value else value
+            if absolute == root or absolute.startswith(root + os.path.sep):
+                return "<run>" + absolute[len(root):]
+            return value
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return clean(obj)
 
 
 def summarize(out: Path, evidence: dict, load_from: str, copied: list[str]) -> dict:
