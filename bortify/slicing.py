@@ -239,8 +239,10 @@ def _check_shapes(s_cfg, t_cfg) -> None:
             "student is bigger than the teacher in " + ", ".join(too_big)
             + ". Slicing only shrinks: pick a student no larger than the teacher (or initialise it randomly)."
         )
+    defaults = {"position_embedding_type": "absolute"}  # transformers 5 leaves it unset on a fresh BertConfig
     for name in ("hidden_act", "position_embedding_type"):
-        s_val, t_val = getattr(s_cfg, name, None), getattr(t_cfg, name, None)
+        s_val = getattr(s_cfg, name, None) or defaults.get(name)
+        t_val = getattr(t_cfg, name, None) or defaults.get(name)
         if s_val != t_val:
             warnings.warn(f"student {name}={s_val!r} differs from teacher {t_val!r}: sliced weights will fit less well.")
 
