@@ -60,15 +60,24 @@ def main(argv=None) -> int:
     p.add_argument("--student", default=None, help="student checkpoint dir (default: MiniLM sliced to L2 I768)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--train", type=int, default=300, help="train subsample (small-data regime)")
-    p.add_argument("--dev", type=int, default=200)
+    p.add_argument("--dev", type=int, default=400, help="dev rows (Agora: half repair, half selection)")
     p.add_argument("--test", type=int, default=600)
     p.add_argument("--max_length", type=int, default=32)
     p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument("--learning_rates", type=float, nargs="+", default=[1e-4, 5e-5])
+    p.add_argument("--learning_rates", type=float, nargs="+", default=[1e-3, 5e-4, 2e-4],
+                   help="Θ learning rates (a small sliced student needs large ones; 3 θ -> 2 repair rounds)")
+    p.add_argument("--repair_fraction", type=float, default=0.5, help="Agora: dev fraction whose mistakes are expanded")
+    p.add_argument("--no_balance", action="store_true", help="Agora: no class-balanced acceptance")
+    p.add_argument("--min_labeler_confidence", type=float, default=0.7)
+    p.add_argument("--no_ablation", action="store_true",
+                   help="skip the extra Agora arm with the paper's settings (one dev set, every labelled row kept)")
     p.add_argument("--max_rounds", type=int, default=3)
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--labeler_epochs", type=float, default=6.0)
     p.add_argument("--labeler_learning_rate", type=float, default=1e-4)
+    p.add_argument("--teacher_dir", default=None,
+                   help="reuse a teacher/labeler saved by an earlier run (its dir, with teacher.json) instead of "
+                        "fine-tuning MiniLM again")
     p.add_argument("--out", default=str(ROOT / "results" / "agora.json"))
     p.add_argument("--summarize", default=None, help="only print the table of an existing results JSON")
     args = p.parse_args(argv)
@@ -85,10 +94,25 @@ def main(argv=None) -> int:
     # The teacher (= the labeler) is fine-tuned once on the fixed train subsample and shared by every seed (on
     # 2 shared CPU cores, three MiniLM fine-tunings did not fit the time budget); its test accuracy is the
     # "teacher fine-tuned on the same data" baseline.
-    from bortify.finetuning.labelers import build_labeler
     from bortify.finetuning.tasks import prepare_task
 
     task = prepare_task(**data)
+    if args.teacher_dir:
+        teacher = json.loads((Path(args.teacher_dir) / "teacher.json").read_text())
+        labeler_dir = Path(args.teacher_dir)
+    else:
+        teacher, labeler_dir = fine_tune_teacher(args, task, work), work / "labeler"
+    results = {"teacher": teacher, "student": args.student or "all-MiniLM-L6-v2 sliced to L2 H384 A12 I768 (bortify.slicing)",
+               "settings": vars(args), "runs": []}
+    for seed in args.seeds:
+        seed_run(args, seed, student, data, grid, labeler_dir, work, teacher, results)
+    summarize(results, args.out)
+    return 0
+
+
+def fine_tune_teacher(args, task, work: Path) -> dict:
+    from bortify.finetuning.labelers import build_labeler
+
     t0 = time.perf_counter()
     lab = build_labeler(task, labeler=None, teacher="embedded:all-MiniLM-L6-v2", max_length=args.max_length, seed=0,
                         epochs=args.labeler_epochs, learning_rate=args.labeler_learning_rate, batch_size=16,
@@ -98,39 +122,58 @@ def main(argv=None) -> int:
     print("teacher:", teacher, flush=True)
     lab.model.save_pretrained(work / "labeler")
     lab.tokenizer.save_pretrained(work / "labeler")
-    del lab
-    results = {"teacher": teacher, "student": args.student or "all-MiniLM-L6-v2 sliced to L2 H384 A12 I768 (bortify.slicing)",
-               "settings": vars(args), "runs": []}
-    for seed in args.seeds:
-        common = dict(max_length=args.max_length, seed=seed, overwrite=True)
-        t0 = time.perf_counter()
-        ag = finetune(FinetuneModelArguments(model=student, output_dir=str(work / f"agora-{seed}"), mode="agora", **common),
-                      FinetuneDataArguments(**data), FinetuneGridArguments(**grid),
-                      AgoraArguments(max_rounds=args.max_rounds, k=args.k, labeler=str(work / "labeler")))
-        t_agora = time.perf_counter() - t0
-        n_train = ag["splits"]["train"]
-        n_theta = len(ag["theta"])
-        plain_epochs = ag["examples_seen"] / (n_theta * n_train)  # same total examples processed as Agora
-        t0 = time.perf_counter()
-        pl = finetune(FinetuneModelArguments(model=student, output_dir=str(work / f"plain-{seed}"), mode="plain", **common),
-                      FinetuneDataArguments(**data), FinetuneGridArguments(**{**grid, "num_train_epochs": plain_epochs}),
-                      AgoraArguments())
-        t_plain = time.perf_counter() - t0
-        run = {"seed": seed, "agora_test": ag["test"]["accuracy"], "plain_test": pl["test"]["accuracy"],
-               "teacher_test": teacher["test"], "teacher_dev": teacher["dev"],
-               "agora_dev": ag["dev"]["accuracy"], "plain_dev": pl["dev"]["accuracy"],
-               "examples_added": [r["examples_added"] for r in ag["rounds"]],
-               "round_dev": [r["dev_score"] for r in ag["rounds"]], "round_test": [r.get("test_score") for r in ag["rounds"]],
-               "best_round": ag["best_round"], "agora_examples_seen": ag["examples_seen"],
-               "plain_examples_seen": pl["examples_seen"], "plain_epochs": plain_epochs,
-               "agora_seconds": round(t_agora, 1), "labeler_seconds": teacher["seconds"],
-               "plain_seconds": round(t_plain, 1), "student_parameters": ag["num_parameters"]}
-        results["runs"].append(run)
-        print(json.dumps(run), flush=True)
-        write_json_atomic(args.out, results)
+    write_json_atomic(work / "labeler" / "teacher.json", teacher)
+    return teacher
 
-    summarize(results, args.out)
-    return 0
+
+def seed_run(args, seed, student, data, grid, labeler_dir: Path, work: Path, teacher: dict, results: dict) -> None:
+    common = dict(max_length=args.max_length, seed=seed, overwrite=True)
+    t0 = time.perf_counter()
+    ag = finetune(FinetuneModelArguments(model=student, output_dir=str(work / f"agora-{seed}"), mode="agora", **common),
+                  FinetuneDataArguments(**data), FinetuneGridArguments(**grid),
+                  AgoraArguments(max_rounds=args.max_rounds, k=args.k, labeler=str(labeler_dir),
+                                 repair_fraction=args.repair_fraction, balance_classes=not args.no_balance,
+                                 min_labeler_confidence=args.min_labeler_confidence))
+    t_agora = time.perf_counter() - t0
+    added = [json.loads(line)["label"] for line in (work / f"agora-{seed}" / "agora_added.jsonl").read_text().splitlines()] \
+        if (work / f"agora-{seed}" / "agora_added.jsonl").exists() else []
+    paper = None
+    if not args.no_ablation:  # the paper's loop on the same Θ: one dev set repairs and selects, all rows kept
+        t0 = time.perf_counter()
+        paper = finetune(FinetuneModelArguments(model=student, output_dir=str(work / f"paper-{seed}"), mode="agora",
+                                                **common),
+                         FinetuneDataArguments(**data), FinetuneGridArguments(**grid),
+                         AgoraArguments(max_rounds=args.max_rounds, k=args.k, labeler=str(labeler_dir),
+                                        repair_fraction=1.0, balance_classes=False, min_labeler_confidence=None))
+        t_paper = time.perf_counter() - t0
+    n_train = ag["splits"]["train"]
+    n_theta = len(ag["theta"])
+    plain_epochs = ag["examples_seen"] / (n_theta * n_train)  # same total examples processed as Agora
+    t0 = time.perf_counter()
+    pl = finetune(FinetuneModelArguments(model=student, output_dir=str(work / f"plain-{seed}"), mode="plain", **common),
+                  FinetuneDataArguments(**data), FinetuneGridArguments(**{**grid, "num_train_epochs": plain_epochs}),
+                  AgoraArguments())
+    t_plain = time.perf_counter() - t0
+    run = {"seed": seed, "agora_test": ag["test"]["accuracy"], "plain_test": pl["test"]["accuracy"],
+           "teacher_test": teacher["test"], "teacher_dev": teacher["dev"],
+           "agora_dev": ag["dev"]["accuracy"], "plain_dev": pl["dev"]["accuracy"],
+           "examples_added": [r["examples_added"] for r in ag["rounds"]],
+           "round_dev": [r["dev_score"] for r in ag["rounds"]], "round_test": [r.get("test_score") for r in ag["rounds"]],
+           "best_round": ag["best_round"], "examples_rejected": [r["examples_rejected"] for r in ag["rounds"]],
+           "added_by_label": [added.count(c) for c in range(len(ag["labels"]))],
+           "round_repair_dev": [r["repair_dev_score"] for r in ag["rounds"]], "agora_examples_seen": ag["examples_seen"],
+           "plain_examples_seen": pl["examples_seen"], "plain_epochs": plain_epochs,
+           "agora_seconds": round(t_agora, 1), "labeler_seconds": teacher["seconds"],
+           "plain_seconds": round(t_plain, 1), "student_parameters": ag["num_parameters"]}
+    if paper is not None:
+        run.update({"paper_test": paper["test"]["accuracy"], "paper_examples_seen": paper["examples_seen"],
+                    "paper_examples_added": [r["examples_added"] for r in paper["rounds"]],
+                    "paper_round_dev": [r["dev_score"] for r in paper["rounds"]],
+                    "paper_round_test": [r.get("test_score") for r in paper["rounds"]],
+                    "paper_seconds": round(t_paper, 1)})
+    results["runs"].append(run)
+    print(json.dumps(run), flush=True)
+    write_json_atomic(args.out, results)
 
 
 def summarize(results: dict, out: str | None = None) -> None:
@@ -139,9 +182,12 @@ def summarize(results: dict, out: str | None = None) -> None:
     for r in runs:  # Agora's round 1 is plain grid-search fine-tuning at the base epochs (no added data yet)
         r["plain_base_epochs_test"] = r["round_test"][0]
     rows = (("plain_test", "student, plain: Θ grid, epochs scaled to Agora's examples seen"),
-            ("plain_base_epochs_test", "student, plain: Θ grid, base epochs (= Agora round 1)"),
-            ("agora_test", "student, Agora (best round by dev)"),
+            ("plain_base_epochs_test", "student, Agora round 1 = Θ grid at base epochs, no added data (θ picked on the "
+                                       "selection half of dev)"),
+            ("agora_test", "student, Agora (repair/selection dev split, balanced + confident labels; best round)"),
+            ("paper_test", "student, Agora as in the paper (one dev set, all labelled rows kept; ablation)"),
             ("teacher_test", "teacher all-MiniLM-L6-v2 fine-tuned on the same train (= the labeler; one run)"))
+    rows = tuple((n, lab) for n, lab in rows if all(n in r for r in runs))
     summary = {name: mean_spread([r[name] for r in runs]) for name, _ in rows}
     results["summary"] = {k: {"mean": m, "stdev": s} for k, (m, s) in summary.items()}
     if out:
@@ -152,7 +198,13 @@ def summarize(results: dict, out: str | None = None) -> None:
     for name, label in rows:
         m, s = summary[name]
         print(f"| {label} | {m:.4f} ± {s:.4f} | {', '.join(f'{r[name]:.4f}' for r in runs)} |")
-    print("\nexamples added per round:", [r["examples_added"] for r in runs])
+    print("\nexamples added per round:", [r["examples_added"] for r in runs],
+          "rejected:", [r.get("examples_rejected") for r in runs], "added by label:", [r.get("added_by_label") for r in runs])
+    if all("paper_test" in r for r in runs):
+        print("paper-loop: added", [r["paper_examples_added"] for r in runs], "dev", [r["paper_round_dev"] for r in runs],
+              "test", [r["paper_round_test"] for r in runs], "seconds", [r["paper_seconds"] for r in runs])
+    print("selection-dev by round:", [r["round_dev"] for r in runs], " repair-dev by round:",
+          [r.get("round_repair_dev") for r in runs])
     print("dev by round:", [r["round_dev"] for r in runs], " test by round:", [r["round_test"] for r in runs])
     print("examples seen (agora = plain):", [(r["agora_examples_seen"], r["plain_examples_seen"]) for r in runs])
     print("wall seconds per seed (agora / plain); teacher fine-tuning once:",

@@ -29,8 +29,8 @@ class FakeWorld:
         right = min(len(self.dev), self.quality[name] + (n - 10) // 4)
         return [row["label"] if i < right else 1 - row["label"] for i, row in enumerate(self.dev)]
 
-    def dev_score(self, preds):
-        return sum(p == r["label"] for p, r in zip(preds, self.dev)) / len(self.dev)
+    def dev_score(self, preds, golds):
+        return sum(p == y for p, y in zip(preds, golds)) / len(golds)
 
 
 def run(world, train, dev, thetas, label_value=1, **kw):

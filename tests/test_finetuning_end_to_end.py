@@ -81,7 +81,9 @@ def test_agora_writes_a_standard_checkpoint_and_reads_test_only_at_the_end(tmp_p
     monkeypatch.setattr(ft_module, "generate_rows", spy_generate)
 
     out = tmp_path / "out"
-    report = ft_module.finetune(*args(tiny_student, out, labeler=labeler, labeler_min_dev_score=0.0))
+    # (a tiny random labeler predicts one class: class balancing would reject every generated row)
+    report = ft_module.finetune(*args(tiny_student, out, labeler=labeler, labeler_min_dev_score=0.0,
+                                      balance_classes=False))
 
     kinds = [k for k, _ in events]
     assert "test" in kinds and kinds.count("fit") >= 3  # 2 θ in round 1, 1 in round 2
@@ -98,6 +100,11 @@ def test_agora_writes_a_standard_checkpoint_and_reads_test_only_at_the_end(tmp_p
     assert len(rounds) == 2 and rounds[1]["train_size"] == rounds[0]["train_size"] + rounds[0]["examples_added"]
     assert all(r["test_score"] is not None for r in rounds)
     assert report["splits"]["train"] == 40 and "stratified" in report["splits"]["how"]["test"]
+    ag = report["agora"]  # dev split into a repair half and a selection half (the default), recorded
+    assert ag["repair_fraction"] == 0.5 and ag["balance_classes"] is False
+    assert ag["dev_repair_rows"] + ag["dev_selection_rows"] == report["splits"]["dev"] == len(dev_texts)
+    assert abs(ag["dev_repair_rows"] - ag["dev_selection_rows"]) <= 2
+    assert rounds[0]["mistakes"] <= ag["dev_repair_rows"] and rounds[0]["repair_dev_score"] is not None
     added = [json.loads(line) for line in (out / "agora_added.jsonl").read_text().splitlines()]
     assert len(added) == rounds[0]["examples_added"]
     assert not {a["text"] for a in added} & (dev_texts | test_texts)  # generated texts, never dev/test texts

@@ -12,7 +12,10 @@
 
 Our choices (configurable): a round budget (`max_rounds`, replays included); `replay` re-runs a round without
 pruning when it did not improve the best dev score (the author needed replay to converge); no new data is
-generated after the last round (it could not be used). The loop only sees train and dev: the test split is
+generated after the last round (it could not be used); `repair_fraction` < 1 splits dev into a repair part
+(its mistakes are expanded) and a disjoint selection part (θ and the best round are chosen on it only), so that
+dev stays an unbiased judge after its mistakes' variants enter train (acceptance.split_dev); `label` may return
+None for a generated row to reject it (labeler confidence / class balance, acceptance.accept_generated). The loop only sees train and dev: the test split is
 not an argument, so it cannot be looked at before the end.
 
 Everything model-specific comes in as callables, so the loop's logic is unit-tested with fakes.
@@ -31,14 +34,16 @@ class RoundRecord:
     round: int
     thetas: list[dict]  # [{"theta": θ, "dev_score": s}] for every θ run this round
     best_theta: dict
-    dev_score: float
-    mistakes: int
+    dev_score: float  # on the selection part of dev (all of dev when repair_fraction = 1)
+    mistakes: int  # in the repair part of dev
     examples_added: int
     train_size: int  # the training set this round's models were trained on
     examples_seen: int  # training examples processed this round (all θ)
     replay: bool = False
     improved: bool = False
     seconds: float = 0.0
+    repair_dev_score: float | None = None  # the best θ's score on the repair part (when dev is split)
+    examples_rejected: int = 0  # generated rows the labeler step rejected (None labels)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,7 +79,7 @@ def agora(
     thetas: list[dict],
     fit: Callable[[list[dict], dict], Any],
     dev_predict: Callable[[Any], list],
-    dev_score: Callable[[list], float],
+    dev_score: Callable[[list, list], float],
     is_mistake: Callable[[Any, Any], bool],
     generate: Callable[[list[dict], set, random.Random], list[dict]],
     label: Callable[[list[dict]], list],
@@ -84,16 +89,24 @@ def agora(
     prune: str = "worst",
     replay: int = 0,
     keep_round_models: bool = True,
+    repair_fraction: float = 1.0,
     seed: int = 42,
     progress: Callable[[str], None] | None = None,
 ) -> AgoraResult:
     """Run Agora. `train`/`dev` are rows (dicts with the text columns and "label"); `fit(train_rows, θ)` returns a
-    model trained from a fresh copy of model0; `dev_predict(model)` its dev predictions; `dev_score(preds)` the
-    main metric (higher is better); `is_mistake(pred, gold)`; `generate(mistake_rows, banned_keys, rng)` new
-    unlabelled rows; `label(rows)` the labeler's labels; `key(row)` the text key used to ban duplicates."""
+    model trained from a fresh copy of model0; `dev_predict(model)` its predictions on all of dev; `dev_score(preds,
+    golds)` the main metric (higher is better) of predictions against gold labels (a subset of dev); `is_mistake(pred, gold)`; `generate(mistake_rows, banned_keys, rng)` new
+    unlabelled rows; `label(rows)` the labeler's labels (None = reject the row); `key(row)` the text key used to ban duplicates."""
     if not thetas:
         raise ValueError("Θ is empty: give at least one hyperparameter set.")
+    from bortify.finetuning.acceptance import split_dev
+
     rng = random.Random(seed)
+    repair_idx, select_idx = split_dev([r["label"] for r in dev], repair_fraction, seed)
+    split = repair_fraction < 1
+    repair_rows = [dev[i] for i in repair_idx]
+    select_gold = [dev[i]["label"] for i in select_idx]
+    repair_gold = [r["label"] for r in repair_rows]
     train = list(train)
     theta_set = list(thetas)
     dev_keys = {key(r) for r in dev}
@@ -112,7 +125,7 @@ def agora(
         for theta in theta_set:
             model = fit(train, theta)
             preds = dev_predict(model)
-            results.append((theta, dev_score(preds), model, preds))
+            results.append((theta, dev_score([preds[i] for i in select_idx], select_gold), model, preds))
             if progress:
                 progress(f"round {r} θ={theta} dev={results[-1][1]:.4f}")
         seen = sum(examples_seen(len(train), t) for t, *_ in results)
@@ -136,20 +149,26 @@ def agora(
         else:
             new_theta_set = theta_set
         last_round = last_round or not new_theta_set
-        mistakes = [row for row, p in zip(dev, preds_b) if is_mistake(p, row["label"])]
+        repair_preds = [preds_b[i] for i in repair_idx]
+        mistakes = [row for row, p in zip(repair_rows, repair_preds) if is_mistake(p, row["label"])]
         new_rows: list[dict] = []
+        rejected = 0
         if mistakes and not last_round:
             candidates = generate([{k: v for k, v in row.items() if k != "label"} for row in mistakes], banned, rng)
             candidates = [c for c in candidates if key(c) not in banned]
             labels = label(candidates) if candidates else []
             for row, y in zip(candidates, labels):
+                if y is None:  # rejected by the acceptance rule (confidence / class balance)
+                    rejected += 1
+                    continue
                 row = {**row, "label": y}  # the labeler's label, never a dev gold label
                 banned.add(key(row))
                 new_rows.append(row)
         rounds.append(RoundRecord(
             round=r, thetas=[{"theta": t, "dev_score": s} for t, s, *_ in results], best_theta=theta_b,
             dev_score=score_b, mistakes=len(mistakes), examples_added=len(new_rows), train_size=len(train),
-            examples_seen=seen, replay=bool(do_replay), improved=improved, seconds=time.perf_counter() - start))
+            examples_seen=seen, replay=bool(do_replay), improved=improved, seconds=time.perf_counter() - start,
+            repair_dev_score=dev_score(repair_preds, repair_gold) if split else None, examples_rejected=rejected))
         train.extend(new_rows)
         added.extend(new_rows)
         theta_set = new_theta_set

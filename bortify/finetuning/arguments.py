@@ -124,6 +124,15 @@ class AgoraArguments:
                             default=8)
     generator_embeddings: str = _help("Whose input-embedding table the generator searches: 'labeler', 'student' or "
                                       "a model path/name.", default="labeler")
+    repair_fraction: float = _help("Fraction of dev whose mistakes Agora expands (the repair part); the rest (the "
+                                   "selection part) only picks θ and the best round, so dev stays an unbiased judge "
+                                   "once variants of its mistakes are in train. 1 = the paper (one dev set for "
+                                   "both).", default=0.5)
+    balance_classes: bool = _help("Cap the generated rows added per labeler class at the train class ratio (the "
+                                  "labeler's labels on hard texts are skewed); classification only.", default=True)
+    min_labeler_confidence: float | None = _help("Add only generated rows whose labeler confidence (max softmax "
+                                                 "probability) is at least this, e.g. 0.7; classification only.",
+                                                 default=None)
     labeler: str | None = _help("A fine-tuned classifier (path, Hub or embedded name) that labels generated texts; "
                                 "default: bortify builds one by fine-tuning `teacher` on the train split.",
                                 default=None)
@@ -145,6 +154,10 @@ class AgoraArguments:
             raise ValueError(f"Unknown generator {self.generator!r}; available: 'nn-substitution'.")
         if not 0 < self.substitution_rate <= 1:
             raise ValueError(f"substitution_rate must be in (0, 1], got {self.substitution_rate}.")
+        if not 0 < self.repair_fraction <= 1:
+            raise ValueError(f"repair_fraction must be in (0, 1], got {self.repair_fraction}.")
+        if self.min_labeler_confidence is not None and not 0 <= self.min_labeler_confidence <= 1:
+            raise ValueError(f"min_labeler_confidence must be in [0, 1], got {self.min_labeler_confidence}.")
         if self.k < 1 or self.max_rounds < 1 or self.neighbours < 1 or self.replay < 0:
             raise ValueError("k, max_rounds and neighbours must be >= 1 and replay >= 0.")
 

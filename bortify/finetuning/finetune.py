@@ -23,6 +23,7 @@ import datasets
 import torch
 from tqdm.auto import tqdm
 
+from bortify.finetuning.acceptance import accept_generated, class_ratio, split_dev
 from bortify.finetuning.agora import AgoraResult, RoundRecord, agora
 from bortify.finetuning.arguments import (AgoraArguments, FinetuneDataArguments, FinetuneGridArguments,
                                           FinetuneModelArguments)
@@ -149,8 +150,9 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
     def dev_predict(model):
         return to_predictions(predict(model, tokenizer, dev_tok, bs_eval), task.regression).tolist()
 
-    def dev_main_score(preds):
-        return score(preds, task.dev["label"], [task.main_metric], task.num_labels)[task.main_metric]
+    def dev_main_score(preds, golds=None):
+        golds = task.dev["label"] if golds is None else golds
+        return score(preds, golds, [task.main_metric], task.num_labels)[task.main_metric]
 
     def seen(n, theta):
         return examples_seen(n, int(theta["batch_size"]), grid_args.num_train_epochs, grid_args.max_steps)
@@ -173,11 +175,21 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
             def is_mistake(p, y):
                 return p != y
         rng_k = agora_args.k
+        label_fn = labeler
+        if not task.regression and (agora_args.balance_classes or agora_args.min_labeler_confidence is not None):
+            ratio = class_ratio([r["label"] for r in train_rows], task.num_labels)  # the original train's ratio
+
+            def label_fn(rows):  # the labeler's labels; None = rejected (acceptance.accept_generated)
+                labels, conf = labeler.label_with_confidence(rows)
+                keep = accept_generated(labels, conf, ratio, min_confidence=agora_args.min_labeler_confidence,
+                                        balance=agora_args.balance_classes)
+                return [y if k else None for y, k in zip(labels, keep)]
         result = agora(
             train=train_rows, dev=dev_rows, thetas=thetas, fit=fit_rows, dev_predict=dev_predict,
             dev_score=dev_main_score, is_mistake=is_mistake,
             generate=lambda rows, banned, rng: generate_rows(rows, task.text_columns, generator, rng_k, rng, banned),
-            label=labeler, key=_key(task), examples_seen=seen, max_rounds=agora_args.max_rounds,
+            label=label_fn, key=_key(task), examples_seen=seen, max_rounds=agora_args.max_rounds,
+            repair_fraction=agora_args.repair_fraction,
             prune=agora_args.prune, replay=agora_args.replay, seed=model_args.seed,
             progress=lambda msg: bar.set_postfix_str(msg[-60:]))
     else:
@@ -230,6 +242,15 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
         "generator": ({"name": agora_args.generator, "k": agora_args.k, "substitution_rate": agora_args.substitution_rate,
                        "neighbours": agora_args.neighbours, "embeddings": agora_args.generator_embeddings}
                       if model_args.mode == "agora" else None),
+        "agora": ({"repair_fraction": agora_args.repair_fraction, "balance_classes": agora_args.balance_classes,
+                   "min_labeler_confidence": agora_args.min_labeler_confidence,
+                   "max_rounds": agora_args.max_rounds, "prune": agora_args.prune, "replay": agora_args.replay,
+                   # dev rows whose mistakes are expanded / that select θ and the round (agora.py's split)
+                   "dev_repair_rows": len(split_dev([r["label"] for r in dev_rows], agora_args.repair_fraction,
+                                                    model_args.seed)[0]),
+                   "dev_selection_rows": len(split_dev([r["label"] for r in dev_rows], agora_args.repair_fraction,
+                                                       model_args.seed)[1])}
+                  if model_args.mode == "agora" else None),
         "theta": thetas,
         "num_train_epochs": grid_args.num_train_epochs,
         "max_steps": grid_args.max_steps,

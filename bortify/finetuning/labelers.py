@@ -61,6 +61,17 @@ class Labeler:
             return [float(p) for p in preds]
         return [int(self.id_map[p]) if self.id_map else int(p) for p in preds]
 
+    def label_with_confidence(self, rows: list[dict]) -> tuple[list[int], list[float]]:
+        """Class ids (task order) and the labeler's confidence (max softmax probability) for each row."""
+        if not rows:
+            return [], []
+        logits = np.asarray(self.logits(rows), dtype=np.float64)
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        preds = probs.argmax(axis=1)
+        labels = [int(self.id_map[p]) if self.id_map else int(p) for p in preds]
+        return labels, [float(x) for x in probs.max(axis=1)]
+
     def evaluate(self, ds: datasets.Dataset) -> float:
         """Accuracy (Pearson r for regression) on a labelled split."""
         preds = self(list(ds))

@@ -1,0 +1,101 @@
+"""Agora's repair-step helpers (bortify/finetuning/acceptance.py) and their use in the loop: the repair /
+selection split of dev, class-balanced and confident acceptance of labelled variants, dev gold never in train."""
+
+import pytest
+
+from bortify.finetuning.acceptance import accept_generated, class_ratio, split_dev
+from bortify.finetuning.agora import agora
+
+
+def test_split_dev_is_disjoint_covering_stratified_and_seeded():
+    labels = [0] * 30 + [1] * 10
+    repair, select = split_dev(labels, 0.5, seed=3)
+    assert not set(repair) & set(select) and sorted(repair + select) == list(range(40))
+    assert sum(labels[i] for i in repair) == 5 and sum(labels[i] for i in select) == 5  # each class halved
+    assert len(repair) == 20
+    assert split_dev(labels, 0.5, seed=3) == (repair, select)  # reproducible
+    assert split_dev(labels, 0.5, seed=4) != (repair, select)  # the seed matters
+    assert split_dev(labels, 1.0, seed=3) == (list(range(40)), list(range(40)))  # the paper: one dev set
+    r, s = split_dev([0.1, 0.5, 0.9, 0.3], 0.25, seed=0)  # regression: no strata, still disjoint
+    assert len(r) == 1 and len(s) == 3
+    with pytest.raises(ValueError, match="repair_fraction"):
+        split_dev(labels, 0.0, seed=0)
+    with pytest.raises(ValueError, match="too small"):
+        split_dev([1], 0.5, seed=0)
+
+
+def test_class_ratio():
+    assert class_ratio([0, 0, 0, 1], 3) == [0.75, 0.25, 0.0]
+
+
+def test_accept_generated_caps_each_class_at_the_train_ratio_keeping_the_most_confident():
+    # the labeler says class 0 for 8 rows and class 1 for 2; train is 50/50 -> 2 + 2 kept
+    labels = [0] * 8 + [1] * 2
+    conf = [0.6, 0.99, 0.7, 0.95, 0.8, 0.65, 0.9, 0.75, 0.9, 0.8]
+    keep = accept_generated(labels, conf, [0.5, 0.5])
+    assert sum(keep) == 4 and keep[8] and keep[9]
+    assert [i for i in range(8) if keep[i]] == [1, 3]  # the two most confident class-0 rows
+    # a 40/60 train ratio: N = min(8/0.4, 2/0.6) = 3.33 -> class 0 at most 1, class 1 at most 2
+    assert [sum(k for k, y in zip(accept_generated(labels, conf, [0.4, 0.6]), labels) if y == c) for c in (0, 1)] == [1, 2]
+    # no balancing: everything kept; a confidence floor drops the unsure ones
+    assert all(accept_generated(labels, conf, [0.5, 0.5], balance=False))
+    keep = accept_generated(labels, conf, [0.5, 0.5], min_confidence=0.85, balance=False)
+    assert [i for i, k in enumerate(keep) if k] == [1, 3, 6, 8]
+    # both: confident rows are 1,3,6 (class 0) and 8 (class 1) -> one per class
+    keep = accept_generated(labels, conf, [0.5, 0.5], min_confidence=0.85)
+    assert [i for i, k in enumerate(keep) if k] == [1, 8]
+    # one-sided batch: a class with a train share but no candidates caps everything at 0
+    assert not any(accept_generated([0, 0, 0], [0.9] * 3, [0.5, 0.5]))
+    with pytest.raises(ValueError):
+        accept_generated([0], [0.9, 0.8], [1.0])
+
+
+def _world(train, dev):
+    fits = []
+
+    def fit(rows, theta):
+        fits.append([dict(r) for r in rows])
+        return (theta["name"], len(rows))
+
+    def dev_predict(model):  # right on the first 6 dev rows, wrong on the rest
+        return [r["label"] if i < 6 else 1 - r["label"] for i, r in enumerate(dev)]
+
+    return fits, fit, dev_predict
+
+
+def test_loop_expands_only_repair_mistakes_and_selects_on_the_other_half():
+    train = [{"text": f"train {i}", "label": i % 2} for i in range(10)]
+    dev = [{"text": f"dev {i}", "label": i % 2} for i in range(16)]
+    fits, fit, dev_predict = _world(train, dev)
+    generated_from, scored = [], []
+
+    def dev_score(preds, golds):
+        scored.append(len(golds))
+        return sum(p == y for p, y in zip(preds, golds)) / len(golds)
+
+    def generate(rows, banned, rng):
+        generated_from.extend(rows)
+        return [{"text": f"{r['text']} v{j}"} for r in rows for j in range(3)]
+
+    def label(rows):  # the labeler: labels 5, rejects every third row
+        return [None if i % 3 == 2 else 5 for i in range(len(rows))]
+
+    result = agora(train=train, dev=dev, thetas=[{"name": "a"}, {"name": "b"}], fit=fit, dev_predict=dev_predict,
+                   dev_score=dev_score, is_mistake=lambda p, y: p != y, generate=generate, label=label,
+                   key=lambda r: r["text"], max_rounds=2, prune="none", repair_fraction=0.5, seed=1)
+    repair_idx, select_idx = split_dev([r["label"] for r in dev], 0.5, seed=1)
+    repair_texts = {dev[i]["text"] for i in repair_idx}
+    wrong = {dev[i]["text"] for i in range(6, 16)}
+    first = result.rounds[0]
+    assert set(scored[:2]) == {8}  # θ scored on the 8 selection rows only
+    assert first.mistakes == len(repair_texts & wrong)  # mistakes counted on the repair half only
+    assert {r["text"] for r in generated_from} == repair_texts & wrong  # only repair-half mistakes expanded
+    assert all("label" not in r for r in generated_from)  # the generator never sees gold labels
+    exp_sel = sum(i < 6 for i in select_idx) / 8
+    assert first.dev_score == exp_sel and first.repair_dev_score == sum(i < 6 for i in repair_idx) / 8
+    assert first.examples_added == 2 * first.mistakes and first.examples_rejected == first.mistakes
+    dev_texts = {r["text"] for r in dev}
+    for rows in fits:  # dev texts and dev gold labels never enter train: only the labeler's label 5 is added
+        assert not dev_texts & {r["text"] for r in rows}
+        assert all(r["label"] == 5 for r in rows if r["text"].startswith("dev"))
+    assert len(fits[-1]) == 10 + first.examples_added
