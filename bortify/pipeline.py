@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bortify.recipes import RecipeError, load_recipe
+from bortify.recipes import STAGE_NAMES as RECIPE_STAGES, RecipeError, load_recipe
 from bortify.utils import write_json_atomic
 
 
@@ -45,6 +45,7 @@ STAGES: list[Stage] = [
     Stage("push", "bortify.hub.push_stage", inputs={"model_dir": "card"}),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
+assert tuple(STAGE_NAMES) == RECIPE_STAGES, "bortify.recipes.STAGE_NAMES and pipeline.STAGES must list the same stages"
 DONE_FILE = "stage_done.json"
 
 

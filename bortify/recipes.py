@@ -25,6 +25,10 @@ class RecipeError(ValueError):
     pass
 
 
+# The stage sections a recipe may have, in pipeline order (bortify.pipeline.STAGES follows this list).
+STAGE_NAMES = ("extract", "pretrain", "finetune", "compress", "card", "push")
+
+
 def load_recipe(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -36,7 +40,7 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def stage_section(recipe: dict[str, Any], stage: str, known_stages: Sequence[str] = ()) -> dict[str, Any]:
+def stage_section(recipe: dict[str, Any], stage: str, known_stages: Sequence[str] = STAGE_NAMES) -> dict[str, Any]:
     """The part of a recipe that belongs to `stage` (the whole recipe if it is flat)."""
     if stage in recipe:
         section = recipe[stage] or {}
@@ -73,7 +77,7 @@ def parse_stage_args(
     stage: str,
     prog: str,
     description: str,
-    known_stages: Sequence[str] = (),
+    known_stages: Sequence[str] = STAGE_NAMES,
 ) -> tuple:
     """Parse `--config recipe.yaml` plus flags into the stage dataclasses."""
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -22,12 +22,7 @@ CANDIDATE_KEYS = {"D", "A", "H", "I", "parameters", "effective_parameters", "ops
                   "status"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
 
 def test_help_explains_every_option():

@@ -20,13 +20,7 @@ from bortify.extraction.estimators import (
 from bortify.extraction.space import InlineSource, load_source_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids oversubscription (~10x faster here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
 
 def test_masked_lm_loss_equals_transformers_loss(tiny_bert_config):

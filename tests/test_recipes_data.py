@@ -43,6 +43,15 @@ def test_local_files_and_errors(tmp_path):
     empty.write_text("\n\n")
     with pytest.raises(DataError, match="empty"):
         load_text_corpus(str(empty))
+    unknown = tmp_path / "x.xyz"
+    unknown.write_text("a")
     with pytest.raises(DataError, match="Cannot tell the format"):
-        load_any_dataset(str(tmp_path / "x.xyz")) if (tmp_path / "x.xyz").write_text("a") else None
+        load_any_dataset(str(unknown))
     assert len(load_text_corpus("embedded:corpus")) > 15_000
+
+
+def test_sectioned_recipe_without_this_stage_is_not_read_as_flat(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("pretrain:\n  teacher: t\n")  # another stage's section only
+    (args,) = parse_stage_args((ToyArgs,), ["--config", str(recipe), "--source", "s"], stage="extract", prog="t", description="d")
+    assert (args.source, args.epsilon) == ("s", 0.0)

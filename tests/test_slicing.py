@@ -15,13 +15,7 @@ from transformers import (
 from bortify.slicing import SlicingError, default_layer_map, init_from_teacher
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small models on a shared 2-core machine: one thread avoids oversubscription (much faster here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
 
 def _shrink(config, **sizes):

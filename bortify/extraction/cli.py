@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args, est_args = parse_stage_args(
             (ExtractionArguments, EstimatorArguments), argv, stage="extract", prog="bortify extract",
-            description=DESCRIPTION, known_stages=("extract", "pretrain", "finetune", "compress", "card", "push"),
+            description=DESCRIPTION,
         )
         report = extract(args, est_args)
     except USER_ERRORS as exc:

@@ -35,8 +35,7 @@ def summary_lines(report: dict, output_dir: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     try:
         model_args, data_args, grid_args, agora_args = parse_stage_args(
-            ARGUMENT_CLASSES, argv, stage="finetune", prog="bortify finetune", description=DESCRIPTION,
-            known_stages=("extract", "pretrain", "finetune", "compress", "card", "push"))
+            ARGUMENT_CLASSES, argv, stage="finetune", prog="bortify finetune", description=DESCRIPTION)
     except (RecipeError, ValueError) as exc:
         print(f"bortify finetune: error: {exc}", file=sys.stderr)
         return 2

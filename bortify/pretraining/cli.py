@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 
 from bortify.data import DataError
-from bortify.pipeline import STAGE_NAMES
 from bortify.recipes import RecipeError, parse_stage_args
 from bortify.utils import OutputExistsError
 
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model_args, data_args, training_args = parse_stage_args(
             (ModelArguments, DataArguments, DistillationArguments), argv, stage="pretrain", prog="bortify pretrain",
-            description=DESCRIPTION, known_stages=STAGE_NAMES)
+            description=DESCRIPTION)
         out = pretrain(model_args, data_args, training_args, overwrite=overwrite)
     except (RecipeError, DataError, PretrainError, OutputExistsError, ValueError) as exc:
         print(f"bortify pretrain: error: {exc}", file=sys.stderr)
