@@ -69,6 +69,9 @@ def main(argv=None) -> int:
     p.add_argument("--repair_fraction", type=float, default=0.5, help="Agora: dev fraction whose mistakes are expanded")
     p.add_argument("--no_balance", action="store_true", help="Agora: no class-balanced acceptance")
     p.add_argument("--min_labeler_confidence", type=float, default=0.7)
+    p.add_argument("--train_k", type=int, default=0, help="Agora: variants of every train row after round 1")
+    p.add_argument("--soft_labels", action="store_true", help="Agora: train on the labeler's class distribution")
+    p.add_argument("--soft_label_temperature", type=float, default=1.0)
     p.add_argument("--no_ablation", action="store_true",
                    help="skip the extra Agora arm with the paper's settings (one dev set, every labelled row kept)")
     p.add_argument("--max_rounds", type=int, default=3)
@@ -133,7 +136,8 @@ def seed_run(args, seed, student, data, grid, labeler_dir: Path, work: Path, tea
                   FinetuneDataArguments(**data), FinetuneGridArguments(**grid),
                   AgoraArguments(max_rounds=args.max_rounds, k=args.k, labeler=str(labeler_dir),
                                  repair_fraction=args.repair_fraction, balance_classes=not args.no_balance,
-                                 min_labeler_confidence=args.min_labeler_confidence))
+                                 min_labeler_confidence=args.min_labeler_confidence, soft_labels=args.soft_labels, train_k=args.train_k,
+                                 soft_label_temperature=args.soft_label_temperature))
     t_agora = time.perf_counter() - t0
     added = [json.loads(line)["label"] for line in (work / f"agora-{seed}" / "agora_added.jsonl").read_text().splitlines()] \
         if (work / f"agora-{seed}" / "agora_added.jsonl").exists() else []

@@ -138,3 +138,33 @@ def test_generator_substitutes_nearest_neighbours_on_real_embeddings(minilm_path
         assert len(v.split()) == n_words and 1 <= changed <= max(1, round(0.15 * n_words)) + 1
     rows = generate_rows([{"text": text}], ["text"], gen, 3, random.Random(1), exclude={variants[0]})
     assert len(rows) <= 3 and all(r["text"] not in (text, variants[0]) for r in rows)
+
+
+def test_train_expansion_happens_once_after_round_one_and_dict_labels_carry_soft_targets():
+    train, dev = make_data()
+    world = FakeWorld(dev, {"a": 3, "b": 2, "c": 1})
+    expanded = []
+
+    def generate_train(rows, banned, rng):
+        expanded.append([dict(r) for r in rows])
+        return [{"text": f"{r['text']} paraphrase"} for r in rows]
+
+    calls = []
+
+    def generate(rows, banned, rng):
+        calls.append(1)
+        return [{"text": f"{r['text']} variant {len(calls)}"} for r in rows]
+
+    result = agora(train=train, dev=dev, thetas=[{"name": "a"}, {"name": "b"}, {"name": "c"}], fit=world.fit,
+                   dev_predict=world.dev_predict, dev_score=world.dev_score, is_mistake=lambda p, y: p != y,
+                   generate=generate, generate_train=generate_train,
+                   label=lambda rows: [{"label": 1, "soft_label": [0.3, 0.7]} for _ in rows], key=lambda r: r["text"],
+                   max_rounds=3)
+    assert len(expanded) == 1  # only after round 1
+    assert [r["text"] for r in expanded[0]] == [r["text"] for r in train] and all("label" not in r for r in expanded[0])
+    first = result.rounds[0]
+    assert first.examples_added == first.mistakes + len(train)
+    paraphrases = [r for r in result.added_rows if r["text"].endswith("paraphrase")]
+    assert len(paraphrases) == len(train)
+    assert all(r["label"] == 1 and r["soft_label"] == [0.3, 0.7] for r in result.added_rows)
+    assert result.rounds[1].examples_added == result.rounds[1].mistakes  # round 2: dev mistakes only

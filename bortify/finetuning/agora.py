@@ -12,7 +12,9 @@
 
 Our choices (configurable): a round budget (`max_rounds`, replays included); `replay` re-runs a round without
 pruning when it did not improve the best dev score (the author needed replay to converge); no new data is
-generated after the last round (it could not be used); `repair_fraction` < 1 splits dev into a repair part
+generated after the last round (it could not be used); `generate_train` (optional, ours) also expands every
+original train row once, after round 1, labelled by the same labeler (augmentation + distillation around the whole
+train set, not only around the dev mistakes); `repair_fraction` < 1 splits dev into a repair part
 (its mistakes are expanded) and a disjoint selection part (θ and the best round are chosen on it only), so that
 dev stays an unbiased judge after its mistakes' variants enter train (acceptance.split_dev); `label` may return
 None for a generated row to reject it (labeler confidence / class balance, acceptance.accept_generated). The loop only sees train and dev: the test split is
@@ -90,13 +92,14 @@ def agora(
     replay: int = 0,
     keep_round_models: bool = True,
     repair_fraction: float = 1.0,
+    generate_train: Callable[[list[dict], set, random.Random], list[dict]] | None = None,
     seed: int = 42,
     progress: Callable[[str], None] | None = None,
 ) -> AgoraResult:
     """Run Agora. `train`/`dev` are rows (dicts with the text columns and "label"); `fit(train_rows, θ)` returns a
     model trained from a fresh copy of model0; `dev_predict(model)` its predictions on all of dev; `dev_score(preds,
     golds)` the main metric (higher is better) of predictions against gold labels (a subset of dev); `is_mistake(pred, gold)`; `generate(mistake_rows, banned_keys, rng)` new
-    unlabelled rows; `label(rows)` the labeler's labels (None = reject the row); `key(row)` the text key used to ban duplicates."""
+    unlabelled rows; `label(rows)` the labeler's labels (None = reject the row; a dict = fields to set, "label" among them); `key(row)` the text key used to ban duplicates."""
     if not thetas:
         raise ValueError("Θ is empty: give at least one hyperparameter set.")
     from bortify.finetuning.acceptance import split_dev
@@ -108,6 +111,7 @@ def agora(
     select_gold = [dev[i]["label"] for i in select_idx]
     repair_gold = [r["label"] for r in repair_rows]
     train = list(train)
+    original_train = list(train)
     theta_set = list(thetas)
     dev_keys = {key(r) for r in dev}
     banned = {key(r) for r in train} | dev_keys  # generated texts never duplicate train or dev texts
@@ -153,15 +157,20 @@ def agora(
         mistakes = [row for row, p in zip(repair_rows, repair_preds) if is_mistake(p, row["label"])]
         new_rows: list[dict] = []
         rejected = 0
-        if mistakes and not last_round:
-            candidates = generate([{k: v for k, v in row.items() if k != "label"} for row in mistakes], banned, rng)
+        if (mistakes or (generate_train and r == 1)) and not last_round:
+            strip = lambda rows: [{k: v for k, v in row.items() if k != "label"} for row in rows]  # noqa: E731
+            candidates = generate(strip(mistakes), banned, rng) if mistakes else []
+            if generate_train is not None and r == 1:  # ours: variants of the original train rows, once
+                candidates += generate_train(strip(original_train), banned | {key(c) for c in candidates}, rng)
             candidates = [c for c in candidates if key(c) not in banned]
             labels = label(candidates) if candidates else []
             for row, y in zip(candidates, labels):
                 if y is None:  # rejected by the acceptance rule (confidence / class balance)
                     rejected += 1
                     continue
-                row = {**row, "label": y}  # the labeler's label, never a dev gold label
+                # the labeler's label, never a dev gold label; a dict carries more of the labeler's output
+                # (e.g. {"label": 1, "soft_label": [0.2, 0.8]} with soft labels)
+                row = {**row, **y} if isinstance(y, dict) else {**row, "label": y}
                 banned.add(key(row))
                 new_rows.append(row)
         rounds.append(RoundRecord(

@@ -116,6 +116,9 @@ class AgoraArguments:
     replay: int = _help("How many times a round may be re-run (without pruning Θ) when it did not improve the "
                         "best dev score (the author needed replay to converge).", default=0)
     k: int = _help("Generated texts per dev mistake.", default=4)
+    train_k: int = _help("Ours, not the paper's: after round 1 also generate this many variants of every original "
+                         "train row (labelled by the labeler like the dev-mistake variants), so the added data covers "
+                         "the task, not only the dev mistakes' neighbourhoods. 0 = the paper.", default=0)
     generator: str = _help("Text generator: 'nn-substitution' (replace tokens by nearest neighbours in an input-"
                            "embedding table; our choice, PAPERS.md §3).", default="nn-substitution")
     substitution_rate: float = _help("Fraction of word tokens replaced per generated text (10-15 percent; at least 1).",
@@ -133,6 +136,11 @@ class AgoraArguments:
     min_labeler_confidence: float | None = _help("Add only generated rows whose labeler confidence (max softmax "
                                                  "probability) is at least this, e.g. 0.7; classification only.",
                                                  default=None)
+    soft_labels: bool = _help("Train on the labeler's class distribution for generated rows (knowledge "
+                              "distillation; gold rows keep one-hot targets) instead of its hard label (the paper); "
+                              "classification only.", default=False)
+    soft_label_temperature: float = _help("Temperature T of the soft labels, softmax(labeler logits / T); > 1 "
+                                          "softens an over-confident labeler.", default=1.0)
     labeler: str | None = _help("A fine-tuned classifier (path, Hub or embedded name) that labels generated texts; "
                                 "default: bortify builds one by fine-tuning `teacher` on the train split.",
                                 default=None)
@@ -158,8 +166,10 @@ class AgoraArguments:
             raise ValueError(f"repair_fraction must be in (0, 1], got {self.repair_fraction}.")
         if self.min_labeler_confidence is not None and not 0 <= self.min_labeler_confidence <= 1:
             raise ValueError(f"min_labeler_confidence must be in [0, 1], got {self.min_labeler_confidence}.")
-        if self.k < 1 or self.max_rounds < 1 or self.neighbours < 1 or self.replay < 0:
-            raise ValueError("k, max_rounds and neighbours must be >= 1 and replay >= 0.")
+        if self.soft_label_temperature <= 0:
+            raise ValueError(f"soft_label_temperature must be > 0, got {self.soft_label_temperature}.")
+        if self.k < 1 or self.max_rounds < 1 or self.neighbours < 1 or self.replay < 0 or self.train_k < 0:
+            raise ValueError("k, max_rounds and neighbours must be >= 1, replay and train_k >= 0.")
 
 
 ARGUMENT_CLASSES = (FinetuneModelArguments, FinetuneDataArguments, FinetuneGridArguments, AgoraArguments)

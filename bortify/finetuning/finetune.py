@@ -29,6 +29,7 @@ from bortify.finetuning.arguments import (AgoraArguments, FinetuneDataArguments,
                                           FinetuneModelArguments)
 from bortify.finetuning.generators import NearestNeighbourSubstitution, generate_rows
 from bortify.finetuning.labelers import build_labeler
+from bortify.finetuning.losses import one_hot
 from bortify.finetuning.tasks import TaskData, prepare_task
 from bortify.finetuning.trainer import (examples_seen, fit, load_classifier, predict, score, to_predictions,
                                         tokenize)
@@ -43,9 +44,14 @@ def _rows(ds: datasets.Dataset, task: TaskData) -> list[dict]:
 
 
 def _to_dataset(rows: list[dict], task: TaskData) -> datasets.Dataset:
+    """Rows as a Dataset; when any row carries a `soft_label` (Agora with soft labels) every row gets one, gold
+    rows their one-hot label (losses.py)."""
     label_type = datasets.Value("float32") if task.regression else datasets.ClassLabel(names=task.label_names)
-    features = datasets.Features({**{c: datasets.Value("string") for c in task.text_columns}, "label": label_type})
-    return datasets.Dataset.from_list(rows, features=features)
+    columns = {**{c: datasets.Value("string") for c in task.text_columns}, "label": label_type}
+    if any("soft_label" in r for r in rows):
+        columns["soft_label"] = datasets.Sequence(datasets.Value("float32"), length=task.num_labels)
+        rows = [r if "soft_label" in r else {**r, "soft_label": one_hot(r["label"], task.num_labels)} for r in rows]
+    return datasets.Dataset.from_list(rows, features=datasets.Features(columns))
 
 
 def _key(task: TaskData):
@@ -184,12 +190,22 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
                 keep = accept_generated(labels, conf, ratio, min_confidence=agora_args.min_labeler_confidence,
                                         balance=agora_args.balance_classes)
                 return [y if k else None for y, k in zip(labels, keep)]
+        if agora_args.soft_labels and not task.regression:
+            hard_label_fn = label_fn
+
+            def label_fn(rows):  # the accepted rows also carry the labeler's distribution (losses.py)
+                labels = hard_label_fn(rows)
+                probs = labeler.probabilities(rows, agora_args.soft_label_temperature) if rows else []
+                return [None if y is None else {"label": y, "soft_label": [float(x) for x in p]}
+                        for y, p in zip(labels, probs)]
         result = agora(
             train=train_rows, dev=dev_rows, thetas=thetas, fit=fit_rows, dev_predict=dev_predict,
             dev_score=dev_main_score, is_mistake=is_mistake,
             generate=lambda rows, banned, rng: generate_rows(rows, task.text_columns, generator, rng_k, rng, banned),
             label=label_fn, key=_key(task), examples_seen=seen, max_rounds=agora_args.max_rounds,
             repair_fraction=agora_args.repair_fraction,
+            generate_train=(None if not agora_args.train_k else lambda rows, banned, rng: generate_rows(
+                rows, task.text_columns, generator, agora_args.train_k, rng, banned)),
             prune=agora_args.prune, replay=agora_args.replay, seed=model_args.seed,
             progress=lambda msg: bar.set_postfix_str(msg[-60:]))
     else:
@@ -239,11 +255,13 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
         "metric": task.main_metric,
         "mode": model_args.mode,
         "labeler": {**labeler.describe(), key: labeler_test} if labeler else None,
-        "generator": ({"name": agora_args.generator, "k": agora_args.k, "substitution_rate": agora_args.substitution_rate,
+        "generator": ({"name": agora_args.generator, "k": agora_args.k, "train_k": agora_args.train_k, "substitution_rate": agora_args.substitution_rate,
                        "neighbours": agora_args.neighbours, "embeddings": agora_args.generator_embeddings}
                       if model_args.mode == "agora" else None),
         "agora": ({"repair_fraction": agora_args.repair_fraction, "balance_classes": agora_args.balance_classes,
                    "min_labeler_confidence": agora_args.min_labeler_confidence,
+                   "soft_labels": agora_args.soft_labels and not task.regression,
+                   "soft_label_temperature": agora_args.soft_label_temperature,
                    "max_rounds": agora_args.max_rounds, "prune": agora_args.prune, "replay": agora_args.replay,
                    # dev rows whose mistakes are expanded / that select θ and the round (agora.py's split)
                    "dev_repair_rows": len(split_dev([r["label"] for r in dev_rows], agora_args.repair_fraction,

@@ -15,6 +15,7 @@ import time
 import datasets
 import numpy as np
 
+from bortify.finetuning.losses import softmax_with_temperature
 from bortify.finetuning.tasks import TaskData
 from bortify.finetuning.trainer import fit, load_classifier, predict, score, to_predictions, tokenize
 
@@ -65,12 +66,17 @@ class Labeler:
         """Class ids (task order) and the labeler's confidence (max softmax probability) for each row."""
         if not rows:
             return [], []
-        logits = np.asarray(self.logits(rows), dtype=np.float64)
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
-        preds = probs.argmax(axis=1)
-        labels = [int(self.id_map[p]) if self.id_map else int(p) for p in preds]
-        return labels, [float(x) for x in probs.max(axis=1)]
+        probs = self.probabilities(rows)
+        return [int(c) for c in probs.argmax(axis=1)], [float(x) for x in probs.max(axis=1)]
+
+    def probabilities(self, rows: list[dict], temperature: float = 1.0) -> np.ndarray:
+        """softmax(logits / T) per row, columns in the TASK's label order (the soft labels of losses.py)."""
+        probs = softmax_with_temperature(self.logits(rows), temperature)
+        if not self.id_map:
+            return probs
+        out = np.zeros_like(probs)
+        out[:, self.id_map] = probs
+        return out
 
     def evaluate(self, ds: datasets.Dataset) -> float:
         """Accuracy (Pearson r for regression) on a labelled split."""

@@ -15,6 +15,7 @@ import torch
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                           TrainingArguments)
 
+from bortify.finetuning.losses import soft_cross_entropy
 from bortify.metrics import compute_metrics
 from bortify.resources import resolve_model
 
@@ -47,11 +48,14 @@ def load_classifier(name_or_path: str, label_names: list[str], regression: bool)
 
 
 def tokenize(ds: datasets.Dataset, tokenizer, text_columns: list[str], max_length: int) -> datasets.Dataset:
-    """input_ids/attention_mask(/token_type_ids) + labels; padding is done per batch by the collator."""
+    """input_ids/attention_mask(/token_type_ids) + labels (+ soft_labels when the rows carry a `soft_label`
+    distribution, see losses.py); padding is done per batch by the collator."""
     def encode(batch):
         texts = [batch[c] for c in text_columns]
         enc = tokenizer(*texts, truncation=True, max_length=max_length)
         enc["labels"] = batch["label"]
+        if "soft_label" in batch:
+            enc["soft_labels"] = batch["soft_label"]
         return enc
     return ds.map(encode, batched=True, remove_columns=ds.column_names, desc=None)
 
@@ -65,11 +69,24 @@ def examples_seen(n_train: int, batch_size: int, epochs: float, max_steps: int) 
     return int(round(epochs * n_train))
 
 
+class SoftTargetTrainer(Trainer):
+    """Trainer whose loss is the cross-entropy against per-row target distributions (`soft_labels`:
+    one-hot for gold rows, the labeler's distribution for Agora's generated rows; losses.soft_cross_entropy)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        targets = inputs.pop("soft_labels")
+        inputs.pop("labels", None)
+        outputs = model(**inputs)
+        loss = soft_cross_entropy(outputs.logits, targets)
+        return (loss, outputs) if return_outputs else loss
+
+
 def fit(model0, tokenizer, train_tok: datasets.Dataset, theta: dict, *, epochs: float, max_steps: int = -1,
         seed: int = 42):
     """Fine-tune a copy of `model0` on `train_tok` with hyperparameters θ; returns the trained model (model0 is
     left untouched: Agora restarts every round from the same initial model, PAPERS.md §3 `copy(model0)`)."""
     model = copy.deepcopy(model0)
+    soft = "soft_labels" in train_tok.column_names
     with tempfile.TemporaryDirectory(prefix="bortify-ft-") as tmp:
         args = TrainingArguments(
             output_dir=tmp,
@@ -89,8 +106,9 @@ def fit(model0, tokenizer, train_tok: datasets.Dataset, theta: dict, *, epochs: 
             disable_tqdm=True,  # the caller shows one bar over all runs
             dataloader_num_workers=0,
             dataloader_pin_memory=False,
+            remove_unused_columns=not soft,  # keep `soft_labels` (not a forward() argument) for the loss
         )
-        trainer = Trainer(model=model, args=args, train_dataset=train_tok,
+        trainer = (SoftTargetTrainer if soft else Trainer)(model=model, args=args, train_dataset=train_tok,
                           data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
         trainer.train()
     model.eval()
