@@ -1,13 +1,16 @@
 """Agora vs plain fine-tuning vs the teacher on Rotten Tomatoes (issue 4's claim), side by side in one run.
 
-For each seed, on the same data split and the same student checkpoint:
-  - agora: the Agora loop (PAPERS.md §3); the labeler is the teacher (all-MiniLM-L6-v2) fine-tuned on the same
-    train subsample, so its test accuracy is the "teacher fine-tuned on the same data" baseline;
+Regime (defaults): 300 labelled train rows, a 2,000-row dev set (Agora: 1,000 repair + 1,000 selection), 1,000
+test rows, max 32 tokens. For each seed, on the same data split and the same student checkpoint:
+  - agora: the Agora loop (PAPERS.md §3) with our changes (labeler-verified mistakes, soft labels, repair /
+    selection dev split, class-balanced acceptance); the labeler is the teacher (all-MiniLM-L6-v2) fine-tuned on
+    the same train subsample, so its test accuracy is the "teacher fine-tuned on the same data" baseline;
+  - paper (ablation, unless --no_ablation): the paper's loop on the same Θ and k;
   - plain: every θ of the same Θ once on the original train set, with epochs scaled so that the total number
     of training examples processed equals Agora's (the same compute), best on dev.
 Only the final models touch the test split. Writes benchmarks/results/agora.json and prints a markdown table.
 
-    .venv/bin/python benchmarks/bench_agora.py --student DIR   # default: a sliced MiniLM student made here
+    .venv/bin/python benchmarks/bench_agora.py --jobs 3   # default student: MiniLM sliced to L2 here
 """
 
 from __future__ import annotations
@@ -60,27 +63,32 @@ def main(argv=None) -> int:
     p.add_argument("--student", default=None, help="student checkpoint dir (default: MiniLM sliced to L2 I768)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--train", type=int, default=300, help="train subsample (small-data regime)")
-    p.add_argument("--dev", type=int, default=400, help="dev rows (Agora: half repair, half selection)")
-    p.add_argument("--test", type=int, default=600)
+    p.add_argument("--dev", type=int, default=2000, help="dev rows (Agora: half repair, half selection)")
+    p.add_argument("--test", type=int, default=1000)
+    p.add_argument("--dev_fraction", type=float, default=0.2,
+                   help="fraction of the 12,808 rows set aside as the dev pool (--dev rows are drawn from it)")
     p.add_argument("--max_length", type=int, default=32)
     p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--learning_rates", type=float, nargs="+", default=[1e-3, 5e-4, 2e-4],
                    help="Θ learning rates (a small sliced student needs large ones; 3 θ -> 2 repair rounds)")
     p.add_argument("--repair_fraction", type=float, default=0.5, help="Agora: dev fraction whose mistakes are expanded")
     p.add_argument("--no_balance", action="store_true", help="Agora: no class-balanced acceptance")
-    p.add_argument("--min_labeler_confidence", type=float, default=0.7)
+    p.add_argument("--min_labeler_confidence", type=float, default=None)
     p.add_argument("--train_k", type=int, default=0, help="Agora: variants of every train row after round 1")
-    p.add_argument("--soft_labels", action="store_true", help="Agora: train on the labeler's class distribution")
+    p.add_argument("--no_verify", action="store_true", help="Agora: expand every mistake (not only those the labeler gets right)")
+    p.add_argument("--hard_labels", action="store_true", help="Agora: the labeler's hard label (not its distribution)")
     p.add_argument("--soft_label_temperature", type=float, default=1.0)
     p.add_argument("--no_ablation", action="store_true",
                    help="skip the extra Agora arm with the paper's settings (one dev set, every labelled row kept)")
     p.add_argument("--max_rounds", type=int, default=3)
-    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--k", type=int, default=8)
     p.add_argument("--labeler_epochs", type=float, default=6.0)
     p.add_argument("--labeler_learning_rate", type=float, default=1e-4)
     p.add_argument("--teacher_dir", default=None,
                    help="reuse a teacher/labeler saved by an earlier run (its dir, with teacher.json) instead of "
                         "fine-tuning MiniLM again")
+    p.add_argument("--jobs", type=int, default=1, help="seeds run in this many parallel processes")
+    p.add_argument("--torch_threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--out", default=str(ROOT / "results" / "agora.json"))
     p.add_argument("--summarize", default=None, help="only print the table of an existing results JSON")
     args = p.parse_args(argv)
@@ -91,7 +99,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-agora-"))
     student = args.student or sliced_student(work / "student", 2, 768)
     data = dict(dataset="embedded:rotten-tomatoes", max_train_samples=args.train, max_dev_samples=args.dev,
-                max_test_samples=args.test, split_seed=42)
+                max_test_samples=args.test, dev_fraction=args.dev_fraction, split_seed=42)
     grid = dict(learning_rates=args.learning_rates, batch_sizes=[16], warmup_ratios=[0.1], weight_decays=[0.01],
                 num_train_epochs=args.epochs)
     # The teacher (= the labeler) is fine-tuned once on the fixed train subsample and shared by every seed (on
@@ -107,8 +115,19 @@ def main(argv=None) -> int:
         teacher, labeler_dir = fine_tune_teacher(args, task, work), work / "labeler"
     results = {"teacher": teacher, "student": args.student or "all-MiniLM-L6-v2 sliced to L2 H384 A12 I768 (bortify.slicing)",
                "settings": vars(args), "runs": []}
-    for seed in args.seeds:
-        seed_run(args, seed, student, data, grid, labeler_dir, work, teacher, results)
+    jobs = [(args, seed, student, data, grid, labeler_dir, work, teacher) for seed in args.seeds]
+    if args.jobs > 1:  # seeds in parallel processes, one torch thread each
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+            for run in ex.map(seed_run, *zip(*jobs)):
+                results["runs"].append(run)
+                write_json_atomic(args.out, results)
+    else:
+        for job in jobs:
+            results["runs"].append(seed_run(*job))
+            write_json_atomic(args.out, results)
     summarize(results, args.out)
     return 0
 
@@ -129,26 +148,32 @@ def fine_tune_teacher(args, task, work: Path) -> dict:
     return teacher
 
 
-def seed_run(args, seed, student, data, grid, labeler_dir: Path, work: Path, teacher: dict, results: dict) -> None:
+def seed_run(args, seed, student, data, grid, labeler_dir: Path, work: Path, teacher: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
     common = dict(max_length=args.max_length, seed=seed, overwrite=True)
     t0 = time.perf_counter()
     ag = finetune(FinetuneModelArguments(model=student, output_dir=str(work / f"agora-{seed}"), mode="agora", **common),
                   FinetuneDataArguments(**data), FinetuneGridArguments(**grid),
                   AgoraArguments(max_rounds=args.max_rounds, k=args.k, labeler=str(labeler_dir),
                                  repair_fraction=args.repair_fraction, balance_classes=not args.no_balance,
-                                 min_labeler_confidence=args.min_labeler_confidence, soft_labels=args.soft_labels, train_k=args.train_k,
+                                 min_labeler_confidence=args.min_labeler_confidence, soft_labels=not args.hard_labels, train_k=args.train_k,
+                                 verify_mistakes=not args.no_verify,
                                  soft_label_temperature=args.soft_label_temperature))
     t_agora = time.perf_counter() - t0
     added = [json.loads(line)["label"] for line in (work / f"agora-{seed}" / "agora_added.jsonl").read_text().splitlines()] \
         if (work / f"agora-{seed}" / "agora_added.jsonl").exists() else []
     paper = None
-    if not args.no_ablation:  # the paper's loop on the same Θ: one dev set repairs and selects, all rows kept
+    if not args.no_ablation:  # the paper's loop on the same Θ: one dev set repairs and selects, every mistake is
+        # expanded and every labelled row kept with the labeler's hard label
         t0 = time.perf_counter()
         paper = finetune(FinetuneModelArguments(model=student, output_dir=str(work / f"paper-{seed}"), mode="agora",
                                                 **common),
                          FinetuneDataArguments(**data), FinetuneGridArguments(**grid),
                          AgoraArguments(max_rounds=args.max_rounds, k=args.k, labeler=str(labeler_dir),
-                                        repair_fraction=1.0, balance_classes=False, min_labeler_confidence=None))
+                                        repair_fraction=1.0, balance_classes=False, min_labeler_confidence=None,
+                                        soft_labels=False, verify_mistakes=False, train_k=0))
         t_paper = time.perf_counter() - t0
     n_train = ag["splits"]["train"]
     n_theta = len(ag["theta"])
@@ -165,7 +190,9 @@ def seed_run(args, seed, student, data, grid, labeler_dir: Path, work: Path, tea
            "round_dev": [r["dev_score"] for r in ag["rounds"]], "round_test": [r.get("test_score") for r in ag["rounds"]],
            "best_round": ag["best_round"], "examples_rejected": [r["examples_rejected"] for r in ag["rounds"]],
            "added_by_label": [added.count(c) for c in range(len(ag["labels"]))],
-           "round_repair_dev": [r["repair_dev_score"] for r in ag["rounds"]], "agora_examples_seen": ag["examples_seen"],
+           "round_repair_dev": [r["repair_dev_score"] for r in ag["rounds"]],
+           "mistakes": [r["mistakes"] for r in ag["rounds"]],
+           "mistakes_labeler_right": [r["mistakes_expanded"] for r in ag["rounds"]], "agora_examples_seen": ag["examples_seen"],
            "plain_examples_seen": pl["examples_seen"], "plain_epochs": plain_epochs,
            "agora_seconds": round(t_agora, 1), "labeler_seconds": teacher["seconds"],
            "plain_seconds": round(t_plain, 1), "student_parameters": ag["num_parameters"]}
@@ -175,9 +202,8 @@ def seed_run(args, seed, student, data, grid, labeler_dir: Path, work: Path, tea
                     "paper_round_dev": [r["dev_score"] for r in paper["rounds"]],
                     "paper_round_test": [r.get("test_score") for r in paper["rounds"]],
                     "paper_seconds": round(t_paper, 1)})
-    results["runs"].append(run)
     print(json.dumps(run), flush=True)
-    write_json_atomic(args.out, results)
+    return run
 
 
 def summarize(results: dict, out: str | None = None) -> None:
@@ -188,8 +214,10 @@ def summarize(results: dict, out: str | None = None) -> None:
     rows = (("plain_test", "student, plain: Θ grid, epochs scaled to Agora's examples seen"),
             ("plain_base_epochs_test", "student, Agora round 1 = Θ grid at base epochs, no added data (θ picked on the "
                                        "selection half of dev)"),
-            ("agora_test", "student, Agora (repair/selection dev split, balanced + confident labels; best round)"),
-            ("paper_test", "student, Agora as in the paper (one dev set, all labelled rows kept; ablation)"),
+            ("agora_test", "student, Agora (ours: labeler-verified mistakes, soft labels, repair/selection dev split, "
+                           "balanced labels; best round)"),
+            ("paper_test", "student, Agora as in the paper (one dev set, every mistake expanded, hard labels, all kept; "
+                           "ablation)"),
             ("teacher_test", "teacher all-MiniLM-L6-v2 fine-tuned on the same train (= the labeler; one run)"))
     rows = tuple((n, lab) for n, lab in rows if all(n in r for r in runs))
     summary = {name: mean_spread([r[name] for r in runs]) for name, _ in rows}

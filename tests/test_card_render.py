@@ -281,3 +281,17 @@ def test_pure_formatting_helpers():
         {"accuracy": 0.5, "f1": 1.0}
     assert scores(None) == {}
     assert math.isclose(scores({"dev_matthews_correlation": 0.25})["matthews_correlation"], 0.25)
+
+
+def test_agora_settings_sentence_follows_the_report():
+    from bortify.hub.card import _agora_text
+
+    ft = {"generator": {"name": "nn-substitution", "k": 8, "verify_mistakes": True},
+          "agora": {"soft_labels": True, "repair_fraction": 0.5, "dev_repair_rows": 300, "dev_selection_rows": 300}}
+    text = _agora_text(ft)
+    assert "k=8" in text and "labeler labels correctly" in text and "soft labels" in text
+    assert "300 repair and 300 selection rows" in text
+    paper = _agora_text({"generator": {"name": "nn-substitution", "k": 4, "verify_mistakes": False},
+                         "agora": {"soft_labels": False, "repair_fraction": 1.0}})
+    assert "hard labels" in paper and "correctly" not in paper and "repair and" not in paper
+    assert _agora_text({"mode": "plain"}) == ""

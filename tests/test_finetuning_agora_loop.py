@@ -168,3 +168,22 @@ def test_train_expansion_happens_once_after_round_one_and_dict_labels_carry_soft
     assert len(paraphrases) == len(train)
     assert all(r["label"] == 1 and r["soft_label"] == [0.3, 0.7] for r in result.added_rows)
     assert result.rounds[1].examples_added == result.rounds[1].mistakes  # round 2: dev mistakes only
+
+
+def test_verify_expands_only_the_mistakes_the_labeler_gets_right():
+    train, dev = make_data()
+    world = FakeWorld(dev, {"a": 3, "b": 2})
+    gold = {r["text"]: r["label"] for r in dev}
+    asked = []
+
+    def verify(rows):  # a labeler that is right on the even-numbered dev texts only
+        asked.extend(rows)
+        return [gold[r["text"]] if int(r["text"].split()[1]) % 2 == 0 else 1 - gold[r["text"]] for r in rows]
+
+    result, generated_from = run(world, train, dev, [{"name": "a"}, {"name": "b"}], max_rounds=2, prune="none",
+                                 verify=verify)
+    first = result.rounds[0]
+    assert asked and all("label" not in r for r in asked)  # the labeler never sees the gold label
+    assert first.mistakes == len(asked) and first.mistakes > first.mistakes_expanded > 0
+    assert generated_from and all(int(r["text"].split()[1]) % 2 == 0 for r in generated_from)
+    assert first.mistakes_expanded == len(generated_from)

@@ -81,9 +81,10 @@ def test_agora_writes_a_standard_checkpoint_and_reads_test_only_at_the_end(tmp_p
     monkeypatch.setattr(ft_module, "generate_rows", spy_generate)
 
     out = tmp_path / "out"
-    # (a tiny random labeler predicts one class: class balancing would reject every generated row)
+    # (a tiny random labeler predicts one class: class balancing would reject every generated row, and it is
+    # right on too few mistakes for verify_mistakes to leave any)
     report = ft_module.finetune(*args(tiny_student, out, labeler=labeler, labeler_min_dev_score=0.0,
-                                      balance_classes=False))
+                                      balance_classes=False, verify_mistakes=False))
 
     kinds = [k for k, _ in events]
     assert "test" in kinds and kinds.count("fit") >= 3  # 2 θ in round 1, 1 in round 2
@@ -108,6 +109,10 @@ def test_agora_writes_a_standard_checkpoint_and_reads_test_only_at_the_end(tmp_p
     added = [json.loads(line) for line in (out / "agora_added.jsonl").read_text().splitlines()]
     assert len(added) == rounds[0]["examples_added"]
     assert not {a["text"] for a in added} & (dev_texts | test_texts)  # generated texts, never dev/test texts
+    # soft labels (the default): each added row carries the labeler's distribution, its argmax is the label
+    assert ag["soft_labels"] is True and report["generator"]["verify_mistakes"] is False
+    assert all(abs(sum(a["soft_label"]) - 1) < 1e-4 and a["label"] == max(range(2), key=a["soft_label"].__getitem__)
+               for a in added)
 
     clf = pipeline("text-classification", model=str(out), device=-1)  # no custom code needed
     assert clf("a wonderful film")[0]["label"] in ("rotten", "fresh")

@@ -116,6 +116,9 @@ class AgoraArguments:
     replay: int = _help("How many times a round may be re-run (without pruning Θ) when it did not improve the "
                         "best dev score (the author needed replay to converge).", default=0)
     k: int = _help("Generated texts per dev mistake.", default=4)
+    verify_mistakes: bool = _help("Ours, not the paper's: expand only the dev mistakes whose original text the "
+                                  "labeler labels correctly (a labeler wrong at the centre labels the variants wrong "
+                                  "too); classification only. Set false for the paper's loop.", default=True)
     train_k: int = _help("Ours, not the paper's: after round 1 also generate this many variants of every original "
                          "train row (labelled by the labeler like the dev-mistake variants), so the added data covers "
                          "the task, not only the dev mistakes' neighbourhoods. 0 = the paper.", default=0)
@@ -137,8 +140,8 @@ class AgoraArguments:
                                                  "probability) is at least this, e.g. 0.7; classification only.",
                                                  default=None)
     soft_labels: bool = _help("Train on the labeler's class distribution for generated rows (knowledge "
-                              "distillation; gold rows keep one-hot targets) instead of its hard label (the paper); "
-                              "classification only.", default=False)
+                              "distillation; gold rows keep one-hot targets) instead of its hard label (false: the "
+                              "paper); classification only.", default=True)
     soft_label_temperature: float = _help("Temperature T of the soft labels, softmax(labeler logits / T); > 1 "
                                           "softens an over-confident labeler.", default=1.0)
     labeler: str | None = _help("A fine-tuned classifier (path, Hub or embedded name) that labels generated texts; "

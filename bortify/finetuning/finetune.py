@@ -204,6 +204,7 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
             generate=lambda rows, banned, rng: generate_rows(rows, task.text_columns, generator, rng_k, rng, banned),
             label=label_fn, key=_key(task), examples_seen=seen, max_rounds=agora_args.max_rounds,
             repair_fraction=agora_args.repair_fraction,
+            verify=labeler if agora_args.verify_mistakes and not task.regression else None,
             generate_train=(None if not agora_args.train_k else lambda rows, banned, rng: generate_rows(
                 rows, task.text_columns, generator, agora_args.train_k, rng, banned)),
             prune=agora_args.prune, replay=agora_args.replay, seed=model_args.seed,
@@ -255,7 +256,8 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
         "metric": task.main_metric,
         "mode": model_args.mode,
         "labeler": {**labeler.describe(), key: labeler_test} if labeler else None,
-        "generator": ({"name": agora_args.generator, "k": agora_args.k, "train_k": agora_args.train_k, "substitution_rate": agora_args.substitution_rate,
+        "generator": ({"name": agora_args.generator, "k": agora_args.k, "train_k": agora_args.train_k,
+                       "verify_mistakes": agora_args.verify_mistakes and not task.regression, "substitution_rate": agora_args.substitution_rate,
                        "neighbours": agora_args.neighbours, "embeddings": agora_args.generator_embeddings}
                       if model_args.mode == "agora" else None),
         "agora": ({"repair_fraction": agora_args.repair_fraction, "balance_classes": agora_args.balance_classes,

@@ -409,8 +409,12 @@ def template_values(evidence: dict, options: CardOptions, *, load_from: str, ima
         "ft_splits": splits_text(ft.get("splits")),
         "ft_labeler": _labeler_text(labeler) if labeler else NOT_MEASURED,
         "ft_best_round": fmt(ft.get("best_round")),
-        "ft_rounds": [(fmt(r.get("round")), fmt(r.get("best_theta")), fmt(r.get("dev_score")), fmt(r.get("mistakes")),
+        "ft_rounds": [(fmt(r.get("round")), fmt(r.get("best_theta")), fmt(r.get("dev_score")),
+                       fmt(r.get("mistakes")) + (f" ({r['mistakes_expanded']} expanded)"
+                                                 if r.get("mistakes_expanded") is not None and r.get("examples_added")
+                                                 else ""),
                        fmt(r.get("examples_added")), fmt(r.get("train_size"))) for r in rounds],
+        "ft_agora_settings": _agora_text(ft),
         "ft_examples_added": fmt(sum(r.get("examples_added") or 0 for r in rounds)) if rounds else NOT_MEASURED,
         "rounds_png": images.get("rounds"),
         "eval_rows": [(split, metric, f"{value:.4f}") for split in ("dev", "test")
@@ -438,6 +442,22 @@ def splits_text(splits: Any) -> str:
         return fmt(splits)
     sizes = [f"{k} {v:,}" for k, v in splits.items() if k in ("train", "dev", "test", "validation") and isinstance(v, int)]
     return ", ".join(sizes) or fmt(splits)
+
+
+def _agora_text(ft: dict) -> str:
+    """One sentence on the Agora options that shaped the added data (empty for plain fine-tuning)."""
+    gen = ft.get("generator") if isinstance(ft.get("generator"), dict) else {}
+    ag = ft.get("agora") if isinstance(ft.get("agora"), dict) else {}
+    if not gen and not ag:
+        return ""
+    parts = [f"generator {gen.get('name', NOT_MEASURED)} (k={fmt(gen.get('k'))} per mistake)"]
+    if gen.get("verify_mistakes"):
+        parts.append("only mistakes the labeler labels correctly are expanded")
+    parts.append("soft labels (the labeler's class distribution)" if ag.get("soft_labels") else "hard labels")
+    if isinstance(ag.get("repair_fraction"), (int, float)) and ag["repair_fraction"] < 1:
+        parts.append(f"dev split into {fmt(ag.get('dev_repair_rows'))} repair and {fmt(ag.get('dev_selection_rows'))} "
+                     "selection rows (the selection rows alone pick θ and the round)")
+    return "Agora settings: " + "; ".join(parts) + "."
 
 
 def _labeler_text(labeler: dict) -> str:
