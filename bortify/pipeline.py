@@ -8,7 +8,8 @@ Each stage lives in a module that exposes::
 stage's inputs wired from earlier stages (only where the recipe leaves them unset). It returns a small
 JSON-able summary. When a stage returns, the pipeline writes `<stage dir>/stage_done.json` (the summary);
 a re-run skips stages that have one, so an interrupted run resumes where it stopped (each stage also
-resumes inside itself where it can). The next stage reads only the previous stage's output directory.
+resumes inside itself where it can). The file records the stage's recipe section: if the recipe has changed
+since, the run stops before any work and names the changed keys (redo with --overwrite). The next stage reads only the previous stage's output directory.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ STAGES: list[Stage] = [
 STAGE_NAMES = [s.name for s in STAGES]
 assert tuple(STAGE_NAMES) == RECIPE_STAGES, "bortify.recipes.STAGE_NAMES and pipeline.STAGES must list the same stages"
 DONE_FILE = "stage_done.json"
+RECIPE_KEY = "recipe_section"  # the stage's recipe section as run, recorded in DONE_FILE
 
 
 def run_recipe(recipe_path: str | os.PathLike, output_dir: str | os.PathLike | None = None, *,
@@ -71,6 +73,26 @@ def run_recipe(recipe_path: str | os.PathLike, output_dir: str | os.PathLike | N
             modules[stage.name] = importlib.import_module(stage.module)
         except ModuleNotFoundError as exc:
             raise RecipeError(f"Stage {stage.name!r} is not available in this bortify ({exc}).") from exc
+
+    # A finished stage made from different recipe settings must not be reused silently (nor redone without
+    # --overwrite): checked for every selected stage before any long work.
+    if not overwrite:
+        changed = []
+        for stage in selected:
+            done = run_dir / stage.name / DONE_FILE
+            if done.exists():
+                made_with = json.loads(done.read_text()).get(RECIPE_KEY)
+                current = recipe[stage.name] or {}
+                if made_with is not None and made_with != current:
+                    keys = sorted(k for k in set(made_with) | set(current) if made_with.get(k) != current.get(k))
+                    changed.append(f"{stage.name} (changed: {', '.join(keys)})")
+        if changed:
+            first = next(s.name for s in selected if any(c.startswith(s.name + " ") for c in changed))
+            later = [s.name for s in selected[[s.name for s in selected].index(first):]]
+            raise RecipeError(
+                f"{run_dir} holds stages made with other settings than {recipe_path}: {'; '.join(changed)}. Redo "
+                f"them and the stages after them with `--overwrite --stages {' '.join(later)}`, or pass another "
+                "--output_dir.")
 
     run_dir.mkdir(parents=True, exist_ok=True)
     outputs: dict[str, str] = {}
@@ -99,7 +121,8 @@ def run_recipe(recipe_path: str | os.PathLike, output_dir: str | os.PathLike | N
         print(f"[bortify run] {stage.name}: starting -> {stage_dir}", flush=True)
         start = time.perf_counter()
         summary = modules[stage.name].run_stage(config, overwrite=overwrite) or {}
-        summary = {"stage": stage.name, "seconds": round(time.perf_counter() - start, 1), **summary}
+        summary = {"stage": stage.name, "seconds": round(time.perf_counter() - start, 1), **summary,
+                   RECIPE_KEY: recipe[stage.name] or {}}
         write_json_atomic(done, summary)
         summaries[stage.name] = summary
         outputs[stage.name] = str(stage_dir)
@@ -112,7 +135,7 @@ def print_summary(result: dict) -> None:
     print("\n=== bortify run: summary ===")
     for name, summary in result["stages"].items():
         lines = summary.get("summary_lines") or [
-            f"{k}: {v}" for k, v in summary.items() if k not in ("stage", "summary_lines")
+            f"{k}: {v}" for k, v in summary.items() if k not in ("stage", "summary_lines", RECIPE_KEY)
         ]
         print(f"[{name}] ({summary.get('seconds', '?')} s)")
         for line in lines:

@@ -71,3 +71,22 @@ def test_cli_help_lists_commands(capsys):
     for name in ("extract", "pretrain", "finetune", "push", "run", "resources"):
         assert f"  {name}" in out
     assert main(["nope"]) == 2
+
+
+def test_changed_recipe_section_is_refused_before_any_work_then_redone_with_overwrite(tmp_path, toy_stages):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("extract: {a: 1}\npretrain: {b: 2}\ncard: {}\n")
+    run = tmp_path / "run"
+    pipeline.run_recipe(recipe, run)
+    before = (run / "pretrain" / pipeline.DONE_FILE).read_text()
+    recipe.write_text("extract: {a: 1}\npretrain: {b: 3, c: 4}\ncard: {}\n")
+    toy.CALLS.clear()
+    with pytest.raises(RecipeError, match=r"pretrain \(changed: b, c\).*--overwrite --stages pretrain card"):
+        pipeline.run_recipe(recipe, run)
+    assert toy.CALLS == [] and (run / "pretrain" / pipeline.DONE_FILE).read_text() == before  # nothing touched
+    pipeline.run_recipe(recipe, run, stages=["pretrain", "card"], overwrite=True)
+    assert [c["output_dir"] for c in toy.CALLS] == [str(run / "pretrain"), str(run / "card")]
+    assert json.loads((run / "pretrain" / pipeline.DONE_FILE).read_text())["recipe_section"] == {"b": 3, "c": 4}
+    toy.CALLS.clear()
+    pipeline.run_recipe(recipe, run)  # now in step with the recipe: nothing to do
+    assert toy.CALLS == []
