@@ -8,7 +8,7 @@ test rows, max 32 tokens. For each seed, on the same data split and the same stu
   - paper (ablation, unless --no_ablation): the paper's loop on the same Θ and k;
   - plain: every θ of the same Θ once on the original train set, with epochs scaled so that the total number
     of training examples processed equals Agora's (the same compute), best on dev.
-Only the final models touch the test split. Writes benchmarks/results/agora.json and prints a markdown table.
+Only the final models touch the test split. Writes benchmarks/results/agora_v3.json and prints a markdown table.
 
     .venv/bin/python benchmarks/bench_agora.py --jobs 3   # default student: MiniLM sliced to L2 here
 """
@@ -87,9 +87,9 @@ def main(argv=None) -> int:
     p.add_argument("--teacher_dir", default=None,
                    help="reuse a teacher/labeler saved by an earlier run (its dir, with teacher.json) instead of "
                         "fine-tuning MiniLM again")
-    p.add_argument("--jobs", type=int, default=1, help="seeds run in this many parallel processes")
+    p.add_argument("--jobs", type=int, default=3, help="seeds run in this many parallel processes (1 = in turn)")
     p.add_argument("--torch_threads", type=int, default=1, help="torch threads per process")
-    p.add_argument("--out", default=str(ROOT / "results" / "agora.json"))
+    p.add_argument("--out", default=str(ROOT / "results" / "agora_v3.json"))
     p.add_argument("--summarize", default=None, help="only print the table of an existing results JSON")
     args = p.parse_args(argv)
     if args.summarize:
