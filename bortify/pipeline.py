@@ -77,22 +77,21 @@ def run_recipe(recipe_path: str | os.PathLike, output_dir: str | os.PathLike | N
     # A finished stage made from different recipe settings must not be reused silently (nor redone without
     # --overwrite): checked for every selected stage before any long work.
     if not overwrite:
-        changed = []
+        changed = {}  # stage name -> the recipe keys that differ from the finished stage's
         for stage in selected:
             done = run_dir / stage.name / DONE_FILE
-            if done.exists():
-                made_with = json.loads(done.read_text()).get(RECIPE_KEY)
-                current = recipe[stage.name] or {}
-                if made_with is not None and made_with != current:
-                    keys = sorted(k for k in set(made_with) | set(current) if made_with.get(k) != current.get(k))
-                    changed.append(f"{stage.name} (changed: {', '.join(keys)})")
+            made_with = json.loads(done.read_text()).get(RECIPE_KEY) if done.exists() else None
+            current = recipe[stage.name] or {}
+            if made_with is not None and made_with != current:
+                changed[stage.name] = sorted(k for k in made_with.keys() | current.keys()
+                                             if made_with.get(k) != current.get(k))
         if changed:
-            first = next(s.name for s in selected if any(c.startswith(s.name + " ") for c in changed))
-            later = [s.name for s in selected[[s.name for s in selected].index(first):]]
+            names = [s.name for s in selected]
+            redo = names[min(names.index(n) for n in changed):]
+            listed = "; ".join(f"{n} (changed: {', '.join(keys)})" for n, keys in changed.items())
             raise RecipeError(
-                f"{run_dir} holds stages made with other settings than {recipe_path}: {'; '.join(changed)}. Redo "
-                f"them and the stages after them with `--overwrite --stages {' '.join(later)}`, or pass another "
-                "--output_dir.")
+                f"{run_dir} holds stages made with other settings than {recipe_path}: {listed}. Redo them and the "
+                f"stages after them with `--overwrite --stages {' '.join(redo)}`, or pass another --output_dir.")
 
     run_dir.mkdir(parents=True, exist_ok=True)
     outputs: dict[str, str] = {}

@@ -60,7 +60,8 @@ def test_labeler_probabilities_follow_the_task_label_order():
     lab.logits = lambda rows: np.array([[3.0, 0.0]] * len(rows))
     probs = lab.probabilities([{"text": "x"}])
     assert probs[0, 1] > 0.9 and np.isclose(probs.sum(), 1)
-    labels, conf = lab.label_with_confidence([{"text": "x"}, {"text": "y"}])
+    both = lab.probabilities([{"text": "x"}, {"text": "y"}])
+    labels, conf = both.argmax(axis=1).tolist(), both.max(axis=1)
     assert labels == [1, 1] and conf[0] == pytest.approx(probs[0, 1])
 
 

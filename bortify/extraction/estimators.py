@@ -22,7 +22,7 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -124,14 +124,26 @@ class MaskedPositionsMLMTrainer(Trainer):
         return (loss, {"loss": loss}) if return_outputs else loss
 
 
-def _training_args(out_dir: str, lr: float, steps: int, batch_size: int, seed: int, warmup_ratio: float) -> TrainingArguments:
+def _training_args(out_dir: str, lr: float, budget: "TrainingBudget") -> TrainingArguments:
+    steps, seed = budget.steps, budget.seed
     return TrainingArguments(
-        output_dir=out_dir, max_steps=steps, per_device_train_batch_size=batch_size, per_device_eval_batch_size=64,
-        learning_rate=lr, weight_decay=0.01, warmup_steps=max(0, int(round(warmup_ratio * steps))), lr_scheduler_type="linear",
-        max_grad_norm=1.0, use_cpu=not torch.cuda.is_available(), report_to=[], save_strategy="no", eval_strategy="no",
-        logging_strategy="no", disable_tqdm=True, seed=seed, data_seed=seed, dataloader_num_workers=0,
-        remove_unused_columns=True,
+        output_dir=out_dir, max_steps=steps, per_device_train_batch_size=budget.batch_size, per_device_eval_batch_size=64,
+        learning_rate=lr, weight_decay=0.01, warmup_steps=max(0, int(round(budget.warmup_ratio * steps))),
+        lr_scheduler_type="linear", max_grad_norm=1.0, use_cpu=not torch.cuda.is_available(), report_to=[],
+        save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True, seed=seed, data_seed=seed,
+        dataloader_num_workers=0, remove_unused_columns=True,
     )
+
+
+def _best_learning_rate(budget: "TrainingBudget", error_at: Callable[[float], float]) -> dict:
+    """ê = the lowest error over the budget's learning rates (Θ), each run from the same seed."""
+    per_theta, start = {}, time.perf_counter()
+    for lr in budget.learning_rates:
+        set_seed(budget.seed)
+        per_theta[str(lr)] = error_at(lr)
+    best = min(per_theta, key=per_theta.get)
+    return {"error": per_theta[best], "theta": {"learning_rate": float(best)}, "per_theta": per_theta,
+            "seconds": round(time.perf_counter() - start, 2)}
 
 
 @dataclass
@@ -220,24 +232,21 @@ class MLMEstimator:
         if not self._prepared:
             self.prepare()
         config = bert_config(shape, self.source_config)
-        per_theta, start = {}, time.perf_counter()
-        for lr in self.budget.learning_rates:
-            set_seed(self.budget.seed)
+
+        def heldout_loss(lr: float) -> float:
             model = BertForMaskedLM(config)
             with tempfile.TemporaryDirectory() as tmp:
                 trainer = MaskedPositionsMLMTrainer(
-                    model=model, args=_training_args(tmp, lr, self.budget.steps, self.budget.batch_size, self.budget.seed,
-                                                     self.budget.warmup_ratio),
-                    data_collator=self.collator, train_dataset=self.train_ds, eval_dataset=self.eval_ds,
+                    model=model, args=_training_args(tmp, lr, self.budget), data_collator=self.collator,
+                    train_dataset=self.train_ds, eval_dataset=self.eval_ds,
                     callbacks=[WeightClipCallback(self.budget.clip_value)],
                 )
                 trainer.args.prediction_loss_only = True
                 trainer.train()
                 set_seed(self.budget.seed)  # same masks for every candidate's held-out loss
-                per_theta[str(lr)] = float(trainer.evaluate()["eval_loss"])
-        best = min(per_theta, key=per_theta.get)
-        return {"error": per_theta[best], "theta": {"learning_rate": float(best)}, "per_theta": per_theta,
-                "seconds": round(time.perf_counter() - start, 2)}
+                return float(trainer.evaluate()["eval_loss"])
+
+        return _best_learning_rate(self.budget, heldout_loss)
 
 
 class SlicedTaskEstimator:
@@ -323,9 +332,8 @@ class SlicedTaskEstimator:
         if not self._prepared:
             self.prepare()
         config = bert_config(shape, self.source_config)
-        per_theta, start = {}, time.perf_counter()
-        for lr in self.budget.learning_rates:
-            set_seed(self.budget.seed)
+
+        def dev_error(lr: float) -> float:
             encoder = BertModel(config, add_pooling_layer=False)
             init_from_teacher(encoder, self.teacher, importance=self.importance,
                               calibration=self.calibration if self.importance == "activation" else None)
@@ -334,20 +342,16 @@ class SlicedTaskEstimator:
             model = MeanPoolClassifier(encoder, shape.H, self.num_labels)
             with tempfile.TemporaryDirectory() as tmp:
                 trainer = Trainer(
-                    model=model, args=_training_args(tmp, lr, self.budget.steps, self.budget.batch_size, self.budget.seed,
-                                                     self.budget.warmup_ratio),
-                    data_collator=self.collator, train_dataset=self.train_ds,
-                    callbacks=[WeightClipCallback(self.budget.clip_value)],
+                    model=model, args=_training_args(tmp, lr, self.budget), data_collator=self.collator,
+                    train_dataset=self.train_ds, callbacks=[WeightClipCallback(self.budget.clip_value)],
                 )
                 trainer.train()
                 logits = trainer.predict(self.dev_ds).predictions
             if isinstance(logits, (tuple, list)):
                 logits = logits[0]
-            preds = np.asarray(logits).argmax(-1)
-            per_theta[str(lr)] = error_rate(preds, self.dev_labels, self.floor)
-        best = min(per_theta, key=per_theta.get)
-        return {"error": per_theta[best], "theta": {"learning_rate": float(best)}, "per_theta": per_theta,
-                "seconds": round(time.perf_counter() - start, 2)}
+            return error_rate(np.asarray(logits).argmax(-1), self.dev_labels, self.floor)
+
+        return _best_learning_rate(self.budget, dev_error)
 
 
 def make_estimator(name: str, source_config, **kwargs: Any) -> ErrorEstimator:

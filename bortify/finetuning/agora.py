@@ -70,6 +70,11 @@ class AgoraResult:
     examples_seen: int = 0
 
 
+def _unlabelled(rows: list[dict]) -> list[dict]:
+    """The rows without their gold label (what the generator and the labeler may see)."""
+    return [{k: v for k, v in row.items() if k != "label"} for row in rows]
+
+
 def prune_worst(scores: list[tuple[dict, float]]) -> list[dict]:
     """Θ after dropping the worst-scoring θ; ties for worst are dropped together (PAPERS.md §3).
 
@@ -167,15 +172,15 @@ def agora(
         n_mistakes = len(mistakes)
         if verify is not None and mistakes and not last_round:
             # ours: expand only the mistakes the labeler itself gets right (see the module docstring)
-            verdicts = verify([{k: v for k, v in row.items() if k != "label"} for row in mistakes])
+            verdicts = verify(_unlabelled(mistakes))
             mistakes = [row for row, y in zip(mistakes, verdicts) if not is_mistake(y, row["label"])]
+        expand_train = generate_train is not None and r == 1  # ours: variants of the original train rows, once
         new_rows: list[dict] = []
         rejected = 0
-        if (mistakes or (generate_train and r == 1)) and not last_round:
-            strip = lambda rows: [{k: v for k, v in row.items() if k != "label"} for row in rows]  # noqa: E731
-            candidates = generate(strip(mistakes), banned, rng) if mistakes else []
-            if generate_train is not None and r == 1:  # ours: variants of the original train rows, once
-                candidates += generate_train(strip(original_train), banned | {key(c) for c in candidates}, rng)
+        if (mistakes or expand_train) and not last_round:
+            candidates = generate(_unlabelled(mistakes), banned, rng) if mistakes else []
+            if expand_train:
+                candidates += generate_train(_unlabelled(original_train), banned | {key(c) for c in candidates}, rng)
             candidates = [c for c in candidates if key(c) not in banned]
             labels = label(candidates) if candidates else []
             for row, y in zip(candidates, labels):

@@ -29,7 +29,7 @@ from bortify.finetuning.arguments import (AgoraArguments, FinetuneDataArguments,
                                           FinetuneModelArguments)
 from bortify.finetuning.generators import NearestNeighbourSubstitution, generate_rows
 from bortify.finetuning.labelers import build_labeler
-from bortify.finetuning.losses import one_hot
+from bortify.finetuning.losses import one_hot, softmax_with_temperature
 from bortify.finetuning.tasks import TaskData, prepare_task
 from bortify.finetuning.trainer import (examples_seen, fit, load_classifier, predict, score, to_predictions,
                                         tokenize)
@@ -181,23 +181,25 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
             def is_mistake(p, y):
                 return p != y
         rng_k = agora_args.k
-        label_fn = labeler
-        if not task.regression and (agora_args.balance_classes or agora_args.min_labeler_confidence is not None):
+        label_fn = labeler  # regression: the labeler's scores as they are
+        if not task.regression:
             ratio = class_ratio([r["label"] for r in train_rows], task.num_labels)  # the original train's ratio
+            filtering = agora_args.balance_classes or agora_args.min_labeler_confidence is not None
 
-            def label_fn(rows):  # the labeler's labels; None = rejected (acceptance.accept_generated)
-                labels, conf = labeler.label_with_confidence(rows)
-                keep = accept_generated(labels, conf, ratio, min_confidence=agora_args.min_labeler_confidence,
-                                        balance=agora_args.balance_classes)
-                return [y if k else None for y, k in zip(labels, keep)]
-        if agora_args.soft_labels and not task.regression:
-            hard_label_fn = label_fn
-
-            def label_fn(rows):  # the accepted rows also carry the labeler's distribution (losses.py)
-                labels = hard_label_fn(rows)
-                probs = labeler.probabilities(rows, agora_args.soft_label_temperature) if rows else []
-                return [None if y is None else {"label": y, "soft_label": [float(x) for x in p]}
-                        for y, p in zip(labels, probs)]
+            def label_fn(rows):  # one labeler pass: label, acceptance (None = rejected), soft target (losses.py)
+                if not rows:
+                    return []
+                logits = labeler.task_logits(rows)
+                probs = softmax_with_temperature(logits)
+                labels = [int(c) for c in probs.argmax(axis=1)]
+                keep = (accept_generated(labels, probs.max(axis=1).tolist(), ratio,
+                                         min_confidence=agora_args.min_labeler_confidence,
+                                         balance=agora_args.balance_classes)
+                        if filtering else [True] * len(rows))
+                if not agora_args.soft_labels:
+                    return [y if k else None for y, k in zip(labels, keep)]
+                soft = softmax_with_temperature(logits, agora_args.soft_label_temperature)
+                return [{"label": y, "soft_label": q.tolist()} if k else None for y, k, q in zip(labels, keep, soft)]
         result = agora(
             train=train_rows, dev=dev_rows, thetas=thetas, fit=fit_rows, dev_predict=dev_predict,
             dev_score=dev_main_score, is_mistake=is_mistake,
@@ -266,10 +268,9 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
                    "soft_label_temperature": agora_args.soft_label_temperature,
                    "max_rounds": agora_args.max_rounds, "prune": agora_args.prune, "replay": agora_args.replay,
                    # dev rows whose mistakes are expanded / that select θ and the round (agora.py's split)
-                   "dev_repair_rows": len(split_dev([r["label"] for r in dev_rows], agora_args.repair_fraction,
-                                                    model_args.seed)[0]),
-                   "dev_selection_rows": len(split_dev([r["label"] for r in dev_rows], agora_args.repair_fraction,
-                                                       model_args.seed)[1])}
+                   **dict(zip(("dev_repair_rows", "dev_selection_rows"),
+                              map(len, split_dev([r["label"] for r in dev_rows], agora_args.repair_fraction,
+                                                 model_args.seed))))}
                   if model_args.mode == "agora" else None),
         "theta": thetas,
         "num_train_epochs": grid_args.num_train_epochs,

@@ -62,21 +62,18 @@ class Labeler:
             return [float(p) for p in preds]
         return [int(self.id_map[p]) if self.id_map else int(p) for p in preds]
 
-    def label_with_confidence(self, rows: list[dict]) -> tuple[list[int], list[float]]:
-        """Class ids (task order) and the labeler's confidence (max softmax probability) for each row."""
-        if not rows:
-            return [], []
-        probs = self.probabilities(rows)
-        return [int(c) for c in probs.argmax(axis=1)], [float(x) for x in probs.max(axis=1)]
+    def task_logits(self, rows: list[dict]) -> np.ndarray:
+        """The labeler's logits per row, columns in the TASK's label order."""
+        logits = self.logits(rows)
+        if not self.id_map:
+            return logits
+        out = np.empty_like(logits)
+        out[:, self.id_map] = logits
+        return out
 
     def probabilities(self, rows: list[dict], temperature: float = 1.0) -> np.ndarray:
         """softmax(logits / T) per row, columns in the TASK's label order (the soft labels of losses.py)."""
-        probs = softmax_with_temperature(self.logits(rows), temperature)
-        if not self.id_map:
-            return probs
-        out = np.zeros_like(probs)
-        out[:, self.id_map] = probs
-        return out
+        return softmax_with_temperature(self.task_logits(rows), temperature)
 
     def evaluate(self, ds: datasets.Dataset) -> float:
         """Accuracy (Pearson r for regression) on a labelled split."""

@@ -7,7 +7,7 @@ the labeler's whole class distribution as the target (knowledge distillation, Hi
                                                    q = one-hot(y)              for a gold (original train) row,
 
 so gold rows get the usual cross-entropy and generated rows carry the labeler's uncertainty instead of a label
-that is wrong a quarter of the time near the hard texts Agora expands.
+that is often wrong near the hard texts Agora expands (BENCHMARKS.md, fine-tuning).
 """
 
 from __future__ import annotations

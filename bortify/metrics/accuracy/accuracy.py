@@ -1,8 +1,9 @@
 """Accuracy as an `evaluate` module over scikit-learn (offline; shipped with bortify)."""
 
-import datasets
 import evaluate
 from sklearn.metrics import accuracy_score
+
+from bortify.metrics._common import metric_info
 
 _DESCRIPTION = "Accuracy: the fraction of predictions equal to the references (sklearn.metrics.accuracy_score)."
 _KWARGS = """
@@ -18,13 +19,8 @@ Returns:
 
 class Accuracy(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="scikit-learn: Pedregosa et al., JMLR 12, 2011.",
-            inputs_description=_KWARGS,
-            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
-            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.accuracy_score.html"],
-        )
+        return metric_info(_DESCRIPTION, _KWARGS, "scikit-learn: Pedregosa et al., JMLR 12, 2011.",
+                           "https://scikit-learn.org/stable/modules/generated/sklearn.metrics.accuracy_score.html", "int64")
 
     def _compute(self, predictions, references, normalize=True, sample_weight=None):
         return {"accuracy": float(accuracy_score(references, predictions, normalize=normalize, sample_weight=sample_weight))}

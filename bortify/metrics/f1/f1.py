@@ -1,8 +1,9 @@
 """F1 as an `evaluate` module over scikit-learn (offline; shipped with bortify)."""
 
-import datasets
 import evaluate
 from sklearn.metrics import f1_score
+
+from bortify.metrics._common import metric_info
 
 _DESCRIPTION = "F1 = 2 * precision * recall / (precision + recall) (sklearn.metrics.f1_score)."
 _KWARGS = """
@@ -19,13 +20,8 @@ Returns:
 
 class F1(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="scikit-learn: Pedregosa et al., JMLR 12, 2011.",
-            inputs_description=_KWARGS,
-            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
-            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.f1_score.html"],
-        )
+        return metric_info(_DESCRIPTION, _KWARGS, "scikit-learn: Pedregosa et al., JMLR 12, 2011.",
+                           "https://scikit-learn.org/stable/modules/generated/sklearn.metrics.f1_score.html", "int64")
 
     def _compute(self, predictions, references, average="binary", pos_label=1, labels=None, sample_weight=None):
         score = f1_score(references, predictions, average=average, pos_label=pos_label, labels=labels,

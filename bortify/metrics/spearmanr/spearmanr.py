@@ -1,10 +1,9 @@
 """Spearman rank correlation as an `evaluate` module over scipy (offline; shipped with bortify)."""
 
-import math
-
-import datasets
 import evaluate
 from scipy.stats import spearmanr
+
+from bortify.metrics._common import correlation, metric_info
 
 _DESCRIPTION = "Spearman rank correlation between predictions and references (scipy.stats.spearmanr); GLUE STS-B."
 _KWARGS = """
@@ -18,16 +17,8 @@ Returns:
 
 class Spearmanr(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="Spearman, C. (1904). American Journal of Psychology 15(1).",
-            inputs_description=_KWARGS,
-            features=datasets.Features({"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}),
-            reference_urls=["https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.spearmanr.html"],
-        )
+        return metric_info(_DESCRIPTION, _KWARGS, "Spearman, C. (1904). American Journal of Psychology 15(1).",
+                           "https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.spearmanr.html", "float64")
 
     def _compute(self, predictions, references):
-        if len(set(predictions)) < 2 or len(set(references)) < 2:
-            return {"spearmanr": 0.0}
-        value = float(spearmanr(references, predictions)[0])
-        return {"spearmanr": 0.0 if math.isnan(value) else value}
+        return {"spearmanr": correlation(spearmanr, predictions, references)}
