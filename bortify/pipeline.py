@@ -150,10 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("recipe", help="YAML recipe with one section per stage, e.g. recipes/demo.yaml")
     parser.add_argument("--output_dir", default=None, help="run directory (default: recipe's output_dir or runs/<recipe name>)")
-    parser.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGE_NAMES)}")
+    parser.add_argument("--stages", nargs="+", default=None,
+                        help=f"subset of {' '.join(STAGE_NAMES)} (space- or comma-separated)")
     parser.add_argument("--overwrite", action="store_true", help="re-run finished stages and replace their outputs")
     args = parser.parse_args(argv)
-    stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
+    stages = [s.strip() for arg in args.stages for s in arg.split(",") if s.strip()] if args.stages else None
     try:
         result = run_recipe(args.recipe, args.output_dir, stages=stages, overwrite=args.overwrite)
     except RecipeError as exc:

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -90,3 +91,19 @@ def test_changed_recipe_section_is_refused_before_any_work_then_redone_with_over
     toy.CALLS.clear()
     pipeline.run_recipe(recipe, run)  # now in step with the recipe: nothing to do
     assert toy.CALLS == []
+
+
+def test_cli_runs_the_redo_command_the_error_prints(tmp_path, toy_stages, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("extract: {a: 1}\npretrain: {b: 2}\ncard: {}\n")
+    run = tmp_path / "run"
+    assert pipeline.main([str(recipe), "--output_dir", str(run)]) == 0
+    recipe.write_text("extract: {a: 1}\npretrain: {b: 3}\ncard: {}\n")
+    assert pipeline.main([str(recipe), "--output_dir", str(run)]) == 2
+    redo = re.search(r"`(--overwrite --stages [^`]+)`", capsys.readouterr().err).group(1).split()
+    toy.CALLS.clear()
+    assert pipeline.main([str(recipe), "--output_dir", str(run), *redo]) == 0  # the printed command works as is
+    assert [c["output_dir"] for c in toy.CALLS] == [str(run / "pretrain"), str(run / "card")]
+    toy.CALLS.clear()
+    assert pipeline.main([str(recipe), "--output_dir", str(run), "--stages", "extract,card", "--overwrite"]) == 0
+    assert [c["output_dir"] for c in toy.CALLS] == [str(run / "extract"), str(run / "card")]  # commas still work
