@@ -45,8 +45,13 @@ class ModelArguments:
 
     torch_threads: int | None = field(
         default=None,
-        metadata={"help": "CPU intra-op threads for this stage (torch.set_num_threads); default: torch's choice. 1 is "
-                  "much faster on an oversubscribed machine."},
+        metadata={"help": "CPU intra-op threads for this stage (torch.set_num_threads, restored when it returns); "
+                  "default: torch's choice. 1 is much faster on an oversubscribed machine."},
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace a finished run in --output_dir, or start an unfinished one again (default: refuse "
+                  "a finished run; resume an unfinished one from its newest complete checkpoint)."},
     )
 
     def __post_init__(self):
@@ -158,11 +163,13 @@ class DistillationArguments(TrainingArguments):
 
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
         if self.kd_reduction not in KD_REDUCTIONS:
             raise ValueError(f"kd_reduction must be one of {KD_REDUCTIONS}, got {self.kd_reduction!r}.")
         for name in ("w_kd", "w_hidden", "w_attn"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0.")
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.w_mlm is not None and self.w_mlm < 0:
             raise ValueError("w_mlm must be >= 0.")
         if self.layer_map:

@@ -20,7 +20,8 @@ DESCRIPTION = (
     "(w_mlm·CE + w_kd·T²·KL on masked tokens) or representation KD from an encoder teacher (hidden-state MSE "
     "through a learned projection + MiniLMv2 attention relations + the student's own MLM loss). Writes a "
     "standard BertForMaskedLM checkpoint, the training log and report.json. An unfinished run in --output_dir "
-    "resumes from its last checkpoint. All Trainer options (TrainingArguments) apply as well."
+    "resumes from its newest complete checkpoint (--overwrite starts again). All Trainer options "
+    "(TrainingArguments) apply as well."
 )
 
 
@@ -29,16 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     from bortify.pretraining.pretrain import PretrainError, pretrain
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    overwrite = "--overwrite" in argv
-    argv = [a for a in argv if a != "--overwrite"]
-    if "-h" in argv or "--help" in argv:
-        print("  --overwrite           replace a finished run in --output_dir (default: refuse; an unfinished one "
-              "resumes)\n")
     try:
         model_args, data_args, training_args = parse_stage_args(
             (ModelArguments, DataArguments, DistillationArguments), argv, stage="pretrain", prog="bortify pretrain",
             description=DESCRIPTION)
-        out = pretrain(model_args, data_args, training_args, overwrite=overwrite)
+        out = pretrain(model_args, data_args, training_args)
     except (RecipeError, DataError, PretrainError, OutputExistsError, ValueError) as exc:
         print(f"bortify pretrain: error: {exc}", file=sys.stderr)
         return 2

@@ -14,7 +14,6 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -28,12 +27,22 @@ from transformers import (
     BertForMaskedLM,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from bortify.data import resolve_model
 from bortify.pretraining.arguments import DataArguments, DistillationArguments, ModelArguments
 from bortify.pretraining.data import load_pretraining_data, make_collator
 from bortify.pretraining.losses import default_layer_map, default_relation_heads
+from bortify.pretraining.rundir import (
+    RUN_ARGS_NAME,
+    RunDirError,
+    changed_run_args,
+    check_not_foreign,
+    checkpoint_problem,
+    find_resume_checkpoint,
+    probe_writable,
+    refuse_overlap,
+    run_args_record,
+)
 from bortify.pretraining.trainer import DistillationStudent, DistillationTrainer
 from bortify.utils import check_output_dir, write_json_atomic
 
@@ -135,14 +144,73 @@ def _teacher_layers(args: DistillationArguments, n_student: int, n_teacher: int)
 
 def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args: DistillationArguments, *,
              overwrite: bool = False) -> Path:
-    """Distil a pretrained masked-LM student; return the output directory (see module docstring)."""
+    """Distil a pretrained masked-LM student; return the output directory (see module docstring).
+
+    `overwrite` (or `model_args.overwrite`) replaces a finished run in the output directory and starts an
+    unfinished one again instead of resuming it."""
+    overwrite = bool(overwrite or model_args.overwrite)
+    before = torch.get_num_threads()
+    try:
+        return _pretrain(model_args, data_args, training_args, overwrite)
+    finally:
+        torch.set_num_threads(before)  # --torch_threads applies to this stage only
+
+
+def _guard_output_dir(out: Path, model_args: ModelArguments, data_args: DataArguments,
+                      training_args: DistillationArguments, overwrite: bool) -> str | None:
+    """Refuse, before any work, an output that would clobber an input, cannot be written, holds a finished or a
+    foreign run, or holds an unfinished run started with other arguments. Returns the checkpoint to resume."""
+    try:
+        refuse_overlap(out, {"--teacher": model_args.teacher, "--student_config": model_args.student_config,
+                             "--corpus": data_args.corpus})
+        probe_writable(out)
+        if not overwrite:
+            if (out / REPORT_NAME).exists():
+                check_output_dir(out, overwrite, resumable=True, marker=REPORT_NAME)  # raises OutputExistsError
+            check_not_foreign(out, REPORT_NAME)
+            changes = changed_run_args(out, run_args_record(model_args, data_args, training_args))
+            if changes:
+                raise PretrainError(
+                    f"The unfinished run in {out} was started with other arguments ({'; '.join(changes)}); resuming "
+                    "it would mix two runs. Pass --overwrite to start it again, or choose another --output_dir.")
+        return _resume_checkpoint(out, training_args.resume_from_checkpoint, overwrite)
+    except RunDirError as exc:
+        raise PretrainError(str(exc)) from exc
+
+
+def _resume_checkpoint(out: Path, requested, overwrite: bool) -> str | None:
+    """The checkpoint to resume from: the one asked for (checked complete), else the newest complete one of an
+    unfinished run (a newer, half-written one is skipped, saying why), else None."""
+    if requested not in (None, True, "true", "True"):
+        problem = checkpoint_problem(requested) if os.path.isdir(requested) else "it is not a directory"
+        if problem:
+            raise PretrainError(f"--resume_from_checkpoint {requested}: cannot resume from it: {problem}. Give a "
+                                "complete checkpoint-N directory, or omit the flag.")
+        return str(requested)
+    if overwrite and requested is None:
+        return None
+    found, skipped = find_resume_checkpoint(out)
+    for path, why in skipped:
+        print(f"[bortify pretrain] skipping {path.name}: {why}; "
+              + (f"resuming from the newest complete checkpoint, {found.name}" if found else
+                 "no complete checkpoint is left, starting from step 0"), flush=True)
+    if found is None and requested is not None:
+        raise PretrainError(f"--resume_from_checkpoint: no complete checkpoint-* directory in {out}.")
+    return str(found) if found else None
+
+
+def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_args: DistillationArguments,
+              overwrite: bool) -> Path:
     out = Path(training_args.output_dir)
-    if (out / REPORT_NAME).exists() and not overwrite:
-        check_output_dir(out, overwrite, resumable=True, marker=REPORT_NAME)  # raises OutputExistsError
+    resume = _guard_output_dir(out, model_args, data_args, training_args, overwrite)
     # --- cheap checks first: configs, tokenizer, corpus -------------------------------------------------
     student_cfg = load_student_config(model_args.student_config)
     _check_local(model_args.teacher, "teacher")
     teacher_path = resolve_model(model_args.teacher)
+    try:
+        refuse_overlap(out, {"--teacher": teacher_path})  # a Hub/embedded teacher's local copy
+    except RunDirError as exc:
+        raise PretrainError(str(exc)) from exc
     try:
         teacher_cfg = AutoConfig.from_pretrained(teacher_path)
         tokenizer = AutoTokenizer.from_pretrained(teacher_path)
@@ -182,19 +250,13 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
         max_heldout_blocks=data_args.max_heldout_blocks, max_train_texts=data_args.max_train_texts,
         seed=training_args.seed, num_proc=data_args.preprocessing_num_workers)
 
-    # --- output directory: refuse a finished run, resume an unfinished one -------------------------------
+    # --- output directory: refuse a finished run, resume an unfinished one (checked above) ---------------
     check_output_dir(out, overwrite, resumable=True, marker=REPORT_NAME)
     if overwrite and training_args.process_index == 0:
         (out / REPORT_NAME).unlink(missing_ok=True)  # the old run no longer counts as finished
-    resume = training_args.resume_from_checkpoint
-    if resume is None and not overwrite and get_last_checkpoint(str(out)):
-        resume = get_last_checkpoint(str(out))
+    if resume:
         logger.warning("Resuming the unfinished run in %s from %s.", out, resume)
         print(f"[bortify pretrain] resuming from {resume}", flush=True)
-    elif resume in (True, "true", "True"):
-        resume = get_last_checkpoint(str(out))
-        if resume is None:
-            raise PretrainError(f"--resume_from_checkpoint: no checkpoint-* directory in {out}.")
 
     # --- models ------------------------------------------------------------------------------------------
     if model_args.torch_threads:
@@ -230,8 +292,8 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
         relation_teacher_layer=relation_layer,
     )
     if is_main:
-        write_json_atomic(out / "run_args.json", {"model": asdict(model_args), "data": asdict(data_args),
-                                                  "heldout_mlm_loss_before": loss_before})
+        write_json_atomic(out / RUN_ARGS_NAME, {**run_args_record(model_args, data_args, training_args),
+                                                "heldout_mlm_loss_before": loss_before})
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - start

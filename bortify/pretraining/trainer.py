@@ -224,7 +224,7 @@ class DistillationTrainer(Trainer):
         if self.is_fsdp_enabled or self.is_deepspeed_enabled:
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         wrapper = self.accelerator.unwrap_model(model if model is not None else self.model)
-        loaded = BertForMaskedLM.from_pretrained(resume_from_checkpoint)
+        loaded = BertForMaskedLM.from_pretrained(resume_from_checkpoint, use_safetensors=True)
         wrapper.student.load_state_dict(loaded.state_dict())
         proj_file = os.path.join(resume_from_checkpoint, PROJECTIONS_NAME)
         if wrapper.projections is not None:
