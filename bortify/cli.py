@@ -38,8 +38,26 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"bortify: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+        return int(module.main(rest) or 0)
+    except KeyboardInterrupt:
+        # Every stage writes its outputs atomically and records a stage only once it is finished, so what
+        # was finished is kept and the same command resumes (or redoes the interrupted step).
+        print(f"\nbortify {name}: interrupted. Finished outputs were kept; re-run the same command to resume.",
+              file=sys.stderr, flush=True)
+        return 130
+    except _user_errors() as exc:  # a command that let a user error through (e.g. from --config parsing)
+        from bortify.utils import redact_secrets
+
+        print(f"bortify {name}: error: {redact_secrets(str(exc))}", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from bortify.utils import user_error_types
+
+    return user_error_types()
 
 
 if __name__ == "__main__":

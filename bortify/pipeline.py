@@ -10,6 +10,12 @@ JSON-able summary. When a stage returns, the pipeline writes `<stage dir>/stage_
 a re-run skips stages that have one, so an interrupted run resumes where it stopped (each stage also
 resumes inside itself where it can). The file records the stage's recipe section: if the recipe has changed
 since, the run stops before any work and names the changed keys (redo with --overwrite). The next stage reads only the previous stage's output directory.
+
+Two exceptions: the card stage's record sits beside its folder (`<run>/card.stage_done.json`), because the
+card folder is the release that gets pushed and must hold nothing but the release; and a stage that reports
+`skipped` (push with no Hub configured) gets no record at all, so a later run with a token pushes.
+Everything the pipeline writes (records, summary.json) passes through `redact_secrets`: a Hub token never
+lands in a file, and recipes holding one are refused when loaded (bortify.recipes.check_no_secrets).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bortify.recipes import STAGE_NAMES as RECIPE_STAGES, RecipeError, load_recipe
-from bortify.utils import write_json_atomic
+from bortify.utils import redact_secrets, user_error_types, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,10 @@ class Stage:
     inputs: dict[str, str] = field(default_factory=dict)
     # config key -> the whole {stage: output dir} mapping, for stages that read every report (the card)
     all_outputs_key: str | None = None
+    # False: the stage's output directory is a release folder, so its done record is kept beside it
+    record_inside: bool = True
+    # config key -> (section, key) of another stage's recipe section whose value the stage may use
+    from_sections: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 STAGES: list[Stage] = [
@@ -42,13 +52,39 @@ STAGES: list[Stage] = [
     Stage("pretrain", "bortify.pretraining.stage", inputs={"student_config": "extract"}),
     Stage("finetune", "bortify.finetuning.stage", inputs={"model": "pretrain"}),
     Stage("compress", "bortify.compression.stage", inputs={"model": "finetune"}),
-    Stage("card", "bortify.hub.card_stage", all_outputs_key="stage_dirs"),
+    Stage("card", "bortify.hub.card_stage", all_outputs_key="stage_dirs", record_inside=False,
+          from_sections={"push_repo_id": ("push", "repo_id")}),  # the card's how-to-load names the pushed repo
     Stage("push", "bortify.hub.push_stage", inputs={"model_dir": "card"}),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 assert tuple(STAGE_NAMES) == RECIPE_STAGES, "bortify.recipes.STAGE_NAMES and pipeline.STAGES must list the same stages"
 DONE_FILE = "stage_done.json"
 RECIPE_KEY = "recipe_section"  # the stage's recipe section as run, recorded in DONE_FILE
+
+
+def done_path(run_dir: Path, stage: Stage) -> Path:
+    """Where the pipeline records that `stage` finished (see the module docstring)."""
+    return run_dir / stage.name / DONE_FILE if stage.record_inside else run_dir / f"{stage.name}.{DONE_FILE}"
+
+
+def find_done(run_dir: Path, stage: Stage) -> Path | None:
+    """The stage's done record, if any (also the old place inside the folder, for runs made before the move)."""
+    for path in (done_path(run_dir, stage), run_dir / stage.name / DONE_FILE):
+        if path.is_file():
+            return path
+    return None
+
+
+def _read_done(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RecipeError(f"{path} is unreadable ({exc}); delete it to redo that stage.") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _write_record(path: Path, obj: dict) -> None:
+    write_json_atomic(path, redact_secrets(obj))
 
 
 def run_recipe(recipe_path: str | os.PathLike, output_dir: str | os.PathLike | None = None, *,
@@ -65,6 +101,10 @@ def run_recipe(recipe_path: str | os.PathLike, output_dir: str | os.PathLike | N
             raise RecipeError(f"Stage(s) {missing} not in recipe {recipe_path} (it has {[s for s in recipe if s in STAGE_NAMES]}).")
     if not selected:
         raise RecipeError(f"Recipe {recipe_path} has no stage sections; expected some of {STAGE_NAMES}.")
+    for stage in selected:
+        if not isinstance(recipe[stage.name] or {}, dict):
+            raise RecipeError(f"Recipe {recipe_path}: section {stage.name!r} must be a mapping of settings, got "
+                              f"{type(recipe[stage.name]).__name__} {recipe[stage.name]!r}.")
 
     # Import every selected stage before any long work, so a missing stage fails fast.
     modules = {}
@@ -79,8 +119,8 @@ def run_recipe(recipe_path: str | os.PathLike, output_dir: str | os.PathLike | N
     if not overwrite:
         changed = {}  # stage name -> the recipe keys that differ from the finished stage's
         for stage in selected:
-            done = run_dir / stage.name / DONE_FILE
-            made_with = json.loads(done.read_text()).get(RECIPE_KEY) if done.exists() else None
+            done = find_done(run_dir, stage)
+            made_with = _read_done(done).get(RECIPE_KEY) if done else None
             current = recipe[stage.name] or {}
             if made_with is not None and made_with != current:
                 changed[stage.name] = sorted(k for k in made_with.keys() | current.keys()
@@ -97,14 +137,13 @@ def run_recipe(recipe_path: str | os.PathLike, output_dir: str | os.PathLike | N
     outputs: dict[str, str] = {}
     summaries: dict[str, dict] = {}
     for stage in STAGES:  # earlier finished stages still provide their outputs
-        done = run_dir / stage.name / DONE_FILE
-        if stage.name in recipe and done.exists():
+        if stage.name in recipe and find_done(run_dir, stage):
             outputs[stage.name] = str(run_dir / stage.name)
     for stage in selected:
         stage_dir = run_dir / stage.name
-        done = stage_dir / DONE_FILE
-        if done.exists() and not overwrite:
-            summaries[stage.name] = json.loads(done.read_text())
+        done = find_done(run_dir, stage)
+        if done and not overwrite:
+            summaries[stage.name] = _read_done(done)
             print(f"[bortify run] {stage.name}: already done, skipping ({stage_dir})", flush=True)
             outputs[stage.name] = str(stage_dir)
             continue
@@ -117,26 +156,38 @@ def run_recipe(recipe_path: str | os.PathLike, output_dir: str | os.PathLike | N
                 config[key] = outputs[source]
         if stage.all_outputs_key and config.get(stage.all_outputs_key) is None:
             config[stage.all_outputs_key] = dict(outputs)
+        for key, (section, name) in stage.from_sections.items():
+            value = (recipe.get(section) or {}).get(name) if isinstance(recipe.get(section), dict) else None
+            if value is not None:
+                config[key] = value
         print(f"[bortify run] {stage.name}: starting -> {stage_dir}", flush=True)
         start = time.perf_counter()
         summary = modules[stage.name].run_stage(config, overwrite=overwrite) or {}
         summary = {"stage": stage.name, "seconds": round(time.perf_counter() - start, 1), **summary,
                    RECIPE_KEY: recipe[stage.name] or {}}
-        write_json_atomic(done, summary)
+        summary = redact_secrets(summary)
         summaries[stage.name] = summary
+        if summary.get("skipped"):  # not done: a later run tries again (e.g. push once a token is set)
+            print(f"[bortify run] {stage.name}: skipped, not recorded as done", flush=True)
+            continue
+        record = done_path(run_dir, stage)
+        _write_record(record, summary)
+        if record != stage_dir / DONE_FILE and (stage_dir / DONE_FILE).is_file():
+            (stage_dir / DONE_FILE).unlink()  # an old run's record inside a release folder
         outputs[stage.name] = str(stage_dir)
     result = {"run_dir": str(run_dir), "stages": summaries}
-    write_json_atomic(run_dir / "summary.json", result)
+    _write_record(run_dir / "summary.json", result)
     return result
 
 
 def print_summary(result: dict) -> None:
     print("\n=== bortify run: summary ===")
+    result = redact_secrets(result)
     for name, summary in result["stages"].items():
         lines = summary.get("summary_lines") or [
             f"{k}: {v}" for k, v in summary.items() if k not in ("stage", "summary_lines", RECIPE_KEY)
         ]
-        print(f"[{name}] ({summary.get('seconds', '?')} s)")
+        print(f"[{name}] ({summary.get('seconds', '?')} s)" + (" skipped" if summary.get("skipped") else ""))
         for line in lines:
             print(f"    {line}")
     print(f"All outputs under {result['run_dir']} (summary.json lists them).")
@@ -157,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     stages = [s.strip() for arg in args.stages for s in arg.split(",") if s.strip()] if args.stages else None
     try:
         result = run_recipe(args.recipe, args.output_dir, stages=stages, overwrite=args.overwrite)
-    except RecipeError as exc:
-        print(f"bortify run: error: {exc}", file=sys.stderr)
+    except user_error_types() as exc:  # every stage's user errors (bortify.utils.USER_ERRORS): a message, no traceback
+        print(f"bortify run: error: {redact_secrets(str(exc))}", file=sys.stderr)
         return 2
     print_summary(result)
     return 0

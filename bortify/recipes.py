@@ -13,7 +13,10 @@ A recipe is either flat (keys of one stage's dataclasses) or sectioned by stage:
 from __future__ import annotations
 
 import dataclasses
+import enum
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,7 +25,7 @@ from transformers import HfArgumentParser
 
 
 class RecipeError(ValueError):
-    pass
+    """A recipe (or a stage's settings) is wrong; the message names the file, key and fix."""
 
 
 # The stage sections a recipe may have, in pipeline order (bortify.pipeline.STAGES follows this list).
@@ -33,11 +36,54 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"Recipe {str(path)!r} does not exist. Recipes ship under recipes/ (e.g. recipes/demo.yaml).")
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(_yaml_error_text(path, exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"Cannot read recipe {path}: {exc}.") from None
     if not isinstance(data, dict):
         raise RecipeError(f"Recipe {path} must be a YAML mapping, got {type(data).__name__}.")
+    check_no_secrets(data, str(path))
     return data
+
+
+def _yaml_error_text(path: Path, exc: yaml.YAMLError) -> str:
+    """'Recipe r.yaml is not valid YAML: line 3, column 2: expected <block end> ...' (1-based, as editors count)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return (f"Recipe {path} is not valid YAML{where}: {problem}" + (f" ({context})" if context else "")
+            + ". Check the indentation (spaces, not tabs), quotes and brackets there.")
+
+
+def check_no_secrets(recipe: Any, where: str) -> None:
+    """Refuse Hub tokens in a recipe: recipes get copied, shared and written into run reports.
+
+    The token comes from HF_TOKEN or `hf auth login` (or `bortify push --token` for a one-off). Checked when
+    the recipe is loaded, so before any stage runs; the message never repeats the token.
+    """
+    from bortify.utils import SECRET_KEYS, TOKEN_PATTERN
+
+    def visit(value: Any, trail: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                at = f"{trail}.{key}" if trail else str(key)
+                if str(key).lower() in SECRET_KEYS and item not in (None, False, ""):
+                    raise RecipeError(f"{where}: `{at}` holds a Hub token. Tokens do not belong in recipes (they end up "
+                                      "in shared files and run reports): delete that key and set HF_TOKEN or run "
+                                      "`hf auth login` instead.")
+                visit(item, at)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                visit(item, f"{trail}[{i}]")
+        elif isinstance(value, str) and TOKEN_PATTERN.search(value):
+            raise RecipeError(f"{where}: `{trail}` holds what looks like a Hub token. Tokens do not belong in "
+                              "recipes: remove it and set HF_TOKEN or run `hf auth login` instead.")
+
+    visit(recipe, "")
 
 
 def stage_section(recipe: dict[str, Any], stage: str, known_stages: Sequence[str] = STAGE_NAMES) -> dict[str, Any]:
@@ -52,6 +98,105 @@ def stage_section(recipe: dict[str, Any], stage: str, known_stages: Sequence[str
     return {k: v for k, v in recipe.items() if k not in ("name", "description")}
 
 
+# ---- value types: a recipe's YAML values against the dataclass field types ------------------------------
+
+def _field_types(dataclass_types) -> dict[str, Any]:
+    """Field name -> resolved type annotation (None where it cannot be resolved: not checked)."""
+    out: dict[str, Any] = {}
+    for dc in dataclass_types:
+        try:
+            hints = typing.get_type_hints(dc)
+        except Exception:  # an annotation that does not resolve: leave those fields unchecked
+            hints = {}
+        for f in dataclasses.fields(dc):
+            if f.init and f.name not in out:
+                out[f.name] = hints.get(f.name)
+    return out
+
+
+def value_matches(tp: Any, value: Any) -> bool:
+    """Whether a YAML value fits a dataclass field type (bool is not an int, an int is a float, a list must be a
+    list; Enum fields take their values' strings; types this does not know are accepted)."""
+    if tp is None or tp is Any:
+        return True
+    if tp is type(None):
+        return value is None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(value_matches(a, value) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, set, frozenset) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        item = args[0] if args else None
+        return all(value_matches(item, v) for v in value)
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return isinstance(value, tp) or value in {m.value for m in tp}
+    return True  # a class this check does not know (e.g. accelerate's ParallelismConfig): left to the parser
+
+
+def type_name(tp: Any) -> str:
+    """'float', 'list of int', 'int or null', 'one of a, b' for messages."""
+    if tp is type(None):
+        return "null"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(type_name(a) for a in args))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin in (list, tuple, set, frozenset):
+        return f"list of {type_name(args[0])}" if args else "list"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in tp)
+    return getattr(tp, "__name__", str(tp))
+
+
+def _yaml_text(value: Any) -> str:
+    return "null" if value is None else f"{type(value).__name__} {value!r}"
+
+
+def check_values(mapping: dict[str, Any], dataclass_types, where: str) -> None:
+    """Raise RecipeError naming the key, the expected type and the value for every YAML value of the wrong type."""
+    fields = _field_types(dataclass_types)
+    problems = []
+    for key, value in mapping.items():
+        tp = fields.get(key)
+        if key not in fields or value_matches(tp, value):
+            continue
+        hint = ""
+        if isinstance(value, str) and _parses_as_number(value):
+            hint = (" (quoted in the YAML, or a number YAML reads as text such as 5e-4: write it unquoted, "
+                    "with a decimal point: 5.0e-4)")
+        elif value is not None and not isinstance(value, (list, tuple)) and _expects_list(tp):
+            hint = f" (write a YAML list, e.g. [{value!r}])"
+        problems.append(f"`{key}` must be {type_name(tp)}, got {_yaml_text(value)}{hint}")
+    if problems:
+        raise RecipeError(f"Wrong value type(s) in {where}: " + "; ".join(problems) + ".")
+
+
+def _expects_list(tp: Any) -> bool:
+    return any(typing.get_origin(t) in (list, tuple) or t in (list, tuple) for t in (tp, *typing.get_args(tp)))
+
+
+def _parses_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _field_names(dataclass_types) -> set[str]:
     return {f.name for dc in dataclass_types for f in dataclasses.fields(dc) if f.init}
 
@@ -64,10 +209,26 @@ def check_keys(mapping: dict[str, Any], dataclass_types, where: str) -> None:
 
 
 def args_from_dict(dataclass_types, mapping: dict[str, Any], where: str = "recipe") -> tuple:
-    """Build the stage dataclasses from a mapping (used by `bortify run`)."""
+    """Build the stage dataclasses from a mapping (used by `bortify run`).
+
+    Keys and value types are checked first; a dataclass that refuses its values (a ValueError or
+    TypeError from its __post_init__) becomes a RecipeError naming `where`.
+    """
+    if not isinstance(mapping, dict):
+        raise RecipeError(f"{where} must be a mapping of settings, got {type(mapping).__name__}.")
     check_keys(mapping, dataclass_types, where)
+    check_values(mapping, dataclass_types, where)
     parser = HfArgumentParser(dataclass_types)
-    return parser.parse_dict(mapping, allow_extra_keys=False)
+    try:
+        return parser.parse_dict(mapping, allow_extra_keys=False)
+    except RecipeError:
+        raise
+    except (ValueError, TypeError) as exc:
+        from bortify.utils import user_error_types
+
+        if isinstance(exc, user_error_types()):
+            raise
+        raise RecipeError(f"{where}: {exc}") from exc
 
 
 def parse_stage_args(
@@ -91,6 +252,7 @@ def parse_stage_args(
     if config_path:
         section = stage_section(load_recipe(config_path), stage, known_stages)
         check_keys(section, dataclass_types, f"{config_path} [{stage}]")
+        check_values(section, dataclass_types, f"{config_path} [{stage}]")
         parser.set_defaults(**section)
         for action in parser._actions:  # a value from the recipe satisfies a required flag
             if action.dest in section:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -67,3 +68,89 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool, *, resumable: boo
             )
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+class BortifyError(ValueError):
+    """Base of errors that are the user's to fix (bad input, a missing file, a refused overwrite).
+
+    `bortify` prints these as one `bortify <command>: error: ...` line (exit 2), never as a traceback.
+    Stage modules may subclass it; their older error classes are listed in `USER_ERRORS` below.
+    """
+
+
+# (module, class name) of every stage's user-error class. `user_error_types` looks them up lazily in
+# sys.modules: an error can only have been raised by a module that is loaded, so nothing is imported here.
+USER_ERRORS: tuple[tuple[str, str], ...] = (
+    ("bortify.utils", "BortifyError"), ("bortify.utils", "OutputExistsError"),
+    ("bortify.recipes", "RecipeError"), ("bortify.data", "DataError"), ("bortify.resources", "ResourceError"),
+    ("bortify.slicing", "SlicingError"), ("bortify.extraction.space", "SpaceError"),
+    ("bortify.extraction.estimators", "EstimatorError"), ("bortify.pretraining.pretrain", "PretrainError"),
+    ("bortify.finetuning.labelers", "LabelerError"), ("bortify.finetuning.trainer", "ModelLoadError"),
+    ("bortify.hub.card", "CardError"), ("bortify.hub.push", "PushError"),
+)
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The user-error classes of every loaded bortify module (for `except user_error_types() as exc`)."""
+    import sys
+
+    found: list[type[BaseException]] = []
+    for module_name, class_name in USER_ERRORS:
+        cls = getattr(sys.modules.get(module_name), class_name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
+
+
+# ---- secrets: Hub tokens never reach a file bortify writes ------------------------------------------------
+
+# Hugging Face user access tokens ("hf_" + 34 letters/digits) and organisation API tokens ("api_org_...").
+TOKEN_PATTERN = re.compile(r"\b(?:hf_[A-Za-z0-9]{30,}|api_org_[A-Za-z0-9]{30,})\b")
+# Keys whose value is a secret, wherever they appear in a recipe or a report.
+SECRET_KEYS = frozenset({"token", "hub_token", "hf_token", "use_auth_token", "auth_token", "api_token", "access_token"})
+REDACTED = "***"
+
+
+def known_tokens() -> list[str]:
+    """This machine's Hub tokens (HF_TOKEN / HUGGING_FACE_HUB_TOKEN, else the saved login), to redact exactly."""
+    tokens = [os.environ.get(k) for k in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")]
+    try:
+        from huggingface_hub import get_token
+
+        tokens.append(get_token())
+    except Exception:  # no huggingface_hub, unreadable token file: nothing more to redact
+        pass
+    return sorted({t for t in tokens if t and len(t) >= 8}, key=len, reverse=True)
+
+
+def redact_secrets(obj: Any, tokens: list[str] | None = None) -> Any:
+    """A copy of `obj` (JSON-like) with token-like strings and the values of secret keys replaced by ***."""
+    tokens = known_tokens() if tokens is None else tokens
+
+    def clean(value: Any, key: str | None = None) -> Any:
+        if isinstance(value, str):
+            if key is not None and key.lower() in SECRET_KEYS and value:
+                return REDACTED
+            for token in tokens:
+                value = value.replace(token, REDACTED)
+            return TOKEN_PATTERN.sub(REDACTED, value)
+        if isinstance(value, dict):
+            return {k: clean(v, str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    return clean(obj)
+
+
+def is_same_or_nested(a: str | os.PathLike, b: str | os.PathLike) -> str | None:
+    """How two paths overlap once resolved: 'is' (same directory), 'contains' (b is inside a), 'is inside'
+    (a is inside b), or None when neither holds."""
+    pa, pb = Path(a).resolve(), Path(b).resolve()
+    if pa == pb:
+        return "is"
+    if pb.is_relative_to(pa):
+        return "contains"
+    if pa.is_relative_to(pb):
+        return "is inside"
+    return None

@@ -41,7 +41,7 @@ REPORTS = {
 }
 
 
-def build_run_dirs(root, minilm_path, stages=("extract", "pretrain", "finetune"), seed=0):
+def build_run_dirs(root, minilm_path, stages=("extract", "pretrain", "finetune"), seed=0, reports=None):
     """A fake finished run: stage dirs with report.json, a tiny classifier checkpoint, plots, Trainer leftovers."""
     import matplotlib
 
@@ -58,7 +58,7 @@ def build_run_dirs(root, minilm_path, stages=("extract", "pretrain", "finetune")
         d = root / stage
         d.mkdir(parents=True)
         dirs[stage] = str(d)
-        (d / "report.json").write_text(json.dumps(REPORTS[stage]))
+        (d / "report.json").write_text(json.dumps({**REPORTS, **(reports or {})}[stage]))
     if "extract" in stages:
         plt.figure(figsize=(2, 2))
         plt.plot([1, 2], [2, 1])
@@ -136,16 +136,42 @@ def test_task_card_metadata_parses_back(task_release):
     assert {"bort", "bortify", "agora"} <= set(card.data.tags)  # mode: agora
     assert card.data.pipeline_tag == "text-classification"
     assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    # The packaged dataset is not on the Hub: no model-index results (they would name a non-Hub dataset), and
+    # the card says why; the scores are in its text.
+    assert card.data.eval_results is None and not card.data.datasets
+    text = (root / "card" / "README.md").read_text()
+    assert "embedded:" not in text.split("\n---", 1)[0]
+    assert "not in the card's model-index metadata: the dataset is not on the Hub" in text
+    from hub_server import validate_card_metadata
+
+    assert validate_card_metadata(text) == []
+
+
+def test_hub_dataset_card_metadata_names_the_hub_id_and_real_splits(tmp_path, minilm_path):
+    """A Hub dataset: model-index results with its id as the dataset, splits named for what they are."""
+    from huggingface_hub import ModelCard, metadata_load
+
+    from bortify.hub.card_stage import run_stage
+
+    ft = {**REPORTS["finetune"], "dataset": "imdb", "dataset_hub_id": "stanfordnlp/imdb", "task": "imdb",
+          "splits": {"train": 500, "dev": 200, "test": 200, "test_official": True,
+                     "how": {"test": "the dataset's 'test' split", "dev": "seeded stratified split of 10% of 'train' (seed 43)"}}}
+    dirs = build_run_dirs(tmp_path, minilm_path, reports={"finetune": ft})
+    run_stage({"stage_dirs": dirs, "output_dir": str(tmp_path / "card"), "repo_id": "tester/bort-imdb",
+               "measure_latency": False})
+    card = ModelCard.load(tmp_path / "card" / "README.md")
     results = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
     assert results == {("test", "accuracy"): 0.6317, ("test", "f1"): 0.6071, ("dev", "accuracy"): 0.6423}
-    assert all(r.task_type == "text-classification" and r.dataset_name == "embedded:rotten-tomatoes"
-               for r in card.data.eval_results)
-    meta = metadata_load(root / "card" / "README.md")
-    assert meta["model-index"][0]["name"] == "bort-tiny"
+    assert all(r.dataset_type == r.dataset_name == "stanfordnlp/imdb" for r in card.data.eval_results)
+    assert card.data.datasets == ["stanfordnlp/imdb"]
+    meta = metadata_load(tmp_path / "card" / "README.md")
+    assert meta["model-index"][0]["name"] == "bort-imdb"
+    text = (tmp_path / "card" / "README.md").read_text()
+    assert "[stanfordnlp/imdb](https://huggingface.co/datasets/stanfordnlp/imdb)" in text
+    assert "Test scores are on the dataset's own `test` split." in text
     # The loopback Hub's metadata check (what /api/validate-yaml answers) accepts it, and would catch breakage.
     from hub_server import validate_card_metadata
 
-    text = (root / "card" / "README.md").read_text()
     assert validate_card_metadata(text) == []
     assert validate_card_metadata(text.replace("    - type: accuracy", "    - typo: accuracy", 1))
 
@@ -184,8 +210,8 @@ def test_student_card_with_missing_reports_says_not_measured(tmp_path, minilm_pa
     text = (tmp_path / "card" / "README.md").read_text()
     assert summary["kind"] == "student" and "A small pretrained encoder" in text
     assert "No extraction report" in text and "CPU latency: not measured (no source model known" in text
-    assert f'AutoModel.from_pretrained("{(tmp_path / "card").resolve()}")' in text  # no repo_id: the local folder
-    assert "after `bortify push`, use the repository id" in text
+    assert 'AutoModel.from_pretrained("YOUR_NAME/MODEL_NAME")' in text  # no repo_id: a placeholder, no local path
+    assert "Replace `YOUR_NAME/MODEL_NAME` with the repository id" in text and str(tmp_path) not in text
     assert "| teacher | not measured (not measured) |" in text
     assert "| parameters (total) | " in text and "| not measured |" in text  # source size unknown
     card = ModelCard.load(tmp_path / "card" / "README.md")
@@ -237,14 +263,19 @@ def test_card_refuses_bad_input_and_existing_output(tmp_path, minilm_path):
     assert (out / "keep.txt").read_text() == "existing"
     with pytest.raises(OutputExistsError, match="--overwrite"):  # the CLI never replaces without --overwrite
         build_release(*args_from_dict((CardArguments, CardOptions), {"finetune_dir": dirs["finetune"], "output_dir": str(out)}))
-    (out / "stage_done.json").unlink()  # an interrupted attempt (no marker): the stage rebuilds it
-    run_stage(config)
-    assert (out / "README.md").exists() and not (out / "keep.txt").exists()
-    (out / "keep.txt").write_text("again")
-    (out / "stage_done.json").write_text("{}")
+    (out / "stage_done.json").unlink()  # an interrupted attempt (no marker), but keep.txt is not bortify's
+    with pytest.raises(OutputExistsError, match="not a release folder.*keep.txt"):
+        run_stage(config)
+    with pytest.raises(OutputExistsError, match="not a release folder.*keep.txt"):
+        run_stage(config, overwrite=True)  # --overwrite never deletes files that bortify did not make
+    assert (out / "keep.txt").read_text() == "existing"
+    (out / "keep.txt").unlink()
+    run_stage(config)  # an empty folder: built
+    assert (out / "README.md").exists()
+    (out / "stage_done.json").write_text("{}")  # a release folder with an old-style record: bortify's own
     run_stage(config, overwrite=True)
-    assert (out / "README.md").exists() and not (out / "keep.txt").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".card.tmp")]  # no half-written leftovers
+    assert (out / "README.md").exists() and not (out / "stage_done.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".card.tmp", ".card.old"))]  # no leftovers
 
 
 def test_card_cli_help_and_render(tmp_path, minilm_path, capsys):
@@ -295,3 +326,78 @@ def test_agora_settings_sentence_follows_the_report():
                          "agora": {"soft_labels": False, "repair_fraction": 1.0}})
     assert "hard labels" in paper and "correctly" not in paper and "repair and" not in paper
     assert _agora_text({"mode": "plain"}) == ""
+
+
+def test_card_tells_the_truth_about_data_splits_and_usage(tmp_path, minilm_path):
+    """Newer finetune reports: selection-half dev score, a carved test split, a local csv, the report's example."""
+    from huggingface_hub import ModelCard
+    from transformers import AutoTokenizer
+
+    from bortify.hub.card_stage import run_stage
+
+    local_csv = "/home/someone/private-data/train.csv"
+    ft = {**REPORTS["finetune"], "dataset": local_csv, "task": local_csv, "dataset_hub_id": None,
+          "base_model": "/home/someone/models/pretrained",
+          "dev": {"eval_accuracy": 0.66}, "dev_repair": {"eval_accuracy": 0.61},
+          "dev_note": "dev score on the selection half (300 rows) that picked θ and the round",
+          "splits": {"train": 500, "dev": 600, "test": 200, "test_official": False,
+                     "how": {"test": "seeded stratified split of 20% of 'train' (seed 42)",
+                             "dev": "seeded stratified split of 10% of 'train' (seed 43)"}},
+          "example_text": "The battery lasts all day.", "max_length": 40, "positive_label": "fresh"}
+    dirs = build_run_dirs(tmp_path, minilm_path, stages=("finetune",), reports={"finetune": ft})
+    fdir = tmp_path / "finetune"
+    tokenizer = AutoTokenizer.from_pretrained(fdir)
+    tokenizer.backend_tokenizer.enable_truncation(max_length=40)
+    tokenizer.backend_tokenizer.enable_padding(length=40)
+    tokenizer.save_pretrained(fdir)
+    assert json.loads((fdir / "tokenizer.json").read_text())["truncation"] is not None
+    source_tokenizer = (fdir / "tokenizer.json").read_bytes()
+    import matplotlib.pyplot as plt
+
+    plt.figure(figsize=(2, 2))
+    plt.savefig(fdir / "rounds.png")  # finetune writes rounds.png and no report key for it
+    plt.close()
+    (fdir / "stage_done.json").write_text(json.dumps({"model_dir": str(fdir)}))
+
+    summary = run_stage({"stage_dirs": dirs, "output_dir": str(tmp_path / "card"), "measure_latency": False})
+    rel = tmp_path / "card"
+    text = (rel / "README.md").read_text()
+    # No local path anywhere in the release (card, evidence, any file); the dataset is "a local dataset".
+    for path in rel.iterdir():
+        assert b"/home/someone" not in path.read_bytes() and str(tmp_path).encode() not in path.read_bytes(), path
+    assert "fine-tuning data: a local dataset" in text and "train.csv" not in text
+    assert "Intended for text classification of short English text similar to its training data (a local dataset)" in text
+    assert "Base model a local model" in text
+    assert ModelCard.load(rel / "README.md").data.eval_results is None
+    # Dev: the selection half, said so; test: carved from train, said so.
+    assert "| dev (selection half) | accuracy | 0.6600 |" in text and "| dev (repair half) | accuracy | 0.6100 |" in text
+    assert "| test (held out from train) | accuracy | 0.6317 |" in text
+    assert "seeded stratified split of 20% of 'train' (seed 42)" in text and "not the dataset's official test split" in text
+    assert "dev score on the selection half (300 rows) that picked θ and the round." in text
+    assert "F1 counts `fresh` as the positive class." in text
+    # Usage: the report's example text, a repository placeholder, the training max length.
+    assert 'print(classifier("The battery lasts all day."))' in text and "film" not in text
+    assert 'model="YOUR_NAME/MODEL_NAME"' in text and "truncated to 40 tokens" in text
+    assert 'print(classifier("The battery lasts all day."))' in summary["summary_lines"][-1]
+    # Release folder: plots found, no run record, tokenizer without the run's truncation/padding (source untouched).
+    names = {p.name for p in rel.iterdir()}
+    assert "rounds.png" in names and "(rounds.png)" in text and "stage_done.json" not in names
+    released = json.loads((rel / "tokenizer.json").read_text())
+    assert released["truncation"] is None and released["padding"] is None
+    assert (fdir / "tokenizer.json").read_bytes() == source_tokenizer
+    assert AutoTokenizer.from_pretrained(rel)("a fine film")["input_ids"][:3] == tokenizer("a fine film")["input_ids"][:3]
+
+
+def test_non_bert_checkpoint_renders_not_applicable_shape(tmp_path, minilm_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DistilBertConfig
+
+    from bortify.hub.card_stage import run_stage
+
+    model_dir = tmp_path / "distil"
+    config = DistilBertConfig(vocab_size=30522, dim=32, n_layers=1, n_heads=2, hidden_dim=64, max_position_embeddings=64)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(model_dir)
+    summary = run_stage({"model_dir": str(model_dir), "output_dir": str(tmp_path / "card"), "measure_latency": False})
+    text = (tmp_path / "card" / "README.md").read_text()
+    assert re.search(r"^\| D \| n/a \| not measured \|$", text, re.M) and "None" not in text
+    assert "D=n/a A=n/a H=n/a I=n/a" in summary["summary_lines"][1]

@@ -5,6 +5,12 @@ checkpoint itself (parameters counted from model.safetensors, the architecture f
 measurement taken while the card is made (CPU latency against the source model). Nothing is typed in; a
 figure that no report provides renders as "not measured".
 
+What a card may say about data: a dataset is named by its Hub id (linked) or as a packaged `embedded:` name,
+never by a local path ("a local dataset"); model-index results are written only for a Hub dataset. The test
+split is named for what it is (the dataset's own split, or a seeded part carved from train), and the dev
+score is the one that selected the model (the selection half under Agora). Without a repository id the
+how-to-load snippet shows `YOUR_NAME/MODEL_NAME`, which `bortify push` fills in on the uploaded copy.
+
     >>> evidence = collect_evidence({"extract": "runs/demo/extract", "finetune": "runs/demo/finetune"},
     ...                             model_dir="runs/demo/finetune")
     >>> card = render_card(evidence, CardOptions(repo_id="me/bort-sentiment"))
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,6 +32,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 NOT_MEASURED = "not measured"
+NOT_APPLICABLE = "n/a"  # a BERT-shape figure that a non-BERT config does not have
+REPO_PLACEHOLDER = "YOUR_NAME/MODEL_NAME"  # bortify.hub.push substitutes the real repository id on upload
+DEFAULT_EXAMPLE = "Replace this with a text like the ones the model was trained on."
+STUDENT_EXAMPLE = "A small encoder distilled from a larger one."
+# Suffixes of data files: a name ending in one is a local file, never a Hub id.
+DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".arrow", ".bz2", ".gz", ".xz", ".zip")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 TEMPLATES = {"task": "task_model.md", "student": "student.md"}
 # Keys of Trainer metric dicts that are bookkeeping, not scores.
 _NOT_SCORES = ("runtime", "per_second", "epoch", "step", "loss", "n_examples", "samples")
@@ -40,7 +54,8 @@ class CardOptions:
 
     repo_id: Optional[str] = field(default=None, metadata={
         "help": "Hub repository the model will live in (NS/NAME); used in the card's how-to-load snippet and as "
-                "the model name. Default: the release folder's path."})
+                "the model name. Default: the placeholder YOUR_NAME/MODEL_NAME, which `bortify push` replaces "
+                "with the real repository id in the uploaded card."})
     model_name: Optional[str] = field(default=None, metadata={
         "help": "Model name in the card title and model-index (default: NAME of --repo_id, else "
                 "bortify-task-model / bortify-student-model)."})
@@ -289,9 +304,110 @@ def _hub_id(name: str | None) -> str | None:
         except (ImportError, KeyError):
             return None
         return hub_id if hub_id and " " not in hub_id else None
-    if Path(name).exists() or name.startswith((".", "/")) or name.count("/") > 1:
+    return name if looks_like_hub_id(name) else None
+
+
+def looks_like_hub_id(name: Any) -> bool:
+    """NAME or NS/NAME that is not a local file or folder (no data-file suffix, not on disk, not `<run>/...`)."""
+    return (isinstance(name, str) and bool(_HUB_ID.match(name)) and not name.lower().endswith(DATA_SUFFIXES)
+            and not Path(name).exists())
+
+
+def dataset_hub_id(ft: dict) -> str | None:
+    """The fine-tuning dataset's Hub id: the report's `dataset_hub_id` when it has the key (None: not on the Hub),
+    else derived from `dataset` for older reports (an embedded name's Hub id, or a Hub-looking name)."""
+    if "dataset_hub_id" in ft:
+        return ft["dataset_hub_id"] if looks_like_hub_id(ft["dataset_hub_id"]) else None
+    return _hub_id(ft.get("dataset"))
+
+
+def dataset_text(ft: dict) -> str:
+    """How the card names the fine-tuning data: a Hub link, a packaged name, or 'a local dataset' (never a path)."""
+    hub_id = dataset_hub_id(ft)
+    if hub_id:
+        return f"[{hub_id}](https://huggingface.co/datasets/{hub_id})"
+    name = ft.get("dataset")
+    if isinstance(name, str) and name.startswith("embedded:"):
+        return f"the packaged dataset `{name}`"
+    return "a local dataset" if name else NOT_MEASURED
+
+
+def public_name(name: Any, what: str) -> str:
+    """A model/corpus name fit for a public card: Hub ids, `embedded:` names and `<run>/...` stay; local paths
+    become 'a local <what>'."""
+    if not name:
+        return NOT_MEASURED
+    name = str(name)
+    if name.startswith(("embedded:", "<run>")) or looks_like_hub_id(name):
+        return name
+    return f"a local {what}"
+
+
+def task_name(ft: dict) -> str | None:
+    """The task's name, unless it is only the dataset's spec or a path (then the card says 'text')."""
+    task = ft.get("task")
+    if not isinstance(task, str) or not task or task == ft.get("dataset"):
         return None
-    return name
+    if any(c in task for c in "/\\:") or task.lower().endswith(DATA_SUFFIXES):
+        return None
+    return task
+
+
+def split_facts(ft: dict) -> dict:
+    """What the report says about where dev and test came from: {"test_official": bool|None, "test_name",
+    "test_how", "dev_official", "dev_name", "dev_how"} (None where an older report does not say)."""
+    splits = ft.get("splits") if isinstance(ft.get("splits"), dict) else {}
+    how = splits.get("how") if isinstance(splits.get("how"), dict) else {}
+    facts = {}
+    for part in ("test", "dev"):
+        text = how.get(part) if isinstance(how.get(part), str) else None
+        own = re.search(r"the dataset's '([^']+)' split", text or "")
+        official = splits.get(f"{part}_official")
+        if not isinstance(official, bool):
+            official = True if own else (False if text and "seeded" in text else None)
+        facts[f"{part}_official"] = official
+        facts[f"{part}_name"] = own.group(1) if own else None
+        facts[f"{part}_how"] = text
+    return facts
+
+
+def split_labels(ft: dict) -> dict[str, str]:
+    """Report key -> the name a card gives its scores: the dataset's own split name, 'test (held out from train)'
+    for a carved split, 'dev (selection half)' when Agora kept the other half for repairs."""
+    facts = split_facts(ft)
+    halves = "dev_repair" in ft or bool(ft.get("dev_note"))
+    dev = facts["dev_name"] if facts["dev_official"] and facts["dev_name"] else "dev"
+    test = (facts["test_name"] or "test") if facts["test_official"] else (
+        "test (held out from train)" if facts["test_official"] is False else "test")
+    return {"dev": f"{dev} (selection half)" if halves else dev, "dev_repair": f"{dev} (repair half)", "test": test}
+
+
+def evaluation_notes(ft: dict) -> list[str]:
+    """Sentences under the evaluation table: where each split came from, what the dev score is, F1's class."""
+    facts, notes = split_facts(ft), []
+    if facts["test_official"] is True:
+        notes.append(f"Test scores are on the dataset's own `{facts['test_name'] or 'test'}` split"
+                     + (f" ({facts['test_how']})." if facts["test_how"] and not facts["test_name"] else "."))
+    elif facts["test_official"] is False:
+        notes.append("\"test (held out from train)\" is a " + (facts["test_how"] or "seeded split of the training data")
+                     + ", carved from the training data by bortify: it is not the dataset's official test split.")
+    if isinstance(ft.get("dev_note"), str) and ft["dev_note"].strip():
+        notes.append(ft["dev_note"].strip().rstrip(".") + ".")
+    elif facts["dev_how"]:
+        notes.append(f"The dev split is {facts['dev_how']}; it selected the model, so its score is optimistic.")
+    positive = ft.get("positive_label")
+    if positive not in (None, "") and any(k.endswith("f1") for k in (ft.get("test") or {})):
+        notes.append(f"F1 counts `{positive}` as the positive class.")
+    return notes
+
+
+def example_text(ft: dict, kind: str) -> str:
+    """The text the usage snippet classifies: the report's `example_text` (one line, at most 200 characters)."""
+    text = ft.get("example_text") if kind == "task" else None
+    if not isinstance(text, str) or not text.strip():
+        return DEFAULT_EXAMPLE if kind == "task" else STUDENT_EXAMPLE
+    text = " ".join(text.split())
+    return text if len(text) <= 200 else text[:197].rstrip() + "..."
 
 
 def _template_dir() -> Path:
@@ -309,16 +425,19 @@ def card_metadata(evidence: dict, options: CardOptions):
     ft, pt = evidence["finetune"], evidence["pretrain"]
     name = model_name(evidence, options)
     eval_results = []
-    if evidence["kind"] == "task":
-        dataset = str(ft.get("dataset") or NOT_MEASURED)
+    # model-index results name a Hub dataset (type and name = its id); a local or packaged dataset has none,
+    # so its scores stay in the card's text only.
+    dataset = dataset_hub_id(ft) if evidence["kind"] == "task" else None
+    if dataset:
+        labels = split_labels(ft)
         for split in ("test", "dev"):
             for metric, value in scores(ft.get(split)).items():
                 eval_results.append(EvalResult(
-                    task_type="text-classification", task_name=ft.get("task") or "Text Classification",
-                    dataset_type=dataset, dataset_name=dataset, dataset_split=split,
-                    metric_type=metric, metric_name=f"{metric} ({split})", metric_value=round(value, 4)))
-    elif isinstance(pt.get("heldout_mlm_loss_after"), (int, float)):
-        corpus = str(pt.get("corpus") or NOT_MEASURED)
+                    task_type="text-classification", task_name=task_name(ft) or "Text Classification",
+                    dataset_type=dataset, dataset_name=dataset, dataset_split=labels[split],
+                    metric_type=metric, metric_name=f"{metric} ({labels[split]})", metric_value=round(value, 4)))
+    elif evidence["kind"] != "task" and isinstance(pt.get("heldout_mlm_loss_after"), (int, float)) and _hub_id(pt.get("corpus")):
+        corpus = _hub_id(pt.get("corpus"))
         eval_results.append(EvalResult(
             task_type="fill-mask", task_name="Masked language modelling", dataset_type=corpus, dataset_name=corpus,
             dataset_split="heldout", metric_type="loss", metric_name="held-out MLM loss",
@@ -327,7 +446,7 @@ def card_metadata(evidence: dict, options: CardOptions):
     if ft.get("mode") == "agora":
         tags.append("agora")
     tags += [t.strip() for t in (options.tags or "").split(",") if t.strip() and t.strip() not in tags]
-    datasets = [d for d in (_hub_id(ft.get("dataset")), _hub_id(pt.get("corpus"))) if d]
+    datasets = [d for d in (dataset_hub_id(ft), _hub_id(pt.get("corpus"))) if d]
     base = _hub_id(evidence["source"]["name"])
     pipeline_tag = "text-classification" if evidence["kind"] == "task" else (
         "fill-mask" if "MaskedLM" in str(evidence["architecture"]) else "feature-extraction")
@@ -358,14 +477,20 @@ def template_values(evidence: dict, options: CardOptions, *, load_from: str, ima
     labeler = ft.get("labeler") if isinstance(ft.get("labeler"), dict) else {}
     loss = pt.get("loss") if isinstance(pt.get("loss"), dict) else {}
     nfr = evidence.get("nfr")
+    labels = split_labels(ft)
+    task = task_name(ft)
     return {
         "model_name": model_name(evidence, options),
         "load_from": load_from,
-        "load_is_path": not options.repo_id,
+        "load_is_placeholder": load_from == REPO_PLACEHOLDER,
+        "example": json.dumps(example_text(ft, evidence["kind"]), ensure_ascii=False),
+        "max_length_note": (f"It was fine-tuned on inputs truncated to {ft['max_length']} tokens: for longer texts, pass "
+                            f"`truncation=True, max_length={ft['max_length']}` to the pipeline call."
+                            if isinstance(ft.get("max_length"), int) and not isinstance(ft.get("max_length"), bool) else ""),
         "architecture": evidence["architecture"],
         "labels": ", ".join(map(str, evidence["labels"] or [])) or NOT_MEASURED,
         "arch_rows": [
-            (key, fmt(shape.get(key)), fmt(src_shape.get(key)))
+            (key, shape_text(shape.get(key)), shape_text(src_shape.get(key), missing=NOT_MEASURED))
             for key in ("D", "A", "H", "I")
         ],
         "params_total": fmt_params(params.get("total")),
@@ -375,7 +500,7 @@ def template_values(evidence: dict, options: CardOptions, *, load_from: str, ima
         "ratio_total": ratio(params.get("total"), src.get("parameters")),
         "ratio_effective": ratio(params.get("effective"), src.get("effective_parameters")),
         "size_mb": f"{params['bytes'] / 2**20:.1f} MiB" if params.get("bytes") else NOT_MEASURED,
-        "source": fmt(src.get("name")),
+        "source": public_name(src.get("name"), "model"),
         "has_extract": bool(ex) or "extract" in evidence.get("stages", ()),
         "ex_space": fmt(ex.get("space")),
         "ex_epsilon": fmt(ex.get("epsilon")),
@@ -391,9 +516,9 @@ def template_values(evidence: dict, options: CardOptions, *, load_from: str, ima
         "ex_error": fmt(winner.get("error")),
         "pareto_png": images.get("pareto"),
         "has_pretrain": bool(pt) or "pretrain" in evidence.get("stages", ()),
-        "pt_teacher": fmt(pt.get("teacher")),
+        "pt_teacher": public_name(pt.get("teacher"), "model"),
         "pt_teacher_kind": fmt(pt.get("teacher_kind")),
-        "pt_corpus": fmt(pt.get("corpus")),
+        "pt_corpus": public_name(pt.get("corpus"), "corpus"),
         "pt_kd_mode": fmt(pt.get("kd_mode")),
         "pt_loss": ", ".join(f"{k}={fmt(v)}" for k, v in loss.items()) or fmt(pt.get("loss")),
         "pt_init": fmt(pt.get("init")),
@@ -401,9 +526,10 @@ def template_values(evidence: dict, options: CardOptions, *, load_from: str, ima
         "pt_before": fmt(pt.get("heldout_mlm_loss_before")),
         "pt_after": fmt(pt.get("heldout_mlm_loss_after")),
         "has_finetune": bool(ft) or "finetune" in evidence.get("stages", ()),
-        "ft_base": fmt(ft.get("base_model")),
-        "ft_dataset": fmt(ft.get("dataset")),
-        "ft_task": fmt(ft.get("task")),
+        "ft_base": public_name(ft.get("base_model"), "model"),
+        "ft_dataset": dataset_text(ft),
+        "ft_task": task or NOT_MEASURED,
+        "ft_use": f"{task} classification" if task else "text classification",
         "ft_metric": fmt(ft.get("metric")),
         "ft_mode": fmt(ft.get("mode")),
         "ft_splits": splits_text(ft.get("splits")),
@@ -417,8 +543,11 @@ def template_values(evidence: dict, options: CardOptions, *, load_from: str, ima
         "ft_agora_settings": _agora_text(ft),
         "ft_examples_added": fmt(sum(r.get("examples_added") or 0 for r in rounds)) if rounds else NOT_MEASURED,
         "rounds_png": images.get("rounds"),
-        "eval_rows": [(split, metric, f"{value:.4f}") for split in ("dev", "test")
+        "eval_rows": [(labels[split], metric, f"{value:.4f}") for split in ("dev", "dev_repair", "test")
                       for metric, value in scores(ft.get(split)).items()],
+        "eval_notes": evaluation_notes(ft),
+        "eval_not_in_metadata": bool(ft) and evidence["kind"] == "task" and not dataset_hub_id(ft)
+                                and any(scores(ft.get(s)) for s in ("dev", "test")),
         "mlm_rows": [("held-out MLM loss", fmt(pt.get("heldout_mlm_loss_before")), fmt(pt.get("heldout_mlm_loss_after")))]
         if pt else [],
         "latency": None if not lat else {
@@ -429,6 +558,11 @@ def template_values(evidence: dict, options: CardOptions, *, load_from: str, ima
         "nfr": NOT_MEASURED if nfr is None else fmt(nfr),
         "not_measured": NOT_MEASURED,
     }
+
+
+def shape_text(value: Any, missing: str = NOT_APPLICABLE) -> str:
+    """A ⟨D, A, H, I⟩ entry: the number, or n/a for a config that does not have it (non-BERT models)."""
+    return missing if value is None else fmt(value)
 
 
 def speed_text(speedup: float) -> str:
@@ -474,7 +608,7 @@ def render_card(evidence: dict, options: CardOptions | None = None, *, load_from
 
     options = options or CardOptions()
     template = Path(template_path) if template_path else _template_dir() / TEMPLATES[evidence["kind"]]
-    values = template_values(evidence, options, load_from=load_from or options.repo_id or "PATH/TO/MODEL",
+    values = template_values(evidence, options, load_from=load_from or options.repo_id or REPO_PLACEHOLDER,
                              images=images or {})
     return ModelCard.from_template(card_metadata(evidence, options), template_path=str(template), **values)
 

@@ -6,12 +6,19 @@
       pareto.png, rounds.png                            <- extraction / Agora plots, when the stages made them
       card_evidence.json                                <- every figure the card states, machine-readable
 
-Checkpoints/, optimizer state and other Trainer bookkeeping are not copied. The folder is assembled next
-to its destination and moved into place at the end, so a half-written release is never visible.
+Checkpoints/, optimizer state and other Trainer bookkeeping are not copied, nor any run record
+(stage_done.json): the folder holds only what is released. tokenizer.json loses the run's truncation and
+padding settings (the card states the training max length instead). The folder is assembled next to its
+destination and moved into place at the end, so a half-written release is never visible.
+
+Replacing (`--overwrite`, or the pipeline redoing an unfinished card) only ever replaces a previous release
+folder: README.md + card_evidence.json and nothing but release files. Any other directory (a run directory,
+the working directory) is refused, and so is an output_dir that is, contains or is inside an input.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -20,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from bortify.hub.card import CardError, CardOptions, collect_evidence, fmt_params, render_card, scores, speed_text
-from bortify.utils import check_output_dir, make_shareable, write_json_atomic
+from bortify.hub.card import (REPO_PLACEHOLDER, CardError, CardOptions, collect_evidence, example_text, fmt_params,
+                               render_card, scores, shape_text, speed_text)
+from bortify.utils import (OutputExistsError, check_output_dir, is_same_or_nested, make_shareable, redact_secrets,
+                           write_bytes_atomic, write_json_atomic)
 
 # What a release folder holds from a checkpoint directory (globs); nothing else is copied.
 CHECKPOINT_FILES = [
@@ -31,6 +40,10 @@ CHECKPOINT_FILES = [
 ]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 MARKER = "README.md"
+EVIDENCE = "card_evidence.json"
+# Everything a release folder made by bortify may hold (stage_done.json: the pipeline's record in folders
+# made before it moved beside the folder). A folder with anything else is not replaced.
+RELEASE_FILES = [*CHECKPOINT_FILES, MARKER, EVIDENCE, "pareto.png", "rounds.png", "stage_done.json"]
 
 
 @dataclass
@@ -54,12 +67,12 @@ def _copy_checkpoint(src: Path, dst: Path) -> list[str]:
     return copied
 
 
-def _find_image(stage_dir: str | None, report_key: str, default: str) -> Path | None:
+def _find_image(stage_dir: str | None, report_key: str | None, default: str) -> Path | None:
     if not stage_dir:
         return None
     report_path = Path(stage_dir) / "report.json"
     candidates = []
-    if report_path.is_file():
+    if report_key and report_path.is_file():
         try:
             value = json.loads(report_path.read_text(encoding="utf-8")).get(report_key)
         except (json.JSONDecodeError, AttributeError):
@@ -88,9 +101,15 @@ def build_release(args: CardArguments, options: CardOptions, *, done_marker: str
     if not (model_dir / "config.json").is_file() or not list(model_dir.glob("*.safetensors")):
         raise CardError(f"{model_dir} is not a saved checkpoint (needs config.json and model.safetensors).")
     out = Path(args.output_dir)
-    check_output_dir(out, args.overwrite or (done_marker is not None and not (out / done_marker).exists()))
+    check_separate_from_inputs(out, {**{f"--{k}_dir": v for k, v in stage_dirs.items()}, "--model_dir": str(model_dir)})
+    finished = done_marker is None or (out / done_marker).exists()
+    replace = args.overwrite or not finished  # the pipeline redoes an unfinished card without --overwrite
+    if replace:
+        check_replaceable(out)
+    check_output_dir(out, replace)
+    final = out.resolve()
 
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
     try:
         copied = _copy_checkpoint(model_dir, tmp)
         if not any((tmp / f).exists() for f in TOKENIZER_FILES):  # e.g. a student saved without its tokenizer
@@ -98,41 +117,103 @@ def build_release(args: CardArguments, options: CardOptions, *, done_marker: str
                 if other and any((Path(other) / f).exists() for f in TOKENIZER_FILES):
                     copied += [f for f in _copy_checkpoint(Path(other), tmp) if f not in ("config.json",) and "safetensors" not in f]
                     break
+        release_tokenizer(tmp / "tokenizer.json")
         images = {}
         for key, stage, report_key, default in (("pareto", "extract", "plot", "pareto.png"),
-                                                ("rounds", "finetune", "rounds_plot", "rounds.png")):
+                                                ("rounds", "finetune", None, "rounds.png")):
             image = _find_image(stage_dirs.get(stage), report_key, default)
             if image is not None:
                 shutil.copy2(image, tmp / f"{key}.png")
                 images[key] = f"{key}.png"
         evidence = _without_local_paths(collect_evidence(stage_dirs, tmp, options), stage_dirs)
-        load_from = options.repo_id or str(out.resolve())
-        card = render_card(evidence, options, load_from=load_from, images=images)
-        card.save(tmp / "README.md")
-        write_json_atomic(tmp / "card_evidence.json", _without_local_paths(
-            {"stage_dirs": stage_dirs, "model_dir": str(model_dir), **evidence}, stage_dirs))
+        card = render_card(evidence, options, load_from=options.repo_id or REPO_PLACEHOLDER, images=images)
+        card.save(tmp / MARKER)
+        write_json_atomic(tmp / EVIDENCE, redact_secrets(_without_local_paths(
+            {"stage_dirs": stage_dirs, "model_dir": str(model_dir), **evidence}, stage_dirs)))
         make_shareable(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        _move_into_place(tmp, final, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return summarize(out, evidence, str(out.resolve()), copied)  # on disk now; the card names the repo
+    return summarize(out, evidence, str(final), copied)  # on disk now: the local summary shows the local path
+
+
+def check_separate_from_inputs(out: Path, inputs: dict[str, str]) -> None:
+    """Refuse an output_dir that is, contains or is inside an input (replacing it would delete the input)."""
+    for flag, path in inputs.items():
+        how = is_same_or_nested(out, path)
+        if how:
+            raise CardError(f"--output_dir {out} {how} the input {flag} {path}: the release folder must be a "
+                            "directory of its own, e.g. RUN/card next to the run's stage directories.")
+
+
+def release_folder_problems(path: Path) -> list[str]:
+    """Why `path` is not a release folder made by bortify (empty list: it is one)."""
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+    foreign = [n for n in names if n.endswith("/") or not any(fnmatch.fnmatch(n, pat) for pat in RELEASE_FILES)]
+    problems = [f"it holds {', '.join(foreign[:8])}{' ...' if len(foreign) > 8 else ''}"] if foreign else []
+    missing = [m for m in (MARKER, EVIDENCE) if m not in names]
+    if missing:
+        problems.append(f"it lacks {' and '.join(missing)}")
+    return problems
+
+
+def check_replaceable(out: Path) -> None:
+    """Only a previous release folder (or an empty directory) may be replaced."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise OutputExistsError(f"Output path {out} exists and is not a directory; choose another --output_dir.")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    problems = release_folder_problems(out)
+    if problems:
+        raise OutputExistsError(
+            f"{out} is not a release folder made by `bortify card` ({'; '.join(problems)}), so it is not replaced: "
+            "--overwrite only replaces bortify's own release folders. Choose a new --output_dir (e.g. RUN/card).")
+
+
+def _move_into_place(tmp: Path, final: Path, replace: bool) -> None:
+    """tmp -> final; an existing release folder is moved aside first and deleted only once tmp is in place."""
+    old = None
+    if final.is_dir() and any(final.iterdir()):
+        if not replace:
+            raise OutputExistsError(f"{final} appeared while the card was being made; nothing was replaced.")
+        check_replaceable(final)  # again: it may have changed while the card was made
+        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
+        os.replace(final, old / final.name)
+    elif final.is_dir():
+        final.rmdir()
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def release_tokenizer(path: Path) -> None:
+    """Clear the run's truncation/padding from a copied tokenizer.json: users of the release set their own (the
+    card states the training max length)."""
+    if not path.is_file():
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CardError(f"{path.name} of the checkpoint is not valid JSON ({exc}); re-save the tokenizer.") from exc
+    if isinstance(data, dict) and (data.get("truncation") is not None or data.get("padding") is not None):
+        data["truncation"] = data["padding"] = None
+        write_bytes_atomic(path, json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8"))
 
 
 def _without_local_paths(obj, stage_dirs: dict):
-    """Replace this machine's run directory by `<run>` so a pushed card and its evidence leak no local paths."""
+    """Replace this machine's run directory by `<run>`, and any other absolute path by `<local>/NAME`, so a
+    pushed card and its evidence leak no local paths."""
     dirs = [os.path.abspath(d) for d in stage_dirs.values() if d]
-    if not dirs:
-        return obj
-    root = os.path.commonpath(dirs) if len(dirs) > 1 else os.path.dirname(dirs[0])
+    root = (os.path.commonpath(dirs) if len(dirs) > 1 else os.path.dirname(dirs[0])) if dirs else None
 
     def clean(value):
         if isinstance(value, str) and value:
             absolute = os.path.abspath(value) if os.path.sep in value else value
-            if absolute == root or absolute.startswith(root + os.path.sep):
+            if root and (absolute == root or absolute.startswith(root + os.path.sep)):
                 return "<run>" + absolute[len(root):]
+            if os.path.isabs(value) or value.startswith("~"):
+                return f"<local>/{os.path.basename(value.rstrip(os.path.sep))}"
             return value
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items()}
@@ -148,10 +229,12 @@ def summarize(out: Path, evidence: dict, load_from: str, copied: list[str]) -> d
     test = scores(evidence["finetune"].get("test"))
     dev = scores(evidence["finetune"].get("dev"))
     lat = evidence["latency"]
+    shape = evidence["shape"]
+    example = json.dumps(example_text(evidence["finetune"], evidence["kind"]), ensure_ascii=False)
     lines = [
         f"release folder: {out} ({len(copied)} checkpoint files + README.md card)",
-        f"model: {evidence['architecture']} D={evidence['shape']['D']} A={evidence['shape']['A']} "
-        f"H={evidence['shape']['H']} I={evidence['shape']['I']}, {fmt_params(params.get('total'))} parameters "
+        f"model: {evidence['architecture']} " + " ".join(f"{k}={shape_text(shape.get(k))}" for k in "DAHI")
+        + f", {fmt_params(params.get('total'))} parameters "
         f"({fmt_params(params.get('effective'))} effective), {params.get('bytes', 0) / 2**20:.1f} MiB",
         "scores: " + (", ".join(f"test {k}={v:.4f}" for k, v in test.items()) or
                       ", ".join(f"dev {k}={v:.4f}" for k, v in dev.items()) or "not measured"),
@@ -162,8 +245,7 @@ def summarize(out: Path, evidence: dict, load_from: str, copied: list[str]) -> d
         "    from transformers import pipeline",
         f"    classifier = pipeline(\"text-classification\", model=\"{load_from}\")"
         if evidence["kind"] == "task" else f"    encoder = pipeline(\"feature-extraction\", model=\"{load_from}\")",
-        "    print(classifier(\"A gripping, beautifully acted film.\"))"
-        if evidence["kind"] == "task" else "    print(len(encoder(\"A gripping, beautifully acted film.\")[0]))",
+        f"    print(classifier({example}))" if evidence["kind"] == "task" else f"    print(len(encoder({example})[0]))",
     ]
     return {"release_dir": str(out), "kind": evidence["kind"], "parameters": params.get("total"),
             "test": test, "dev": dev, "latency_speedup": lat["speedup"] if lat else None, "summary_lines": lines}
@@ -175,6 +257,9 @@ def run_stage(config: dict, *, overwrite: bool = False) -> dict:
 
     config = dict(config)
     stage_dirs = config.pop("stage_dirs", None) or {}
+    push_repo_id = config.pop("push_repo_id", None)  # the recipe's push.repo_id (wired by the pipeline)
+    if not config.get("repo_id") and isinstance(push_repo_id, str) and "/" in push_repo_id:
+        config["repo_id"] = push_repo_id  # NS/NAME; a bare NAME is resolved at push time (placeholder until then)
     for stage in ("extract", "pretrain", "finetune"):
         if stage_dirs.get(stage) and config.get(f"{stage}_dir") is None:
             config[f"{stage}_dir"] = stage_dirs[stage]

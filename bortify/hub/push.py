@@ -9,6 +9,12 @@ objects already on the server are not uploaded again.
 
 The token comes from `--token`, else `HF_TOKEN`, else the saved login (`hf auth login`). It is never
 printed, logged or written anywhere by bortify; error messages are scrubbed of it.
+
+What is uploaded: the folder's files minus Trainer/run bookkeeping and every pickle-based file (`*.bin`,
+`*.pt`, `*.pth`, `*.pkl`, `*.ckpt`, optimizer/scheduler/RNG states): a release carries safetensors weights
+only, and the files left out are named in the output. A card rendered without a repository id shows the
+placeholder `YOUR_NAME/MODEL_NAME` in its how-to-load snippet; the uploaded copy of README.md has the real
+repository id there (the folder itself is never modified).
 """
 
 from __future__ import annotations
@@ -26,8 +32,14 @@ T = TypeVar("T")
 # Files in a stage directory that are not part of a release (Trainer state, run bookkeeping).
 IGNORE_PATTERNS = [
     "checkpoint-*", "checkpoint-*/**", "optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json",
-    "training_args.bin", "stage_done.json", ".*", "**/.*",
+    "training_args.bin", "stage_done.json", "*.stage_done.json", ".*", "**/.*",
 ]
+# Pickle-based files (unpickling runs code) and optimizer/scheduler/RNG states: never uploaded. Weights go up
+# as safetensors only.
+UNSAFE_PATTERNS = [
+    "*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.joblib", "optimizer*", "scheduler*", "rng_state*",
+]
+REPO_PLACEHOLDER = "YOUR_NAME/MODEL_NAME"  # the card's how-to-load snippet before the repository is known
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
@@ -72,14 +84,23 @@ class PushResult:
     repo_url: str
     files: list[str]
     attempts: int
+    left_out: list[str] = field(default_factory=list)  # files of the folder not uploaded (see UNSAFE_PATTERNS)
 
     def summary_lines(self) -> list[str]:
-        return [
+        lines = [
             f"pushed {len(self.files)} files to {self.repo_url} (revision {self.revision}, commit {self.commit_oid[:10]})",
             f"load it: from_pretrained({self.repo_id!r}"
             + (f", revision={self.revision!r})" if self.revision != "main" else ")")
             + " (AutoModel*/AutoTokenizer/pipeline)",
         ]
+        if self.left_out:
+            lines.append(left_out_text(self.left_out))
+        return lines
+
+
+def left_out_text(left_out: list[str]) -> str:
+    return (f"left out {len(left_out)} file(s) that a release does not carry (pickle-based weights or states, "
+            f"run bookkeeping): {', '.join(left_out)}")
 
 
 def check_release_folder(model_dir: str | Path) -> list[str]:
@@ -116,10 +137,41 @@ def check_release_folder(model_dir: str | Path) -> list[str]:
         raise PushError(f"{readme} has unreadable YAML metadata: {exc}") from exc
     if not metadata:
         raise PushError(f"{readme} has no YAML metadata block (license, tags, model-index); render it with `bortify card`.")
+    return release_files(path)[0]
+
+
+def release_files(model_dir: str | Path) -> tuple[list[str], list[str]]:
+    """(files to upload, files left out) of a folder, as posix paths relative to it.
+
+    Left out: hidden files, Trainer/run bookkeeping (IGNORE_PATTERNS) and pickle-based files or training
+    states (UNSAFE_PATTERNS), matched on the path and on the file name.
+    """
     import fnmatch
 
+    path = Path(model_dir)
     files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
-    return [f for f in files if not any(fnmatch.fnmatch(f, pat) for pat in IGNORE_PATTERNS)]
+    keep, left_out = [], []
+    for name in files:
+        base = name.rsplit("/", 1)[-1]
+        skip = any(fnmatch.fnmatch(name, pat) or fnmatch.fnmatch(base, pat) for pat in IGNORE_PATTERNS + UNSAFE_PATTERNS)
+        (left_out if skip else keep).append(name)
+    return keep, left_out
+
+
+def commit_operations(model_dir: str | Path, files: list[str], repo_id: str) -> list:
+    """One CommitOperationAdd per file; README.md's repository placeholder becomes `repo_id` in the uploaded copy."""
+    from huggingface_hub import CommitOperationAdd
+
+    ops = []
+    for name in files:
+        source = Path(model_dir) / name
+        if name == "README.md":
+            text = source.read_text(encoding="utf-8")
+            if REPO_PLACEHOLDER in text:
+                ops.append(CommitOperationAdd(name, text.replace(REPO_PLACEHOLDER, repo_id).encode("utf-8")))
+                continue
+        ops.append(CommitOperationAdd(name, str(source)))
+    return ops
 
 
 def resolve_token(token: str | None) -> str | None:
@@ -158,7 +210,9 @@ def with_retries(step: Callable[[], T], what: str, *, max_retries: int, wait: fl
 
 
 def redact(text: str, token: str | None) -> str:
-    return text.replace(token, "***") if token else text
+    from bortify.utils import redact_secrets
+
+    return redact_secrets(text.replace(token, "***") if token else text)
 
 
 def push_folder(model_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
@@ -167,7 +221,10 @@ def push_folder(model_dir: str | Path, repo_id: str, *, private: bool = False, r
     """Create `repo_id` if needed (and the branch `revision`), then upload `model_dir` as one commit."""
     if not REPO_ID.match(repo_id or ""):
         raise PushError(f"--repo-id must look like NAMESPACE/NAME or NAME (e.g. my-user/bort-sentiment), got {repo_id!r}.")
-    files = check_release_folder(model_dir)
+    check_release_folder(model_dir)
+    files, left_out = release_files(model_dir)
+    if left_out and log:
+        log(left_out_text(left_out))
     token = resolve_token(token)
     if not token:
         raise PushError("No Hugging Face token found: set HF_TOKEN, run `hf auth login`, or pass --token.")
@@ -183,16 +240,17 @@ def push_folder(model_dir: str | Path, repo_id: str, *, private: bool = False, r
         repo_id = getattr(repo_url, "repo_id", None) or repo_id  # NAME alone -> NAMESPACE/NAME
         if revision and revision != "main":
             with_retries(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True), "create branch", **retry)
+        # One commit of exactly the listed files (operations rebuilt per attempt, as upload_folder does).
         info, attempts = with_retries(
-            lambda: api.upload_folder(repo_id=repo_id, folder_path=str(model_dir), revision=revision,
-                                      commit_message=message, ignore_patterns=IGNORE_PATTERNS),
+            lambda: api.create_commit(repo_id=repo_id, operations=commit_operations(model_dir, files, repo_id),
+                                      revision=revision, commit_message=message),
             "upload", **retry)
     except PushError:
         raise
     except Exception as exc:
         raise PushError(redact(f"Push to {repo_id} failed ({type(exc).__name__}): {exc}", token)) from None
     return PushResult(repo_id=repo_id, revision=revision or "main", commit_oid=info.oid, commit_url=info.commit_url,
-                      repo_url=str(repo_url), files=files, attempts=attempts)
+                      repo_url=str(repo_url), files=files, attempts=attempts, left_out=left_out)
 
 
 def _positional_dir(argv: list[str]) -> list[str]:

@@ -1,8 +1,9 @@
 """The push stage of `bortify run`: upload the card stage's release folder to the Hub.
 
-With no Hub configured (no token from the recipe, HF_TOKEN or a saved login; or HF_HUB_OFFLINE set) the
-stage reports "skipped: no Hub configured" instead of failing, so the demo stays offline. A configured Hub
-that fails is an error, as it should be.
+With no Hub configured (no token from HF_TOKEN or a saved login; or HF_HUB_OFFLINE set) the stage reports
+"skipped: no Hub configured" instead of failing, so the demo stays offline; the pipeline does not record a
+skipped stage as done, so a later run with a token pushes. A configured Hub that fails is an error, as it
+should be. A token in the recipe is refused (recipes are shared and copied into run reports).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bortify.hub.push import PushArguments, push_folder, resolve_token
-from bortify.utils import write_json_atomic
+from bortify.utils import SECRET_KEYS, redact_secrets, write_json_atomic
 
 
 def hub_configured(token: str | None) -> str | None:
@@ -29,6 +30,10 @@ def run_stage(config: dict, *, overwrite: bool = False) -> dict:
     from bortify.recipes import RecipeError, args_from_dict
 
     config = dict(config)
+    secrets = sorted(k for k in config if k.lower() in SECRET_KEYS and config[k])
+    if secrets:
+        raise RecipeError(f"The recipe's push section sets {', '.join(secrets)}: tokens do not belong in recipes. "
+                          "Delete it and set HF_TOKEN or run `hf auth login`.")
     if not config.get("repo_id"):
         raise RecipeError("The push stage needs repo_id (NAMESPACE/NAME) in the recipe's push section.")
     output_dir = Path(config.pop("output_dir", None) or "push")
@@ -46,8 +51,9 @@ def run_stage(config: dict, *, overwrite: bool = False) -> dict:
                              log=lambda m: (log_lines.append(m), print(f"[push] {m}", flush=True)))
         report = {"skipped": False, "repo_id": result.repo_id, "revision": result.revision,
                   "commit_oid": result.commit_oid, "commit_url": result.commit_url, "repo_url": result.repo_url,
-                  "files": result.files, "attempts": result.attempts, "retries_logged": log_lines,
-                  "summary_lines": result.summary_lines()}
-    # The token is never part of the report (it is not in any field above).
+                  "files": result.files, "left_out": result.left_out, "attempts": result.attempts,
+                  "retries_logged": log_lines, "summary_lines": result.summary_lines()}
+    # The token is not in any field above; redacting anyway keeps a future field from leaking it.
+    report = redact_secrets(report)
     write_json_atomic(output_dir / "report.json", report)
     return report
