@@ -41,35 +41,113 @@ def _builder_for(files: list[str]) -> str:
     return kinds.pop()
 
 
-def load_any_dataset(spec: str, config: str | None = None, data_files: dict | None = None) -> datasets.DatasetDict:
+# A folder's files keep the role their name gives them (datasets' own split-name convention, by file name start):
+# train*, validation*/dev*/valid*, test*. Merging them would put the user's test rows into training.
+_SPLIT_PREFIXES = (("validation", "validation"), ("valid", "validation"), ("dev", "validation"),
+                   ("train", "train"), ("test", "test"))
+
+
+def split_of_file(path: str) -> str | None:
+    """'train' / 'validation' / 'test' from a data file's name (train.csv, dev-00001.parquet, ...), else None."""
+    name = Path(path).name.lower()
+    for prefix, split in _SPLIT_PREFIXES:
+        if name.startswith(prefix) and (len(name) == len(prefix) or not name[len(prefix)].isalpha()):
+            return split
+    return None
+
+
+def split_files_of_dir(directory: str, *, keep_roles: bool = True) -> dict[str, list[str]]:
+    """The data files of a directory by split: named split files keep their roles (a file with no role name
+    next to split files is an error: which split would it be?); a folder without split names is all train."""
+    files = sorted(str(p) for p in Path(directory).rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise DataError(f"Directory {directory!r} holds no data files.")
+    def role(f):  # the file's name, else its sub-folder's (train/part-0.csv)
+        rel = Path(f).relative_to(directory).parts
+        return next((r for part in reversed(rel) if (r := split_of_file(part))), None)
+
+    roles = {f: role(f) for f in files} if keep_roles else {}
+    if not any(roles.values()):
+        return {"train": files}
+    unnamed = [Path(f).name for f, r in roles.items() if r is None]
+    if unnamed:
+        raise DataError(f"Directory {directory!r} mixes split files (train*/dev*/validation*/test*) with files whose "
+                        f"split is unknown: {unnamed[:5]}. Rename them (e.g. train-2.csv) or move them out.")
+    if "train" not in roles.values():
+        raise DataError(f"Directory {directory!r} has split files {sorted(Path(f).name for f in files)} but none "
+                        "named train*: name the training file train.csv (or .json/.parquet).")
+    out: dict[str, list[str]] = {}
+    for f, r in roles.items():
+        out.setdefault(r, []).append(f)
+    return out
+
+
+def local_data_files(spec: str | None, data_files: dict | None = None, *, keep_roles: bool = True) -> dict | None:
+    """split -> list of local files for a local file / comma-separated files / directory / `data_files`; None for
+    an embedded name, a Hub name or a saved DatasetDict folder."""
+    if data_files:
+        return {k: [v] if isinstance(v, str) else list(v) for k, v in data_files.items()}
+    if not spec or is_embedded(spec):
+        return None
+    parts = [p.strip() for p in str(spec).split(",") if p.strip()]
+    if parts and all(os.path.isfile(p) for p in parts):
+        return {"train": parts}
+    if os.path.isdir(spec) and not _is_saved_dataset(spec):
+        return split_files_of_dir(spec, keep_roles=keep_roles)
+    return None
+
+
+def _is_saved_dataset(directory: str) -> bool:
+    return (Path(directory) / "dataset_dict.json").exists() or (Path(directory) / "dataset_info.json").exists()
+
+
+def _looks_local(spec: str) -> bool:
+    """A spec that can only mean a local path (a Hub name is `name` or `owner/name`): ./, /, ~ or a file extension."""
+    suffixes = [s for s in Path(spec).suffixes if s not in (".gz", ".bz2", ".xz", ".zst")]
+    return spec.startswith((".", "/", "~")) or bool(suffixes and suffixes[-1].lower() in _EXTENSION_BUILDERS)
+
+
+def _load_files(files_by_split: dict[str, list[str]]) -> datasets.DatasetDict:
+    """datasets' file builder over split -> files, with clean errors for missing/empty/unreadable files."""
+    files = [f for fs in files_by_split.values() for f in fs]
+    for f in files:
+        if not os.path.isfile(f):
+            raise DataError(f"Data file {f!r} does not exist (or is not a file). Check the path.")
+        if os.path.getsize(f) == 0:
+            raise DataError(f"Data file {f!r} is empty (0 bytes): give a file with a header and rows.")
+    kind = _builder_for(files)
+    kwargs = {"sep": "\t"} if kind == "csv" and all(".tsv" in Path(f).suffixes for f in files) else {}
+    try:
+        return datasets.load_dataset(kind, data_files=files_by_split, **kwargs)
+    except Exception as exc:  # a parser error: name the files, not a traceback
+        names = ", ".join(Path(f).name for f in files)
+        raise DataError(f"Could not read {kind} file(s) {names}: {type(exc).__name__}: {exc}") from exc
+
+
+def load_any_dataset(spec: str | None, config: str | None = None, data_files: dict | None = None, *,
+                     keep_roles: bool = True) -> datasets.DatasetDict:
     """Load `spec` as a DatasetDict.
 
     - `embedded:NAME` -> the packaged default (one split, 'train');
-    - a local file, a comma-separated list of files, or a directory of files -> the matching datasets
-      builder (text/json/csv/parquet), split 'train' unless `data_files` names splits;
+    - a local file or a comma-separated list of files -> the matching datasets builder (text/json/csv/parquet),
+      split 'train'; `data_files` (split -> file(s)) names the splits itself;
+    - a directory of files -> split files keep their roles by name (train*, validation*/dev*/valid*, test*;
+      `keep_roles=False` reads every file as train, e.g. a raw-text corpus); otherwise all train;
     - anything else -> `datasets.load_dataset(spec, config)` (Hub name or a local dataset script-less repo).
     """
-    if is_embedded(spec):
+    if not data_files and is_embedded(spec):
         return datasets.DatasetDict({"train": load_embedded_dataset(spec)})
-    if data_files:
-        files = [f for v in data_files.values() for f in ([v] if isinstance(v, str) else v)]
-        return datasets.load_dataset(_builder_for(files), data_files=data_files)
-    parts = [p.strip() for p in str(spec).split(",") if p.strip()]
-    if parts and all(os.path.isfile(p) for p in parts):
-        kind = _builder_for(parts)
-        kwargs = {"sep": "\t"} if kind == "csv" and all(".tsv" in Path(p).suffixes for p in parts) else {}
-        return datasets.load_dataset(kind, data_files={"train": parts}, **kwargs)
-    if os.path.isdir(spec):
-        saved = Path(spec) / "dataset_dict.json"
-        if saved.exists() or (Path(spec) / "dataset_info.json").exists():
-            loaded = datasets.load_from_disk(spec)
-            return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
-        files = sorted(str(p) for p in Path(spec).rglob("*") if p.is_file() and not p.name.startswith("."))
-        if not files:
-            raise DataError(f"Directory {spec!r} holds no data files.")
-        return datasets.load_dataset(_builder_for(files), data_files={"train": files})
-    if os.path.sep in str(spec) and not os.path.exists(spec) and str(spec).startswith((".", "/", "~")):
-        raise DataError(f"Local path {spec!r} does not exist.")
+    if not data_files and spec and os.path.isdir(spec) and _is_saved_dataset(spec):
+        loaded = datasets.load_from_disk(spec)
+        return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
+    files = local_data_files(spec, data_files, keep_roles=keep_roles)
+    if files is not None:
+        return _load_files(files)
+    if not spec:
+        raise DataError("No dataset given: pass a dataset or train_file.")
+    if not os.path.exists(spec) and _looks_local(str(spec)):
+        raise DataError(f"Local path {spec!r} does not exist. Check the path (a Hub dataset name has no file "
+                        "extension).")
     try:
         return datasets.load_dataset(spec, config)
     except Exception as exc:  # a Hub failure: say what was tried and what else works
@@ -82,7 +160,7 @@ def load_any_dataset(spec: str, config: str | None = None, data_files: dict | No
 
 def load_text_corpus(spec: str, text_column: str = "text", split: str = "train", config: str | None = None) -> datasets.Dataset:
     """A raw-text corpus as one Dataset with a non-empty `text_column`; clear errors otherwise."""
-    dsd = load_any_dataset(spec, config)
+    dsd = load_any_dataset(spec, config, keep_roles=False)  # a corpus folder: every file is text to learn from
     if split not in dsd:
         raise DataError(f"Corpus {spec!r} has no split {split!r}; it has {list(dsd)}.")
     ds = dsd[split]

@@ -16,6 +16,8 @@ from bortify.finetuning.cli import main as finetune_main
 from bortify.finetuning.labelers import LabelerError
 from bortify.finetuning.tasks import prepare_task
 
+pytestmark = pytest.mark.slow  # every test uses the packaged MiniLM (minilm_path) and trains
+
 DATA = dict(dataset="embedded:rotten-tomatoes", max_train_samples=40, max_dev_samples=24, max_test_samples=30)
 
 
@@ -154,7 +156,8 @@ def test_cli_plain_sentence_pairs_multiclass_and_overwrite_guard(tmp_path, tiny_
     report = json.loads((out / "report.json").read_text())
     assert report["labels"] == ["contradiction", "entailment", "neutral"] and report["mode"] == "plain"
     assert report["text_columns"] == ["premise", "hypothesis"] and set(report["test"]) == {"accuracy", "f1"}
-    assert "test accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "test: accuracy" in printed and "macro-f1" in printed  # every metric of the task, F1 named as macro
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "contradiction", "1": "entailment", "2": "neutral"}
     assert finetune_main(argv) == 2  # an existing output is not overwritten silently

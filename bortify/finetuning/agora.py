@@ -109,6 +109,7 @@ def agora(
     verify: Callable[[list[dict]], list] | None = None,
     seed: int = 42,
     progress: Callable[[str], None] | None = None,
+    theta_label: Callable[[dict], str] = str,
 ) -> AgoraResult:
     """Run Agora. `train`/`dev` are rows (dicts with the text columns and "label"); `fit(train_rows, θ)` returns a
     model trained from a fresh copy of model0; `dev_predict(model)` its predictions on all of dev; `dev_score(preds,
@@ -145,7 +146,7 @@ def agora(
             preds = dev_predict(model)
             results.append((theta, dev_score([preds[i] for i in select_idx], select_gold), model, preds))
             if progress:
-                progress(f"round {r} θ={theta} dev={results[-1][1]:.4f}")
+                progress(f"r{r} {theta_label(theta)} dev {results[-1][1]:.3f}")
         seen = sum(examples_seen(len(train), t) for t, *_ in results)
         total_seen += seen
         # m* = best on dev (the first θ wins ties, so the order of Θ decides them reproducibly)

@@ -15,6 +15,32 @@ def _help(text: str, **kw):
     return field(metadata={"help": text}, **kw)
 
 
+# Argument checks, run in each dataclass's __post_init__: a bad value is refused before any data is loaded or any
+# model trained (a negative learning rate used to surface only after the labeler had been fine-tuned).
+def _at_least(low, **values):
+    for name, value in values.items():
+        if value is not None and value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}.")
+
+
+def _positive(**values):
+    for name, value in values.items():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is not None and not v > 0:
+                raise ValueError(f"{name} must be > 0, got {v}.")
+
+
+def _fraction(name, value, *, low_open=True, high_open=True):
+    low_ok = value > 0 if low_open else value >= 0
+    high_ok = value < 1 if high_open else value <= 1
+    if not (low_ok and high_ok):
+        raise ValueError(f"{name} must be in {'(' if low_open else '['}0, 1{')' if high_open else ']'}, "
+                         f"got {value}.")
+
+
+EMBEDDED_DEFAULT_DATASET = "embedded:rotten-tomatoes"
+
+
 @dataclass
 class FinetuneModelArguments:
     model: str = _help("Student checkpoint to fine-tune: a directory (e.g. the pretraining stage's output), a Hub "
@@ -24,23 +50,32 @@ class FinetuneModelArguments:
     overwrite: bool = _help("Replace an existing output directory's results.", default=False)
     mode: str = _help("'agora' (the Agora loop, PAPERS.md §3) or 'plain' (fine-tune each θ of the grid once, "
                       "keep the best on dev).", default="agora")
-    seed: int = _help("Seed of fine-tuning (initialisation of the classifier, data order, generation).", default=42)
+    seed: int = _help("Seed of fine-tuning: set (transformers.set_seed) before the student, the labeler and the "
+                      "classifier head are built, so two runs with the same arguments give the same weights on the "
+                      "same hardware; also data order and generation.", default=42)
     max_length: int = _help("Maximum tokens per example (text pairs together); longer inputs are truncated.",
                             default=128)
     eval_batch_size: int = _help("Batch size for prediction on dev/test and for labelling.", default=64)
+    torch_threads: int | None = _help("CPU threads for torch while fine-tuning (default: torch's choice); restored "
+                                      "afterwards. 1-2 helps a lot on a CPU shared with other jobs.", default=None)
 
     def __post_init__(self):
         if self.mode not in ("agora", "plain"):
             raise ValueError(f"mode must be 'agora' or 'plain', got {self.mode!r}.")
         if self.max_length < 8:
             raise ValueError(f"max_length must be at least 8, got {self.max_length}.")
+        _at_least(1, eval_batch_size=self.eval_batch_size)
+        if self.torch_threads is not None:
+            _at_least(1, torch_threads=self.torch_threads)
 
 
 @dataclass
 class FinetuneDataArguments:
-    dataset: str = _help("Dataset: an embedded name (embedded:rotten-tomatoes), a local csv/json/parquet file (or "
-                         "comma-separated files, or a directory), or a Hub name (glue, with dataset_config sst2).",
-                         default="embedded:rotten-tomatoes")
+    dataset: str | None = _help("Dataset: an embedded name (embedded:rotten-tomatoes), a local csv/json/parquet file "
+                                "(or comma-separated files, or a directory: files named train*, validation*/dev*/"
+                                "valid*, test* keep those roles), or a Hub name (glue, with dataset_config sst2). "
+                                "Default: the train_file/dev_file/test_file when given, else "
+                                f"{EMBEDDED_DEFAULT_DATASET}. Not together with train_file.", default=None)
     dataset_config: str | None = _help("Hub dataset configuration, e.g. 'sst2' for glue.", default=None)
     task: str | None = _help("Task name from the built-in table (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, "
                              "rotten-tomatoes) setting text columns and metrics; default: guessed from the "
@@ -70,10 +105,29 @@ class FinetuneDataArguments:
     max_dev_samples: int | None = _help("Subsample dev to this many rows.", default=None)
     max_test_samples: int | None = _help("Subsample test to this many rows.", default=None)
 
+    def __post_init__(self):
+        if self.dataset and self.train_file:
+            raise ValueError(f"Give either dataset ({self.dataset!r}) or train_file ({self.train_file!r}), not both: "
+                             "drop --dataset to use your files, or drop --train_file/--dev_file/--test_file.")
+        if not self.train_file and (self.dev_file or self.test_file):
+            raise ValueError("dev_file/test_file need train_file too (or put train/dev/test files in one folder "
+                             "and pass it as dataset).")
+        _fraction("dev_fraction", self.dev_fraction)
+        _fraction("test_fraction", self.test_fraction)
+        if self.dev_fraction + self.test_fraction >= 1:
+            raise ValueError(f"dev_fraction + test_fraction must be < 1 (train keeps the rest), got "
+                             f"{self.dev_fraction} + {self.test_fraction}.")
+        _at_least(1, max_train_samples=self.max_train_samples, max_dev_samples=self.max_dev_samples,
+                  max_test_samples=self.max_test_samples)
+
+    def resolved_dataset(self) -> str | None:
+        """The dataset to load: the one given, None when files are given, else the embedded default."""
+        if self.dataset or self.train_file:
+            return self.dataset
+        return EMBEDDED_DEFAULT_DATASET
+
     def data_files(self) -> dict | None:
         if not self.train_file:
-            if self.dev_file or self.test_file:
-                raise ValueError("dev_file/test_file need train_file too.")
             return None
         files = {"train": self.train_file}
         if self.dev_file:
@@ -95,11 +149,23 @@ class FinetuneGridArguments:
     num_train_epochs: float = _help("Epochs of each fine-tuning run (every θ, every round).", default=3.0)
     max_steps: int = _help("If > 0, optimiser steps per fine-tuning run instead of epochs.", default=-1)
 
-    def thetas(self) -> list[dict]:
-        """Θ as a list of hyperparameter sets, in a fixed order."""
+    def __post_init__(self):
         for name in ("learning_rates", "weight_decays", "warmup_ratios", "batch_sizes"):
             if not getattr(self, name):
                 raise ValueError(f"{name} is empty: Θ needs at least one value of each.")
+        _positive(learning_rates=self.learning_rates)
+        if any(w < 0 for w in self.weight_decays):
+            raise ValueError(f"weight_decays must be >= 0, got {self.weight_decays}.")
+        for w in self.warmup_ratios:
+            _fraction("warmup_ratios", w, low_open=False)
+        if any(int(b) != b or b < 1 for b in self.batch_sizes):
+            raise ValueError(f"batch_sizes must be whole numbers >= 1, got {self.batch_sizes}.")
+        if not (self.max_steps and self.max_steps > 0):
+            _positive(num_train_epochs=self.num_train_epochs)
+
+    def thetas(self) -> list[dict]:
+        """Θ as a list of hyperparameter sets, in a fixed order."""
+        self.__post_init__()
         return [
             {"learning_rate": lr, "weight_decay": wd, "warmup_ratio": wr, "batch_size": bs}
             for lr, wd, wr, bs in itertools.product(self.learning_rates, self.weight_decays, self.warmup_ratios,
@@ -173,6 +239,9 @@ class AgoraArguments:
             raise ValueError(f"soft_label_temperature must be > 0, got {self.soft_label_temperature}.")
         if self.k < 1 or self.max_rounds < 1 or self.neighbours < 1 or self.replay < 0 or self.train_k < 0:
             raise ValueError("k, max_rounds and neighbours must be >= 1, replay and train_k >= 0.")
+        _positive(labeler_epochs=self.labeler_epochs, labeler_learning_rate=self.labeler_learning_rate)
+        _at_least(1, labeler_batch_size=self.labeler_batch_size,
+                  labeler_max_train_samples=self.labeler_max_train_samples)
 
 
 ARGUMENT_CLASSES = (FinetuneModelArguments, FinetuneDataArguments, FinetuneGridArguments, AgoraArguments)

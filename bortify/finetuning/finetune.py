@@ -1,7 +1,8 @@
 """`finetune(...)`: the library function behind `bortify finetune` and the pipeline's fine-tuning stage.
 
 Order of work (cheap checks first, the test split last):
-  1. output directory, arguments, data (columns, labels, one class, unknown dev/test labels), model loadable;
+  1. arguments (dataclass __post_init__), output directory (not an input, not finished), data (files, columns,
+     labels, empty texts, one class, unknown dev/test labels), model (a BERT-shaped encoder), output writable;
   2. Agora: the labeler is built/loaded and must pass its dev threshold; the generator is built;
   3. plain: every θ once, best on dev | agora: the loop (agora.py) over train and dev only;
   4. only then the test split: the best model and every round's best model are scored on it;
@@ -30,10 +31,10 @@ from bortify.finetuning.arguments import (AgoraArguments, FinetuneDataArguments,
 from bortify.finetuning.generators import NearestNeighbourSubstitution, generate_rows
 from bortify.finetuning.labelers import build_labeler
 from bortify.finetuning.losses import one_hot, softmax_with_temperature
-from bortify.finetuning.tasks import TaskData, prepare_task
-from bortify.finetuning.trainer import (examples_seen, fit, load_classifier, predict, score, to_predictions,
-                                        tokenize)
-from bortify.utils import check_output_dir, write_json_atomic
+from bortify.finetuning.tasks import TaskData, dataset_display, dataset_hub_id, prepare_task
+from bortify.finetuning.trainer import (examples_seen, fit, load_classifier_with_note, predict, say, score,
+                                        theta_text, to_predictions, tokenize, tokenizer_for_saving)
+from bortify.utils import OutputExistsError, make_shareable, write_json_atomic
 
 logger = logging.getLogger(__name__)
 REPORT = "report.json"
@@ -108,22 +109,129 @@ def plot_rounds(rounds: list[dict], metric: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class OutputDirError(ValueError):
+    pass
+
+
+def _local_path(name: str | None) -> Path | None:
+    """`name` as an existing local path (resolved), or None for Hub/embedded names."""
+    if not name or ":" in name.split("/")[0] and not os.path.exists(name):
+        return None
+    path = Path(name).expanduser()
+    return path.resolve() if path.exists() else None
+
+
+def check_output_is_not_an_input(out: Path, inputs: dict[str, str | None]) -> None:
+    """Refuse an output directory that is, contains or is inside an input checkpoint (model, labeler, teacher):
+    writing the fine-tuned files there would overwrite or mix with the input. --overwrite does not change this."""
+    target = out.expanduser().resolve()
+    for what, name in inputs.items():
+        src = _local_path(name)
+        if src is None:
+            continue
+        if target == src:
+            relation = "is"
+        elif src in target.parents:
+            relation = "is inside"
+        elif target in src.parents:
+            relation = "contains"
+        else:
+            continue
+        raise OutputExistsError(f"--output_dir {str(out)!r} {relation} the input {what} {name!r}: fine-tuning would "
+                                f"write over or beside its files. Choose another --output_dir (--overwrite never "
+                                "replaces an input).")
+
+
+def check_finished_output(out: Path, overwrite: bool) -> None:
+    """report.json marks a finished output: refused unless --overwrite; an unfinished one (no report) is reused.
+    Nothing is created here (errors in the data or the model leave the file system as it was)."""
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"Output path {out} exists and is not a directory.")
+    if (out / REPORT).exists() and not overwrite:
+        raise OutputExistsError(f"Output directory {out} already holds results. Pass --overwrite to replace them, "
+                                "or choose another --output_dir.")
+
+
+def make_output_dir(out: Path) -> None:
+    """Create the output directory and prove it writable before any training (a probe file is written and
+    removed); leftovers of an interrupted run's staging are removed (they are ours: `.staging-*`)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-probe-") as f:
+            f.write(b"ok")
+            f.flush()
+    except OSError as exc:
+        raise OutputDirError(f"Cannot write to --output_dir {str(out)!r} ({exc.strerror or exc}): choose a writable "
+                             "directory.") from exc
+    for stale in out.glob(".staging-*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def example_text(task: TaskData, limit: int = 120):
+    """One short text (a [text, text] pair for pair tasks) from the train split, for the card's usage example."""
+    cols = task.text_columns
+    sample = task.train.select(range(min(len(task.train), 200)))
+    rows = [[r[c] for c in cols] for r in sample]
+    short = next((r for r in rows if sum(len(t) for t in r) <= limit), None)
+    chosen = short or min(rows, key=lambda r: sum(len(t) for t in r))
+    return chosen[0] if len(cols) == 1 else chosen
+
+
+def dev_parts(task: TaskData, model_args: FinetuneModelArguments, agora_args: AgoraArguments):
+    """(selection indices, repair indices or None, note) of dev, as agora.py splits it (acceptance.split_dev)."""
+    if model_args.mode == "agora" and agora_args.repair_fraction < 1:
+        repair, select = split_dev(list(task.dev["label"]), agora_args.repair_fraction, model_args.seed)
+        note = (f"dev = the selection part of dev ({len(select)} rows), which only chose θ and the best round; "
+                f"dev_repair = the repair part ({len(repair)} rows), inflated: variants of its mistakes were "
+                "trained on.")
+        return select, repair, note
+    everything = list(range(len(task.dev)))
+    if model_args.mode == "agora":
+        return everything, None, ("dev = all of dev, which both chose θ/the best round and was repaired "
+                                  "(repair_fraction 1, the paper): inflated, variants of its mistakes were trained on.")
+    return everything, None, "dev = all of dev, used only to choose θ (plain fine-tuning)."
+
+
 def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments,
              grid_args: FinetuneGridArguments, agora_args: AgoraArguments) -> dict:
-    """Fine-tune (plain or Agora) and write the checkpoint + report.json + rounds.png. Returns the report."""
+    """Fine-tune (plain or Agora) and write the checkpoint + report.json + rounds.png. Returns the report.
+
+    `torch_threads` applies for the call and is restored afterwards."""
+    threads = torch.get_num_threads()
+    if model_args.torch_threads:
+        torch.set_num_threads(model_args.torch_threads)
+    try:
+        return _finetune(model_args, data_args, grid_args, agora_args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments,
+              grid_args: FinetuneGridArguments, agora_args: AgoraArguments) -> dict:
+    import transformers
+
     t_start = time.perf_counter()
     out = Path(model_args.output_dir)
-    # report.json marks a finished output: an interrupted run's directory (no report) is simply reused.
-    check_output_dir(out, model_args.overwrite, resumable=True, marker=REPORT)
+    inputs = {"model": model_args.model}
+    if model_args.mode == "agora":
+        inputs.update(labeler=agora_args.labeler, teacher=None if agora_args.labeler else agora_args.teacher)
+    check_output_is_not_an_input(out, inputs)
+    check_finished_output(out, model_args.overwrite)
     thetas = grid_args.thetas()
+    dataset, data_files = data_args.resolved_dataset(), data_args.data_files()
     task = prepare_task(
-        data_args.dataset, dataset_config=data_args.dataset_config, task=data_args.task,
-        data_files=data_args.data_files(), text_columns=data_args.text_columns, label_column=data_args.label_column,
+        dataset, dataset_config=data_args.dataset_config, task=data_args.task,
+        data_files=data_files, text_columns=data_args.text_columns, label_column=data_args.label_column,
         train_split=data_args.train_split, dev_split=data_args.dev_split, test_split=data_args.test_split,
         dev_fraction=data_args.dev_fraction, test_fraction=data_args.test_fraction, split_seed=data_args.split_seed,
         max_train_samples=data_args.max_train_samples, max_dev_samples=data_args.max_dev_samples,
         max_test_samples=data_args.max_test_samples, regression=data_args.regression)
-    student0, tokenizer = load_classifier(model_args.model, task.label_names, task.regression)
+    # Seed before anything random is drawn: the classifier head (and pooler) are initialised at load time.
+    transformers.set_seed(model_args.seed)
+    student0, tokenizer, load_note = load_classifier_with_note(model_args.model, task.label_names, task.regression)
+    say(f"student {model_args.model}: {load_note}")
+    make_output_dir(out)
     if torch.cuda.is_available():
         student0 = student0.to("cuda")
     max_len, bs_eval = model_args.max_length, model_args.eval_batch_size
@@ -136,12 +244,14 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
             epochs=agora_args.labeler_epochs, learning_rate=agora_args.labeler_learning_rate,
             batch_size=agora_args.labeler_batch_size, max_train_samples=agora_args.labeler_max_train_samples,
             min_dev_score=agora_args.labeler_min_dev_score, eval_batch_size=bs_eval)
+        say(f"labeler ready: {labeler.source}, dev score {labeler.dev_score:.4f}")
         generator = _generator(agora_args, model_args, student0, tokenizer, labeler)
 
     # --- fine-tuning on train, selection on dev (the test split is not touched here) ---------------------------
-    # One bar over fine-tuning runs (Agora's total depends on pruning and replays, so it is open-ended).
+    # One bar over fine-tuning runs (Agora's total depends on pruning and replays, so it is open-ended); each run
+    # shows its own bar over optimiser steps (trainer.StepBar).
     bar = tqdm(total=len(thetas) if model_args.mode == "plain" else None, desc=f"finetune ({model_args.mode})",
-               unit="run")
+               unit="run", dynamic_ncols=True)
     tok_cache: dict[int, datasets.Dataset] = {}
 
     def fit_rows(rows: list[dict], theta: dict):
@@ -210,13 +320,14 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
             generate_train=(None if not agora_args.train_k else lambda rows, banned, rng: generate_rows(
                 rows, task.text_columns, generator, agora_args.train_k, rng, banned)),
             prune=agora_args.prune, replay=agora_args.replay, seed=model_args.seed,
-            progress=lambda msg: bar.set_postfix_str(msg[-60:]))
+            progress=bar.set_postfix_str, theta_label=theta_text)
     else:
         # Plain fine-tuning: enumerate Θ once on the original train set, keep the best on dev (the baseline).
         runs = []
         for theta in thetas:
             model = fit_rows(train_rows, theta)
             runs.append((theta, dev_main_score(dev_predict(model)), model))
+            bar.set_postfix_str(f"{theta_text(theta)} dev {runs[-1][1]:.3f}")
         theta_b, score_b, model_b = max(runs, key=lambda x: x[1])
         record = RoundRecord(round=1, thetas=[{"theta": t, "dev_score": s} for t, s, _ in runs], best_theta=theta_b,
                              dev_score=score_b, mistakes=0, examples_added=0, train_size=len(train_rows),
@@ -228,38 +339,55 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
     train_seconds = time.perf_counter() - t_start
 
     # --- the end: now, and only now, the test split ----------------------------------------------------------
+    say(f"predicting on test ({len(task.test)} rows)")
     test_tok = tokenize(task.test, tokenizer, task.text_columns, max_len)
 
-    def all_metrics(model, ds_tok, gold):
-        preds = to_predictions(predict(model, tokenizer, ds_tok, bs_eval), task.regression)
+    def predictions(model, ds_tok):
+        return to_predictions(predict(model, tokenizer, ds_tok, bs_eval), task.regression)
+
+    def metrics_of(preds, gold, idx=None):
+        if idx is not None:
+            preds, gold = [preds[i] for i in idx], [gold[i] for i in idx]
         return score(preds, gold, task.metrics, task.num_labels)
 
     best = result.best_model
-    dev_metrics = all_metrics(best, dev_tok, task.dev["label"])
-    test_metrics = all_metrics(best, test_tok, task.test["label"])
+    select_idx, repair_idx, dev_note = dev_parts(task, model_args, agora_args)
+    dev_gold = list(task.dev["label"])
+    dev_preds = predictions(best, dev_tok)
+    dev_metrics = metrics_of(dev_preds, dev_gold, select_idx)
+    dev_repair_metrics = metrics_of(dev_preds, dev_gold, repair_idx) if repair_idx is not None else None
+    test_metrics = metrics_of(predictions(best, test_tok), task.test["label"])
     rounds = [r.to_dict() for r in result.rounds]
     for rec in rounds:
         model = result.round_models.get(rec["round"])
         if model is not None:
             rec["test_score"] = (test_metrics[task.main_metric] if model is best else
-                                 all_metrics(model, test_tok, task.test["label"])[task.main_metric])
+                                 metrics_of(predictions(model, test_tok), task.test["label"])[task.main_metric])
     result.round_models.clear()
     if labeler is not None:  # the labeler's (teacher's) test score, for the card and the benchmark
         key = "test_accuracy" if not task.regression else "test_pearsonr"
         labeler_test = labeler.evaluate(task.test)
 
+    binary = not task.regression and task.num_labels == 2
     report = {
         "base_model": model_args.model,
-        "dataset": data_args.dataset + (f"/{data_args.dataset_config}" if data_args.dataset_config else ""),
+        # as given, but local files by their names only (no absolute paths in a report or a card)
+        "dataset": dataset_display(dataset, data_files) + (f"/{data_args.dataset_config}"
+                                                           if data_args.dataset_config else ""),
+        "dataset_hub_id": dataset_hub_id(dataset, data_files),
         "task": task.name,
         "text_columns": task.text_columns,
         "labels": task.label_names,
+        # binary F1 scores class 1 (trainer.score): its name
+        "positive_label": task.label_names[1] if binary else None,
         "regression": task.regression,
         "metric": task.main_metric,
+        "metrics": task.metrics,
         "mode": model_args.mode,
         "labeler": {**labeler.describe(), key: labeler_test} if labeler else None,
         "generator": ({"name": agora_args.generator, "k": agora_args.k, "train_k": agora_args.train_k,
-                       "verify_mistakes": agora_args.verify_mistakes and not task.regression, "substitution_rate": agora_args.substitution_rate,
+                       "verify_mistakes": agora_args.verify_mistakes and not task.regression,
+                       "substitution_rate": agora_args.substitution_rate,
                        "neighbours": agora_args.neighbours, "embeddings": agora_args.generator_embeddings}
                       if model_args.mode == "agora" else None),
         "agora": ({"repair_fraction": agora_args.repair_fraction, "balance_classes": agora_args.balance_classes,
@@ -268,9 +396,8 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
                    "soft_label_temperature": agora_args.soft_label_temperature,
                    "max_rounds": agora_args.max_rounds, "prune": agora_args.prune, "replay": agora_args.replay,
                    # dev rows whose mistakes are expanded / that select θ and the round (agora.py's split)
-                   **dict(zip(("dev_repair_rows", "dev_selection_rows"),
-                              map(len, split_dev([r["label"] for r in dev_rows], agora_args.repair_fraction,
-                                                 model_args.seed))))}
+                   "dev_repair_rows": len(repair_idx) if repair_idx is not None else len(dev_rows),
+                   "dev_selection_rows": len(select_idx)}
                   if model_args.mode == "agora" else None),
         "theta": thetas,
         "num_train_epochs": grid_args.num_train_epochs,
@@ -283,24 +410,35 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
         "examples_added": len(result.added_rows),
         "examples_seen": result.examples_seen,
         "dev": dev_metrics,
+        "dev_repair": dev_repair_metrics,
+        "dev_note": dev_note,
         "test": test_metrics,
         "splits": task.splits,
+        "example_text": example_text(task),
+        "load_note": load_note,
         "train_seconds": round(train_seconds, 1),
         "labeler_seconds": round(labeler.seconds, 1) if labeler else 0.0,
         "num_parameters": sum(p.numel() for p in best.parameters()),
     }
+    _write_output(out, best, tokenizer, result.added_rows, rounds, task.main_metric, report)
+    return report
 
-    # --- write: checkpoint files first, into a staging dir, then moved in; report.json last ----------------
-    staging = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else None, prefix=f".{out.name}-staging-"))
+
+def _write_output(out: Path, model, tokenizer, added_rows: list[dict], rounds: list[dict], metric: str,
+                  report: dict) -> None:
+    """Checkpoint files are written into a staging dir INSIDE the output dir (same file system, so the final
+    renames cannot fail across devices, e.g. when the output is a mount point), then moved in; report.json last."""
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
     try:
-        best.to("cpu").save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        if result.added_rows:
+        model.to("cpu").save_pretrained(staging, safe_serialization=True)
+        tokenizer_for_saving(tokenizer).save_pretrained(staging)
+        if added_rows:
             with open(staging / "agora_added.jsonl", "w", encoding="utf-8") as f:
-                for row in result.added_rows:
+                for row in added_rows:
                     f.write(json.dumps(row) + "\n")
         if rounds:
-            plot_rounds(rounds, task.main_metric, staging / "rounds.png")
+            plot_rounds(rounds, metric, staging / "rounds.png")
+        make_shareable(staging)  # mkdtemp is 0700: the files get ordinary modes
         if (out / REPORT).exists():
             (out / REPORT).unlink()  # (overwrite) an interrupted replacement must not look finished
         for stale in ("agora_added.jsonl", "rounds.png"):  # outputs of an earlier run this one does not make
@@ -314,4 +452,3 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_json_atomic(out / REPORT, report)
-    return report

@@ -17,7 +17,8 @@ import numpy as np
 
 from bortify.finetuning.losses import softmax_with_temperature
 from bortify.finetuning.tasks import TaskData
-from bortify.finetuning.trainer import fit, load_classifier, predict, score, to_predictions, tokenize
+from bortify.finetuning.trainer import (fit, load_classifier_with_note, predict, say, score, to_predictions,
+                                        tokenize)
 
 logger = logging.getLogger(__name__)
 
@@ -109,9 +110,11 @@ def build_labeler(task: TaskData, *, labeler: str | None, teacher: str, max_leng
                   max_train_samples: int | None = None, min_dev_score: float | None = None,
                   eval_batch_size: int = 64) -> Labeler:
     """Load or build the labeler and check it on dev (raises LabelerError when it is not good enough)."""
+    import transformers
+
     start = time.perf_counter()
+    transformers.set_seed(seed)  # the labeler's head and data order: reproducible with the run's seed
     if labeler:
-        import transformers
 
         from bortify.resources import resolve_model
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -125,18 +128,21 @@ def build_labeler(task: TaskData, *, labeler: str | None, teacher: str, max_leng
             raise LabelerError(f"Labeler {labeler!r} is not a sequence classifier (architectures: "
                                f"{config.architectures}). Give a fine-tuned classifier, or set `teacher` and leave "
                                "`labeler` unset to have bortify fine-tune one.")
+        say(f"loading the labeler {labeler}")
         model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
         tokenizer = AutoTokenizer.from_pretrained(path)
         result = Labeler(model, tokenizer, task, max_length=max_length, batch_size=eval_batch_size, source=labeler,
                          id_map=_label_map(model, task, labeler))
     else:
-        model0, tokenizer = load_classifier(teacher, task.label_names, task.regression)
+        model0, tokenizer, note = load_classifier_with_note(teacher, task.label_names, task.regression)
         train = task.train
         if max_train_samples and max_train_samples < len(train):
             train = train.shuffle(seed=seed).select(range(max_train_samples))
+        say(f"building the labeler: fine-tuning {teacher} on {len(train)} train rows for {epochs:g} epoch(s) "
+            f"({note})")
         theta = {"learning_rate": learning_rate, "weight_decay": 0.01, "warmup_ratio": 0.1, "batch_size": batch_size}
         model = fit(model0, tokenizer, tokenize(train, tokenizer, task.text_columns, max_length), theta,
-                    epochs=epochs, seed=seed)
+                    epochs=epochs, seed=seed, desc="labeler")
         result = Labeler(model, tokenizer, task, max_length=max_length, batch_size=eval_batch_size,
                          source=f"{teacher} fine-tuned on {len(train)} train rows ({epochs:g} epochs)")
     result.dev_score = result.evaluate(task.dev)

@@ -12,8 +12,10 @@ import tempfile
 import datasets
 import numpy as np
 import torch
-from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                          TrainingArguments)
+from tqdm.auto import tqdm
+from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
+                          Trainer, TrainerCallback, TrainingArguments)
+from transformers.utils import logging as hf_logging
 
 from bortify.finetuning.losses import soft_cross_entropy
 from bortify.metrics import compute_metrics
@@ -24,27 +26,103 @@ class ModelLoadError(ValueError):
     pass
 
 
+ENCODER_SHAPE = ("num_hidden_layers", "num_attention_heads", "hidden_size", "intermediate_size")
+
+
+def check_encoder(config, tokenizer, name: str) -> None:
+    """Refuse, before any training, a model bortify cannot describe or batch: the card and the compression stages
+    read the BERT shape (D, A, H, I) from the config, and batches are padded. A decoder such as GPT-2 lacks
+    intermediate_size and a pad token; fine-tuning it would work but the result would be mis-described (D=None)."""
+    missing = [a for a in ENCODER_SHAPE if getattr(config, a, None) is None]
+    if missing:
+        raise ModelLoadError(f"{name!r} ({config.model_type}) is not a BERT-shaped encoder: its config lacks "
+                             f"{missing}. bortify fine-tunes BERT-family encoders (bert, roberta, electra, MiniLM, "
+                             "...); give such a checkpoint, e.g. the pretraining stage's output.")
+    if tokenizer.pad_token is None:
+        raise ModelLoadError(f"The tokenizer of {name!r} has no pad token, so batches cannot be padded; bortify "
+                             "fine-tunes BERT-family encoders, whose tokenizers have one ([PAD] / <pad>).")
+
+
+def describe_load(info: dict) -> str:
+    """One line for the keys transformers did not load from a checkpoint (instead of its load-report table):
+    the expected ones (fresh classifier head, dropped MLM/pooler-less heads) are named, anything else counted."""
+    missing, unexpected = list(info.get("missing_keys", ())), list(info.get("unexpected_keys", ()))
+    mismatched = list(info.get("mismatched_keys", ()))
+    parts = []
+    head = [k for k in missing if k.startswith(("classifier", "score", "pre_classifier"))]
+    pooler = [k for k in missing if ".pooler." in f".{k}" and k not in head]
+    other_missing = [k for k in missing if k not in head and k not in pooler]
+    if head or mismatched:
+        parts.append("classifier head initialised fresh" + (" (label count changed)" if mismatched else ""))
+    if pooler:
+        parts.append("pooler initialised fresh (the checkpoint has none)")
+    mlm = [k for k in unexpected if k.startswith(("cls.", "lm_head", "generator_", "vocab_", "mlm"))]
+    if mlm:
+        parts.append("MLM head dropped")
+    others_unused = [k for k in unexpected if k not in mlm]
+    if others_unused:
+        parts.append(f"{len(others_unused)} other checkpoint tensor(s) unused, e.g. {others_unused[:2]}")
+    if other_missing:
+        parts.append(f"WARNING: {len(other_missing)} encoder tensor(s) not in the checkpoint and initialised at "
+                     f"random, e.g. {other_missing[:2]}")
+    return "; ".join(parts) or "all weights loaded"
+
+
 def load_classifier(name_or_path: str, label_names: list[str], regression: bool):
-    """(model, tokenizer): any BERT-family checkpoint as AutoModelForSequenceClassification with the task's labels.
+    """(model, tokenizer): `load_classifier_with_note` without the note."""
+    model, tokenizer, _ = load_classifier_with_note(name_or_path, label_names, regression)
+    return model, tokenizer
+
+
+def load_classifier_with_note(name_or_path: str, label_names: list[str], regression: bool):
+    """(model, tokenizer, load note): any BERT-family checkpoint as AutoModelForSequenceClassification with the
+    task's labels.
 
     An MLM head (or none, for a bare encoder) is dropped and a fresh classifier initialised; a checkpoint that
     is already a classifier for a different label count is re-headed (`ignore_mismatched_sizes`). Weights are
-    loaded as safetensors only, and never with remote code."""
+    loaded as safetensors only, and never with remote code. A model that is not a BERT-shaped encoder with a pad
+    token is refused (`check_encoder`) before its weights are read. transformers' load-report table is replaced by
+    one line (`describe_load`). Seed before calling (transformers.set_seed): the fresh head is drawn here."""
     path = resolve_model(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as exc:
         raise ModelLoadError(f"Cannot load a tokenizer from {name_or_path!r} ({exc}). The model directory must hold "
                              "tokenizer files (tokenizer.json / vocab.txt), e.g. the pretraining stage's output.") from exc
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    except Exception as exc:
+        raise ModelLoadError(f"Cannot read the config of {name_or_path!r}: {exc}") from exc
+    check_encoder(config, tokenizer, name_or_path)
     kwargs = {"num_labels": 1, "problem_type": "regression"} if regression else {
         "num_labels": len(label_names), "problem_type": "single_label_classification",
         "id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the expected missing/unexpected keys are summarised by describe_load
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, use_safetensors=True, trust_remote_code=False, ignore_mismatched_sizes=True, **kwargs)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path, use_safetensors=True, trust_remote_code=False, ignore_mismatched_sizes=True,
+            output_loading_info=True, **kwargs)
     except Exception as exc:
         raise ModelLoadError(f"Cannot load {name_or_path!r} as a sequence classifier with safetensors weights: {exc}") from exc
-    return model, tokenizer
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return model, tokenizer, describe_load(info)
+
+
+def say(message: str) -> None:
+    """One progress line on stdout that does not break the tqdm bars."""
+    tqdm.write(f"bortify finetune: {message}")
+
+
+def tokenizer_for_saving(tokenizer):
+    """The tokenizer without run-specific truncation/padding: a fast tokenizer keeps the last call's truncation
+    (max_length) in its backend, and tokenizer.json would ship it. Users choose per call, as for any checkpoint."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()
+    return tokenizer
 
 
 def tokenize(ds: datasets.Dataset, tokenizer, text_columns: list[str], max_length: int) -> datasets.Dataset:
@@ -69,6 +147,32 @@ def examples_seen(n_train: int, batch_size: int, epochs: float, max_steps: int) 
     return int(round(epochs * n_train))
 
 
+class StepBar(TrainerCallback):
+    """A tqdm bar over the optimiser steps of one fine-tuning run (the Trainer's own bar is off: `desc` names the
+    run, e.g. the θ or 'labeler'); closed when the run ends."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar = tqdm(total=state.max_steps, desc=self.desc, unit="step", leave=False, dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def theta_text(theta: dict) -> str:
+    """A short θ for progress bars: 'lr 1e-03 wd 0.01 wu 0.1 bs 16'."""
+    return (f"lr {float(theta['learning_rate']):.0e} wd {float(theta['weight_decay']):g} "
+            f"wu {float(theta['warmup_ratio']):g} bs {int(theta['batch_size'])}")
+
+
 class SoftTargetTrainer(Trainer):
     """Trainer whose loss is the cross-entropy against per-row target distributions (`soft_labels`:
     one-hot for gold rows, the labeler's distribution for Agora's generated rows; losses.soft_cross_entropy)."""
@@ -82,7 +186,7 @@ class SoftTargetTrainer(Trainer):
 
 
 def fit(model0, tokenizer, train_tok: datasets.Dataset, theta: dict, *, epochs: float, max_steps: int = -1,
-        seed: int = 42):
+        seed: int = 42, desc: str | None = None):
     """Fine-tune a copy of `model0` on `train_tok` with hyperparameters θ; returns the trained model (model0 is
     left untouched: Agora restarts every round from the same initial model, PAPERS.md §3 `copy(model0)`)."""
     model = copy.deepcopy(model0)
@@ -103,13 +207,14 @@ def fit(model0, tokenizer, train_tok: datasets.Dataset, theta: dict, *, epochs: 
             eval_strategy="no",
             logging_strategy="no",
             report_to="none",
-            disable_tqdm=True,  # the caller shows one bar over all runs
+            disable_tqdm=True,  # StepBar shows the steps, named by `desc`
             dataloader_num_workers=0,
             dataloader_pin_memory=False,
             remove_unused_columns=not soft,  # keep `soft_labels` (not a forward() argument) for the loss
         )
         trainer = (SoftTargetTrainer if soft else Trainer)(model=model, args=args, train_dataset=train_tok,
-                          data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
+                          data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+                          callbacks=[StepBar(desc or theta_text(theta))])
         trainer.train()
     model.eval()
     return model
