@@ -73,16 +73,31 @@ def test_operation_count_is_exact_for_a_layer_and_orders_candidates():
 
 
 def test_measure_latency_is_positive_and_grows_with_size(tiny_bert_config):
-    # ~2000x more multiply-adds: the order survives a noisy shared machine
-    small = measure_latency(tiny_bert_config, batch_size=2, seq_len=64, repeats=5)
+    """Timing on a loaded shared machine is noisy (issue 10): the deterministic part (op counts) is asserted
+    exactly; the measured order only has to show in one of a few interleaved attempts at one torch thread."""
     big_config = BertConfig(**{**tiny_bert_config.to_dict(), "num_hidden_layers": 6, "hidden_size": 512,
                                "intermediate_size": 2048, "num_attention_heads": 8})
-    big = measure_latency(big_config, batch_size=2, seq_len=64, repeats=3)
-    assert 0 < small < big
+    small_shape, big_shape = Shape.from_config(tiny_bert_config), Shape.from_config(big_config)
+    assert operation_count(big_shape, 64) > 500 * operation_count(small_shape, 64)  # ~780x more multiply-adds
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # no oversubscription with other jobs' threads
+    try:
+        attempts = []
+        for _ in range(3):
+            small = measure_latency(tiny_bert_config, batch_size=2, seq_len=64, repeats=5)
+            big = measure_latency(big_config, batch_size=2, seq_len=64, repeats=3)
+            assert small > 0 and big > 0
+            attempts.append((small, big))
+            if small < big:
+                break
+    finally:
+        torch.set_num_threads(threads)
+    assert any(small < big for small, big in attempts), attempts
     with pytest.raises(ValueError, match="seq_len"):
         measure_latency(tiny_bert_config, seq_len=1000)
 
 
+@pytest.mark.slow
 def test_source_from_embedded_checkpoint_and_config_json(minilm_path, tmp_path):
     config = load_source_config("embedded:all-MiniLM-L6-v2")
     assert (config.num_hidden_layers, config.num_attention_heads, config.hidden_size, config.intermediate_size) == (6, 12, 384, 1536)

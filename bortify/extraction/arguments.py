@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from bortify.extraction.constraints import OBJECTIVES
 from bortify.extraction.estimators import ESTIMATORS
 
 
@@ -42,6 +43,26 @@ class ExtractionArguments:
                       default="ops")
     latency_batch_size: int = _help("Batch size for cost=latency measurements.", default=8)
     latency_repeats: int = _help("Timed forward passes per candidate for cost=latency (the median is kept).", default=3)
+    latency_threads: int = _help("CPU threads torch uses while measuring latency (cost=latency, latency_budget_ms); "
+                                 "a latency budget holds at this thread count.", default=1)
+    objective: Optional[str] = _help(
+        "What the search optimises: W (the paper's trade-off; ε-guarantee: W >= (1-ε) x the exhaustive best under "
+        "the ABnC ordering), max_error_increase (set by --max_error_increase) or latency_budget (set by "
+        "--latency_budget_ms). Default: the mode of the bound given, else W.", default=None)
+    max_error_increase: Optional[float] = _help(
+        "δ: pick the cheapest candidate (fewest multiply-adds; lowest measured latency with cost=latency) whose ê is "
+        "<= ê(source) + δ (absolute). The source's own shape is estimated too, with the same estimator (with "
+        "sliced-task: the source sliced to itself), so --error none is refused. Candidates are trained from the "
+        "cheapest until one is within δ. Guarantee: the winner is within δ (measured); ε = 0 gives exactly the "
+        "cheapest within δ; ε > 0 trains one candidate per ε-bucket of cost and the winner costs <= 1/(1-ε) x the "
+        "cheapest within δ when ê does not increase with cost (ABnC ordering), with no bound otherwise.",
+        default=None)
+    latency_budget_ms: Optional[float] = _help(
+        "B: pick the lowest-ê candidate whose measured CPU latency (latency_batch_size x seq_len, latency_threads "
+        "threads, median of latency_repeats) is <= B ms; implies cost=latency. Over-budget candidates are never "
+        "trained; a budget below the fastest candidate is an error before any training. Guarantee: ε = 0 trains "
+        "every candidate within budget (exact lowest ê); ε > 0 trains the slowest per ε-bucket of latency: exact "
+        "when ê does not increase with latency (ABnC ordering), no bound on ê otherwise.", default=None)
     source_layers: Optional[int] = _help("Inline source depth (overrides the loaded config). With source_heads, "
                                          "source_hidden, source_intermediate and source_vocab_size all set, the source "
                                          "config is not loaded at all (offline).", default=None)
@@ -70,9 +91,33 @@ class ExtractionArguments:
             raise ValueError(f"--cost must be 'ops' or 'latency'; got {self.cost!r}.")
         if self.torch_threads < 0:
             raise ValueError(f"--torch_threads must be >= 0; got {self.torch_threads}.")
-        for name in ("seq_len", "latency_batch_size", "latency_repeats"):
+        for name in ("seq_len", "latency_batch_size", "latency_repeats", "latency_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1; got {getattr(self, name)}.")
+        self._resolve_objective()
+
+    def _resolve_objective(self) -> None:
+        """objective from the bound given (issue 12); the bound's range; latency_budget implies cost=latency."""
+        bounds = {"max_error_increase": self.max_error_increase, "latency_budget": self.latency_budget_ms}
+        given = [mode for mode, bound in bounds.items() if bound is not None]
+        if len(given) > 1:
+            raise ValueError("--max_error_increase and --latency_budget_ms are two different objectives; give one.")
+        if self.objective is None:
+            self.objective = given[0] if given else "W"
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"--objective must be one of {OBJECTIVES}; got {self.objective!r}.")
+        flag = {"max_error_increase": "--max_error_increase δ", "latency_budget": "--latency_budget_ms B"}
+        if self.objective != "W" and bounds[self.objective] is None:
+            raise ValueError(f"--objective {self.objective} needs its bound: {flag[self.objective]}.")
+        if given and given[0] != self.objective:
+            raise ValueError(f"{flag[given[0]].split()[0]} is the bound of objective {given[0]}, not "
+                             f"{self.objective}; drop it or set --objective {given[0]}.")
+        if self.max_error_increase is not None and not self.max_error_increase >= 0:
+            raise ValueError(f"--max_error_increase (δ, absolute ê) must be >= 0; got {self.max_error_increase}.")
+        if self.latency_budget_ms is not None:
+            if not self.latency_budget_ms > 0:
+                raise ValueError(f"--latency_budget_ms must be > 0; got {self.latency_budget_ms}.")
+            self.cost = "latency"
 
 
 @dataclass

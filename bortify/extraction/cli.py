@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from bortify.extraction.arguments import EstimatorArguments, ExtractionArguments
+from bortify.extraction.constraints import ConstraintError
 from bortify.extraction.estimators import EstimatorError
 from bortify.extraction.run import extract, summary_lines
 from bortify.extraction.space import SpaceError
@@ -15,10 +16,12 @@ from bortify.utils import OutputExistsError
 DESCRIPTION = (
     "Optimal subarchitecture extraction (Bort FPTAS, de Wynter 2020): search depth D, heads A, hidden size H and "
     "intermediate size I around a source BERT for the largest W = ((p(T)-p)/p(T))·((i(T)-i)/i(T))/ê, with "
-    "approximation parameter ε. Writes the winner's config.json (a plain BertConfig), report.json with every "
-    "candidate, and pareto.png. Re-running with the same --output_dir resumes."
+    "approximation parameter ε. Or choose the size yourself: --max_error_increase δ (the cheapest candidate whose ê "
+    "is within δ of the source's) or --latency_budget_ms B (the lowest-ê candidate measured at <= B ms on this CPU); "
+    "each option's help states its ε-guarantee. Writes the winner's config.json (a plain BertConfig), report.json "
+    "with every candidate, and pareto.png. Re-running with the same --output_dir resumes."
 )
-USER_ERRORS = (SpaceError, EstimatorError, SlicingError, RecipeError, OutputExistsError, ValueError)
+USER_ERRORS = (SpaceError, EstimatorError, SlicingError, RecipeError, OutputExistsError, ConstraintError, ValueError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,7 @@ class Candidate:
     bucket: int = -1
     status: str = "pending"  # trained | skipped | cached
     details: dict = field(default_factory=dict)
+    satisfies: bool | None = None  # constraint modes (constraints.py): meets the bound; None = not known (not trained)
 
     @property
     def cost(self) -> float:
@@ -56,7 +57,8 @@ class Candidate:
     def record(self) -> dict:
         return {**self.shape.dims(), "parameters": self.parameters, "effective_parameters": self.effective_parameters,
                 "ops": self.ops, "latency_s": self.latency_s, "error": self.error, "W": self.W,
-                "bucket": self.bucket, "status": self.status, **({"details": self.details} if self.details else {})}
+                "bucket": self.bucket, "status": self.status, **({"details": self.details} if self.details else {}),
+                **({"satisfies": self.satisfies} if self.satisfies is not None else {})}
 
 
 def make_candidate(shape: Shape, seq_len: int, latency_s: float | None = None) -> Candidate:
@@ -111,6 +113,22 @@ def epsilon_buckets(gains: Sequence[float], epsilon: float) -> tuple[list[int], 
 ErrorFn = Callable[[Shape], "float | dict"]
 
 
+def evaluate(c: Candidate, estimate: ErrorFn, cache: dict, on_result: Callable[[Candidate], None] | None = None) -> None:
+    """Set c.error (and details, status) from `cache` (status "cached") or one `estimate` call ("trained")."""
+    hit = cache.get(c.shape.key())
+    if hit is not None:
+        c.error, c.details, c.status = float(hit["error"]), dict(hit.get("details") or {}), "cached"
+        return
+    result = estimate(c.shape)
+    if isinstance(result, dict):
+        c.error, c.details = float(result["error"]), {k: v for k, v in result.items() if k != "error"}
+    else:
+        c.error = float(result)
+    c.status = "trained"
+    if on_result is not None:
+        on_result(c)
+
+
 def run_fptas(candidates: list[Candidate], T: Candidate, estimate: ErrorFn, epsilon: float, *,
               cache: dict | None = None, on_result: Callable[[Candidate], None] | None = None,
               progress: bool = True) -> Candidate:
@@ -133,18 +151,7 @@ def run_fptas(candidates: list[Candidate], T: Candidate, estimate: ErrorFn, epsi
     for idx in bar:
         c = candidates[idx]
         bar.set_postfix_str(c.shape.key(), refresh=False)
-        hit = cache.get(c.shape.key())
-        if hit is not None:
-            c.error, c.details, c.status = float(hit["error"]), dict(hit.get("details") or {}), "cached"
-        else:
-            result = estimate(c.shape)
-            if isinstance(result, dict):
-                c.error, c.details = float(result["error"]), {k: v for k, v in result.items() if k != "error"}
-            else:
-                c.error = float(result)
-            c.status = "trained"
-            if on_result is not None:
-                on_result(c)
+        evaluate(c, estimate, cache, on_result)
         c.W = w_coefficient(c.parameters, c.cost, c.error, p_T, i_T)
     for i, c in enumerate(candidates):
         if i not in keep_set:
@@ -159,4 +166,4 @@ def records(candidates: Iterable[Candidate]) -> list[dict]:
     return [c.record() for c in candidates]
 
 
-__all__ = ["Candidate", "make_candidate", "gain", "w_coefficient", "epsilon_buckets", "run_fptas", "records"]
+__all__ = ["Candidate", "make_candidate", "gain", "w_coefficient", "epsilon_buckets", "evaluate", "run_fptas", "records"]

@@ -33,9 +33,10 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def plot_pareto(candidates: list[Candidate], winner: Candidate, T: Candidate, path: str | Path, title: str) -> None:
+def plot_pareto(candidates: list[Candidate], winner: Candidate, T: Candidate, path: str | Path, title: str,
+                budget_s: float | None = None) -> None:
     """Two panels: p vs i over every candidate (trained / skipped), and p vs ê over evaluated ones with the
-    (p, ê) Pareto front; the winner is a star in both."""
+    (p, ê) Pareto front; the winner is a star in both. `budget_s`: a latency budget drawn on the first panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,6 +52,8 @@ def plot_pareto(candidates: list[Candidate], winner: Candidate, T: Candidate, pa
             ax1.scatter([c.parameters for c in pts], [c.cost for c in pts], label=status, **style)
     ax1.scatter([T.parameters], [T.cost], c="black", marker="s", s=40, label="source (T)")
     ax1.scatter([winner.parameters], [winner.cost], c="red", marker="*", s=220, label="winner", zorder=5)
+    if budget_s is not None:
+        ax1.axhline(budget_s, c="tab:red", ls="--", lw=1, label="latency budget")
     ax1.set_xlabel("parameters p")
     ax1.set_ylabel(cost_label)
     ax1.set_xscale("log")
@@ -63,7 +66,9 @@ def plot_pareto(candidates: list[Candidate], winner: Candidate, T: Candidate, pa
     ax2.scatter([p for p, _ in pts], [e for _, e in pts], c="tab:blue", s=18, label="evaluated")
     front = [ev[i] for i in pareto_front(pts)]
     ax2.plot([c.parameters for c in front], [c.error for c in front], "-", c="tab:orange", label="Pareto front (p, ê)")
-    ax2.scatter([winner.parameters], [winner.error], c="red", marker="*", s=220, label="winner (max W)", zorder=5)
+    ax2.scatter([winner.parameters], [winner.error], c="red", marker="*", s=220, label="winner", zorder=5)
+    if T.error is not None:  # max_error_increase: the source's own ê
+        ax2.scatter([T.parameters], [T.error], c="black", marker="s", s=40, label="source (T)")
     for c in ev:
         ax2.annotate(c.shape.key(), (c.parameters, c.error), fontsize=5, alpha=0.6)
     ax2.set_xscale("log")
@@ -81,7 +86,11 @@ def plot_pareto(candidates: list[Candidate], winner: Candidate, T: Candidate, pa
 
 def build_report(*, source: str, T: Candidate, epsilon: float, space: dict, dropped_indivisible: int,
                  dropped_larger: int, error_estimator: str, seq_len: int, cost: str, winner: Candidate,
-                 candidates: list[Candidate], estimator_settings: dict, seconds: float) -> dict:
+                 candidates: list[Candidate], estimator_settings: dict, seconds: float,
+                 constraint: dict | None = None) -> dict:
+    """report.json. `constraint` (run.constraint_record): the objective, its bound, the candidates that satisfied it,
+    why the winner won and the mode's guarantee; absent means objective W."""
+    constraint = constraint or {"mode": "W", "bound": None}
     n_trained = sum(c.status == "trained" for c in candidates)
     n_cached = sum(c.status == "cached" for c in candidates)
     return {
@@ -91,6 +100,9 @@ def build_report(*, source: str, T: Candidate, epsilon: float, space: dict, drop
         "source_effective_parameters": T.effective_parameters,
         "source_ops": T.ops,
         "source_latency_s": T.latency_s,
+        "source_error": T.error,  # max_error_increase only: the source's own ê (same estimator); else null
+        "objective": constraint["mode"],
+        "constraint": constraint,
         "epsilon": epsilon,
         "space": space,
         "dropped_indivisible": dropped_indivisible,

@@ -1,7 +1,8 @@
 """`extract()`: the library function behind `bortify extract` and the pipeline's extract stage.
 
-Order of work: validate everything cheap first (arguments, source config, space, output dir, estimator
-data and models), then the FPTAS loop with a progress bar, persisting each candidate's ê to
+Order of work: validate everything cheap first (arguments, source config, space, output dir, candidate costs
+and a latency budget, estimator data and models), then the search with a progress bar (objective W: the FPTAS,
+fptas.py; max_error_increase / latency_budget: constraints.py), persisting each candidate's ê to
 `partial_results.json` (atomically) so an interrupted run resumes without retraining, then config.json
 (save_pretrained), report.json and pareto.png.
 """
@@ -17,6 +18,13 @@ from pathlib import Path
 import torch
 
 from bortify.extraction.arguments import EstimatorArguments, ExtractionArguments
+from bortify.extraction.constraints import (
+    GUARANTEES,
+    Outcome,
+    check_latency_budget,
+    run_latency_budget,
+    run_max_error_increase,
+)
 from bortify.extraction.costs import Shape, bert_config, measure_latency
 from bortify.extraction.estimators import (
     MLMEstimator,
@@ -60,12 +68,22 @@ def _load_partial(path: Path, fingerprint: dict) -> dict:
     return dict(data.get("results") or {})
 
 
+def _check_objective(args: ExtractionArguments, estimator) -> None:
+    """max_error_increase compares ê with the source's ê: an estimator that returns ê = 1 cannot tell them apart."""
+    name = getattr(estimator, "name", None) if estimator is not None else args.error
+    if args.objective == "max_error_increase" and name == "none":
+        raise ValueError("--max_error_increase needs an error estimate ê of every candidate and of the source, but "
+                         "--error none sets ê = 1 for all; use --error sliced-task (or mlm), or --latency_budget_ms.")
+
+
 def extract(args: ExtractionArguments, est_args: EstimatorArguments | None = None, *, estimator=None) -> dict:
-    """Run the FPTAS; write config.json, report.json, pareto.png to args.output_dir; return the report.
+    """Run the search (args.objective: W, max_error_increase or latency_budget); write config.json, report.json,
+    pareto.png to args.output_dir; return the report.
 
     `estimator` (any callable shape -> ê, see estimators.py) replaces the one named by args.error (tests).
     """
     start = time.perf_counter()
+    _check_objective(args, estimator)
     est_args = est_args or EstimatorArguments()
     inline = InlineSource(args.source_layers, args.source_heads, args.source_hidden, args.source_intermediate,
                           args.source_vocab_size, args.source_max_position_embeddings, args.source_type_vocab_size,
@@ -76,43 +94,70 @@ def extract(args: ExtractionArguments, est_args: EstimatorArguments | None = Non
                          f"{source_config.max_position_embeddings}.")
     space = build_space(source_config, args.depths, args.heads, args.hidden_sizes, args.intermediate_sizes)
     out = check_output_dir(args.output_dir, args.overwrite, resumable=True, marker=REPORT_NAME)
-    if args.overwrite:
-        for name in (PARTIAL_NAME, REPORT_NAME):
-            (out / name).unlink(missing_ok=True)
     if estimator is None:
         estimator = make_estimator_from_args(args, est_args, source_config)
     name = getattr(estimator, "name", type(estimator).__name__)
     fingerprint = {**(estimator.fingerprint() if hasattr(estimator, "fingerprint") else {"error_estimator": name}),
                    "seq_len": args.seq_len, "cost": args.cost}
+    if args.cost == "latency":  # measured latencies are cached too: only reuse them under the same settings
+        fingerprint["latency"] = {"batch_size": args.latency_batch_size, "repeats": args.latency_repeats,
+                                  "threads": args.latency_threads}
     partial_path = out / PARTIAL_NAME
-    cache = _load_partial(partial_path, fingerprint)
+    cache = {} if args.overwrite else _load_partial(partial_path, fingerprint)
+    T, candidates = _candidates(args, source_config, space, cache)
+    if args.objective == "latency_budget":  # cheap filter first: an impossible budget fails before any training
+        check_latency_budget(candidates, args.latency_budget_ms / 1e3)
+    if args.overwrite:
+        for stale in (PARTIAL_NAME, REPORT_NAME):
+            (out / stale).unlink(missing_ok=True)
     if hasattr(estimator, "prepare"):
         estimator.prepare()  # loads data/teacher: fails here, before the loop, on bad input
     threads_before = torch.get_num_threads()
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     try:
-        return _search(args, source_config, space, out, estimator, name, fingerprint, cache, start)
+        return _search(args, source_config, space, T, candidates, out, estimator, name, fingerprint, cache, start)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _search(args, source_config, space, out, estimator, name, fingerprint, cache, start) -> dict:
-    partial_path = out / PARTIAL_NAME
+def _candidates(args, source_config, space, cache: dict) -> tuple[Candidate, list[Candidate]]:
+    """T and every candidate with p, ops and (cost=latency) measured latency, at `latency_threads` threads.
+
+    Latencies go into `cache` under "latency:<key>" (persisted with the partial results)."""
 
     def latency(shape: Shape) -> float | None:
         if args.cost != "latency":
             return None
         key = "latency:" + shape.key()
         if key not in cache:
-            cache[key] = measure_latency(bert_config(shape, source_config), args.latency_batch_size, args.seq_len,
-                                         args.latency_repeats)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(args.latency_threads)
+            try:
+                cache[key] = measure_latency(bert_config(shape, source_config), args.latency_batch_size, args.seq_len,
+                                             args.latency_repeats)
+            finally:
+                torch.set_num_threads(threads)
         return cache[key]
 
     T = make_candidate(space.maximum_point, args.seq_len, latency(space.maximum_point))
-    candidates: list[Candidate] = []
-    for shape in space.candidates:
-        candidates.append(make_candidate(shape, args.seq_len, latency(shape)))
+    return T, [make_candidate(shape, args.seq_len, latency(shape)) for shape in space.candidates]
+
+
+def _run_objective(args, T, candidates, estimator, cache, persist) -> Outcome:
+    """Dispatch on args.objective; every mode returns the winner and why it won (constraints.py, fptas.py)."""
+    kw = dict(cache=cache, on_result=persist, progress=args.progress)
+    if args.objective == "max_error_increase":
+        return run_max_error_increase(candidates, T, estimator, args.max_error_increase, args.epsilon, **kw)
+    if args.objective == "latency_budget":
+        return run_latency_budget(candidates, T, estimator, args.latency_budget_ms / 1e3, args.epsilon, **kw)
+    winner = run_fptas(candidates, T, estimator, args.epsilon, **kw)
+    n = sum(c.W is not None for c in candidates)
+    return Outcome(winner, [], f"largest W ({winner.W:.4g}) among the {n} evaluated candidates", {})
+
+
+def _search(args, source_config, space, T, candidates, out, estimator, name, fingerprint, cache, start) -> dict:
+    partial_path = out / PARTIAL_NAME
     results = {k: v for k, v in cache.items() if not k.startswith("latency:")}
 
     def persist(c: Candidate) -> None:
@@ -120,7 +165,8 @@ def _search(args, source_config, space, out, estimator, name, fingerprint, cache
         lat = {k: v for k, v in cache.items() if k.startswith("latency:")}
         write_json_atomic(partial_path, {"fingerprint": fingerprint, "results": {**results, **lat}})
 
-    winner = run_fptas(candidates, T, estimator, args.epsilon, cache=results, on_result=persist, progress=args.progress)
+    outcome = _run_objective(args, T, candidates, estimator, results, persist)
+    winner = outcome.winner
 
     config = bert_config(winner.shape, source_config)
     config.architectures = ["BertModel"]
@@ -131,15 +177,39 @@ def _search(args, source_config, space, out, estimator, name, fingerprint, cache
         source=args.source, T=T, epsilon=args.epsilon,
         space={"D": sorted(set(args.depths)), "A": sorted(set(args.heads)), "H": sorted(set(args.hidden_sizes)),
                "I": sorted(set(args.intermediate_sizes))},
-        dropped_indivisible=space.dropped_indivisible, dropped_larger=space.dropped_larger, error_estimator=name,
-        seq_len=args.seq_len, cost=args.cost, winner=winner, candidates=candidates,
+        dropped_indivisible=space.dropped_indivisible, dropped_larger=space.dropped_larger,
+        error_estimator=name, seq_len=args.seq_len, cost=args.cost, winner=winner, candidates=candidates,
         estimator_settings=fingerprint, seconds=time.perf_counter() - start,
+        constraint=constraint_record(args, outcome),
     )
     plot_pareto(candidates, winner, T, out / PLOT_NAME,
-                title=f"{args.source}: {len(candidates)} candidates, ε={args.epsilon}, ê={name}; "
-                      f"winner {winner.shape.key()}")
+                title=f"{args.source}: {len(candidates)} candidates, ε={args.epsilon}, ê={name}, "
+                      f"{objective_text(args)}; winner {winner.shape.key()}",
+                budget_s=args.latency_budget_ms / 1e3 if args.latency_budget_ms is not None else None)
     write_report(out, report)  # last: its presence marks a finished extraction
     return report
+
+
+def objective_text(args) -> str:
+    if args.objective == "max_error_increase":
+        return f"cheapest with ê <= ê(source) + {args.max_error_increase:g}"
+    if args.objective == "latency_budget":
+        return f"lowest ê within {args.latency_budget_ms:g} ms"
+    return "max W"
+
+
+def constraint_record(args, outcome: Outcome) -> dict:
+    """report.json's "constraint": the mode, its bound, who satisfied it, why the winner won, the guarantee."""
+    bound = {"max_error_increase": args.max_error_increase, "latency_budget_ms": args.latency_budget_ms}
+    return {
+        "mode": args.objective,
+        "bound": {k: v for k, v in bound.items() if v is not None} or None,
+        "satisfied": [c.shape.key() for c in outcome.satisfied],
+        "num_satisfied": len(outcome.satisfied),
+        "winner_reason": outcome.why,
+        "guarantee": GUARANTEES[args.objective],
+        **outcome.fields,
+    }
 
 
 def summary_lines(report: dict, output_dir: str) -> list[str]:
@@ -153,10 +223,24 @@ def summary_lines(report: dict, output_dir: str) -> list[str]:
         f"vs {report['source_effective_parameters'] / 1e6:.2f}M",
         f"multiply-adds at L={report['seq_len']}: {w['ops'] / 1e9:.3f}G vs {report['source_ops'] / 1e9:.3f}G "
         f"({100 * w['ops_ratio']:.1f}%, {1 / w['ops_ratio']:.1f}x fewer)",
-        f"ê = {report['error_estimator']}: winner {w['error']:.4g}, W = {w['W']:.4g}; spread over "
-        f"{spread['n']} evaluated candidates: min {spread['min']:.4g} max {spread['max']:.4g} std {spread['std']:.3g}",
+        f"ê = {report['error_estimator']}: winner {_g(w['error'])}"
+        + (f", source {_g(report['source_error'])}" if report.get("source_error") is not None else "")
+        + f", W = {_g(w['W'])}; spread over {spread['n']} evaluated candidates: min {_g(spread['min'])} max "
+        f"{_g(spread['max'])} std {_g(spread['std'], '.3g')}",
         f"candidates: {report['num_candidates']} ({report['dropped_indivisible']} dropped H%A!=0), ε = {report['epsilon']}: "
         f"{report['num_trained']} trained, {report['num_cached']} cached, {report['num_skipped']} skipped",
+        *([f"measured latency: winner {1e3 * w['latency_s']:.3g} ms vs source {1e3 * report['source_latency_s']:.3g} ms"]
+          if w.get("latency_s") is not None and report.get("source_latency_s") is not None else []),
+        f"objective {report['objective']}{_bound_text(report)}: {report['constraint']['winner_reason']}",
         f"files: {Path(output_dir) / 'config.json'}, {Path(output_dir) / REPORT_NAME}, {Path(output_dir) / PLOT_NAME}",
     ]
     return lines
+
+
+def _bound_text(report: dict) -> str:
+    bound = report["constraint"]["bound"] or {}
+    return "".join(f" ({k} = {v:g})" for k, v in bound.items())
+
+
+def _g(x, spec: str = ".4g") -> str:
+    return "n/a" if x is None else format(x, spec)

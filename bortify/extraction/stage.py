@@ -17,6 +17,7 @@ def run_stage(config: dict, *, overwrite: bool = False) -> dict:
         "summary_lines": summary_lines(report, args.output_dir),
         "winner": {k: w[k] for k in ("D", "A", "H", "I", "parameters", "effective_parameters", "ops", "error", "W")},
         "source_parameters": report["source_parameters"],
+        "objective": report["objective"],
         "error_spread": report["error_spread"],
         "config": f"{args.output_dir}/config.json",
         "report": f"{args.output_dir}/report.json",
