@@ -97,6 +97,7 @@ def task_release(tmp_path_factory, minilm_path):
     return root, summary
 
 
+@pytest.mark.slow
 def test_task_card_matches_pattern_and_reports(task_release):
     root, summary = task_release
     text = (root / "card" / "README.md").read_text()
@@ -127,6 +128,7 @@ def test_task_card_matches_pattern_and_reports(task_release):
     assert "## Intended use and limitations" in text
 
 
+@pytest.mark.slow
 def test_task_card_metadata_parses_back(task_release):
     from huggingface_hub import ModelCard, metadata_load
 
@@ -147,6 +149,7 @@ def test_task_card_metadata_parses_back(task_release):
     assert validate_card_metadata(text) == []
 
 
+@pytest.mark.slow
 def test_hub_dataset_card_metadata_names_the_hub_id_and_real_splits(tmp_path, minilm_path):
     """A Hub dataset: model-index results with its id as the dataset, splits named for what they are."""
     from huggingface_hub import ModelCard, metadata_load
@@ -176,6 +179,7 @@ def test_hub_dataset_card_metadata_names_the_hub_id_and_real_splits(tmp_path, mi
     assert validate_card_metadata(text.replace("    - type: accuracy", "    - typo: accuracy", 1))
 
 
+@pytest.mark.slow
 def test_release_folder_is_a_clean_loadable_checkpoint(task_release):
     import hashlib
 
@@ -199,6 +203,7 @@ def test_release_folder_is_a_clean_loadable_checkpoint(task_release):
     assert lines[-3:][1].strip() == f'classifier = pipeline("text-classification", model="{rel.resolve()}")'
 
 
+@pytest.mark.slow
 def test_student_card_with_missing_reports_says_not_measured(tmp_path, minilm_path):
     from huggingface_hub import ModelCard
 
@@ -220,6 +225,7 @@ def test_student_card_with_missing_reports_says_not_measured(tmp_path, minilm_pa
     assert "scores: not measured" in summary["summary_lines"]
 
 
+@pytest.mark.slow
 def test_student_card_compares_against_the_teacher_when_nothing_was_extracted(tmp_path, minilm_path, splade_path):
     from pathlib import Path
 
@@ -235,6 +241,7 @@ def test_student_card_compares_against_the_teacher_when_nothing_was_extracted(tm
     assert "| held-out MLM loss before → after | 9.81 → 7.42 |" in text
 
 
+@pytest.mark.slow
 def test_card_refuses_bad_input_and_existing_output(tmp_path, minilm_path):
     from bortify.hub.card import CardError, CardOptions
     from bortify.hub.card_stage import CardArguments, build_release, run_stage
@@ -278,6 +285,7 @@ def test_card_refuses_bad_input_and_existing_output(tmp_path, minilm_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith((".card.tmp", ".card.old"))]  # no leftovers
 
 
+@pytest.mark.slow
 def test_card_cli_help_and_render(tmp_path, minilm_path, capsys):
     from bortify.hub.card import main
 

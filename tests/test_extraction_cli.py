@@ -25,6 +25,7 @@ CANDIDATE_KEYS = {"D", "A", "H", "I", "parameters", "effective_parameters", "ops
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
 
+@pytest.mark.slow
 def test_help_explains_every_option():
     out = subprocess.run([sys.executable, "-m", "bortify.cli", "extract", "--help"], capture_output=True, text=True,
                          cwd=ROOT, timeout=120)
@@ -142,6 +143,7 @@ def test_latency_mode_measures_every_candidate(tmp_path):
     assert all(c["latency_s"] > 0 for c in report["candidates"])
 
 
+@pytest.mark.slow
 def test_pipeline_stage_with_the_sliced_task_estimator(tmp_path):
     """The separating estimator end to end through run_stage (tiny budget): real slices, real Trainer runs."""
     config = dict(output_dir=str(tmp_path / "extract"), source="embedded:all-MiniLM-L6-v2", depths=[1, 2], heads=[4],

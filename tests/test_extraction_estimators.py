@@ -64,6 +64,7 @@ def test_budget_and_unknown_estimator_errors():
         make_estimator("bleu", None)
 
 
+@pytest.mark.slow
 def test_mlm_estimator_short_real_run(corpus):
     source = load_source_config("embedded:all-MiniLM-L6-v2")
     est = MLMEstimator(source, tokenizer="embedded:all-MiniLM-L6-v2", corpus="embedded:corpus",
@@ -87,6 +88,7 @@ def sliced_estimator():
     return est
 
 
+@pytest.mark.slow
 def test_sliced_task_estimator_short_real_run(sliced_estimator):
     result = sliced_estimator(Shape(1, 4, 128, 256, 30522, 512, 2))
     assert 0 < result["error"] <= 1
@@ -96,6 +98,7 @@ def test_sliced_task_estimator_short_real_run(sliced_estimator):
     assert sliced_estimator(Shape(1, 4, 128, 256, 30522, 512, 2))["error"] == result["error"]
 
 
+@pytest.mark.slow
 def test_sliced_task_needs_a_checkpoint_and_a_task_with_labels(tmp_path):
     inline = load_source_config("x", InlineSource(layers=2, heads=2, hidden=64, intermediate=128, vocab_size=30522))
     with pytest.raises(EstimatorError, match="could not be loaded as a checkpoint"):

@@ -115,6 +115,7 @@ def test_empty_theta_is_an_error():
         run(FakeWorld(dev, {}), train, dev, [])
 
 
+@pytest.mark.slow
 def test_generator_substitutes_nearest_neighbours_on_real_embeddings(minilm_path):
     from transformers import AutoModel, AutoTokenizer
 

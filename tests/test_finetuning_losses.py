@@ -65,6 +65,7 @@ def test_labeler_probabilities_follow_the_task_label_order():
     assert labels == [1, 1] and conf[0] == pytest.approx(probs[0, 1])
 
 
+@pytest.mark.slow
 def test_trainer_learns_the_soft_targets_not_the_hard_labels(tiny_bert_config, minilm_path):
     """Every row has hard label 0; with soft targets (0.5, 0.5) the model must end near 0.5, without them near 1."""
     tok = AutoTokenizer.from_pretrained(minilm_path)

@@ -24,6 +24,7 @@ def finished_run(tmp_path, minilm_path):
     return run, recipe
 
 
+@pytest.mark.slow
 def test_run_card_and_push_stages_offline(finished_run, monkeypatch, capsys):
     from bortify.pipeline import print_summary, run_recipe
 
@@ -44,6 +45,7 @@ def test_run_card_and_push_stages_offline(finished_run, monkeypatch, capsys):
     assert "already done" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_push_stage_pushes_when_a_hub_is_configured(finished_run, monkeypatch):
     """In-process: point huggingface_hub at the loopback server (constants patched, since it read the env at import)."""
     from huggingface_hub import constants

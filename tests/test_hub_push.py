@@ -77,6 +77,7 @@ def run_client(args, hub, hf_home, outputs, token=TOKEN, timeout=240):
     return proc
 
 
+@pytest.mark.slow
 def test_bortify_push_then_from_pretrained_round_trip(hub, release, tmp_path, outputs):
     proc = run_client([*BORTIFY, "push", str(release), "--repo-id", "tester/bort-tiny", "--commit-message", "first"],
                       hub, tmp_path / "hf", outputs)
@@ -102,6 +103,7 @@ def test_bortify_push_then_from_pretrained_round_trip(hub, release, tmp_path, ou
     assert ("PUT", "lfs-put", 200) in hub.requests and ("POST", "commit", 200) in hub.requests
 
 
+@pytest.mark.slow
 def test_huggingface_hub_upload_and_branch_push(hub, release, tmp_path, outputs):
     """The plain huggingface_hub API against the server, then `bortify push --revision --private` to a branch."""
     script = (
@@ -143,6 +145,7 @@ def test_huggingface_hub_upload_and_branch_push(hub, release, tmp_path, outputs)
     assert set(hub.files("tester/branchy", "main")) == {".gitattributes"}
 
 
+@pytest.mark.slow
 def test_transient_5xx_is_retried_and_push_completes(hub, release, tmp_path, outputs):
     hub.fail_next("create-repo", 1, 502)
     hub.fail_next("preupload", 1, 500)  # retried inside huggingface_hub (http_backoff)
@@ -160,6 +163,7 @@ def test_transient_5xx_is_retried_and_push_completes(hub, release, tmp_path, out
     assert hub.files("tester/flaky")["model.safetensors"] == (release / "model.safetensors").read_bytes()
 
 
+@pytest.mark.slow
 def test_failed_push_leaves_remote_unchanged(hub, release, tmp_path, outputs):
     proc = run_client([*BORTIFY, "push", str(release), "--repo-id", "tester/atomic"], hub, tmp_path / "hf", outputs)
     assert proc.returncode == 0, proc.stderr
@@ -175,6 +179,7 @@ def test_failed_push_leaves_remote_unchanged(hub, release, tmp_path, outputs):
     assert hub.files("tester/atomic") == before  # unchanged, not half-written
 
 
+@pytest.mark.slow
 def test_bad_token_and_explicit_token_never_leak(hub, release, tmp_path, outputs):
     wrong = "hf_WRONGtoken_should_not_appear_42"
     proc = run_client([*BORTIFY, "push", str(release), "--repo-id", "tester/denied", "--token", wrong],
@@ -187,6 +192,7 @@ def test_bad_token_and_explicit_token_never_leak(hub, release, tmp_path, outputs
     assert TOKEN not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_token_never_in_output_or_files(hub, release, outputs, tmp_path_factory):
     """Runs last in this module: scan every client output and every file the tests wrote."""
     assert outputs, "the push tests above must have run"
@@ -202,6 +208,7 @@ def test_token_never_in_output_or_files(hub, release, outputs, tmp_path_factory)
 
 # ---- no network needed ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_push_refuses_folders_that_are_not_releases(tmp_path, release):
     from bortify.hub.push import PushError, check_release_folder, push_folder
 
@@ -263,6 +270,7 @@ def test_retry_policy_backs_off_on_transient_errors_only():
     assert sleeps[2:] == [1, 2]
 
 
+@pytest.mark.slow
 def test_push_stage_skips_without_a_hub(tmp_path, release, monkeypatch):
     from bortify.hub.push_stage import run_stage
     from bortify.recipes import RecipeError

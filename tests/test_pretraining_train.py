@@ -53,6 +53,7 @@ def logit_run(workdir):
     return out, summary
 
 
+@pytest.mark.slow
 def test_logit_kd_writes_a_standard_student_and_learns(logit_run, splade_path):
     out, summary = logit_run
     report = json.loads((out / "report.json").read_text())
@@ -78,12 +79,14 @@ def test_logit_kd_writes_a_standard_student_and_learns(logit_run, splade_path):
     assert len(logged) == 6 and all("loss_kd" in h and "loss_mlm" in h for h in logged)
 
 
+@pytest.mark.slow
 def test_finished_run_is_not_overwritten(logit_run, workdir):
     out, _ = logit_run
     with pytest.raises(OutputExistsError, match="overwrite"):
         run_stage(_config(workdir, out))
 
 
+@pytest.mark.slow
 def test_teacher_is_frozen_and_outside_the_trained_module(splade_path, tiny_bert_config):
     from bortify.pretraining.arguments import DistillationArguments
     from bortify.pretraining.trainer import DistillationTrainer
@@ -104,6 +107,7 @@ def test_teacher_is_frozen_and_outside_the_trained_module(splade_path, tiny_bert
     assert all(p.grad is None for p in teacher.parameters())
 
 
+@pytest.mark.slow
 def test_masked_only_heads_match_full_logits(splade_path, tiny_bert_config):
     torch.manual_seed(0)
     ids = torch.randint(1000, 5000, (2, 12))
@@ -121,6 +125,7 @@ def test_masked_only_heads_match_full_logits(splade_path, tiny_bert_config):
         assert torch.equal(out.labels, labels[keep])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init", ["random", "teacher"])
 def test_representation_kd_from_minilm_keeps_projections_apart(workdir, init, minilm_path):
     out = workdir / f"representation-{init}"
@@ -197,6 +202,7 @@ _KILLER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_final_step(logit_run, workdir, tmp_path):
     reference, _ = logit_run  # the same configuration, never interrupted
     out = tmp_path / "resumed"

