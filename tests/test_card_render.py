@@ -336,6 +336,7 @@ def test_agora_settings_sentence_follows_the_report():
     assert _agora_text({"mode": "plain"}) == ""
 
 
+@pytest.mark.slow
 def test_card_tells_the_truth_about_data_splits_and_usage(tmp_path, minilm_path):
     """Newer finetune reports: selection-half dev score, a carved test split, a local csv, the report's example."""
     from huggingface_hub import ModelCard
@@ -396,6 +397,7 @@ def test_card_tells_the_truth_about_data_splits_and_usage(tmp_path, minilm_path)
     assert AutoTokenizer.from_pretrained(rel)("a fine film")["input_ids"][:3] == tokenizer("a fine film")["input_ids"][:3]
 
 
+@pytest.mark.slow
 def test_non_bert_checkpoint_renders_not_applicable_shape(tmp_path, minilm_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DistilBertConfig
 
