@@ -39,10 +39,40 @@ def test_run_card_and_push_stages_offline(finished_run, monkeypatch, capsys):
     print_summary(result)
     out = capsys.readouterr().out
     assert "release folder:" in out and "how to load:" in out and "skipped: no Hub configured" in out
-    # Re-running skips finished stages (resume).
+    # The card's record sits beside the release folder, which holds only the release; the skipped push has none.
+    assert (run / "card.stage_done.json").is_file() and not (run / "card" / "stage_done.json").exists()
+    assert not (run / "push" / "stage_done.json").exists()
+    assert json.loads((run / "summary.json").read_text())["stages"]["push"]["skipped"] is True
+    # Re-running skips finished stages (resume) and tries the skipped push again.
     again = run_recipe(recipe, run, stages=["card", "push"])
     assert again["stages"]["card"]["seconds"] == card["seconds"]
-    assert "already done" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "card: already done" in out and "push: starting" in out
+
+
+def test_skipped_push_runs_once_a_token_is_set(finished_run, monkeypatch):
+    """After an offline run (`make demo`), the same command with a token pushes: the skip was not recorded."""
+    from huggingface_hub import constants
+
+    from bortify.pipeline import run_recipe
+
+    run, recipe = finished_run
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(run.parent / "hf"))
+    assert run_recipe(recipe, run)["stages"]["push"]["skipped"]
+    server = HubServer(token=TOKEN).start()
+    try:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        recipe.write_text(recipe.read_text() + f"  endpoint: {server.url}\n")
+        push = run_recipe(recipe, run)["stages"]["push"]
+        assert not push["skipped"] and "model.safetensors" in server.files("tester/bort-pipeline")
+    finally:
+        server.stop()
+    assert (run / "push" / "stage_done.json").is_file()
+    for path in run.rglob("*"):
+        assert not path.is_file() or TOKEN.encode() not in path.read_bytes(), path
 
 
 @pytest.mark.slow

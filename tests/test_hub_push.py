@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hub_server import DROP, HubServer, client_env
-from test_card_render import build_run_dirs
+from test_card_render import REPORTS, build_run_dirs
 
 TOKEN = "hf_loopbackSECRETtoken_0123456789"
 BORTIFY = [sys.executable, "-m", "bortify.cli"]
@@ -58,7 +58,8 @@ def release(tmp_path_factory, minilm_path):
     from bortify.hub.card_stage import run_stage
 
     root = tmp_path_factory.mktemp("release")
-    dirs = build_run_dirs(root, minilm_path)
+    # a Hub dataset, so the card's model-index carries results (a local one gets none)
+    dirs = build_run_dirs(root, minilm_path, reports={"finetune": {**REPORTS["finetune"], "dataset_hub_id": "tester/reviews"}})
     run_stage({"stage_dirs": dirs, "output_dir": str(root / "card"), "repo_id": "tester/bort-tiny",
                "measure_latency": False})
     return root / "card"
@@ -282,3 +283,38 @@ def test_push_stage_skips_without_a_hub(tmp_path, release, monkeypatch):
     assert json.loads((tmp_path / "push" / "report.json").read_text())["skipped"] is True
     with pytest.raises(RecipeError, match="repo_id"):
         run_stage({"model_dir": str(release), "output_dir": str(tmp_path / "push2")})
+
+
+def test_push_leaves_pickles_out_and_fills_in_the_repo_id(tmp_path, minilm_path, monkeypatch):
+    """In-process against the loopback Hub: a .bin beside the safetensors (and other pickle/state files) is not
+    uploaded and is named; a card rendered without a repo id gets the real one in the uploaded copy only."""
+    from huggingface_hub import constants
+
+    from bortify.hub.card_stage import run_stage
+    from bortify.hub.push import push_folder
+
+    dirs = build_run_dirs(tmp_path, minilm_path, stages=("finetune",))
+    rel = tmp_path / "card"
+    run_stage({"stage_dirs": dirs, "output_dir": str(rel), "measure_latency": False})  # no repo_id
+    assert 'model="YOUR_NAME/MODEL_NAME"' in (rel / "README.md").read_text()
+    for name in ("pytorch_model.bin", "optimizer.pt", "rng_state.pth", "scheduler.pt", "extra.pkl", "last.ckpt"):
+        (rel / name).write_bytes(b"pickle, not for release")
+    before = {p.name: p.read_bytes() for p in rel.iterdir()}
+    server = HubServer(token=TOKEN).start()
+    logged = []
+    try:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        result = push_folder(rel, "filled", token=TOKEN, endpoint=server.url, log=logged.append)
+        remote = server.files("tester/filled")
+    finally:
+        server.stop()
+    assert set(remote) == {n for n in before if not n.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))} | {".gitattributes"}
+    assert sorted(result.left_out) == sorted(["pytorch_model.bin", "optimizer.pt", "rng_state.pth", "scheduler.pt",
+                                              "extra.pkl", "last.ckpt"])
+    assert any("left out 6 file(s)" in line and "pytorch_model.bin" in line for line in result.summary_lines())
+    assert any("pytorch_model.bin" in m for m in logged)
+    card = remote["README.md"].decode()
+    assert 'model="tester/filled"' in card and "YOUR_NAME/MODEL_NAME" not in card  # NAME resolved to NS/NAME
+    assert "Replace `" not in card and "bortify:repo-note" not in card and "## How to load\n\n```python" in card
+    assert {p.name: p.read_bytes() for p in rel.iterdir()} == before  # the user's folder is untouched

@@ -107,3 +107,100 @@ def test_cli_runs_the_redo_command_the_error_prints(tmp_path, toy_stages, capsys
     toy.CALLS.clear()
     assert pipeline.main([str(recipe), "--output_dir", str(run), "--stages", "extract,card", "--overwrite"]) == 0
     assert [c["output_dir"] for c in toy.CALLS] == [str(run / "extract"), str(run / "card")]  # commas still work
+
+
+def test_skipped_stage_is_not_recorded_as_done(tmp_path, toy_stages, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("extract: {}\npretrain: {skip: true}\n")
+    run = tmp_path / "run"
+    result = pipeline.run_recipe(recipe, run)
+    assert result["stages"]["pretrain"]["skipped"] and not (run / "pretrain" / pipeline.DONE_FILE).exists()
+    assert json.loads((run / "summary.json").read_text())["stages"]["pretrain"]["skipped"] is True
+    pipeline.print_summary(result)
+    assert "[pretrain]" in capsys.readouterr().out
+    toy.CALLS.clear()
+    recipe.write_text("extract: {}\npretrain: {skip: false}\n")  # e.g. a token is now configured
+    pipeline.run_recipe(recipe, run)  # no changed-recipe refusal: a skipped stage made nothing to protect
+    assert [c["output_dir"] for c in toy.CALLS] == [str(run / "pretrain")]  # tried again, extract still done
+    assert (run / "pretrain" / pipeline.DONE_FILE).exists()
+
+
+def test_token_in_recipe_is_refused_before_any_work(tmp_path, toy_stages, capsys):
+    secret = "hf_" + "Ab3" * 12
+    run = tmp_path / "run"
+    for text in (f"extract: {{}}\npretrain: {{token: {secret}}}\n",            # a token key
+                 f"extract: {{note: {secret}}}\npretrain: {{}}\n",              # a token-like value anywhere
+                 "extract: {}\npretrain: {hub_token: abc123secret}\n"):
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(text)
+        assert pipeline.main([str(recipe), "--output_dir", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert "bortify run: error:" in err and "hf auth login" in err and "HF_TOKEN" in err
+        assert secret not in err and "abc123secret" not in err
+        assert toy.CALLS == [] and not run.exists()
+
+
+def test_nothing_the_pipeline_writes_holds_a_token(tmp_path, toy_stages, monkeypatch, capsys):
+    """Defence in depth: a stage that echoes the token (or a token-like value) into its summary; every file the
+    run writes, and what it prints, is scanned."""
+    env_token = "hf_envTOKENvalue_with_underscores_123"
+    pattern_token = "hf_" + "Zz9" * 12
+    monkeypatch.setenv("HF_TOKEN", env_token)
+    stages = [pipeline.Stage("extract", "pipeline_toy_stage"), pipeline.Stage("pretrain", "pipeline_toy_stage")]
+    monkeypatch.setattr(pipeline, "STAGES", stages)
+    monkeypatch.setattr(pipeline, "load_recipe", lambda path: {  # the recipe check is bypassed on purpose
+        "extract": {"echo": f"token={env_token}"}, "pretrain": {"echo": [f"x {pattern_token} y"]}})
+    run = tmp_path / "run"
+    assert pipeline.main(["unused.yaml", "--output_dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    written = [p for p in run.rglob("*") if p.is_file() and p.name != "made.json"]  # made.json: the toy's own file
+    assert {p.name for p in written} >= {"summary.json", pipeline.DONE_FILE}
+    for path in written:
+        data = path.read_bytes()
+        assert env_token.encode() not in data and pattern_token.encode() not in data, path
+    assert env_token not in out and pattern_token not in out
+    stages_written = json.loads((run / "summary.json").read_text())["stages"]
+    assert stages_written["extract"]["echo"] == "token=***" and stages_written["pretrain"]["echo"] == ["x *** y"]
+
+
+def test_stage_user_errors_are_messages_not_tracebacks(tmp_path, toy_stages, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("extract: {fail: data, message: train.csv does not exist}\n")
+    assert pipeline.main([str(recipe), "--output_dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bortify run: error: toy data error: train.csv does not exist")
+    recipe.write_text("extract: 5\n")
+    assert pipeline.main([str(recipe), "--output_dir", str(tmp_path / "run")]) == 2
+    assert "section 'extract' must be a mapping" in capsys.readouterr().err
+    recipe.write_text("extract: {fail: true}\n")  # a bug (RuntimeError) still shows its traceback
+    with pytest.raises(RuntimeError, match="boom"):
+        pipeline.main([str(recipe), "--output_dir", str(tmp_path / "run")])
+
+
+def test_recipe_yaml_errors_name_file_line_and_type(tmp_path):
+    from bortify.extraction.arguments import EstimatorArguments, ExtractionArguments
+    from bortify.recipes import args_from_dict, load_recipe
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extract:\n  epsilon: 0.1\n depths: [1]\n")
+    with pytest.raises(RecipeError, match=r"bad\.yaml is not valid YAML at line 3, column 2"):
+        load_recipe(bad)
+    classes = (ExtractionArguments, EstimatorArguments)
+    for section, pattern in (({"epsilon": "0.1"}, r"`epsilon` must be float, got str '0\.1'"),
+                             ({"depths": 1}, r"`depths` must be list of int, got int 1"),
+                             ({"heads": ["two"]}, r"`heads` must be list of int, got list \['two'\]"),
+                             ({"epsilon": True}, r"`epsilon` must be float, got bool True")):
+        with pytest.raises(RecipeError, match=r"r\.yaml \[extract\].*" + pattern):
+            args_from_dict(classes, {"output_dir": "x", **section}, where="r.yaml [extract]")
+    ok, _ = args_from_dict(classes, {"output_dir": "x", "epsilon": 0, "depths": [1, 2]}, where="r.yaml [extract]")
+    assert ok.epsilon == 0 and ok.depths == [1, 2]  # an int is a fine float
+    with pytest.raises(RecipeError, match=r"r\.yaml \[extract\]: --epsilon must be in \[0, 1\)"):  # __post_init__
+        args_from_dict(classes, {"output_dir": "x", "epsilon": 1}, where="r.yaml [extract]")
+
+
+def test_python_dash_m_bortify_runs_the_cli():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "bortify", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "usage: bortify <command>" in proc.stdout

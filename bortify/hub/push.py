@@ -40,6 +40,8 @@ UNSAFE_PATTERNS = [
     "*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.joblib", "optimizer*", "scheduler*", "rng_state*",
 ]
 REPO_PLACEHOLDER = "YOUR_NAME/MODEL_NAME"  # the card's how-to-load snippet before the repository is known
+# The card's sentence about the placeholder (bortify.hub.card templates), dropped once the id is filled in.
+REPO_NOTE = re.compile(r"<!-- bortify:repo-note -->.*?<!-- /bortify:repo-note -->\n*", re.S)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
@@ -168,7 +170,8 @@ def commit_operations(model_dir: str | Path, files: list[str], repo_id: str) -> 
         if name == "README.md":
             text = source.read_text(encoding="utf-8")
             if REPO_PLACEHOLDER in text:
-                ops.append(CommitOperationAdd(name, text.replace(REPO_PLACEHOLDER, repo_id).encode("utf-8")))
+                text = REPO_NOTE.sub("", text).replace(REPO_PLACEHOLDER, repo_id)
+                ops.append(CommitOperationAdd(name, text.encode("utf-8")))
                 continue
         ops.append(CommitOperationAdd(name, str(source)))
     return ops
