@@ -12,6 +12,8 @@ that is often wrong near the hard texts Agora expands (BENCHMARKS.md, fine-tunin
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -39,3 +41,72 @@ def one_hot(label: int, num_labels: int) -> list[float]:
     if not 0 <= int(label) < num_labels:
         raise ValueError(f"label {label} is outside 0..{num_labels - 1}.")
     return [1.0 if c == int(label) else 0.0 for c in range(num_labels)]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Task-specific distillation (docs/methods.md §7; TinyBERT's task stage, Jiao et al. 2020; Tang et al. 2019
+# "Distilling task-specific knowledge from BERT into simple networks"). The student learns from the FINE-TUNED
+# teacher's logits on a transfer set: the gold train rows, augmented variants of them and unlabelled in-domain
+# text. Rows without a gold label carry `labels = IGNORE_INDEX` and contribute the KD term only.
+
+IGNORE_INDEX = -100
+
+
+class TaskKDLoss(NamedTuple):
+    loss: torch.Tensor  # α·gold + (1-α)·kd: what is back-propagated
+    gold: torch.Tensor  # CE (MSE for regression) against the gold labels, mean over gold rows (0 when none)
+    kd: torch.Tensor  # T²·KL(teacher ‖ student) at T (MSE to the teacher's score for regression), mean over rows
+    gold_rows: int  # rows of the batch that have a gold label
+
+
+def _gold_mask(labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Rows with a gold label: not `ignore_index` (and, for float labels, not NaN)."""
+    keep = labels != ignore_index
+    if labels.is_floating_point():
+        keep &= ~torch.isnan(labels)
+    return keep
+
+
+def task_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
+                           alpha: float = 0.5, temperature: float = 2.0, regression: bool = False,
+                           ignore_index: int = IGNORE_INDEX) -> TaskKDLoss:
+    """Hinton et al. 2015 / Tang et al. 2019 for a classifier, one batch (docs/methods.md §7):
+
+        L = α · CE(z_s, y)  over the rows with a gold label
+          + (1 - α) · T² · KL(softmax(z_t / T) ‖ softmax(z_s / T))  over all rows,
+
+    each term a mean per row; T² keeps the KD gradient's scale independent of T (Hinton et al. 2015, §2). A batch
+    without gold rows (augmented / unlabelled text only) has a zero gold term (kept in the graph). Regression
+    (`regression=True`, logits (B, 1) or (B,)): L = α · MSE(z_s, y) over gold rows + (1 - α) · MSE(z_s, z_t) over
+    all rows (Tang et al. 2019 distil logits by MSE); T is not used. The teacher is never back-propagated into.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha (the gold-label weight) must be in [0, 1], got {alpha}.")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ: student and teacher must have the same label set.")
+    if labels.shape[0] != student_logits.shape[0]:
+        raise ValueError(f"{labels.shape[0]} labels for {student_logits.shape[0]} rows.")
+    s = student_logits.float()
+    t = teacher_logits.detach().float()
+    keep = _gold_mask(labels, ignore_index)
+    n_gold = int(keep.sum())
+    zero = s.sum() * 0.0  # a zero that stays in the graph (DDP / the Trainer expect a differentiable loss)
+    if regression:
+        s, t = s.reshape(len(s), -1)[:, 0], t.reshape(len(t), -1)[:, 0]
+        kd = F.mse_loss(s, t) if len(s) else zero
+        gold = F.mse_loss(s[keep], labels[keep].float()) if n_gold else zero
+    else:
+        if s.dim() != 2:
+            raise ValueError(f"classification logits must be (rows, classes), got {tuple(s.shape)}.")
+        if len(s):
+            log_p_s = F.log_softmax(s / temperature, dim=-1)
+            log_p_t = F.log_softmax(t / temperature, dim=-1)
+            kd = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean() * temperature**2
+        else:
+            kd = zero
+        gold = F.cross_entropy(s[keep], labels[keep].long()) if n_gold else zero
+    loss = alpha * gold + (1.0 - alpha) * kd
+    return TaskKDLoss(loss, gold.detach(), kd.detach(), n_gold)

@@ -1,0 +1,387 @@
+"""Task-specific distillation: the student learns the fine-tuned teacher's soft labels (docs/methods.md §7).
+
+TinyBERT's task stage (Jiao et al. 2020) and Tang et al. 2019 ("Distilling task-specific knowledge from BERT into
+simple networks"): once the teacher is fine-tuned on the task, its logits are a label for ANY in-domain text, so the
+student can be trained on far more text than the gold rows:
+
+    transfer set = gold train rows                           (label: gold, + the teacher's logits)
+                 + k augmented variants of every train row     (no gold label; Agora's generator, PAPERS.md §3)
+                 + an unlabelled in-domain pool                (no gold label: the dataset's unused train rows,
+                                                                labels stripped, and/or a user file)
+    loss         = α·CE(student, gold) on gold rows + (1-α)·T²·KL(teacher^T ‖ student^T) on every row
+                   (losses.task_distillation_loss; MSE to the teacher's score for regression)
+
+The teacher's logits are computed ONCE per transfer-set row before training and travel in the dataset's
+`teacher_logits` column: the teacher never runs inside the training loop. Texts of the dev and test splits never
+enter the transfer set (compared after lower-casing and collapsing white space).
+
+`distill(...)` is the library entry point (`bortify finetune --mode distill`); `build_transfer_set`,
+`teacher_logits_for` and `train_distilled` are its steps (the benchmark reuses them to share one teacher pass
+between settings).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import datasets
+import numpy as np
+from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+from bortify.finetuning.losses import IGNORE_INDEX, task_distillation_loss
+
+SOURCES = ("gold", "augmented", "unlabeled")
+UNLABELED_FORMATS = (".txt", ".csv", ".tsv", ".json", ".jsonl", ".parquet")
+
+
+class DistillError(ValueError):
+    """Task distillation cannot run with these inputs (raised before any long work)."""
+
+
+def _help(text: str, **kw):
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class TaskDistillArguments:
+    """Options of `--mode distill`. Every name starts with `distill_` so they sit beside the other fine-tuning
+    dataclasses in one HfArgumentParser / one recipe `finetune:` section without clashing."""
+
+    distill_temperature: float = _help("Temperature T of the KD term: KL(softmax(z_t/T) || softmax(z_s/T)), scaled "
+                                       "by T² (Hinton et al. 2015). Classification only.", default=2.0)
+    distill_alpha: float = _help("Weight α of the gold-label cross-entropy (on the rows that have a gold label); "
+                                 "the KD term gets 1 - α. 0 = soft labels only, 1 = plain fine-tuning on the gold "
+                                 "rows.", default=0.5)
+    distill_augment_k: int = _help("Augmented variants of every train row added to the transfer set (Agora's "
+                                   "nearest-neighbour substitution, no gold label; the teacher labels them). 0 = "
+                                   "none.", default=0)
+    distill_use_unlabeled: bool = _help("Add the task's unused train rows (those max_train_samples left out), labels "
+                                        "stripped, to the transfer set.", default=True)
+    distill_unlabeled_file: str | None = _help("Extra unlabelled in-domain text: a .txt (one text per line; single-"
+                                               "text tasks), .csv/.tsv/.json/.jsonl/.parquet file with the task's "
+                                               "text column(s). Any label column is ignored.", default=None)
+    distill_max_unlabeled: int | None = _help("At most this many unlabelled rows (a seeded sample of the pool, "
+                                              "after removing dev/test texts and duplicates); unset = all.",
+                                              default=20000)
+    distill_epochs: float = _help("Epochs over the transfer set.", default=3.0)
+    distill_learning_rate: float = _help("Peak learning rate of the student (AdamW, linear decay).", default=1e-3)
+    distill_batch_size: int = _help("Train batch size.", default=32)
+    distill_warmup: float = _help("Linear warm-up as a fraction of the steps, in [0, 1).", default=0.1)
+    distill_weight_decay: float = _help("AdamW weight decay.", default=0.01)
+
+    def __post_init__(self):
+        if self.distill_temperature <= 0:
+            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}.")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}.")
+        if self.distill_augment_k < 0:
+            raise ValueError(f"distill_augment_k must be >= 0, got {self.distill_augment_k}.")
+        if self.distill_max_unlabeled is not None and self.distill_max_unlabeled < 0:
+            raise ValueError(f"distill_max_unlabeled must be >= 0 (or unset for all), got {self.distill_max_unlabeled}.")
+        if self.distill_epochs <= 0:
+            raise ValueError(f"distill_epochs must be > 0, got {self.distill_epochs}.")
+        if self.distill_learning_rate <= 0:
+            raise ValueError(f"distill_learning_rate must be > 0, got {self.distill_learning_rate}.")
+        if self.distill_batch_size < 1:
+            raise ValueError(f"distill_batch_size must be >= 1, got {self.distill_batch_size}.")
+        if not 0.0 <= self.distill_warmup < 1.0:
+            raise ValueError(f"distill_warmup must be a fraction in [0, 1), got {self.distill_warmup}.")
+        if self.distill_weight_decay < 0:
+            raise ValueError(f"distill_weight_decay must be >= 0, got {self.distill_weight_decay}.")
+        if self.distill_unlabeled_file is not None:
+            path = Path(self.distill_unlabeled_file)
+            if not path.is_file():
+                raise ValueError(f"distill_unlabeled_file {str(path)!r} does not exist (or is not a file).")
+            if _suffix(path) not in UNLABELED_FORMATS:
+                raise ValueError(f"distill_unlabeled_file {str(path)!r}: unknown format; use one of "
+                                 f"{', '.join(UNLABELED_FORMATS)}.")
+
+
+# --- the transfer set ---------------------------------------------------------------------------------------
+
+def _suffix(path: Path) -> str:
+    return path.suffix.lower()
+
+
+def text_key(row: dict, text_columns: list[str]) -> tuple:
+    """A row's texts, lower-cased with white space collapsed: the identity used to keep dev/test texts out and
+    to drop duplicates (stricter than exact equality)."""
+    return tuple(" ".join(str(row[c]).lower().split()) for c in text_columns)
+
+
+def load_unlabeled_file(path: str | Path, text_columns: list[str]) -> list[dict]:
+    """Rows {text column: text} from a .txt / .csv / .tsv / .json / .jsonl / .parquet file (labels ignored)."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if not path.is_file():
+        raise DistillError(f"Unlabelled file {str(path)!r} does not exist.")
+    if suffix == ".txt":
+        if len(text_columns) != 1:
+            raise DistillError(f"Unlabelled file {str(path)!r} is plain text (one text per line) but the task has "
+                               f"text pairs {text_columns}: give a csv/json file with those columns.")
+        with open(path, encoding="utf-8") as f:
+            return [{text_columns[0]: line.rstrip("\n")} for line in f]
+    if suffix in (".csv", ".tsv"):
+        with open(path, encoding="utf-8", newline="") as f:
+            records = list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
+        columns = list(records[0]) if records else []
+    elif suffix in (".json", ".jsonl"):
+        text = path.read_text(encoding="utf-8")
+        try:
+            records = json.loads(text) if text.lstrip().startswith("[") else [
+                json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise DistillError(f"Unlabelled file {str(path)!r} is not JSON / JSON lines: {exc}.") from exc
+        if not all(isinstance(r, dict) for r in records):
+            raise DistillError(f"Unlabelled file {str(path)!r} must hold objects with the text column(s) "
+                               f"{text_columns}.")
+        columns = sorted({k for r in records for k in r})
+    elif suffix == ".parquet":
+        ds = datasets.Dataset.from_parquet(str(path))
+        records, columns = list(ds), ds.column_names
+    else:
+        raise DistillError(f"Unlabelled file {str(path)!r}: unknown format; use one of {', '.join(UNLABELED_FORMATS)}.")
+    missing = [c for c in text_columns if c not in columns]
+    if records and missing:
+        raise DistillError(f"Unlabelled file {str(path)!r} lacks the text column(s) {missing} (its columns: "
+                           f"{columns}). Name the columns as in the task data.")
+    return [{c: r.get(c) for c in text_columns} for r in records]
+
+
+@dataclass
+class TransferSet:
+    """The rows the student learns from: text columns, `label` (gold, or IGNORE_INDEX) and `source`."""
+
+    rows: list[dict]
+    counts: dict  # rows per source, and what was dropped (for report.json)
+
+    def select(self, sources=SOURCES, *, augment_k: int | None = None, max_unlabeled: int | None = None) -> "TransferSet":
+        """A sub-transfer-set (benchmark ablations share one teacher pass): the given sources, the first
+        `augment_k` variants of each train row, the first `max_unlabeled` pool rows (the pool is already
+        shuffled)."""
+        out, taken = [], {s: 0 for s in SOURCES}
+        for row in self.rows:
+            src = row["source"]
+            if src not in sources:
+                continue
+            if src == "augmented" and augment_k is not None and row["variant"] >= augment_k:
+                continue
+            if src == "unlabeled" and max_unlabeled is not None and taken[src] >= max_unlabeled:
+                continue
+            taken[src] += 1
+            out.append(row)
+        return TransferSet(out, {**taken, "total": len(out)})
+
+
+def _clean(rows, text_columns) -> list[dict]:
+    """Rows whose text columns are all non-empty strings, reduced to those columns."""
+    return [{c: r[c] for c in text_columns} for r in rows
+            if all(isinstance(r.get(c), str) and r[c].strip() for c in text_columns)]
+
+
+def build_transfer_set(task, *, augment_k: int = 0, generator=None, unlabeled_rows=(),
+                       max_unlabeled: int | None = None, seed: int = 42) -> TransferSet:
+    """Gold train rows + `augment_k` generated variants of each + the unlabelled pool (shuffled with `seed`,
+    capped at `max_unlabeled`). No row's text equals (after normalisation) a dev or test text, and the augmented
+    and unlabelled rows are unique and differ from the train texts."""
+    from bortify.finetuning.generators import generate_rows
+
+    cols = list(task.text_columns)
+    held_out = {text_key(r, cols) for split in (task.dev, task.test) for r in split}
+    gold = [{**{c: r[c] for c in cols}, "label": r["label"], "source": "gold", "variant": -1} for r in task.train]
+    seen = {text_key(r, cols) for r in gold}
+    counts = {"gold": len(gold)}
+
+    augmented = []
+    if augment_k > 0:
+        if generator is None:
+            raise DistillError("distill_augment_k > 0 needs a text generator (Agora's nearest-neighbour substitution).")
+        rng = random.Random(seed)
+        for r in gold:  # one train row at a time, so each variant keeps its index (TransferSet.select by k)
+            variants = generate_rows([{c: r[c] for c in cols}], cols, generator, augment_k, rng)
+            for j, v in enumerate(variants):
+                k = text_key(v, cols)
+                if k in held_out or k in seen:
+                    continue
+                seen.add(k)
+                augmented.append({**v, "label": IGNORE_INDEX, "source": "augmented", "variant": j})
+    counts["augmented"] = len(augmented)
+
+    pool = _clean(unlabeled_rows or [], cols)
+    dropped_held_out = dropped_dup = 0
+    unlabeled = []
+    for r in pool:
+        k = text_key(r, cols)
+        if k in held_out:
+            dropped_held_out += 1
+        elif k in seen:
+            dropped_dup += 1
+        else:
+            seen.add(k)
+            unlabeled.append({**r, "label": IGNORE_INDEX, "source": "unlabeled", "variant": -1})
+    random.Random(seed + 1).shuffle(unlabeled)
+    available = len(unlabeled)
+    if max_unlabeled is not None:
+        unlabeled = unlabeled[:max_unlabeled]
+    counts.update({"unlabeled": len(unlabeled), "unlabeled_available": available,
+                   "unlabeled_dropped_dev_test": dropped_held_out, "unlabeled_dropped_duplicates": dropped_dup,
+                   "unlabeled_dropped_empty": len(unlabeled_rows or []) - len(pool)})
+    rows = gold + augmented + unlabeled
+    counts["total"] = len(rows)
+    return TransferSet(rows, counts)
+
+
+def teacher_logits_for(teacher, rows: list[dict], text_columns: list[str]) -> np.ndarray:
+    """The teacher's logits (task label order) for every row, ONE forward per row: the rows go through
+    `Labeler.task_logits` sorted by length (less padding per batch), and come back in the original order."""
+    if not rows:
+        return np.zeros((0, teacher.task.num_labels), dtype=np.float32)
+    order = sorted(range(len(rows)), key=lambda i: sum(len(rows[i][c]) for c in text_columns))
+    logits = np.asarray(teacher.task_logits([{c: rows[i][c] for c in text_columns} for i in order]), dtype=np.float32)
+    out = np.empty_like(logits)
+    out[np.asarray(order)] = logits
+    return out
+
+
+# --- training -----------------------------------------------------------------------------------------------
+
+class DistillTrainer(Trainer):
+    """Trainer whose loss is `losses.task_distillation_loss`: each batch carries `labels` (IGNORE_INDEX where the
+    row has no gold label) and the teacher's precomputed `teacher_logits` (the teacher is not run here)."""
+
+    def __init__(self, *args, alpha: float = 0.5, temperature: float = 2.0, regression: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kd_alpha, self.kd_temperature, self.kd_regression = alpha, temperature, regression
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        teacher_logits = inputs.pop("teacher_logits")
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        parts = task_distillation_loss(outputs.logits, teacher_logits, labels, alpha=self.kd_alpha,
+                                       temperature=self.kd_temperature, regression=self.kd_regression)
+        return (parts.loss, outputs) if return_outputs else parts.loss
+
+
+def tokenize_transfer(rows: list[dict], logits: np.ndarray, tokenizer, text_columns: list[str], max_length: int,
+                      regression: bool) -> datasets.Dataset:
+    """input_ids/attention_mask(/token_type_ids) + `labels` (gold or IGNORE_INDEX) + `teacher_logits`."""
+    if len(rows) != len(logits):
+        raise ValueError(f"{len(rows)} rows but {len(logits)} rows of teacher logits.")
+    labels = [float(r["label"]) if regression else int(r["label"]) for r in rows]
+    ds = datasets.Dataset.from_dict({**{c: [r[c] for r in rows] for c in text_columns},
+                                     "labels": labels, "teacher_logits": np.asarray(logits, np.float32).tolist()})
+
+    def encode(batch):
+        return tokenizer(*[batch[c] for c in text_columns], truncation=True, max_length=max_length)
+    return ds.map(encode, batched=True, remove_columns=list(text_columns), desc=None)
+
+
+def train_distilled(student0, tokenizer, train_tok: datasets.Dataset, args: TaskDistillArguments, *,
+                    regression: bool = False, seed: int = 42, callbacks=None):
+    """Train a copy of `student0` on a tokenised transfer set (student0 is left untouched); returns it in eval
+    mode."""
+    model = copy.deepcopy(student0)
+    with tempfile.TemporaryDirectory(prefix="bortify-distill-") as tmp:
+        targs = TrainingArguments(
+            output_dir=tmp,
+            per_device_train_batch_size=args.distill_batch_size,
+            learning_rate=args.distill_learning_rate,
+            weight_decay=args.distill_weight_decay,
+            warmup_steps=args.distill_warmup,  # a float in [0, 1) is a ratio of the total steps
+            lr_scheduler_type="linear",
+            num_train_epochs=args.distill_epochs,
+            seed=seed,
+            data_seed=seed,
+            save_strategy="no",
+            eval_strategy="no",
+            logging_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            dataloader_pin_memory=False,
+            remove_unused_columns=False,  # keep `teacher_logits` (not a forward() argument) for the loss
+        )
+        trainer = DistillTrainer(model=model, args=targs, train_dataset=train_tok,
+                                 data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+                                 callbacks=callbacks, alpha=args.distill_alpha,
+                                 temperature=args.distill_temperature, regression=regression)
+        trainer.train()
+    model.eval()
+    return model
+
+
+# --- the entry point ----------------------------------------------------------------------------------------
+
+def _check(task, student0, teacher) -> None:
+    if teacher.task.text_columns != task.text_columns or teacher.task.regression != task.regression or (
+            not task.regression and list(teacher.task.label_names) != list(task.label_names)):
+        raise DistillError("The teacher (labeler) was built for another task (text columns, label set or "
+                           "regression differ); build it on this task (build_labeler).")
+    n = getattr(student0.config, "num_labels", None)
+    if n != task.num_labels:
+        raise DistillError(f"The student has {n} outputs but the task needs {task.num_labels}; load it with the "
+                           "task's labels (trainer.load_classifier).")
+
+
+def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, generator=None,
+            unlabeled_rows: list[dict] | None = None, seed: int = 42, max_length: int = 128,
+            progress: Callable[[str], None] | None = None):
+    """Distil the fine-tuned `teacher` (a labelers.Labeler) into a copy of `student0` on the task's transfer set.
+
+    `unlabeled_rows`: rows with the task's text column(s) (labels, if any, are ignored); None = the task's
+    `unlabeled` split when it has one and `args.distill_use_unlabeled`; `args.distill_unlabeled_file` adds to it.
+    `generator`: Agora's text generator for `distill_augment_k` (default: nearest-neighbour substitution over the
+    teacher's input embeddings). Returns (model, info) with info = transfer-set sizes by source, seconds by
+    step and the settings, for report.json. Only train/dev/test TEXTS are read here (dev/test to keep them out
+    of the transfer set); no model is scored.
+    """
+    t0 = time.perf_counter()
+    say = progress or (lambda msg: None)
+    _check(task, student0, teacher)
+    cols = list(task.text_columns)
+    pool: list[dict] = []
+    sources = []
+    if unlabeled_rows is not None:
+        pool += list(unlabeled_rows)
+        sources.append(f"{len(unlabeled_rows)} given rows")
+    elif args.distill_use_unlabeled and getattr(task, "unlabeled", None) is not None:
+        pool += [{c: r[c] for c in cols} for r in task.unlabeled]
+        sources.append(f"{len(task.unlabeled)} unused train rows")
+    if args.distill_unlabeled_file:
+        from_file = load_unlabeled_file(args.distill_unlabeled_file, cols)
+        pool += from_file
+        sources.append(f"{len(from_file)} rows of {Path(args.distill_unlabeled_file).name}")
+    if args.distill_augment_k > 0 and generator is None:
+        from bortify.finetuning.generators import NearestNeighbourSubstitution
+
+        generator = NearestNeighbourSubstitution(teacher.tokenizer, teacher.model.get_input_embeddings().weight)
+
+    say("building the transfer set")
+    transfer = build_transfer_set(task, augment_k=args.distill_augment_k, generator=generator, unlabeled_rows=pool,
+                                  max_unlabeled=args.distill_max_unlabeled, seed=seed)
+    t1 = time.perf_counter()
+    say(f"teacher logits for {len(transfer.rows)} rows")
+    logits = teacher_logits_for(teacher, transfer.rows, cols)
+    t2 = time.perf_counter()
+    train_tok = tokenize_transfer(transfer.rows, logits, tokenizer, cols, max_length, task.regression)
+    say(f"training the student on {len(train_tok)} rows")
+    model = train_distilled(student0, tokenizer, train_tok, args, regression=task.regression, seed=seed)
+    t3 = time.perf_counter()
+    info = {
+        "transfer_set": transfer.counts,
+        "unlabeled_sources": sources,
+        "teacher": teacher.describe(),
+        "examples_seen": int(round(args.distill_epochs * len(train_tok))),
+        "seconds": {"transfer_set": round(t1 - t0, 1), "teacher_logits": round(t2 - t1, 1),
+                    "train": round(t3 - t2, 1), "total": round(t3 - t0, 1)},
+        "settings": {**asdict(args), "seed": seed, "max_length": max_length},
+    }
+    return model, info

@@ -1,0 +1,336 @@
+"""Task-specific distillation (bortify/finetuning/distill.py, losses.task_distillation_loss; docs/methods.md §7):
+the pure loss, the transfer set (no dev/test text, ever), one teacher forward per row, and a tiny student that
+moves toward its teacher's distribution on unlabelled text."""
+
+import json
+import math
+import random
+
+import datasets
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoTokenizer, BertForSequenceClassification, HfArgumentParser
+
+from bortify.finetuning.distill import (DistillError, TaskDistillArguments, build_transfer_set, distill,
+                                        load_unlabeled_file, teacher_logits_for, text_key, tokenize_transfer,
+                                        train_distilled)
+from bortify.finetuning.labelers import Labeler
+from bortify.finetuning.losses import IGNORE_INDEX, task_distillation_loss
+from bortify.finetuning.tasks import TaskData
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# --- the pure loss ------------------------------------------------------------------------------------------
+
+def _kl(p_t, p_s):
+    return (p_t * (p_t.log() - p_s.log())).sum(-1).mean()
+
+
+def test_kd_term_is_zero_when_student_matches_teacher_and_the_gold_term_is_cross_entropy():
+    torch.manual_seed(0)
+    z = torch.randn(6, 3)
+    y = torch.tensor([0, 1, 2, 0, IGNORE_INDEX, IGNORE_INDEX])
+    out = task_distillation_loss(z, z.clone(), y, alpha=0.3, temperature=2.0)
+    assert out.kd.item() == pytest.approx(0.0, abs=1e-6)
+    assert out.gold_rows == 4
+    assert out.gold.item() == pytest.approx(F.cross_entropy(z[:4], y[:4]).item(), rel=1e-6)
+    assert out.loss.item() == pytest.approx(0.3 * out.gold.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 5.0])
+def test_kd_term_is_t_squared_times_the_kl_of_the_softened_distributions(temperature):
+    torch.manual_seed(1)
+    z_s, z_t = torch.randn(5, 4), torch.randn(5, 4) * 3
+    y = torch.full((5,), IGNORE_INDEX)
+    out = task_distillation_loss(z_s, z_t, y, alpha=0.5, temperature=temperature)
+    expected = temperature**2 * _kl(torch.softmax(z_t / temperature, -1), torch.softmax(z_s / temperature, -1))
+    assert out.kd.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(0.5 * expected.item(), rel=1e-5)
+
+
+def test_t_squared_keeps_the_kd_gradient_scale_independent_of_temperature():
+    """Hinton et al. 2015 §2: for large T the KD gradient tends to (z_s - z_t)/(C·N), whatever T is; without T²
+    it would shrink as 1/T²."""
+    torch.manual_seed(2)
+    z_t = torch.randn(8, 3)
+    base = torch.randn(8, 3)
+    grads = {}
+    for t in (8.0, 16.0):
+        z_s = base.clone().requires_grad_(True)
+        task_distillation_loss(z_s, z_t, torch.full((8,), IGNORE_INDEX), alpha=0.0, temperature=t).loss.backward()
+        grads[t] = z_s.grad.norm().item()
+    assert grads[16.0] == pytest.approx(grads[8.0], rel=0.05)  # 1/T² would give a ratio of 4
+
+
+def test_a_batch_without_gold_rows_trains_on_the_kd_term_only():
+    torch.manual_seed(3)
+    z_s = torch.randn(4, 2, requires_grad=True)
+    z_t = torch.randn(4, 2)
+    out = task_distillation_loss(z_s, z_t, torch.full((4,), IGNORE_INDEX), alpha=0.7, temperature=2.0)
+    assert out.gold_rows == 0 and out.gold.item() == 0.0
+    assert math.isfinite(out.loss.item())
+    assert out.loss.item() == pytest.approx(0.3 * out.kd.item(), rel=1e-6)
+    out.loss.backward()
+    assert z_s.grad is not None and z_s.grad.abs().sum() > 0
+    # α = 1 and no gold rows: nothing to learn, but still a differentiable zero
+    z2 = torch.randn(4, 2, requires_grad=True)
+    zero = task_distillation_loss(z2, z_t, torch.full((4,), IGNORE_INDEX), alpha=1.0).loss
+    zero.backward()
+    assert zero.item() == 0.0 and torch.equal(z2.grad, torch.zeros_like(z2))
+
+
+def test_gradient_flows_to_the_student_never_to_the_teacher():
+    torch.manual_seed(4)
+    z_s = torch.randn(3, 2, requires_grad=True)
+    z_t = torch.randn(3, 2, requires_grad=True)
+    task_distillation_loss(z_s, z_t, torch.tensor([1, IGNORE_INDEX, 0]), alpha=0.5).loss.backward()
+    assert z_s.grad is not None and z_s.grad.abs().sum() > 0
+    assert z_t.grad is None
+
+
+def test_alpha_one_is_plain_cross_entropy_over_the_gold_rows():
+    torch.manual_seed(5)
+    z_s, z_t = torch.randn(7, 3), torch.randn(7, 3)
+    y = torch.tensor([2, 0, IGNORE_INDEX, 1, 1, IGNORE_INDEX, 0])
+    out = task_distillation_loss(z_s, z_t, y, alpha=1.0, temperature=3.0)
+    assert out.loss.item() == pytest.approx(F.cross_entropy(z_s, y, ignore_index=IGNORE_INDEX).item(), rel=1e-6)
+    full = torch.tensor([2, 0, 1, 1, 1, 0, 0])
+    assert task_distillation_loss(z_s, z_t, full, alpha=1.0).loss.item() == pytest.approx(
+        F.cross_entropy(z_s, full).item(), rel=1e-6)
+
+
+def test_regression_is_mse_to_the_teacher_plus_alpha_mse_to_gold():
+    z_s = torch.tensor([[1.0], [2.0], [0.5]], requires_grad=True)
+    z_t = torch.tensor([[1.5], [1.0], [0.5]])
+    y = torch.tensor([2.0, float("nan"), IGNORE_INDEX], dtype=torch.float32)  # one gold row; NaN / -100: none
+    out = task_distillation_loss(z_s, z_t, y, alpha=0.25, regression=True)
+    kd = ((0.5**2) + 1.0 + 0.0) / 3
+    assert out.kd.item() == pytest.approx(kd)
+    assert out.gold.item() == pytest.approx(1.0) and out.gold_rows == 1
+    assert out.loss.item() == pytest.approx(0.25 * 1.0 + 0.75 * kd)
+    out.loss.backward()
+    assert z_s.grad is not None
+
+
+def test_loss_rejects_bad_arguments():
+    z = torch.zeros(2, 2)
+    y = torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError, match="alpha"):
+        task_distillation_loss(z, z, y, alpha=1.5)
+    with pytest.raises(ValueError, match="temperature"):
+        task_distillation_loss(z, z, y, temperature=0)
+    with pytest.raises(ValueError, match="same label set"):
+        task_distillation_loss(z, torch.zeros(2, 3), y)
+
+
+# --- arguments ----------------------------------------------------------------------------------------------
+
+def test_arguments_parse_validate_and_do_not_clash_with_the_other_finetune_options():
+    parsed, = HfArgumentParser(TaskDistillArguments).parse_args_into_dataclasses(
+        ["--distill_alpha", "0.2", "--distill_temperature", "4", "--distill_augment_k", "2"])
+    assert (parsed.distill_alpha, parsed.distill_temperature, parsed.distill_augment_k) == (0.2, 4.0, 2)
+    assert TaskDistillArguments().distill_temperature == 2.0
+    from dataclasses import fields
+    assert all(f.metadata.get("help") for f in fields(TaskDistillArguments))
+    from bortify.finetuning.arguments import ARGUMENT_CLASSES
+    HfArgumentParser([*ARGUMENT_CLASSES, TaskDistillArguments])  # raises on a duplicate option name
+    for bad, match in (({"distill_alpha": -0.1}, "distill_alpha"), ({"distill_temperature": 0}, "distill_temperature"),
+                       ({"distill_augment_k": -1}, "distill_augment_k"), ({"distill_epochs": 0}, "distill_epochs"),
+                       ({"distill_warmup": 1.0}, "distill_warmup"), ({"distill_batch_size": 0}, "distill_batch_size"),
+                       ({"distill_max_unlabeled": -5}, "distill_max_unlabeled"),
+                       ({"distill_unlabeled_file": "/nonexistent/pool.txt"}, "does not exist")):
+        with pytest.raises(ValueError, match=match):
+            TaskDistillArguments(**bad)
+
+
+# --- the transfer set ---------------------------------------------------------------------------------------
+
+def _ds(texts, labels=None):
+    d = {"text": list(texts)}
+    if labels is not None:
+        d["label"] = list(labels)
+    return datasets.Dataset.from_dict(d)
+
+
+def make_task(n_train=12, unlabeled=None):
+    train = _ds([f"a train review number {i} is {'good' if i % 2 else 'bad'}" for i in range(n_train)],
+                [i % 2 for i in range(n_train)])
+    dev = _ds(["the dev text one", "The dev text two"], [0, 1])
+    test = _ds(["a test text", "another test text"], [1, 0])
+    task = TaskData(name="toy", train=train, dev=dev, test=test, text_columns=["text"], label_names=["0", "1"],
+                    regression=False, metrics=["accuracy"])
+    if unlabeled is not None:
+        task.unlabeled = _ds(unlabeled)
+    return task
+
+
+def test_transfer_set_never_contains_a_dev_or_test_text_and_drops_duplicates():
+    task = make_task()
+    pool = (["  THE dev   text one ", "a test text", "fresh pool text", "Fresh  pool text", "",
+             "a train review number 3 is good", None] + [f"pool {i}" for i in range(10)])
+    rows = [{"text": t, "label": 1} for t in pool]  # a stray label column is ignored
+
+    def generator(text, k, rng):  # variants that sometimes ARE a dev/test text, or a train text
+        return ["another test text", "the dev text two", text.upper() + " !", task.train[0]["text"]][:k]
+
+    ts = build_transfer_set(task, augment_k=4, generator=generator, unlabeled_rows=rows, max_unlabeled=None, seed=0)
+    held_out = {text_key(r, ["text"]) for split in (task.dev, task.test) for r in split}
+    assert not any(text_key(r, ["text"]) in held_out for r in ts.rows)
+    keys = [text_key(r, ["text"]) for r in ts.rows]
+    assert len(keys) == len(set(keys))  # unique after normalisation
+    c = ts.counts
+    assert c["gold"] == 12 and c["augmented"] == 12  # one usable variant per train row ("... !")
+    assert c["unlabeled"] == 11 and c["unlabeled_dropped_dev_test"] == 2 and c["unlabeled_dropped_duplicates"] == 2
+    assert c["unlabeled_dropped_empty"] == 2 and c["total"] == len(ts.rows) == 35
+    assert all(r["label"] == IGNORE_INDEX for r in ts.rows if r["source"] != "gold")
+    assert [r["label"] for r in ts.rows if r["source"] == "gold"] == list(task.train["label"])
+
+
+def test_unlabeled_pool_is_a_seeded_sample_capped_at_max_unlabeled():
+    task = make_task()
+    pool = [{"text": f"pool text {i}"} for i in range(50)]
+    a = build_transfer_set(task, unlabeled_rows=pool, max_unlabeled=10, seed=3)
+    b = build_transfer_set(task, unlabeled_rows=pool, max_unlabeled=10, seed=3)
+    c = build_transfer_set(task, unlabeled_rows=pool, max_unlabeled=10, seed=4)
+    assert a.counts["unlabeled"] == 10 and a.counts["unlabeled_available"] == 50
+    texts = lambda ts: [r["text"] for r in ts.rows if r["source"] == "unlabeled"]  # noqa: E731
+    assert texts(a) == texts(b) != texts(c)
+    sub = build_transfer_set(task, unlabeled_rows=pool, seed=3).select(("gold", "unlabeled"), max_unlabeled=5)
+    assert sub.counts == {"gold": 12, "augmented": 0, "unlabeled": 5, "total": 17}
+
+
+def test_unlabeled_files_txt_csv_jsonl_and_their_errors(tmp_path):
+    (tmp_path / "pool.txt").write_text("one text\nanother text\n", encoding="utf-8")
+    assert load_unlabeled_file(tmp_path / "pool.txt", ["text"]) == [{"text": "one text"}, {"text": "another text"}]
+    (tmp_path / "pool.csv").write_text("text,label\n\"a, quoted text\",1\nplain,0\n", encoding="utf-8")
+    assert load_unlabeled_file(tmp_path / "pool.csv", ["text"]) == [{"text": "a, quoted text"}, {"text": "plain"}]
+    (tmp_path / "pool.jsonl").write_text("\n".join(json.dumps({"s1": f"x{i}", "s2": f"y{i}"}) for i in range(3)))
+    assert load_unlabeled_file(tmp_path / "pool.jsonl", ["s1", "s2"])[2] == {"s1": "x2", "s2": "y2"}
+    with pytest.raises(DistillError, match=r"lacks the text column\(s\) \['sentence'\]"):
+        load_unlabeled_file(tmp_path / "pool.csv", ["sentence"])
+    with pytest.raises(DistillError, match="text pairs"):
+        load_unlabeled_file(tmp_path / "pool.txt", ["s1", "s2"])
+
+
+# --- with tiny real models ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tokenizer(minilm_path):
+    return AutoTokenizer.from_pretrained(minilm_path)
+
+
+def tiny_classifier(config, seed, scale=1.0):
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config.__class__(**{**config.to_dict(), "num_labels": 2,
+                                                              "id2label": {0: "0", 1: "1"},
+                                                              "label2id": {"0": 0, "1": 1}}))
+    with torch.no_grad():  # a teacher with opinions that differ from text to text
+        model.classifier.weight.mul_(scale)
+    return model.eval()
+
+
+class CountingForward:
+    """Counts the rows the teacher's forward() sees."""
+
+    def __init__(self, model):
+        self.rows = 0
+        self.calls = 0
+        inner = model.forward
+
+        def forward(*args, **kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            self.rows += int(ids.shape[0])
+            self.calls += 1
+            return inner(*args, **kwargs)
+        model.forward = forward
+
+
+def _agreement(model, teacher_model, tokenizer, texts):
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=24, return_tensors="pt")
+    with torch.no_grad():
+        p_t = torch.softmax(teacher_model(**enc).logits / 2.0, -1)
+        p_s = torch.softmax(model(**enc).logits / 2.0, -1)
+    return _kl(p_t, p_s).item()
+
+
+POSITIVE, NEGATIVE = {"brilliant", "moving", "funny", "charming", "great"}, {"dull", "boring", "slow", "awful"}
+
+
+def rule_label(text):
+    words = text.split()
+    return int(sum(w in POSITIVE for w in words) > sum(w in NEGATIVE for w in words))
+
+
+def rule_teacher(config, tokenizer, texts):
+    """A tiny classifier trained (plain CE, through DistillTrainer with α = 1) on a word rule, so that its
+    class distribution varies from text to text (a random tiny BERT predicts nearly the same for every text)."""
+    model0 = tiny_classifier(config, seed=1)
+    rows = [{"text": t, "label": rule_label(t)} for t in texts]
+    train_tok = tokenize_transfer(rows, np.zeros((len(rows), 2)), tokenizer, ["text"], 24, False)
+    args = TaskDistillArguments(distill_alpha=1.0, distill_epochs=20, distill_learning_rate=1e-2,
+                                distill_batch_size=16, distill_warmup=0.0)
+    return train_distilled(model0, tokenizer, train_tok, args, seed=0)
+
+
+def test_distill_computes_teacher_logits_once_per_row_and_student_moves_toward_the_teacher(tiny_bert_config,
+                                                                                             tokenizer):
+    rng = random.Random(0)
+    words = "film plot actor dull brilliant boring moving script scene funny slow charming awful great".split()
+    pool = list(dict.fromkeys(" ".join(rng.choice(words) for _ in range(rng.randint(3, 9))) for _ in range(300)))
+    unlabeled, held = pool[:200], pool[200:260]  # held: texts the student never sees (does it generalise?)
+    teacher_model = rule_teacher(tiny_bert_config, tokenizer, pool[:200])
+    enc = tokenizer(held, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        p_teacher = torch.softmax(teacher_model(**enc).logits, -1)
+    assert p_teacher[:, 1].std() > 0.3  # the teacher has text-dependent opinions, on both classes
+    assert 0.2 < p_teacher.argmax(-1).float().mean() < 0.8
+    # gold rows whose labels disagree with the teacher's rule: with α = 0 only the teacher's labels count
+    task = make_task(n_train=16, unlabeled=unlabeled)
+    counter = CountingForward(teacher_model)
+    teacher = Labeler(teacher_model, tokenizer, task, max_length=24, batch_size=16, source="tiny teacher")
+    student0 = tiny_classifier(tiny_bert_config, seed=2)
+    before = _agreement(student0, teacher_model, tokenizer, held)
+    counter.rows = 0
+    args = TaskDistillArguments(distill_alpha=0.0, distill_epochs=10, distill_learning_rate=5e-3,
+                                distill_batch_size=16, distill_warmup=0.0, distill_max_unlabeled=None)
+    model, info = distill(task, student0, tokenizer, teacher, args, seed=0, max_length=24)
+    # one teacher forward per transfer-set row (and none in the training loop)
+    assert {k: info["transfer_set"][k] for k in ("gold", "augmented", "unlabeled", "total")} == {
+        "gold": 16, "augmented": 0, "unlabeled": 200, "total": 216}
+    assert counter.rows == 216
+    assert set(info["seconds"]) == {"transfer_set", "teacher_logits", "train", "total"}
+    assert info["settings"]["distill_alpha"] == 0.0 and info["examples_seen"] == 10 * 216
+    after = _agreement(model, teacher_model, tokenizer, held)
+    with torch.no_grad():
+        agree = (model(**enc).logits.argmax(-1) == p_teacher.argmax(-1)).float().mean().item()
+    assert after < 0.3 * before, (before, after)
+    assert agree >= 0.85, agree
+    # student0 is untouched (distill trains a copy)
+    assert _agreement(student0, teacher_model, tokenizer, held) == pytest.approx(before)
+
+
+def test_teacher_logits_come_back_in_row_order(tiny_bert_config, tokenizer):
+    task = make_task()
+    teacher_model = tiny_classifier(tiny_bert_config, seed=1, scale=60.0)
+    teacher = Labeler(teacher_model, tokenizer, task, max_length=24, batch_size=4)
+    rows = [{"text": t} for t in ("a much longer text with many more words in it", "short", "mid length text")]
+    together = teacher_logits_for(teacher, rows, ["text"])
+    one_by_one = np.concatenate([teacher.task_logits([r]) for r in rows])
+    assert np.allclose(together, one_by_one, atol=1e-5)
+
+
+def test_distill_refuses_a_teacher_of_another_task_and_a_student_with_other_outputs(tiny_bert_config, tokenizer):
+    task = make_task()
+    other = make_task()
+    other.label_names = ["neg", "pos"]
+    teacher = Labeler(tiny_classifier(tiny_bert_config, 1), tokenizer, other, max_length=16)
+    args = TaskDistillArguments(distill_epochs=1)
+    with pytest.raises(DistillError, match="another task"):
+        distill(task, tiny_classifier(tiny_bert_config, 2), tokenizer, teacher, args)
+    teacher = Labeler(tiny_classifier(tiny_bert_config, 1), tokenizer, task, max_length=16)
+    three = BertForSequenceClassification(tiny_bert_config.__class__(**{**tiny_bert_config.to_dict(), "num_labels": 3}))
+    with pytest.raises(DistillError, match="3 outputs"):
+        distill(task, three, tokenizer, teacher, args)
