@@ -4,7 +4,8 @@
     report = extract(ExtractionArguments(output_dir="out", source="embedded:all-MiniLM-L6-v2", error="none"))
 
 Files: space.py (candidates), costs.py (p, effective p, ops, measured latency), fptas.py (T, W, ε-buckets,
-the search loop), estimators.py (ê), report.py (report.json, pareto.png), run.py (extract()), cli.py, stage.py.
+the search loop), constraints.py (--max_error_increase / --latency_budget_ms modes), estimators.py (ê),
+report.py (report.json, pareto.png), run.py (extract()), cli.py, stage.py.
 """
 
 from bortify.extraction.arguments import EstimatorArguments, ExtractionArguments

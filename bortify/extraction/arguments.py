@@ -31,7 +31,8 @@ class ExtractionArguments:
     hidden_sizes: list[int] = _help("Candidate hidden sizes H.", default_factory=lambda: [128, 256])
     intermediate_sizes: list[int] = _help("Candidate intermediate (feed-forward) sizes I.", default_factory=lambda: [512, 1024])
     epsilon: float = _help("FPTAS approximation parameter ε in [0, 1): the winner's W is >= (1-ε) x the exhaustive best "
-                           "on instances that satisfy the ABnC ordering; larger ε trains fewer candidates. 0 = exhaustive.",
+                           "on instances that satisfy the ABnC ordering; larger ε trains fewer candidates. 0 = exhaustive. "
+                           "--max_error_increase / --latency_budget_ms state their own ε-guarantee.",
                            default=0.1)
     error: str = _help(f"Error estimator ê: one of {', '.join(ESTIMATORS)}. none = rank by p and i only (seconds); "
                        "mlm = the paper's from-scratch masked-LM loss (needs a GPU budget to separate candidates); "
@@ -39,7 +40,8 @@ class ExtractionArguments:
                        default="none")
     seq_len: int = _help("Sequence length L at which the operation count i(ξ) (and measured latency) is taken.", default=128)
     cost: str = _help("Inference cost i(ξ): 'ops' (multiply-add count, hardware-independent; the paper) or 'latency' "
-                      "(measured median CPU forward time of a random-weight model on this machine; our addition).",
+                      "(measured median CPU forward time of a random-weight model on this machine; our addition). "
+                      "--latency_budget_ms sets latency.",
                       default="ops")
     latency_batch_size: int = _help("Batch size for cost=latency measurements.", default=8)
     latency_repeats: int = _help("Timed forward passes per candidate for cost=latency (the median is kept).", default=3)
