@@ -252,6 +252,19 @@ def test_extract_latency_budget_report(tmp_path):
     assert report["estimator_settings"]["latency"] == {"batch_size": 2, "repeats": 2, "threads": 1}
 
 
+def test_nothing_within_delta_keeps_partial_results_and_a_larger_delta_resumes(tmp_path):
+    out = tmp_path / "z"
+    first = Recorder()  # every candidate is smaller than MiniLM, so its ê is above the source's: δ = 0 fails
+    with pytest.raises(ConstraintError, match="Raise --max_error_increase to at least"):
+        extract(_args(out, max_error_increase=0.0), estimator=first)
+    assert not (out / "report.json").exists() and not (out / "config.json").exists()
+    partial = json.loads((out / "partial_results.json").read_text())["results"]
+    assert set(partial) == set(first.calls) and len(first.calls) == 1 + 12  # the source + all 12 candidates
+    second = Recorder()
+    report = extract(_args(out, max_error_increase=0.02), estimator=second)
+    assert second.calls == [] and report["num_cached"] >= 1  # every ê came from partial_results.json
+
+
 def test_impossible_latency_budget_fails_before_any_estimator_call(tmp_path):
     est = Recorder()
     with pytest.raises(ConstraintError, match=r"fastest, D1-A4-H64-I128, measured [0-9.]+ ms"):
