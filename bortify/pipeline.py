@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bortify.recipes import STAGE_NAMES as RECIPE_STAGES, RecipeError, load_recipe
+from bortify.recipes import STAGE_NAMES as RECIPE_STAGES, RecipeError, check_keys, check_values, load_recipe
 from bortify.utils import redact_secrets, user_error_types, write_json_atomic
 
 
@@ -45,16 +45,24 @@ class Stage:
     record_inside: bool = True
     # config key -> (section, key) of another stage's recipe section whose value the stage may use
     from_sections: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # "module:attribute" of the dataclasses the stage parses its section into (checked before any stage runs)
+    arguments: tuple[str, ...] = ()
 
 
 STAGES: list[Stage] = [
-    Stage("extract", "bortify.extraction.stage"),
-    Stage("pretrain", "bortify.pretraining.stage", inputs={"student_config": "extract"}),
-    Stage("finetune", "bortify.finetuning.stage", inputs={"model": "pretrain"}),
+    Stage("extract", "bortify.extraction.stage",
+          arguments=("bortify.extraction.arguments:ExtractionArguments", "bortify.extraction.arguments:EstimatorArguments")),
+    Stage("pretrain", "bortify.pretraining.stage", inputs={"student_config": "extract"},
+          arguments=("bortify.pretraining.arguments:ModelArguments", "bortify.pretraining.arguments:DataArguments",
+                     "bortify.pretraining.arguments:DistillationArguments")),
+    Stage("finetune", "bortify.finetuning.stage", inputs={"model": "pretrain"},
+          arguments=("bortify.finetuning.arguments:ARGUMENT_CLASSES",)),
     Stage("compress", "bortify.compression.stage", inputs={"model": "finetune"}),
     Stage("card", "bortify.hub.card_stage", all_outputs_key="stage_dirs", record_inside=False,
-          from_sections={"push_repo_id": ("push", "repo_id")}),  # the card's how-to-load names the pushed repo
-    Stage("push", "bortify.hub.push_stage", inputs={"model_dir": "card"}),
+          from_sections={"push_repo_id": ("push", "repo_id")},  # the card's how-to-load names the pushed repo
+          arguments=("bortify.hub.card_stage:CardArguments", "bortify.hub.card:CardOptions")),
+    Stage("push", "bortify.hub.push_stage", inputs={"model_dir": "card"},
+          arguments=("bortify.hub.push:PushArguments",)),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 assert tuple(STAGE_NAMES) == RECIPE_STAGES, "bortify.recipes.STAGE_NAMES and pipeline.STAGES must list the same stages"
@@ -81,6 +89,29 @@ def _read_done(path: Path) -> dict:
     except (OSError, json.JSONDecodeError) as exc:
         raise RecipeError(f"{path} is unreadable ({exc}); delete it to redo that stage.") from None
     return data if isinstance(data, dict) else {}
+
+
+def argument_classes(stage: Stage) -> tuple[type, ...]:
+    """The dataclasses named by `stage.arguments` (a tuple attribute is flattened); () if one cannot be imported."""
+    classes: list[type] = []
+    for spec in stage.arguments:
+        module_name, attr = spec.split(":")
+        try:
+            value = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError):
+            return ()  # the stage checks its own section when it runs
+        classes += list(value) if isinstance(value, (tuple, list)) else [value]
+    return tuple(classes)
+
+
+def check_sections(recipe: dict, selected: list[Stage], recipe_path) -> None:
+    """Unknown keys and values of the wrong type in any selected section, before the first stage runs."""
+    for stage in selected:
+        classes = argument_classes(stage)
+        if classes:
+            where = f"{recipe_path} [{stage.name}]"
+            check_keys(recipe[stage.name] or {}, classes, where)
+            check_values(recipe[stage.name] or {}, classes, where)
 
 
 def _write_record(path: Path, obj: dict) -> None:
@@ -113,6 +144,7 @@ def run_recipe(recipe_path: str | os.PathLike, output_dir: str | os.PathLike | N
             modules[stage.name] = importlib.import_module(stage.module)
         except ModuleNotFoundError as exc:
             raise RecipeError(f"Stage {stage.name!r} is not available in this bortify ({exc}).") from exc
+    check_sections(recipe, selected, recipe_path)
 
     # A finished stage made from different recipe settings must not be reused silently (nor redone without
     # --overwrite): checked for every selected stage before any long work.
