@@ -275,6 +275,7 @@ def rule_teacher(config, tokenizer, texts):
     return train_distilled(model0, tokenizer, train_tok, args, seed=0)
 
 
+@pytest.mark.slow
 def test_distill_computes_teacher_logits_once_per_row_and_student_moves_toward_the_teacher(tiny_bert_config,
                                                                                              tokenizer):
     rng = random.Random(0)
@@ -312,6 +313,7 @@ def test_distill_computes_teacher_logits_once_per_row_and_student_moves_toward_t
     assert _agreement(student0, teacher_model, tokenizer, held) == pytest.approx(before)
 
 
+@pytest.mark.slow
 def test_teacher_logits_come_back_in_row_order(tiny_bert_config, tokenizer):
     task = make_task()
     teacher_model = tiny_classifier(tiny_bert_config, seed=1, scale=60.0)
@@ -322,6 +324,7 @@ def test_teacher_logits_come_back_in_row_order(tiny_bert_config, tokenizer):
     assert np.allclose(together, one_by_one, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_distill_refuses_a_teacher_of_another_task_and_a_student_with_other_outputs(tiny_bert_config, tokenizer):
     task = make_task()
     other = make_task()

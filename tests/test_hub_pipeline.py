@@ -50,6 +50,7 @@ def test_run_card_and_push_stages_offline(finished_run, monkeypatch, capsys):
     assert "card: already done" in out and "push: starting" in out
 
 
+@pytest.mark.slow
 def test_skipped_push_runs_once_a_token_is_set(finished_run, monkeypatch):
     """After an offline run (`make demo`), the same command with a token pushes: the skip was not recorded."""
     from huggingface_hub import constants

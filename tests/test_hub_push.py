@@ -285,6 +285,7 @@ def test_push_stage_skips_without_a_hub(tmp_path, release, monkeypatch):
         run_stage({"model_dir": str(release), "output_dir": str(tmp_path / "push2")})
 
 
+@pytest.mark.slow
 def test_push_leaves_pickles_out_and_fills_in_the_repo_id(tmp_path, minilm_path, monkeypatch):
     """In-process against the loopback Hub: a .bin beside the safetensors (and other pickle/state files) is not
     uploaded and is named; a card rendered without a repo id gets the real one in the uploaded copy only."""

@@ -198,6 +198,7 @@ def test_recipe_yaml_errors_name_file_line_and_type(tmp_path):
         args_from_dict(classes, {"output_dir": "x", "epsilon": 1}, where="r.yaml [extract]")
 
 
+@pytest.mark.slow
 def test_python_dash_m_bortify_runs_the_cli():
     import subprocess
     import sys
