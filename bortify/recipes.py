@@ -257,7 +257,14 @@ def parse_stage_args(
         for action in parser._actions:  # a value from the recipe satisfies a required flag
             if action.dest in section:
                 action.required = False
-    outputs = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        outputs = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as exc:  # a dataclass's __post_init__ refusing a value: the user's to fix, not a traceback
+        from bortify.utils import user_error_types
+
+        if isinstance(exc, user_error_types()):
+            raise
+        raise RecipeError(str(exc)) from exc
     return tuple(outputs[: len(dataclass_types)])  # the last output is the namespace holding --config
 
 

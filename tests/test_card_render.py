@@ -411,3 +411,15 @@ def test_non_bert_checkpoint_renders_not_applicable_shape(tmp_path, minilm_path)
     text = (tmp_path / "card" / "README.md").read_text()
     assert re.search(r"^\| D \| n/a \| not measured \|$", text, re.M) and "None" not in text
     assert "D=n/a A=n/a H=n/a I=n/a" in summary["summary_lines"][1]
+
+
+def test_pipeline_card_names_the_push_repo_when_it_has_a_namespace(tmp_path, minilm_path):
+    from bortify.hub.card_stage import run_stage
+
+    dirs = build_run_dirs(tmp_path, minilm_path, stages=("finetune",))
+    run_stage({"stage_dirs": dirs, "output_dir": str(tmp_path / "a"), "measure_latency": False,
+               "push_repo_id": "team/bort-x"})
+    assert 'model="team/bort-x"' in (tmp_path / "a" / "README.md").read_text()
+    run_stage({"stage_dirs": dirs, "output_dir": str(tmp_path / "b"), "measure_latency": False,
+               "push_repo_id": "bort-x"})  # a bare NAME: its namespace is known only at push time
+    assert 'model="YOUR_NAME/MODEL_NAME"' in (tmp_path / "b" / "README.md").read_text()

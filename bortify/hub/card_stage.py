@@ -182,7 +182,13 @@ def _move_into_place(tmp: Path, final: Path, replace: bool) -> None:
         os.replace(final, old / final.name)
     elif final.is_dir():
         final.rmdir()
-    os.replace(tmp, final)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if old is not None and not final.exists():
+            os.replace(old / final.name, final)  # put the previous release back
+            shutil.rmtree(old, ignore_errors=True)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
