@@ -117,11 +117,30 @@ def _load_files(files_by_split: dict[str, list[str]]) -> datasets.DatasetDict:
             raise DataError(f"Data file {f!r} is empty (0 bytes): give a file with a header and rows.")
     kind = _builder_for(files)
     kwargs = {"sep": "\t"} if kind == "csv" and all(".tsv" in Path(f).suffixes for f in files) else {}
-    try:
-        return datasets.load_dataset(kind, data_files=files_by_split, **kwargs)
-    except Exception as exc:  # a parser error: name the files, not a traceback
-        names = ", ".join(Path(f).name for f in files)
-        raise DataError(f"Could not read {kind} file(s) {names}: {type(exc).__name__}: {exc}") from exc
+    # One split at a time: a dev/test file may lack a column or type it differently (the task checks name it)
+    out = {}
+    for split, split_files in files_by_split.items():
+        names = ", ".join(Path(f).name for f in split_files)
+        if kind in ("csv", "json") and not any(_has_data_rows(f, kind) for f in split_files):
+            raise DataError(f"Data file(s) {names} (split {split!r}) has no rows (only a header?): give data rows.")
+        try:
+            out[split] = datasets.load_dataset(kind, data_files={split: split_files}, split=split, **kwargs)
+        except Exception as exc:  # a parser error: name the files, not a traceback
+            raise DataError(f"Could not read {kind} file(s) {names} (split {split!r}): {type(exc).__name__}: "
+                            f"{exc}") from exc
+    return datasets.DatasetDict(out)
+
+
+def _has_data_rows(path: str, kind: str) -> bool:
+    """Whether a csv has a line after its header / a json(l) file any content (compressed files: assumed yes)."""
+    if any(s in (".gz", ".bz2", ".xz", ".zst") for s in Path(path).suffixes):
+        return True
+    with open(path, "rb") as f:
+        lines = (line for line in f if line.strip())
+        first = next(lines, None)
+        if kind == "json":
+            return first is not None and first.strip() not in (b"[]", b"{}")
+        return next(lines, None) is not None
 
 
 def load_any_dataset(spec: str | None, config: str | None = None, data_files: dict | None = None, *,

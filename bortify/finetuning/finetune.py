@@ -174,7 +174,7 @@ def example_text(task: TaskData, limit: int = 120):
     sample = task.train.select(range(min(len(task.train), 200)))
     rows = [[r[c] for c in cols] for r in sample]
     short = next((r for r in rows if sum(len(t) for t in r) <= limit), None)
-    chosen = short or min(rows, key=lambda r: sum(len(t) for t in r))
+    chosen = [" ".join(t.split())[:200] for t in (short or min(rows, key=lambda r: sum(len(t) for t in r)))]
     return chosen[0] if len(cols) == 1 else chosen
 
 

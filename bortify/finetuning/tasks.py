@@ -348,7 +348,7 @@ def prepare_task(
             values = set(train["label"])
             if all(float(v).is_integer() for v in values if v is not None) and len(values) <= 20:
                 regression = False  # floats that are really class ids (e.g. 0.0/1.0 in a csv)
-        if not regression and isinstance(feature, datasets.Value) and feature.dtype == "string":
+        if not regression and isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
             typos = _looks_like_scores_with_typos(train["label"])
             if typos:
                 raise DataError(

@@ -1,0 +1,440 @@
+"""`bortify finetune` reliability: your data is the data used, nothing lost, clean errors before any work, a
+truthful report. A bad-input case table (tests/casetable.py) plus end-to-end checks on a tiny random BERT with a
+tiny word-level tokenizer (seconds per run)."""
+
+import csv
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from casetable import Case, run_case  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+WORDS = ("a an the great awful film good bad movie number was is wonderful dull plot acting and of score "
+         "cat sat ran dog").split()
+MODELS: dict[str, Path] = {}  # name -> a saved checkpoint (module fixture), copied into each case's root
+
+
+def _tokenizer(truncate=True):
+    from transformers import BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + [str(i) for i in range(200)]
+    tok = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
+    if truncate:  # like a sentence-transformers tokenizer.json: run-specific truncation/padding stored in the file
+        tok.backend_tokenizer.enable_truncation(max_length=50)
+        tok.backend_tokenizer.enable_padding(length=50)
+    return tok, len(vocab)
+
+
+def _bert_config(vocab_size, **kw):
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=32, max_position_embeddings=64, **kw)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_models(tmp_path_factory):
+    from transformers import (BertForMaskedLM, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel)
+
+    root = tmp_path_factory.mktemp("models")
+    tok, n = _tokenizer()
+    torch.manual_seed(0)
+    BertForMaskedLM(_bert_config(n)).save_pretrained(root / "student")  # as the pretraining stage writes
+    tok.save_pretrained(root / "student")
+    labels = {"id2label": {0: "fresh", 1: "rotten"}, "label2id": {"fresh": 0, "rotten": 1}}
+    BertForSequenceClassification(_bert_config(n, **labels)).save_pretrained(root / "labeler")
+    tok.save_pretrained(root / "labeler")
+    GPT2LMHeadModel(GPT2Config(vocab_size=n, n_layer=1, n_head=2, n_embd=16, n_positions=64)).save_pretrained(
+        root / "gpt2")
+    tok.save_pretrained(root / "gpt2")
+    shutil.copytree(root / "student", root / "nopad")
+    cfg_path = root / "nopad" / "tokenizer_config.json"
+    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "pad_token": None}))
+    MODELS.update({p.name: p for p in root.iterdir()})
+    yield
+    MODELS.clear()
+
+
+def copy_model(root: Path, name="student", dest="model") -> str:
+    shutil.copytree(MODELS[name], root / dest)
+    return str(root / dest)
+
+
+def sentiment_rows(n, start=0):
+    return [{"text": f"{'a great' if i % 2 else 'an awful'} film number {i}", "label": "fresh" if i % 2 else "rotten"}
+            for i in range(start, start + n)]
+
+
+def write_csv(path: Path, rows, fieldnames=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fieldnames or list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return str(path)
+
+
+FAST = ["--mode", "plain", "--max_length", "16", "--num_train_epochs", "1", "--learning_rates", "1e-3",
+        "--batch_sizes", "8", "--eval_batch_size", "16"]
+
+
+def with_model(extra=None, name="student"):
+    """setup: the tiny student at {root}/model and a train csv at {root}/train.csv (+ `extra(root)`)."""
+    def setup(root):
+        values = {"model": copy_model(root, name), "train": write_csv(root / "train.csv", sentiment_rows(40))}
+        values.update((extra(root) if extra else None) or {})
+        return values
+    return setup
+
+
+def ft(*argv, data=("--train_file", "{train}")):
+    return ["finetune", "--model", "{model}", "--output_dir", "{root}/out", *data, *FAST, *argv]
+
+
+def _finished_output(root):
+    (root / "out").mkdir()
+    (root / "out" / "report.json").write_text("{}")
+    (root / "out" / "model.safetensors").write_bytes(b"earlier run")
+
+
+def _text_file(name, content):
+    def extra(root):
+        (root / name).write_text(content)
+        return {name.split(".")[0]: str(root / name)}
+    return extra
+
+
+def _rows_file(name, rows, fieldnames=None):
+    def extra(root):
+        return {name.split(".")[0]: write_csv(root / name, rows, fieldnames)}
+    return extra
+
+
+def _folder(files: dict):
+    def extra(root):
+        for name, rows in files.items():
+            write_csv(root / "data" / name, rows)
+        return {"data": str(root / "data")}
+    return extra
+
+
+def _scores(bad=None):
+    rows = [{"text": f"a film number {i}", "score": round(i / 7, 3)} for i in range(30)]
+    if bad is not None:
+        rows[3]["score"] = bad
+    return rows
+
+
+def _check_dropped(root):
+    report = json.loads((root / "out" / "report.json").read_text())
+    assert report["splits"]["dropped_empty"] == 2
+    assert report["splits"]["train"] + report["splits"]["dev"] + report["splits"]["test"] == 40
+
+
+_EMPTY_TEXT_TRAIN = sentiment_rows(40)
+_EMPTY_TEXT_TRAIN[5]["text"] = ""
+_EMPTY_TEXT_TRAIN[9]["text"] = "   "
+_EMPTY_TEXT_TRAIN += sentiment_rows(2, start=100)  # 42 rows, 2 empty: 40 used
+
+CASES = [
+    # 1. your data is the data used
+    Case("dataset-and-train-file", ft("--dataset", "embedded:rotten-tomatoes"), r"either dataset.*or train_file",
+         setup=with_model()),
+    Case("dev-file-without-train-file", ft(data=("--dev_file", "{train}")), r"dev_file/test_file need train_file",
+         setup=with_model()),
+    Case("folder-mixes-split-and-other-files", ft(data=("--dataset", "{data}")), r"mixes split files.*notes\.csv",
+         setup=with_model(_folder({"train.csv": sentiment_rows(20), "notes.csv": sentiment_rows(4)}))),
+    # 2. nothing lost: the output is never an input, a finished output is kept, the output must be writable
+    Case("output-is-the-model", ["finetune", "--model", "{model}", "--output_dir", "{model}", *FAST,
+                                 "--train_file", "{train}"], r"output_dir.* is the input model", setup=with_model()),
+    Case("output-is-the-model-even-with-overwrite",
+         ["finetune", "--model", "{model}", "--output_dir", "{model}", "--overwrite", *FAST, "--train_file",
+          "{train}"], r"is the input model.*never replaces an input", setup=with_model()),
+    Case("output-inside-the-model", ["finetune", "--model", "{model}", "--output_dir", "{model}/ft", *FAST,
+                                     "--train_file", "{train}"], r"is inside the input model", setup=with_model()),
+    Case("output-contains-the-model", ["finetune", "--model", "{model}", "--output_dir", "{root}", *FAST,
+                                       "--train_file", "{train}"], r"contains the input model", setup=with_model()),
+    Case("output-is-the-labeler", ["finetune", "--model", "{model}", "--output_dir", "{root}/lab", "--mode",
+                                   "agora", "--labeler", "{root}/lab", "--train_file", "{train}"],
+         r"is the input labeler", setup=with_model(lambda root: {"lab": copy_model(root, "labeler", "lab")})),
+    Case("output-is-the-teacher", ["finetune", "--model", "{model}", "--output_dir", "{root}/teacher", "--mode",
+                                   "agora", "--teacher", "{root}/teacher", "--train_file", "{train}"],
+         r"is the input teacher", setup=with_model(lambda root: {"t": copy_model(root, "student", "teacher")})),
+    Case("finished-output-kept", ft(), r"already holds results.*--overwrite",
+         setup=with_model(_finished_output)),
+    Case("output-is-a-file", ft(), r"exists and is not a directory",
+         setup=with_model(lambda root: {"_": (root / "out").write_text("a file")})),
+    Case("output-not-writable", ["finetune", "--model", "{model}", "--output_dir", "{root}/afile/out", *FAST,
+                                 "--train_file", "{train}"], r"Cannot write to --output_dir",
+         setup=with_model(lambda root: {"_": (root / "afile").write_text("not a folder")})),
+    # 3. errors, not tracebacks: files and columns
+    Case("zero-byte-csv", ft(data=("--train_file", "{empty}")), r"empty\.csv.*is empty \(0 bytes\)",
+         setup=with_model(_text_file("empty.csv", ""))),
+    Case("header-only-csv", ft(data=("--train_file", "{head}")), r"head\.csv \(split 'train'\) has no rows",
+         setup=with_model(_text_file("head.csv", "text,label\n"))),
+    Case("header-only-test-csv", ft(data=("--train_file", "{train}", "--test_file", "{head}")),
+         r"head\.csv \(split 'test'\) has no rows", setup=with_model(_text_file("head.csv", "text,label\n"))),
+    Case("missing-train-file", ft(data=("--train_file", "{root}/nope.csv")), r"nope\.csv.*does not exist",
+         setup=with_model()),
+    Case("missing-dataset-path", ft(data=("--dataset", "{root}/nope.csv")), r"nope\.csv.*does not exist",
+         setup=with_model()),
+    Case("missing-relative-dataset-file", ft(data=("--dataset", "nope.csv")), r"nope\.csv.*does not exist",
+         setup=with_model()),
+    Case("missing-text-column", ft("--text_columns", "review"), r"train\.csv.*lacks column.*'review'",
+         setup=with_model()),
+    Case("missing-label-column-in-test-file", ft(data=("--train_file", "{train}", "--test_file", "{test}")),
+         r"test\.csv \(split 'test'\) lacks column.*'label'",
+         setup=with_model(_rows_file("test.csv", [{"text": "a film", "stars": 1}]))),
+    Case("empty-text-in-dev-file", ft(data=("--train_file", "{train}", "--dev_file", "{dev}")),
+         r"dev\.csv \(split 'validation'\) has 1 row.*empty or missing text.*row 2",
+         setup=with_model(_rows_file("dev.csv", [{"text": "a good film", "label": "fresh"},
+                                                 {"text": "", "label": "rotten"}]))),
+    Case("empty-text-in-test-file", ft(data=("--train_file", "{train}", "--test_file", "{test}")),
+         r"test\.csv .*has 1 row.*empty or missing",
+         setup=with_model(_rows_file("test.csv", [{"text": "   ", "label": "fresh"},
+                                                  {"text": "a bad film", "label": "rotten"}]))),
+    Case("missing-label-in-test-file", ft(data=("--train_file", "{train}", "--test_file", "{test}")),
+         r"test\.csv .*no label in column 'label'",
+         setup=with_model(_rows_file("test.csv", [{"text": "a good film", "label": ""},
+                                                  {"text": "a bad film", "label": "rotten"}]))),
+    Case("unknown-label-in-test-file", ft(data=("--train_file", "{train}", "--test_file", "{test}")),
+         r"test\.csv .*label value\(s\) \['meh'\]",
+         setup=with_model(_rows_file("test.csv", [{"text": "a dull film", "label": "meh"}]))),
+    Case("string-in-regression-label", ft("--regression", "true", "--label_column", "score",
+                                          data=("--train_file", "{scores}")),
+         r"'score' of file scores\.csv.*non-numeric value\(s\) \['high'\].*row 4",
+         setup=with_model(_rows_file("scores.csv", _scores("high")))),
+    Case("string-in-guessed-regression-label", ft("--label_column", "score", data=("--train_file", "{scores}")),
+         r"'score' of file scores\.csv.*fractional numbers and non-numeric.*\['oops'\]",
+         setup=with_model(_rows_file("scores.csv", _scores("oops")))),
+    # 3. every argument checked before any work (a negative learning rate used to fail after the labeler trained)
+    Case("negative-learning-rate", ft("--learning_rates", "1e-3", "-1"), r"learning_rates must be > 0, got -1",
+         setup=with_model()),
+    Case("negative-labeler-learning-rate", ft("--mode", "agora", "--labeler_learning_rate", "-0.001"),
+         r"labeler_learning_rate must be > 0", setup=with_model()),
+    Case("zero-epochs", ft("--num_train_epochs", "0"), r"num_train_epochs must be > 0", setup=with_model()),
+    Case("zero-batch-size", ft("--batch_sizes", "0"), r"batch_sizes must be whole numbers >= 1", setup=with_model()),
+    Case("zero-labeler-batch-size", ft("--labeler_batch_size", "0"), r"labeler_batch_size must be >= 1",
+         setup=with_model()),
+    Case("negative-weight-decay", ft("--weight_decays", "-0.1"), r"weight_decays must be >= 0", setup=with_model()),
+    Case("warmup-ratio-one", ft("--warmup_ratios", "1"), r"warmup_ratios must be in \[0, 1\)", setup=with_model()),
+    Case("dev-fraction-above-one", ft("--dev_fraction", "1.5"), r"dev_fraction must be in \(0, 1\)",
+         setup=with_model()),
+    Case("fractions-leave-no-train", ft("--dev_fraction", "0.5", "--test_fraction", "0.5"),
+         r"dev_fraction \+ test_fraction must be < 1", setup=with_model()),
+    Case("repair-fraction-zero", ft("--repair_fraction", "0"), r"repair_fraction must be in \(0, 1\]",
+         setup=with_model()),
+    Case("zero-max-train-samples", ft("--max_train_samples", "0"), r"max_train_samples must be >= 1",
+         setup=with_model()),
+    Case("zero-eval-batch-size", ft("--eval_batch_size", "0"), r"eval_batch_size must be >= 1", setup=with_model()),
+    Case("zero-torch-threads", ft("--torch_threads", "0"), r"torch_threads must be >= 1", setup=with_model()),
+    # 3. a model bortify cannot describe or batch is refused before training
+    Case("gpt2-model", ft(), r"not a BERT-shaped encoder.*intermediate_size", setup=with_model(name="gpt2")),
+    Case("tokenizer-without-pad-token", ft(), r"no pad token", setup=with_model(name="nopad")),
+    # 3. empty train texts: dropped with a count (a warning), recorded in report.json; the run goes on
+    Case("empty-train-texts-dropped-and-counted", ft(data=("--train_file", "{tr}")),
+         r"2 train row\(s\) with an empty text were dropped", rc=0, trains=True, stream="stdout",
+         setup=with_model(_rows_file("tr.csv", _EMPTY_TEXT_TRAIN)), check=_check_dropped),
+]
+
+
+@pytest.mark.parametrize("case", [c.param() for c in CASES])
+def test_bad_input(case, tmp_path, monkeypatch, capsys):
+    run_case(case, tmp_path, monkeypatch, capsys)
+
+
+# --- your data is the data used -----------------------------------------------------------------------------
+
+def run_cli(argv, capsys=None):
+    from bortify.finetuning.cli import main
+
+    rc = main(argv)
+    assert rc == 0, capsys.readouterr().err if capsys else rc
+
+
+def test_train_and_test_files_are_exactly_the_rows_used(tmp_path, capsys):
+    from bortify.finetuning.arguments import EMBEDDED_DEFAULT_DATASET, FinetuneDataArguments
+
+    train = write_csv(tmp_path / "my-train.csv", sentiment_rows(40))
+    test = write_csv(tmp_path / "my-test.csv", sentiment_rows(12, start=500))
+    assert FinetuneDataArguments(train_file=train).resolved_dataset() is None  # no embedded default over files
+    assert FinetuneDataArguments().resolved_dataset() == EMBEDDED_DEFAULT_DATASET  # the default: nothing given
+    model = copy_model(tmp_path)
+    out = tmp_path / "out"
+    run_cli(["--model", model, "--output_dir", str(out), "--train_file", train, "--test_file", test, *FAST], capsys)
+    report = json.loads((out / "report.json").read_text())
+    splits = report["splits"]
+    assert splits["train"] + splits["dev"] == 40 and splits["test"] == 12  # exactly the files' rows
+    assert splits["test_official"] is True and "'test'" in splits["how"]["test"]
+    assert report["labels"] == ["fresh", "rotten"]  # the file's labels, not the embedded task's
+    assert report["dataset"] == "my-train.csv (train), my-test.csv (test)" and report["dataset_hub_id"] is None
+    named = {k: report[k] for k in ("dataset", "task", "splits", "dataset_hub_id", "example_text")}
+    assert str(tmp_path) not in json.dumps(named)  # local data is named by file names, never paths
+    assert report["example_text"] in {r["text"] for r in sentiment_rows(40)}
+
+
+def test_a_folders_test_file_never_leaks_into_train(tmp_path):
+    from bortify.finetuning.tasks import prepare_task
+
+    data = tmp_path / "data"
+    write_csv(data / "train.csv", sentiment_rows(40))
+    write_csv(data / "dev.csv", sentiment_rows(10, start=200))
+    write_csv(data / "test.csv", sentiment_rows(14, start=400))
+    task = prepare_task(str(data))
+    assert len(task.test) == 14 and len(task.dev) == 10 and len(task.train) == 40  # the files keep their roles
+    assert set(task.test["text"]) == {r["text"] for r in sentiment_rows(14, start=400)}
+    assert not set(task.train["text"]) & set(task.test["text"])
+    assert not set(task.train["text"]) & set(task.dev["text"])
+    assert task.splits["test_official"] is True and task.splits["files"]["test"] == ["test.csv"]
+    # a folder with train and test only: test from test.csv, dev carved from train (never from test)
+    (data / "dev.csv").unlink()
+    task = prepare_task(str(data))
+    assert len(task.test) == 14 and len(task.train) + len(task.dev) == 40
+    assert not set(task.train["text"]) & set(task.test["text"]) and not set(task.dev["text"]) & set(task.test["text"])
+
+
+def test_a_carved_test_split_is_not_official(tmp_path):
+    from bortify.finetuning.tasks import prepare_task
+
+    task = prepare_task(write_csv(tmp_path / "d.csv", sentiment_rows(40)))
+    assert task.splits["test_official"] is False and task.splits["test_source"] == "carved"
+
+
+def test_empty_train_texts_are_dropped_with_one_warning_line(tmp_path, caplog):
+    from bortify.finetuning.tasks import prepare_task
+
+    rows = sentiment_rows(30)
+    rows[2]["text"] = ""
+    with caplog.at_level("WARNING", logger="bortify.finetuning.tasks"):
+        task = prepare_task(write_csv(tmp_path / "d.csv", rows))
+    assert task.splits["dropped_empty"] == 1
+    lines = [r.getMessage() for r in caplog.records if "Dropped" in r.getMessage()]
+    assert len(lines) == 1 and "Dropped 1 train row(s)" in lines[0] and "d.csv" in lines[0]
+
+
+def test_unlabeled_pool_is_the_left_out_train_rows_without_any_dev_or_test_text(tmp_path):
+    from bortify.finetuning.tasks import prepare_task
+
+    rows = sentiment_rows(60) + sentiment_rows(5)  # 5 duplicates
+    dev = sentiment_rows(6, start=1000) + [sentiment_rows(1, start=7)[0]]  # a train text also in dev
+    test = sentiment_rows(6, start=2000) + [sentiment_rows(1, start=9)[0]]  # and one in test
+    task = prepare_task(None, data_files={"train": write_csv(tmp_path / "train.csv", rows),
+                                          "validation": write_csv(tmp_path / "dev.csv", dev),
+                                          "test": write_csv(tmp_path / "test.csv", test)},
+                        max_train_samples=20)
+    pool = task.unlabeled
+    assert pool is not None and pool.column_names == ["text"]  # texts only, no label
+    texts = pool["text"]
+    assert len(texts) == len(set(texts)) == task.splits["unlabeled"]
+    assert not set(texts) & (set(task.train["text"]) | set(task.dev["text"]) | set(task.test["text"]))
+    assert set(texts) <= {r["text"] for r in rows}
+    held = {r["text"] for r in dev + test}
+    assert set(texts) == {r["text"] for r in rows} - set(task.train["text"]) - held  # every left-out text, once
+    assert len(texts) >= 60 - 20 - 2
+    assert prepare_task(str(tmp_path / "train.csv")).unlabeled is None  # nothing left out
+
+
+# --- reproducibility, nothing lost, what gets written ---------------------------------------------------------
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_same_seed_same_weights_tokenizer_without_run_truncation_and_threads_restored(tmp_path, capsys,
+                                                                                       monkeypatch):
+    import tokenizers
+
+    import bortify.finetuning.finetune as ft_module
+
+    train = write_csv(tmp_path / "train.csv", sentiment_rows(40))
+    model = copy_model(tmp_path)
+    threads_in_fit = []
+    real_fit = ft_module.fit
+
+    def spy_fit(*a, **k):
+        threads_in_fit.append(torch.get_num_threads())
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(ft_module, "fit", spy_fit)
+    replaced = []
+    real_replace = os.replace
+
+    def spy_replace(src, dst, *a, **k):
+        replaced.append((Path(src), Path(dst)))
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(ft_module.os, "replace", spy_replace)
+    torch.set_num_threads(2)
+    try:
+        for name in ("a", "b"):
+            torch.rand(7)  # the global RNG differs between the two runs: only seeding makes them equal
+            run_cli(["--model", model, "--output_dir", str(tmp_path / name), "--train_file", train,
+                     "--torch_threads", "1", *FAST], capsys)
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(1)
+    assert threads_in_fit == [1, 1]
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # staged inside the output dir itself (a rename within one file system), nothing left behind
+    moved = [(s, d) for s, d in replaced if d.parent == tmp_path / "a"]
+    staged = [s for s, d in moved if s.parent.name.startswith(".staging-")]
+    assert {s.name for s in staged} >= {"model.safetensors", "config.json", "tokenizer.json"}
+    assert all(s.parent.parent == tmp_path / "a" for s in staged)
+    assert all(s in staged or (s.parent == tmp_path / "a" and d.name == "report.json") for s, d in moved)
+    assert not list((tmp_path / "a").glob(".*"))
+    # the saved tokenizer carries no run-specific truncation/padding (the source file had both)
+    assert tokenizers.Tokenizer.from_file(str(MODELS["student"] / "tokenizer.json")).truncation is not None
+    saved = json.loads((tmp_path / "a" / "tokenizer.json").read_text())
+    assert saved["truncation"] is None and saved["padding"] is None
+    tok = tokenizers.Tokenizer.from_file(str(tmp_path / "a" / "tokenizer.json"))
+    assert tok.truncation is None and tok.padding is None
+
+
+def test_report_tells_which_dev_and_what_was_loaded(tmp_path, capsys):
+    model = copy_model(tmp_path)
+    labeler = copy_model(tmp_path, "labeler", "labeler")
+    out = tmp_path / "out"
+    run_cli(["--model", model, "--output_dir", str(out), "--dataset", "embedded:rotten-tomatoes",
+             "--max_train_samples", "40", "--max_dev_samples", "24", "--max_test_samples", "20", "--mode", "agora",
+             "--labeler", labeler, "--labeler_min_dev_score", "0", "--max_rounds", "1", "--repair_fraction", "0.5",
+             "--max_length", "16", "--num_train_epochs", "1", "--learning_rates", "1e-3", "--batch_sizes", "8"],
+            capsys)
+    printed = capsys.readouterr()
+    report = json.loads((out / "report.json").read_text())
+    best = report["rounds"][report["best_round"] - 1]
+    assert report["dev"]["accuracy"] == pytest.approx(best["dev_score"])  # the selection part, as Agora chose on
+    assert report["dev_repair"]["accuracy"] == pytest.approx(best["repair_dev_score"])
+    assert "selection part" in report["dev_note"] and "inflated" in report["dev_note"]
+    assert report["agora"]["dev_selection_rows"] + report["agora"]["dev_repair_rows"] == 24
+    assert report["dataset"] == "embedded:rotten-tomatoes"
+    assert report["dataset_hub_id"] == "cornell-movie-review-data/rotten_tomatoes"
+    assert report["splits"]["test_official"] is False  # carved from train (the embedded data has one split)
+    assert report["positive_label"] == report["labels"][1] == "fresh" and report["max_length"] == 16
+    assert isinstance(report["example_text"], str) and 0 < len(report["example_text"]) <= 200
+    assert report["splits"]["unlabeled"] > 0
+    # one line for the expected load differences, not transformers' table; progress lines and the summary
+    assert "classifier head initialised fresh" in printed.out and "MLM head dropped" in printed.out
+    assert "LOAD REPORT" not in printed.out + printed.err
+    assert "predicting on test" in printed.out
+    assert "f1" in printed.out and "positive class 'fresh'" in printed.out
+    assert "lr 1e-03" in printed.err  # the step bar names the θ
+
+
+def test_plain_report_dev_is_all_of_dev(tmp_path, capsys):
+    train = write_csv(tmp_path / "train.csv", sentiment_rows(40))
+    out = tmp_path / "out"
+    run_cli(["--model", copy_model(tmp_path), "--output_dir", str(out), "--train_file", train, *FAST], capsys)
+    report = json.loads((out / "report.json").read_text())
+    assert report["dev_repair"] is None and "all of dev" in report["dev_note"]
+    assert report["dev"]["accuracy"] == pytest.approx(report["rounds"][0]["dev_score"])
