@@ -170,6 +170,8 @@ CASES = [
          r"is the input teacher", setup=with_model(lambda root: {"t": copy_model(root, "student", "teacher")})),
     Case("finished-output-kept", ft(), r"already holds results.*--overwrite",
          setup=with_model(_finished_output)),
+    Case("output-holds-other-files", ft(), r"holds files that are not a fine-tuning output.*notes\.txt",
+         setup=with_model(lambda root: {"_": (root / "out").mkdir() or (root / "out" / "notes.txt").write_text("x")})),
     Case("output-is-a-file", ft(), r"exists and is not a directory",
          setup=with_model(lambda root: {"_": (root / "out").write_text("a file")})),
     Case("output-not-writable", ["finetune", "--model", "{model}", "--output_dir", "{root}/afile/out", *FAST,

@@ -71,8 +71,15 @@ def _generator(agora_args: AgoraArguments, model_args: FinetuneModelArguments, s
         from transformers import AutoModel, AutoTokenizer
 
         from bortify.resources import resolve_model
+        from transformers.utils import logging as hf_logging
+
         path = resolve_model(which)
-        model, tok = AutoModel.from_pretrained(path, use_safetensors=True), AutoTokenizer.from_pretrained(path)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # only the input embeddings are used: unused heads are expected
+        try:
+            model, tok = AutoModel.from_pretrained(path, use_safetensors=True), AutoTokenizer.from_pretrained(path)
+        finally:
+            hf_logging.set_verbosity(verbosity)
     return NearestNeighbourSubstitution(tok, model.get_input_embeddings().weight, rate=agora_args.substitution_rate,
                                         neighbours=agora_args.neighbours)
 
@@ -142,14 +149,30 @@ def check_output_is_not_an_input(out: Path, inputs: dict[str, str | None]) -> No
                                 "replaces an input).")
 
 
+# What a fine-tuning output (finished or interrupted while moving files in) may hold besides hidden staging files.
+OUR_FILES = {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+             "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
+             "sentencepiece.bpe.model", "chat_template.jinja", "agora_added.jsonl", "rounds.png", REPORT,
+             "stage_done.json"}
+
+
 def check_finished_output(out: Path, overwrite: bool) -> None:
-    """report.json marks a finished output: refused unless --overwrite; an unfinished one (no report) is reused.
-    Nothing is created here (errors in the data or the model leave the file system as it was)."""
+    """report.json marks a finished output: refused unless --overwrite; an unfinished one (no report, only our
+    files) is reused. A folder holding other files is not ours: refused unless --overwrite (then our files are
+    written beside them). Nothing is created here (errors in the data or the model leave the file system as it
+    was)."""
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"Output path {out} exists and is not a directory.")
-    if (out / REPORT).exists() and not overwrite:
+    if not out.is_dir() or overwrite:
+        return
+    if (out / REPORT).exists():
         raise OutputExistsError(f"Output directory {out} already holds results. Pass --overwrite to replace them, "
                                 "or choose another --output_dir.")
+    foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in OUR_FILES)
+    if foreign:
+        raise OutputExistsError(f"Output directory {out} holds files that are not a fine-tuning output "
+                                f"({foreign[:5]}): choose a new or empty --output_dir, or pass --overwrite to write "
+                                "the checkpoint beside them.")
 
 
 def make_output_dir(out: Path) -> None:
