@@ -34,7 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -131,6 +131,21 @@ def distill_available() -> str | None:
     return None
 
 
+def distill_kwargs() -> dict:
+    """HOOK: the extra finetune() argument of mode 'distill' (TaskDistillArguments with bortify's defaults), found by
+    name in finetune's signature; {} when finetune takes none."""
+    import inspect
+
+    from bortify.finetuning.finetune import finetune
+
+    name = next((n for n in inspect.signature(finetune).parameters if "distill" in n), None)
+    if name is None:
+        return {}
+    from bortify.finetuning.distill import TaskDistillArguments
+
+    return {name: TaskDistillArguments()}
+
+
 def int8_available() -> str | None:
     """HOOK (int8 point): bortify has no int8 export yet. When it lands, return None here and fill `int8_point`."""
     return "bortify has no int8 export yet (issue 12, later part); fill int8_available/int8_point in bench_pareto.py"
@@ -155,12 +170,17 @@ def run_unit(settings: Settings, plan: TaskPlan, data: dict, seed: int) -> dict:
     from bortify.finetuning.tasks import prepare_task
 
     unit = Path(settings.work) / f"{panel_key(plan.key, data['max_train_samples'])}-seed{seed}"
+    config = json.loads(json.dumps({"data": data, "plan": asdict(plan), "settings": asdict(settings)}))
     if (unit / "unit.json").exists():
-        return json.loads((unit / "unit.json").read_text())
+        done = json.loads((unit / "unit.json").read_text())
+        if done.get("config") != config:
+            raise SystemExit(f"{unit} was made with other settings or splits than this run's; use a fresh "
+                             "--work_dir (or the same command as before to resume).")
+        return done
     unit.mkdir(parents=True, exist_ok=True)
     task = prepare_task(**data)
     max_len = plan.max_length
-    record = {"task": plan.key, "train_rows": len(task.train), "seed": seed, "splits": task.splits,
+    record = {"task": plan.key, "train_rows": len(task.train), "seed": seed, "config": config, "splits": task.splits,
               "label_names": task.label_names, "points": {}}
     points = record["points"]
     print(f"[{unit.name}] train {len(task.train)} dev {len(task.dev)} test {len(task.test)}", flush=True)
@@ -180,12 +200,12 @@ def run_unit(settings: Settings, plan: TaskPlan, data: dict, seed: int) -> dict:
     grid = FinetuneGridArguments(learning_rates=list(settings.learning_rates), weight_decays=[0.01],
                                  warmup_ratios=[0.1], batch_sizes=[16], num_train_epochs=settings.epochs)
 
-    def bortify_point(name: str, mode: str, agora_args: AgoraArguments) -> None:
+    def bortify_point(name: str, mode: str, agora_args: AgoraArguments, **extra) -> None:
         t0 = time.perf_counter()
         try:
             rep = finetune(FinetuneModelArguments(model=settings.student, output_dir=str(unit / name), mode=mode,
                                                   **common),
-                           FinetuneDataArguments(**data), grid, agora_args)
+                           FinetuneDataArguments(**data), grid, agora_args, **extra)
         except LabelerError as exc:  # bortify refuses a labeler under its dev threshold: that is the result
             points[name] = {"refused": str(exc), "seconds": time.perf_counter() - t0}
             print(f"[{unit.name}] {name}: refused: {exc}", flush=True)
@@ -200,9 +220,10 @@ def run_unit(settings: Settings, plan: TaskPlan, data: dict, seed: int) -> dict:
                       labeler_min_dev_score=settings.labeler_min_dev_score)
     bortify_point("agora", "agora", AgoraArguments(**agora_args))
     if settings.with_distill:
-        # HOOK (task-distilled point): mode 'distill' is being built; it is assumed to take the fine-tuned teacher
-        # the way Agora takes its labeler. Adjust the arguments here when it lands.
-        bortify_point("distill", "distill", AgoraArguments(**agora_args))
+        # HOOK (task-distilled point, docs/methods.md §7): mode 'distill' is being built (bortify/finetuning/
+        # distill.py). Assumed: the fine-tuned teacher comes in the way Agora's labeler does, and finetune() takes
+        # the TaskDistillArguments (its defaults) as an extra argument. Check both when it lands.
+        bortify_point("distill", "distill", AgoraArguments(**agora_args), **distill_kwargs())
     if settings.with_int8 and "model_dir" in points.get("agora", {}):
         from pareto_peers import classifier_predictor
 
