@@ -423,3 +423,26 @@ def test_pipeline_card_names_the_push_repo_when_it_has_a_namespace(tmp_path, min
     run_stage({"stage_dirs": dirs, "output_dir": str(tmp_path / "b"), "measure_latency": False,
                "push_repo_id": "bort-x"})  # a bare NAME: its namespace is known only at push time
     assert 'model="YOUR_NAME/MODEL_NAME"' in (tmp_path / "b" / "README.md").read_text()
+
+
+def test_split_names_notes_and_examples_follow_the_report():
+    from bortify.hub.card import evaluation_notes, example_literal, split_labels
+
+    glue = {"splits": {"test_official": False, "test_source": "validation",
+                       "how": {"test": "the dataset's 'validation' split",
+                               "dev": "seeded stratified split of 10% of 'train' (seed 43)"}},
+            "dev_note": "dev = all of dev, used only to choose θ (plain fine-tuning).", "dev_repair": None,
+            "test": {"test_f1": 0.8}, "positive_label": "equivalent", "example_text": ["A man sings.", "Someone sings."]}
+    assert split_labels(glue) == {"dev": "dev", "dev_repair": "dev (repair half)", "test": "validation"}
+    notes = evaluation_notes(glue)
+    assert "dataset's own `validation` split" in notes[0] and "official test split was not used" in notes[0]
+    assert notes[1] == "dev = all of dev, used only to choose θ (plain fine-tuning)."
+    assert notes[2] == "F1 counts `equivalent` as the positive class."
+    assert example_literal(glue, "task") == '{"text": "A man sings.", "text_pair": "Someone sings."}'
+    agora = {"splits": {"test_official": False, "test_source": "carved",
+                        "how": {"test": "seeded stratified split of 20% of 'train' (seed 42)"}},
+             "dev_repair": {"eval_accuracy": 0.7}, "example_text": 'She said "wow"\nloudly'}
+    assert split_labels(agora)["dev"] == "dev (selection half)" and split_labels(agora)["test"] == "test (held out from train)"
+    assert example_literal(agora, "task") == '"She said \\"wow\\" loudly"'
+    assert split_labels({})["test"] == "test" and evaluation_notes({}) == []  # an old report: nothing claimed
+    assert example_literal({}, "task") == '"Replace this with a text like the ones the model was trained on."'

@@ -354,20 +354,23 @@ def task_name(ft: dict) -> str | None:
 
 
 def split_facts(ft: dict) -> dict:
-    """What the report says about where dev and test came from: {"test_official": bool|None, "test_name",
-    "test_how", "dev_official", "dev_name", "dev_how"} (None where an older report does not say)."""
+    """Where dev and test came from, per part ("test", "dev"): `{part}_name` (the dataset's own split it is, or
+    None), `{part}_carved` (True: a seeded split carved from train by bortify; None: the report does not say),
+    `{part}_how` (the report's sentence), and `test_official` (the dataset's official test split)."""
     splits = ft.get("splits") if isinstance(ft.get("splits"), dict) else {}
     how = splits.get("how") if isinstance(splits.get("how"), dict) else {}
     facts = {}
     for part in ("test", "dev"):
         text = how.get(part) if isinstance(how.get(part), str) else None
         own = re.search(r"the dataset's '([^']+)' split", text or "")
-        official = splits.get(f"{part}_official")
-        if not isinstance(official, bool):
-            official = True if own else (False if text and "seeded" in text else None)
-        facts[f"{part}_official"] = official
-        facts[f"{part}_name"] = own.group(1) if own else None
-        facts[f"{part}_how"] = text
+        source = splits.get(f"{part}_source")
+        carved = True if source == "carved" or (text and "seeded" in text and not own) else (False if own or source else None)
+        facts.update({f"{part}_name": own.group(1) if own else None, f"{part}_carved": carved, f"{part}_how": text})
+    official = splits.get("test_official")
+    facts["test_official"] = official if isinstance(official, bool) else (
+        facts["test_name"] == "test" if facts["test_name"] else (False if facts["test_carved"] else None))
+    if facts["test_official"] is False and facts["test_carved"] is None and not facts["test_name"]:
+        facts["test_carved"] = True  # test_official False and no own split named: carved from train
     return facts
 
 
@@ -375,20 +378,21 @@ def split_labels(ft: dict) -> dict[str, str]:
     """Report key -> the name a card gives its scores: the dataset's own split name, 'test (held out from train)'
     for a carved split, 'dev (selection half)' when Agora kept the other half for repairs."""
     facts = split_facts(ft)
-    halves = "dev_repair" in ft or bool(ft.get("dev_note"))
-    dev = facts["dev_name"] if facts["dev_official"] and facts["dev_name"] else "dev"
-    test = (facts["test_name"] or "test") if facts["test_official"] else (
-        "test (held out from train)" if facts["test_official"] is False else "test")
+    halves = bool(ft.get("dev_repair"))  # Agora kept a repair part of dev apart from the selection part
+    dev = facts["dev_name"] or "dev"
+    test = facts["test_name"] or ("test (held out from train)" if facts["test_carved"] else "test")
     return {"dev": f"{dev} (selection half)" if halves else dev, "dev_repair": f"{dev} (repair half)", "test": test}
 
 
 def evaluation_notes(ft: dict) -> list[str]:
     """Sentences under the evaluation table: where each split came from, what the dev score is, F1's class."""
     facts, notes = split_facts(ft), []
-    if facts["test_official"] is True:
-        notes.append(f"Test scores are on the dataset's own `{facts['test_name'] or 'test'}` split"
-                     + (f" ({facts['test_how']})." if facts["test_how"] and not facts["test_name"] else "."))
-    elif facts["test_official"] is False:
+    if facts["test_name"] and facts["test_official"]:
+        notes.append(f"Test scores are on the dataset's own `{facts['test_name']}` split.")
+    elif facts["test_name"]:
+        notes.append(f"Test scores are on the dataset's own `{facts['test_name']}` split, held out from training and "
+                     "model selection (the dataset's official test split was not used).")
+    elif facts["test_carved"]:
         notes.append("\"test (held out from train)\" is a " + (facts["test_how"] or "seeded split of the training data")
                      + ", carved from the training data by bortify: it is not the dataset's official test split.")
     if isinstance(ft.get("dev_note"), str) and ft["dev_note"].strip():
@@ -401,13 +405,26 @@ def evaluation_notes(ft: dict) -> list[str]:
     return notes
 
 
-def example_text(ft: dict, kind: str) -> str:
-    """The text the usage snippet classifies: the report's `example_text` (one line, at most 200 characters)."""
-    text = ft.get("example_text") if kind == "task" else None
-    if not isinstance(text, str) or not text.strip():
+def example_text(ft: dict, kind: str) -> str | list[str]:
+    """What the usage snippet classifies: the report's `example_text` (a text, or a [text, text] pair for pair
+    tasks; each one line of at most 200 characters), else a neutral placeholder sentence."""
+    value = ft.get("example_text") if kind == "task" else None
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not 1 <= len(texts) <= 2 or not all(isinstance(t, str) and t.strip() for t in texts):
         return DEFAULT_EXAMPLE if kind == "task" else STUDENT_EXAMPLE
-    text = " ".join(text.split())
-    return text if len(text) <= 200 else text[:197].rstrip() + "..."
+    texts = [" ".join(t.split()) for t in texts]
+    texts = [t if len(t) <= 200 else t[:197].rstrip() + "..." for t in texts]
+    return texts[0] if len(texts) == 1 else texts
+
+
+def example_literal(ft: dict, kind: str) -> str:
+    """The example as a Python literal for the snippet: "text", or {"text": ..., "text_pair": ...} for a pair
+    (what the text-classification pipeline takes)."""
+    example = example_text(ft, kind)
+    if isinstance(example, list):
+        return "{" + f'"text": {json.dumps(example[0], ensure_ascii=False)}, ' \
+                     f'"text_pair": {json.dumps(example[1], ensure_ascii=False)}' + "}"
+    return json.dumps(example, ensure_ascii=False)
 
 
 def _template_dir() -> Path:
@@ -435,7 +452,7 @@ def card_metadata(evidence: dict, options: CardOptions):
                 eval_results.append(EvalResult(
                     task_type="text-classification", task_name=task_name(ft) or "Text Classification",
                     dataset_type=dataset, dataset_name=dataset, dataset_split=labels[split],
-                    metric_type=metric, metric_name=f"{metric} ({labels[split]})", metric_value=round(value, 4)))
+                    metric_type=metric, metric_name=f"{metric}, {labels[split]}", metric_value=round(value, 4)))
     elif evidence["kind"] != "task" and isinstance(pt.get("heldout_mlm_loss_after"), (int, float)) and _hub_id(pt.get("corpus")):
         corpus = _hub_id(pt.get("corpus"))
         eval_results.append(EvalResult(
@@ -483,7 +500,7 @@ def template_values(evidence: dict, options: CardOptions, *, load_from: str, ima
         "model_name": model_name(evidence, options),
         "load_from": load_from,
         "load_is_placeholder": load_from == REPO_PLACEHOLDER,
-        "example": json.dumps(example_text(ft, evidence["kind"]), ensure_ascii=False),
+        "example": example_literal(ft, evidence["kind"]),
         "max_length_note": (f"It was fine-tuned on inputs truncated to {ft['max_length']} tokens: for longer texts, pass "
                             f"`truncation=True, max_length={ft['max_length']}` to the pipeline call."
                             if isinstance(ft.get("max_length"), int) and not isinstance(ft.get("max_length"), bool) else ""),

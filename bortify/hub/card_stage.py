@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from bortify.hub.card import (REPO_PLACEHOLDER, CardError, CardOptions, collect_evidence, example_text, fmt_params,
+from bortify.hub.card import (REPO_PLACEHOLDER, CardError, CardOptions, collect_evidence, example_literal, fmt_params,
                                render_card, scores, shape_text, speed_text)
 from bortify.utils import (OutputExistsError, check_output_dir, is_same_or_nested, make_shareable, redact_secrets,
                            write_bytes_atomic, write_json_atomic)
@@ -236,7 +236,7 @@ def summarize(out: Path, evidence: dict, load_from: str, copied: list[str]) -> d
     dev = scores(evidence["finetune"].get("dev"))
     lat = evidence["latency"]
     shape = evidence["shape"]
-    example = json.dumps(example_text(evidence["finetune"], evidence["kind"]), ensure_ascii=False)
+    example = example_literal(evidence["finetune"], evidence["kind"])
     lines = [
         f"release folder: {out} ({len(copied)} checkpoint files + README.md card)",
         f"model: {evidence['architecture']} " + " ".join(f"{k}={shape_text(shape.get(k))}" for k in "DAHI")
