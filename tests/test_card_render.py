@@ -150,6 +150,7 @@ def test_task_card_metadata_parses_back(task_release):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_hub_dataset_card_metadata_names_the_hub_id_and_real_splits(tmp_path, minilm_path):
     """A Hub dataset: model-index results with its id as the dataset, splits named for what they are."""
     from huggingface_hub import ModelCard, metadata_load
@@ -337,6 +338,7 @@ def test_agora_settings_sentence_follows_the_report():
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_card_tells_the_truth_about_data_splits_and_usage(tmp_path, minilm_path):
     """Newer finetune reports: selection-half dev score, a carved test split, a local csv, the report's example."""
     from huggingface_hub import ModelCard
@@ -398,6 +400,7 @@ def test_card_tells_the_truth_about_data_splits_and_usage(tmp_path, minilm_path)
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_non_bert_checkpoint_renders_not_applicable_shape(tmp_path, minilm_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DistilBertConfig
 
@@ -413,6 +416,7 @@ def test_non_bert_checkpoint_renders_not_applicable_shape(tmp_path, minilm_path)
     assert "D=n/a A=n/a H=n/a I=n/a" in summary["summary_lines"][1]
 
 
+@pytest.mark.slow
 def test_pipeline_card_names_the_push_repo_when_it_has_a_namespace(tmp_path, minilm_path):
     from bortify.hub.card_stage import run_stage
 

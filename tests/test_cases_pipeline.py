@@ -143,7 +143,7 @@ CASES = [
     # ---- bortify push: pickles are left out, and said so --------------------------------------------------
     Case("push-leaves-bin-out", ["push", "{release}", "--repo-id", "tester/cases", "--endpoint", "{endpoint}"],
          r"left out 1 file\(s\).*pytorch_model\.bin", rc=0, stream="any", setup=release_with_pickles,
-         check=pushed_without_bin),
+         check=pushed_without_bin),  # marked slow below (a Hub server)
     # ---- Ctrl-C ---------------------------------------------------------------------------------------------
     Case("run-interrupted", ["run", "{root}/r.yaml", "--output_dir", "{root}/run"],
          r"bortify run: interrupted\. Finished outputs were kept; re-run the same command to resume\.", rc=130,
@@ -178,7 +178,8 @@ def hub(monkeypatch):
     HUB_FILES.clear()
 
 
-@pytest.mark.parametrize("case", [c.param() for c in CASES])
+@pytest.mark.parametrize("case", [c.param(pytest.mark.slow) if c.id.startswith("push-leaves") else c.param()
+                                  for c in CASES])
 def test_bad_input(case, tmp_path, monkeypatch, capsys, request):
     if case.id == "run-interrupted":
         interrupt(monkeypatch)
