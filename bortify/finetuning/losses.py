@@ -8,6 +8,9 @@ the labeler's whole class distribution as the target (knowledge distillation, Hi
 
 so gold rows get the usual cross-entropy and generated rows carry the labeler's uncertainty instead of a label
 that is often wrong near the hard texts Agora expands (BENCHMARKS.md, fine-tuning).
+
+`task_distillation_loss` is task-specific distillation's loss (docs/methods.md §7, distill.py): α·CE on the rows
+with a gold label + (1-α)·T²·KL(teacher ‖ student) on every row (MSE for regression).
 """
 
 from __future__ import annotations
