@@ -39,6 +39,7 @@ def _fraction(name, value, *, low_open=True, high_open=True):
 
 
 EMBEDDED_DEFAULT_DATASET = "embedded:rotten-tomatoes"
+MODES = ("agora", "plain", "distill")
 
 
 @dataclass
@@ -48,8 +49,10 @@ class FinetuneModelArguments:
                        "AutoModelForSequenceClassification: an MLM head is dropped and a classifier initialised.")
     output_dir: str = _help("Where the fine-tuned checkpoint, report.json and rounds.png are written.")
     overwrite: bool = _help("Replace an existing output directory's results.", default=False)
-    mode: str = _help("'agora' (the Agora loop, PAPERS.md §3) or 'plain' (fine-tune each θ of the grid once, "
-                      "keep the best on dev).", default="agora")
+    mode: str = _help("'agora' (the Agora loop, PAPERS.md §3), 'plain' (fine-tune each θ of the grid once, "
+                      "keep the best on dev) or 'distill' (task distillation, docs/methods.md §7: the teacher is "
+                      "fine-tuned on train as Agora's labeler is, then the student learns its soft labels over the "
+                      "train texts and unlabelled in-domain text; the distill_* options).", default="agora")
     seed: int = _help("Seed of fine-tuning: set (transformers.set_seed) before the student, the labeler and the "
                       "classifier head are built, so two runs with the same arguments give the same weights on the "
                       "same hardware; also data order and generation.", default=42)
@@ -60,8 +63,8 @@ class FinetuneModelArguments:
                                       "afterwards. 1-2 helps a lot on a CPU shared with other jobs.", default=None)
 
     def __post_init__(self):
-        if self.mode not in ("agora", "plain"):
-            raise ValueError(f"mode must be 'agora' or 'plain', got {self.mode!r}.")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}.")
         if self.max_length < 8:
             raise ValueError(f"max_length must be at least 8, got {self.max_length}.")
         _at_least(1, eval_batch_size=self.eval_batch_size)
@@ -244,4 +247,7 @@ class AgoraArguments:
                   labeler_max_train_samples=self.labeler_max_train_samples)
 
 
-ARGUMENT_CLASSES = (FinetuneModelArguments, FinetuneDataArguments, FinetuneGridArguments, AgoraArguments)
+from bortify.finetuning.distill import TaskDistillArguments  # noqa: E402  (mode 'distill' options)
+
+ARGUMENT_CLASSES = (FinetuneModelArguments, FinetuneDataArguments, FinetuneGridArguments, AgoraArguments,
+                    TaskDistillArguments)

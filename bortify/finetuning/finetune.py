@@ -3,8 +3,9 @@
 Order of work (cheap checks first, the test split last):
   1. arguments (dataclass __post_init__), output directory (not an input, not finished), data (files, columns,
      labels, empty texts, one class, unknown dev/test labels), model (a BERT-shaped encoder), output writable;
-  2. Agora: the labeler is built/loaded and must pass its dev threshold; the generator is built;
-  3. plain: every θ once, best on dev | agora: the loop (agora.py) over train and dev only;
+  2. Agora / distill: the labeler (the fine-tuned teacher) is built/loaded and must pass its dev threshold;
+  3. plain: every θ once, best on dev | agora: the loop (agora.py) over train and dev only | distill: the
+     student learns the teacher's soft labels over train + unlabelled in-domain text (distill.py);
   4. only then the test split: the best model and every round's best model are scored on it;
   5. the checkpoint, report.json and rounds.png are written (report.json last: it marks a finished output).
 """
@@ -28,6 +29,7 @@ from bortify.finetuning.acceptance import accept_generated, class_ratio, split_d
 from bortify.finetuning.agora import AgoraResult, RoundRecord, agora
 from bortify.finetuning.arguments import (AgoraArguments, FinetuneDataArguments, FinetuneGridArguments,
                                           FinetuneModelArguments)
+from bortify.finetuning.distill import TaskDistillArguments, distill
 from bortify.finetuning.generators import NearestNeighbourSubstitution, generate_rows
 from bortify.finetuning.labelers import build_labeler
 from bortify.finetuning.losses import one_hot, softmax_with_temperature
@@ -213,31 +215,59 @@ def dev_parts(task: TaskData, model_args: FinetuneModelArguments, agora_args: Ag
     if model_args.mode == "agora":
         return everything, None, ("dev = all of dev, which both chose θ/the best round and was repaired "
                                   "(repair_fraction 1, the paper): inflated, variants of its mistakes were trained on.")
+    if model_args.mode == "distill":
+        return everything, None, ("dev = all of dev; the teacher's threshold check read it, the student never "
+                                  "trained on a dev text (task distillation).")
     return everything, None, "dev = all of dev, used only to choose θ (plain fine-tuning)."
 
 
 def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments,
-             grid_args: FinetuneGridArguments, agora_args: AgoraArguments) -> dict:
-    """Fine-tune (plain or Agora) and write the checkpoint + report.json + rounds.png. Returns the report.
+             grid_args: FinetuneGridArguments, agora_args: AgoraArguments,
+             distill_args: TaskDistillArguments | None = None) -> dict:
+    """Fine-tune (plain, Agora or task distillation) and write the checkpoint + report.json + rounds.png.
+    Returns the report. `distill_args` (mode 'distill'; default: TaskDistillArguments()) sets the distillation.
 
     `torch_threads` applies for the call and is restored afterwards."""
     threads = torch.get_num_threads()
     if model_args.torch_threads:
         torch.set_num_threads(model_args.torch_threads)
     try:
-        return _finetune(model_args, data_args, grid_args, agora_args)
+        return _finetune(model_args, data_args, grid_args, agora_args, distill_args or TaskDistillArguments())
     finally:
         torch.set_num_threads(threads)
 
 
+def _distill_result(task: TaskData, student0, tokenizer, labeler, distill_args: TaskDistillArguments,
+                    model_args: FinetuneModelArguments, generator, dev_score_of, bar) -> tuple[AgoraResult, dict]:
+    """Mode 'distill' (docs/methods.md §7): one distillation run, recorded as round 1 so the report, the rounds
+    plot and the card read it like the other modes."""
+    start = time.perf_counter()
+    model, info = distill(task, student0, tokenizer, labeler, distill_args, generator=generator, seed=model_args.seed,
+                          max_length=model_args.max_length, progress=lambda msg: (bar.set_postfix_str(msg), say(msg)))
+    bar.update(1)
+    dev = dev_score_of(model)
+    settings = {k.removeprefix("distill_"): v for k, v in info["settings"].items()
+                if k in ("distill_temperature", "distill_alpha", "distill_learning_rate", "distill_epochs",
+                         "distill_batch_size")}
+    counts = info["transfer_set"]
+    record = RoundRecord(round=1, thetas=[{"theta": settings, "dev_score": dev}], best_theta=settings, dev_score=dev,
+                         mistakes=0, examples_added=counts["total"] - counts["gold"], train_size=counts["total"],
+                         examples_seen=info["examples_seen"], seconds=round(time.perf_counter() - start, 1))
+    return AgoraResult(best_model=model, best_round=1, best_dev_score=dev, rounds=[record], round_models={1: model},
+                       examples_seen=info["examples_seen"]), info
+
+
 def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments,
-              grid_args: FinetuneGridArguments, agora_args: AgoraArguments) -> dict:
+              grid_args: FinetuneGridArguments, agora_args: AgoraArguments,
+              distill_args: TaskDistillArguments) -> dict:
     import transformers
+
+    uses_labeler = model_args.mode in ("agora", "distill")
 
     t_start = time.perf_counter()
     out = Path(model_args.output_dir)
     inputs = {"model": model_args.model}
-    if model_args.mode == "agora":
+    if uses_labeler:
         inputs.update(labeler=agora_args.labeler, teacher=None if agora_args.labeler else agora_args.teacher)
     check_output_is_not_an_input(out, inputs)
     check_finished_output(out, model_args.overwrite)
@@ -260,14 +290,16 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
     max_len, bs_eval = model_args.max_length, model_args.eval_batch_size
     dev_tok = tokenize(task.dev, tokenizer, task.text_columns, max_len)
 
-    labeler = generator = None
-    if model_args.mode == "agora":
+    labeler = generator = distill_info = None
+    if uses_labeler:
         labeler = build_labeler(
             task, labeler=agora_args.labeler, teacher=agora_args.teacher, max_length=max_len, seed=model_args.seed,
             epochs=agora_args.labeler_epochs, learning_rate=agora_args.labeler_learning_rate,
             batch_size=agora_args.labeler_batch_size, max_train_samples=agora_args.labeler_max_train_samples,
             min_dev_score=agora_args.labeler_min_dev_score, eval_batch_size=bs_eval)
-        say(f"labeler ready: {labeler.source}, dev score {labeler.dev_score:.4f}")
+        say(f"{'teacher' if model_args.mode == 'distill' else 'labeler'} ready: {labeler.source}, "
+            f"dev score {labeler.dev_score:.4f}")
+    if model_args.mode == "agora" or (model_args.mode == "distill" and distill_args.distill_augment_k > 0):
         generator = _generator(agora_args, model_args, student0, tokenizer, labeler)
 
     # --- fine-tuning on train, selection on dev (the test split is not touched here) ---------------------------
@@ -344,6 +376,9 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
                 rows, task.text_columns, generator, agora_args.train_k, rng, banned)),
             prune=agora_args.prune, replay=agora_args.replay, seed=model_args.seed,
             progress=bar.set_postfix_str, theta_label=theta_text)
+    elif model_args.mode == "distill":
+        result, distill_info = _distill_result(task, student0, tokenizer, labeler, distill_args, model_args,
+                                               generator, lambda m: dev_main_score(dev_predict(m)), bar)
     else:
         # Plain fine-tuning: enumerate Θ once on the original train set, keep the best on dev (the baseline).
         runs = []
@@ -422,7 +457,9 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
                    "dev_repair_rows": len(repair_idx) if repair_idx is not None else len(dev_rows),
                    "dev_selection_rows": len(select_idx)}
                   if model_args.mode == "agora" else None),
-        "theta": thetas,
+        # mode 'distill': transfer-set sizes by source, settings, seconds (distill.py)
+        "distill": distill_info,
+        "theta": thetas if model_args.mode != "distill" else None,
         "num_train_epochs": grid_args.num_train_epochs,
         "max_steps": grid_args.max_steps,
         "max_length": max_len,

@@ -13,8 +13,9 @@ def run_stage(config: dict, *, overwrite: bool = False) -> dict:
     config = dict(config)
     if overwrite:
         config["overwrite"] = True
-    model_args, data_args, grid_args, agora_args = args_from_dict(ARGUMENT_CLASSES, config, where="recipe [finetune]")
-    report = finetune(model_args, data_args, grid_args, agora_args)
+    model_args, data_args, grid_args, agora_args, distill_args = args_from_dict(
+        ARGUMENT_CLASSES, config, where="recipe [finetune]")
+    report = finetune(model_args, data_args, grid_args, agora_args, distill_args)
     metric = report["metric"]
     return {
         "model_dir": model_args.output_dir,

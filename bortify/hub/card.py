@@ -558,6 +558,7 @@ def template_values(evidence: dict, options: CardOptions, *, load_from: str, ima
                                                  else ""),
                        fmt(r.get("examples_added")), fmt(r.get("train_size"))) for r in rounds],
         "ft_agora_settings": _agora_text(ft),
+        "ft_distill_settings": _distill_text(ft),
         "ft_examples_added": fmt(sum(r.get("examples_added") or 0 for r in rounds)) if rounds else NOT_MEASURED,
         "rounds_png": images.get("rounds"),
         "eval_rows": [(labels[split], metric, f"{value:.4f}") for split in ("dev", "dev_repair", "test")
@@ -609,6 +610,20 @@ def _agora_text(ft: dict) -> str:
         parts.append(f"dev split into {fmt(ag.get('dev_repair_rows'))} repair and {fmt(ag.get('dev_selection_rows'))} "
                      "selection rows (the selection rows alone pick θ and the round)")
     return "Agora settings: " + "; ".join(parts) + "."
+
+
+def _distill_text(ft: dict) -> str:
+    """One sentence on the task-distillation transfer set and loss (empty for the other modes)."""
+    info = ft.get("distill") if isinstance(ft.get("distill"), dict) else {}
+    if not info:
+        return ""
+    counts, st = info.get("transfer_set") or {}, info.get("settings") or {}
+    teacher_test = next((v for k, v in (ft.get("labeler") or {}).items() if k.startswith("test_")), None)
+    return (f"Transfer set: {fmt(counts.get('gold'))} labelled train rows, {fmt(counts.get('augmented'))} generated "
+            f"variants and {fmt(counts.get('unlabeled'))} unlabelled in-domain texts; loss α·CE(gold) + "
+            f"(1−α)·T²·KL(teacher ‖ student) with α = {fmt(st.get('distill_alpha'))}, T = "
+            f"{fmt(st.get('distill_temperature'))}, {fmt(st.get('distill_epochs'))} epochs. The teacher's own test "
+            f"score: {fmt(teacher_test)}.")
 
 
 def _labeler_text(labeler: dict) -> str:

@@ -1,0 +1,75 @@
+"""`bortify finetune --mode distill` end to end on a tiny random BERT (seconds): the teacher (here an existing
+classifier given as --labeler) labels train + the unused train rows, the student learns them, and the report,
+summary and card say what the transfer set was."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_cases_finetune import copy_model, sentiment_rows, tiny_models, write_csv  # noqa: E402,F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _run(tmp_path, capsys, *extra):
+    from bortify.cli import main
+
+    write_csv(tmp_path / "data" / "train.csv", sentiment_rows(60))
+    write_csv(tmp_path / "data" / "dev.csv", sentiment_rows(10, start=100))
+    write_csv(tmp_path / "data" / "test.csv", sentiment_rows(10, start=200))
+    student = copy_model(tmp_path, "student", "student")
+    teacher = copy_model(tmp_path, "labeler", "teacher")
+    out = tmp_path / "out"
+    rc = main(["finetune", "--mode", "distill", "--model", student, "--labeler", teacher,
+               "--train_file", str(tmp_path / "data" / "train.csv"), "--dev_file", str(tmp_path / "data" / "dev.csv"),
+               "--test_file", str(tmp_path / "data" / "test.csv"), "--max_train_samples", "20",
+               "--labeler_min_dev_score", "0", "--distill_epochs", "1", "--distill_batch_size", "8",
+               "--max_length", "16", "--output_dir", str(out), *extra])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    return out, json.loads((out / "report.json").read_text()), captured.out
+
+
+def test_distill_mode_trains_on_train_plus_the_unused_rows_under_the_teachers_labels(tmp_path, capsys):
+    out, report, stdout = _run(tmp_path, capsys)
+    assert report["mode"] == "distill"
+    counts = report["distill"]["transfer_set"]
+    assert counts["gold"] == 20 and report["splits"]["train"] == 20
+    # the 40 train rows max_train_samples left out are the unlabelled pool (labels stripped)
+    assert counts["unlabeled"] == report["splits"]["unlabeled"] == 40
+    assert counts["total"] == counts["gold"] + counts["augmented"] + counts["unlabeled"]
+    assert report["rounds"][0]["train_size"] == counts["total"]
+    assert report["labeler"]["name"].endswith("teacher") and "test_accuracy" in report["labeler"]
+    assert "transfer set: 20 gold + 0 augmented + 40 unlabelled" in stdout
+    assert report["theta"] is None and report["best_theta"]["alpha"] == 0.5
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(out, use_safetensors=True)
+    assert model.config.id2label == {0: "fresh", 1: "rotten"}
+
+
+def test_distill_mode_refuses_an_output_inside_the_teacher_before_work(tmp_path, capsys):
+    from bortify.cli import main
+
+    write_csv(tmp_path / "train.csv", sentiment_rows(30))
+    student = copy_model(tmp_path, "student", "student")
+    teacher = copy_model(tmp_path, "labeler", "teacher")
+    before = sorted(p.name for p in Path(teacher).iterdir())
+    rc = main(["finetune", "--mode", "distill", "--model", student, "--labeler", teacher,
+               "--train_file", str(tmp_path / "train.csv"), "--output_dir", str(Path(teacher) / "out")])
+    assert rc == 2 and "labeler" in capsys.readouterr().err
+    assert sorted(p.name for p in Path(teacher).iterdir()) == before
+
+
+def test_distill_card_states_the_transfer_set_and_the_teachers_score(tmp_path, capsys):
+    from bortify.hub.card import CardOptions, collect_evidence, render_card
+
+    out, report, _ = _run(tmp_path, capsys)
+    evidence = collect_evidence({"finetune": str(out)}, out, CardOptions(measure_latency=False))
+    text = str(render_card(evidence, CardOptions(measure_latency=False)))
+    assert "task-distillation fine-tuning" in text
+    assert "20 labelled train rows, 0 generated variants and 40 unlabelled in-domain texts" in text
+    assert "The teacher's own test score" in text
