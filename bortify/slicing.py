@@ -20,7 +20,7 @@ student's sentence-similarity matrix with the teacher's over 64 Rotten Tomatoes 
 0.48-0.83, magnitude 0.43-0.77, first 0.40-0.74; activation was best on every slice.
 
 Why it matters for bortify: a sliced student starts close to the teacher, so a few hundred steps of
-fine-tuning or distillation separate candidate architectures (PAPERS.md §1 "Measured here": from-scratch
+fine-tuning or distillation separate candidate architectures (docs/methods.md §1 "Measured here": from-scratch
 masked-LM runs do not on CPU). The pretraining stage uses it to initialise students as well.
 
 A student with exactly the teacher's shape gets exactly the teacher's function (every index set is

@@ -53,7 +53,7 @@ def test_closed_form_parameters_equal_transformers_for_all_300(bort_space):
 
 
 def test_bort_reported_sizes():
-    """The two readings of Bort's ⟨4,8,768,1024⟩ (PAPERS.md §1): ~55M paper reading, ~75M released weights."""
+    """The two readings of Bort's ⟨4,8,768,1024⟩ (docs/methods.md §1): ~55M paper reading, ~75M released weights."""
     paper = Shape(4, 8, 768, 1024, 50265, 514, 1)
     released = Shape(4, 8, 1024, 768, 50265, 514, 1)
     large = Shape(24, 16, 1024, 4096, 50265, 514, 1)

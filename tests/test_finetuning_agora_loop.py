@@ -1,4 +1,4 @@
-"""The Agora loop (bortify/finetuning/agora.py, PAPERS.md §3) with fake models: pruning, stopping, replay,
+"""The Agora loop (bortify/finetuning/agora.py, docs/methods.md §3) with fake models: pruning, stopping, replay,
 the labeler's labels (never dev gold) entering train, and the nearest-neighbour generator on real embeddings."""
 
 import random

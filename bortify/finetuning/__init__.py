@@ -3,7 +3,7 @@
 Files: `arguments.py` (dataclasses), `tasks.py` (task -> columns/metrics table, label checks, splits),
 `trainer.py` (one fine-tuning run through the Trainer, prediction, scoring), `generators.py`
 (nearest-neighbour token substitution), `labelers.py` (the second model that labels generated texts),
-`agora.py` (the loop, PAPERS.md §3), `finetune.py` (the library function), `cli.py`, `stage.py`.
+`agora.py` (the loop, docs/methods.md §3), `finetune.py` (the library function), `cli.py`, `stage.py`.
 """
 
 

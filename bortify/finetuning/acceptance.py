@@ -1,4 +1,4 @@
-"""Pure helpers around Agora's repair step (PAPERS.md §3), our additions to the paper's loop.
+"""Pure helpers around Agora's repair step (docs/methods.md §3), our additions to the paper's loop.
 
 - `split_dev`: the paper expands the dev mistakes AND selects θ / the best model on the same dev set, so once
   variants of dev mistakes are in train, dev is a biased judge. We split dev into a *repair* part (its mistakes

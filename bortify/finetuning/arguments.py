@@ -1,6 +1,6 @@
 """The `bortify finetune` options: one dataclass per concern, read from flags or a recipe's `finetune:` section.
 
-Θ (PAPERS.md §3) is the product of the four grid lists (learning rates × weight decays × warmup ratios ×
+Θ (docs/methods.md §3) is the product of the four grid lists (learning rates × weight decays × warmup ratios ×
 batch sizes). Plain mode fine-tunes every θ once and keeps the best on dev (grid search, the baseline);
 Agora mode runs the paper's loop over the same Θ.
 """
@@ -49,7 +49,7 @@ class FinetuneModelArguments:
                        "AutoModelForSequenceClassification: an MLM head is dropped and a classifier initialised.")
     output_dir: str = _help("Where the fine-tuned checkpoint, report.json and rounds.png are written.")
     overwrite: bool = _help("Replace an existing output directory's results.", default=False)
-    mode: str = _help("'agora' (the Agora loop, PAPERS.md §3), 'plain' (fine-tune each θ of the grid once, "
+    mode: str = _help("'agora' (the Agora loop, docs/methods.md §3), 'plain' (fine-tune each θ of the grid once, "
                       "keep the best on dev) or 'distill' (task distillation, docs/methods.md §7: the teacher is "
                       "fine-tuned on train as Agora's labeler is, then the student learns its soft labels over the "
                       "train texts and unlabelled in-domain text; the distill_* options).", default="agora")
@@ -192,7 +192,7 @@ class AgoraArguments:
                          "train row (labelled by the labeler like the dev-mistake variants), so the added data covers "
                          "the task, not only the dev mistakes' neighbourhoods. 0 = the paper.", default=0)
     generator: str = _help("Text generator: 'nn-substitution' (replace tokens by nearest neighbours in an input-"
-                           "embedding table; our choice, PAPERS.md §3).", default="nn-substitution")
+                           "embedding table; our choice, docs/methods.md §3).", default="nn-substitution")
     substitution_rate: float = _help("Fraction of word tokens replaced per generated text (10-15 percent; at least 1).",
                                      default=0.15)
     neighbours: int = _help("Each replaced token is drawn from its this-many nearest neighbours (cosine).",

@@ -1,4 +1,4 @@
-"""The labeler: a second model that labels Agora's generated texts (PAPERS.md §3).
+"""The labeler: a second model that labels Agora's generated texts (docs/methods.md §3).
 
 Either an existing classifier (path, Hub or embedded name) or one bortify builds by fine-tuning the teacher
 (default all-MiniLM-L6-v2) on the train split. Its dev score must exceed a threshold (the paper: 2/3 accuracy

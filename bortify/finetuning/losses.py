@@ -1,6 +1,6 @@
 """Loss maths for fine-tuning, as pure functions (tested in tests/test_finetuning_losses.py).
 
-Agora's labeler (PAPERS.md §3) labels generated texts. The paper adds its hard label; with `soft_labels` we keep
+Agora's labeler (docs/methods.md §3) labels generated texts. The paper adds its hard label; with `soft_labels` we keep
 the labeler's whole class distribution as the target (knowledge distillation, Hinton et al. 2015, eq. 2 at T):
 
     L(x) = - Σ_c q_c(x) · log softmax(z(x))_c ,   q = softmax(z_labeler / T)  for a generated row,

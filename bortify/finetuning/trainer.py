@@ -188,7 +188,7 @@ class SoftTargetTrainer(Trainer):
 def fit(model0, tokenizer, train_tok: datasets.Dataset, theta: dict, *, epochs: float, max_steps: int = -1,
         seed: int = 42, desc: str | None = None):
     """Fine-tune a copy of `model0` on `train_tok` with hyperparameters θ; returns the trained model (model0 is
-    left untouched: Agora restarts every round from the same initial model, PAPERS.md §3 `copy(model0)`)."""
+    left untouched: Agora restarts every round from the same initial model, docs/methods.md §3 `copy(model0)`)."""
     model = copy.deepcopy(model0)
     soft = "soft_labels" in train_tok.column_names
     with tempfile.TemporaryDirectory(prefix="bortify-ft-") as tmp:

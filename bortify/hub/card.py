@@ -94,7 +94,7 @@ def read_report(stage_dir: str | Path | None) -> dict:
 
 
 def count_parameters(model_dir: str | Path) -> dict[str, int] | None:
-    """Total and effective (encoder-only, PAPERS.md §1) parameter counts from the safetensors header."""
+    """Total and effective (encoder-only, docs/methods.md §1) parameter counts from the safetensors header."""
     from safetensors import safe_open
 
     model_dir = Path(model_dir)
@@ -114,7 +114,7 @@ def count_parameters(model_dir: str | Path) -> dict[str, int] | None:
 
 
 def shape_of(config: dict) -> dict[str, int | None]:
-    """⟨D, A, H, I⟩ of a BERT-family config.json (PAPERS.md §1)."""
+    """⟨D, A, H, I⟩ of a BERT-family config.json (docs/methods.md §1)."""
     return {"D": config.get("num_hidden_layers"), "A": config.get("num_attention_heads"),
             "H": config.get("hidden_size"), "I": config.get("intermediate_size")}
 

@@ -1,1 +1,1 @@
-"""Pretraining by knowledge distillation (PAPERS.md §2): `pretrain()`, `DistillationTrainer`, pure losses."""
+"""Pretraining by knowledge distillation (docs/methods.md §2): `pretrain()`, `DistillationTrainer`, pure losses."""

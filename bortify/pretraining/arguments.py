@@ -2,7 +2,7 @@
 
 `DistillationArguments` documents only the knowledge-distillation fields; every other field is a standard
 `transformers.TrainingArguments` option (see its docs). Defaults follow Bort's released pretraining script
-where it has one (PAPERS.md §2: AdamW lr 1e-4, weight decay 0.01, warm-up 1%, linear decay, clip 1.0,
+where it has one (docs/methods.md §2: AdamW lr 1e-4, weight decay 0.01, warm-up 1%, linear decay, clip 1.0,
 T = 2, w_mlm = 0.1, w_kd = 0.5) and are sized for short runs otherwise.
 """
 
@@ -109,7 +109,7 @@ class DataArguments:
 
 @dataclass
 class DistillationArguments(TrainingArguments):
-    """TrainingArguments plus the knowledge-distillation fields below (PAPERS.md §2)."""
+    """TrainingArguments plus the knowledge-distillation fields below (docs/methods.md §2)."""
 
     temperature: float = field(default=2.0, metadata={"help": "KD softmax temperature T (Bort: 2.0); the KL is scaled by T²."})
     w_mlm: float | None = field(
@@ -146,7 +146,7 @@ class DistillationArguments(TrainingArguments):
     relation_teacher_layer: int = field(
         default=-1, metadata={"help": "Representation mode: teacher layer (1-based; -1 = last) for relation KD."}
     )
-    # Bort's optimisation defaults (PAPERS.md §2) in place of Trainer's.
+    # Bort's optimisation defaults (docs/methods.md §2) in place of Trainer's.
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW peak learning rate (Bort: 1e-4)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay, none on LayerNorm/bias (Bort: 0.01)."})
     warmup_steps: float = field(default=0.01, metadata={"help": "Warm-up steps; a value < 1 is a fraction of the run (Bort: 1%%)."})

@@ -16,7 +16,7 @@ from bortify.recipes import RecipeError, parse_stage_args
 from bortify.utils import OutputExistsError
 
 DESCRIPTION = (
-    "Pretrain a BERT student by knowledge distillation (Bort, PAPERS.md §2): logit KD from a masked-LM teacher "
+    "Pretrain a BERT student by knowledge distillation (Bort, docs/methods.md §2): logit KD from a masked-LM teacher "
     "(w_mlm·CE + w_kd·T²·KL on masked tokens) or representation KD from an encoder teacher (hidden-state MSE "
     "through a learned projection + MiniLMv2 attention relations + the student's own MLM loss). Writes a "
     "standard BertForMaskedLM checkpoint, the training log and report.json. An unfinished run in --output_dir "

@@ -1,6 +1,6 @@
 """Hybrid-sharded (HSDP, the MiCS layout) KD pretraining with PyTorch's own FSDP2 `fully_shard`.
 
-MiCS (PAPERS.md §6) shards model states only inside a partition group and replicates across groups; in
+MiCS (docs/methods.md §6) shards model states only inside a partition group and replicates across groups; in
 PyTorch that is `fully_shard(module, mesh=2-D DeviceMesh(replicate, shard))`: parameters, gradients and
 optimiser state are sharded over the `shard` dimension (reduce-scatter inside the group) and gradients are
 all-reduced over the `replicate` dimension (the second hop). On GPUs, accelerate reaches the same thing with

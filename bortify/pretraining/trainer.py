@@ -1,4 +1,4 @@
-"""`DistillationTrainer(Trainer)`: knowledge-distillation pretraining of a BERT student (PAPERS.md §2).
+"""`DistillationTrainer(Trainer)`: knowledge-distillation pretraining of a BERT student (docs/methods.md §2).
 
 What the Trainer trains (`self.model`) is `DistillationStudent`: the student `BertForMaskedLM` plus, in
 representation mode, the learned projections the hidden-state loss needs. The teacher is NOT part of it:
@@ -83,7 +83,7 @@ class DistillationStudent(nn.Module):
     """The student BertForMaskedLM plus the KD projections, as one module for the Trainer / DDP / FSDP.
 
     Its forward computes the MLM head only at masked positions: the 30k-way output layer is most of a small
-    student's cost, and only masked positions enter the loss (PAPERS.md §1: ~7× cheaper). Everything the
+    student's cost, and only masked positions enter the loss (docs/methods.md §1: ~7× cheaper). Everything the
     loss needs from the student comes out of this one forward, so DDP sees every parameter used.
     """
 
@@ -122,7 +122,7 @@ class DistillationStudent(nn.Module):
 
 
 class DistillationTrainer(Trainer):
-    """Trainer whose loss is Bort's logit KD or TinyBERT/MiniLMv2 representation KD (PAPERS.md §2).
+    """Trainer whose loss is Bort's logit KD or TinyBERT/MiniLMv2 representation KD (docs/methods.md §2).
 
     Args beyond Trainer's: `teacher` (a frozen model; never saved), `kd_mode` ('logit' | 'representation'),
     `teacher_layers` (1-based teacher hidden state for each distilled student layer), `relation_heads` and
@@ -152,7 +152,7 @@ class DistillationTrainer(Trainer):
         representation = self.kd_mode == "representation"
         parts: dict[str, torch.Tensor] = {}
         if not representation:
-            # Bort (PAPERS.md §2): w_mlm·CE + w_kd·T²·KL, masked positions only.
+            # Bort (docs/methods.md §2): w_mlm·CE + w_kd·T²·KL, masked positions only.
             keep = inputs["labels"] != IGNORE_INDEX
             with torch.no_grad():
                 t_logits = masked_teacher_logits(self.accelerator.unwrap_model(self.teacher), inputs["input_ids"],
@@ -161,7 +161,7 @@ class DistillationTrainer(Trainer):
                                w_mlm=args.mlm_weight("logit"), w_kd=args.w_kd, kd_reduction=args.kd_reduction)
             loss, parts["mlm"], parts["kd"] = kd.loss, kd.mlm, kd.kd
         else:
-            # Representation KD (PAPERS.md §2): student's own MLM + TinyBERT hidden MSE + MiniLMv2 relations.
+            # Representation KD (docs/methods.md §2): student's own MLM + TinyBERT hidden MSE + MiniLMv2 relations.
             with torch.no_grad():
                 t_out = self.teacher(input_ids=inputs["input_ids"], attention_mask=attention_mask,
                                      output_hidden_states=True, return_dict=True)
