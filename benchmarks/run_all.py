@@ -15,6 +15,8 @@ BENCHMARKS = {
     "extraction": HERE / "bench_extraction.py",
     "pretraining": HERE / "bench_pretraining.py",
     "agora": HERE / "bench_agora.py",
+    "distill": HERE / "bench_distill.py",
+    "pareto": HERE / "bench_pareto.py",
 }
 
 
