@@ -3,7 +3,10 @@ selection split of dev, class-balanced and confident acceptance of labelled vari
 
 import pytest
 
-from bortify.finetuning.acceptance import accept_generated, class_ratio, split_dev
+from collections import Counter
+
+from bortify.finetuning.acceptance import (CLASS_CAP, LABELER_CONFIDENCE, accept_generated, class_caps, class_ratio,
+                                           rejection_reasons, split_dev)
 from bortify.finetuning.agora import agora
 
 
@@ -44,10 +47,63 @@ def test_accept_generated_caps_each_class_at_the_train_ratio_keeping_the_most_co
     # both: confident rows are 1,3,6 (class 0) and 8 (class 1) -> one per class
     keep = accept_generated(labels, conf, [0.5, 0.5], min_confidence=0.85)
     assert [i for i, k in enumerate(keep) if k] == [1, 8]
-    # one-sided batch: a class with a train share but no candidates caps everything at 0
-    assert not any(accept_generated([0, 0, 0], [0.9] * 3, [0.5, 0.5]))
+    # one-sided batch: a class the labeler never predicted no longer blocks the others (caps are relative to the
+    # classes present: the only class present keeps its rows)
+    assert all(accept_generated([0, 0, 0], [0.9] * 3, [0.5, 0.5]))
     with pytest.raises(ValueError):
         accept_generated([0], [0.9, 0.8], [1.0])
+
+
+def _accepted_by_class(labels, keep):
+    return Counter(y for y, k in zip(labels, keep) if k)
+
+
+def test_a_class_the_labeler_never_predicts_does_not_reject_everything_16_of_16():
+    # the user's first multi-class task: 16 variants, the labeler predicts 2 of the 4 train classes; the old cap
+    # (N over every class with a train share) was 0 for the absent classes and so rejected 16/16
+    ratio = [0.4, 0.3, 0.2, 0.1]
+    labels = [0] * 12 + [2] * 4
+    conf = [0.5 + i / 100 for i in range(16)]
+    keep = accept_generated(labels, conf, ratio)
+    # present classes {0, 2}: N = min(12 / 0.4, 4 / 0.2) = 20 -> caps 0.4 * 20 = 8 and 0.2 * 20 = 4
+    assert _accepted_by_class(labels, keep) == {0: 8, 2: 4}
+    assert [i for i in range(12) if keep[i]] == list(range(4, 12))  # the 8 most confident class-0 rows
+    reasons = rejection_reasons(labels, conf, ratio)
+    assert Counter(reasons) == {None: 12, CLASS_CAP: 4}
+    assert class_caps({0: 12, 2: 4}, ratio) == {0: 8, 2: 4}
+
+
+def test_many_classes_with_most_absent_still_accept_the_balanced_part_172_of_172():
+    # the user's second task: 45 classes, 172 variants labelled into 9 of them, unevenly; the old rule rejected
+    # 172/172. Now every present class is capped at its train share of the largest balanced total.
+    train = [c for c in range(45) for _ in range(10 + (7 * c) % 23)]
+    ratio = class_ratio(train, 45)
+    present = {3: 60, 7: 40, 11: 25, 19: 15, 20: 12, 28: 8, 33: 6, 40: 4, 44: 2}
+    assert sum(present.values()) == 172
+    labels = [c for c, n in present.items() for _ in range(n)]
+    keep = accept_generated(labels, [0.9] * len(labels), ratio)
+    got = _accepted_by_class(labels, keep)
+    total = min(n / ratio[c] for c, n in present.items())
+    binding = min(present, key=lambda c: present[c] / ratio[c])
+    assert sum(got.values()) > 0 and got[binding] == present[binding]  # the binding class keeps all its rows
+    for c, n in present.items():
+        assert got.get(c, 0) == min(n, int(ratio[c] * total + 1e-9)) <= n
+    # among the present classes the kept rows follow the train ratio (to within the floor of one row)
+    kept = sum(got.values())
+    share = sum(ratio[c] for c in present)
+    assert all(abs(got.get(c, 0) - kept * ratio[c] / share) <= len(present) for c in present)
+    assert set(got) <= set(present)
+
+
+def test_rejection_reasons_name_the_confidence_floor_and_the_class_cap():
+    labels = [0, 0, 0, 1, 2]
+    conf = [0.95, 0.9, 0.3, 0.8, 0.99]
+    reasons = rejection_reasons(labels, conf, [0.5, 0.5, 0.0], min_confidence=0.5)
+    # row 2 is unsure; class 2 has no train share (cap 0); class 0 is capped at 1 by class 1's single row
+    assert reasons == [None, CLASS_CAP, LABELER_CONFIDENCE, None, CLASS_CAP]
+    assert rejection_reasons(labels, conf, [0.5, 0.5, 0.0], balance=False) == [None] * 5
+    assert not any(accept_generated([], [], [0.5, 0.5])) and accept_generated([], [], [0.5, 0.5]) == []
+    assert not any(accept_generated([0, 1], [0.9, 0.9], [0.0, 0.0]))  # no train shares at all: nothing to match
 
 
 def _world(train, dev):

@@ -36,9 +36,10 @@ class FakeWorld:
 def run(world, train, dev, thetas, label_value=1, **kw):
     generated_from = []
 
-    def generate(rows, banned, rng):
+    def generate(rows, banned, rng):  # fresh texts on every call (a repeated text is a duplicate, never added)
+        calls = len(generated_from)
         generated_from.extend(rows)
-        return [{"text": f"{r['text']} variant {j}"} for r in rows for j in range(2)]
+        return [{"text": f"{r['text']} variant {calls}.{j}"} for r in rows for j in range(2)]
 
     result = agora(train=train, dev=dev, thetas=thetas, fit=world.fit, dev_predict=world.dev_predict,
                    dev_score=world.dev_score, is_mistake=lambda p, y: p != y, generate=generate,
@@ -188,3 +189,119 @@ def test_verify_expands_only_the_mistakes_the_labeler_gets_right():
     assert first.mistakes == len(asked) and first.mistakes > first.mistakes_expanded > 0
     assert generated_from and all(int(r["text"].split()[1]) % 2 == 0 for r in generated_from)
     assert first.mistakes_expanded == len(generated_from)
+
+
+# --- never worse than plain round 1; no re-fit on unchanged data; rejections by reason (issue 12) -------------
+
+def _scripted(train, dev, scores_by_round, *, label=None, generate=None, **kw):
+    """agora() with injected callables: a model is (round, θ name, train size); its selection score is scripted
+    per round and θ (round r is recognised by the train size, which grows by a fixed amount per round)."""
+    fits, lines = [], []
+    sizes = {}
+
+    def fit(rows, theta):
+        r = sizes.setdefault(len(rows), len(sizes) + 1)
+        fits.append((r, theta["name"], len(rows)))
+        return (r, theta["name"], len(rows))
+
+    def dev_predict(model):
+        return [model] * len(dev)  # the score is read from the model itself
+
+    def dev_score(preds, golds):
+        r, name, _ = preds[0]
+        return scores_by_round[min(r, len(scores_by_round)) - 1][name]
+
+    def is_mistake(p, y):
+        return True  # every repair row is a mistake: the loop always has something to expand
+
+    counter = []
+
+    def fresh(rows, banned, rng):
+        counter.append(1)
+        return [{"text": f"{r['text']} v{len(counter)}.{j}"} for r in rows for j in range(2)]
+
+    result = agora(train=train, dev=dev, thetas=[{"name": n} for n in scores_by_round[0]], fit=fit,
+                   dev_predict=dev_predict, dev_score=dev_score, is_mistake=is_mistake,
+                   generate=generate or fresh, label=label or (lambda rows: [1] * len(rows)),
+                   key=lambda r: r["text"], log=lines.append, **kw)
+    return result, fits, lines
+
+
+@pytest.mark.parametrize("later", [
+    {"a": 0.20, "b": 0.23},  # worse: the user's 0.232 vs 0.295
+    {"a": 0.295, "b": 0.10},  # a tie with round 1: the earlier round (plain) keeps it
+    {"a": float("nan"), "b": float("nan")},  # NaN (e.g. Pearson r of constant predictions) never wins
+])
+@pytest.mark.parametrize("kw", [{}, {"replay": 2}, {"repair_fraction": 0.5}, {"prune": "none"}])
+def test_the_result_is_never_worse_on_selection_dev_than_plain_round_one(later, kw):
+    train, dev = make_data()
+    result, fits, _ = _scripted(train, dev, [{"a": 0.295, "b": 0.25}, later, later, later], max_rounds=4, **kw)
+    assert len(result.rounds) > 1  # later rounds did run (and were not better)
+    assert result.best_round == 1 and result.best_model == (1, "a", len(train))
+    assert result.best_dev_score == result.baseline_dev_score == result.rounds[0].dev_score == 0.295
+    assert [r.improved for r in result.rounds] == [True] + [False] * (len(result.rounds) - 1)
+
+
+def test_a_strictly_better_later_round_is_returned_and_a_nan_round_one_is_replaced():
+    train, dev = make_data()
+    result, _, _ = _scripted(train, dev, [{"a": 0.3, "b": 0.2}, {"a": 0.31, "b": 0.5}], max_rounds=2, prune="none")
+    assert result.best_round == 2 and result.best_model[:2] == (2, "b") and result.best_dev_score == 0.5
+    nan = float("nan")
+    result, _, _ = _scripted(train, dev, [{"a": nan, "b": nan}, {"a": 0.1, "b": nan}], max_rounds=2, prune="none")
+    assert result.best_round == 2 and result.best_model[:2] == (2, "a")
+
+
+def test_a_round_that_adds_no_rows_stops_the_loop_without_refitting_and_says_why():
+    from bortify.finetuning.agora import Rejected
+
+    train, dev = make_data()
+    everything_capped = lambda rows: [Rejected("class_cap")] * len(rows)  # noqa: E731
+    result, fits, lines = _scripted(train, dev, [{"a": 0.5, "b": 0.4, "c": 0.3}], label=everything_capped,
+                                    max_rounds=4, prune="none")
+    assert len(result.rounds) == 1 and len(fits) == 3  # Θ fitted once: train never changed
+    first = result.rounds[0]
+    assert first.generated == 2 * len(dev) and first.examples_added == 0 and first.examples_rejected == 16
+    assert first.rejections == {"labeler_confidence": 0, "class_cap": 16, "duplicate": 0, "verify_failed": 0}
+    assert "all 16 generated row(s) rejected (class_cap 16)" in first.stop_reason
+    assert result.stop_reason == first.stop_reason and first.to_dict()["rejections"]["class_cap"] == 16
+    assert len(lines) == 1 and "class_cap 16" in lines[0] and "stopping" in lines[0]
+
+
+def test_no_rows_for_other_reasons_duplicates_verify_and_no_mistakes():
+    train, dev = make_data()
+    # the generator only repeats train and dev texts: all duplicates
+    result, fits, _ = _scripted(train, dev, [{"a": 0.5, "b": 0.4}], max_rounds=3, prune="none",
+                                generate=lambda rows, banned, rng: [{"text": "train 1"}, {"text": "dev 2"}] * 2)
+    assert len(fits) == 2 and result.rounds[0].rejections["duplicate"] == 4
+    assert "duplicate 4" in result.stop_reason
+    # the labeler gets every mistake wrong too: nothing is expanded
+    result, fits, _ = _scripted(train, dev, [{"a": 0.5, "b": 0.4}], max_rounds=3, prune="none",
+                                verify=lambda rows: [None] * len(rows))
+    assert len(fits) == 2 and result.rounds[0].rejections["verify_failed"] == len(dev)
+    assert "verify" in result.stop_reason and result.rounds[0].mistakes_expanded == 0
+    # a perfect model makes no mistake: nothing to repair
+    world = FakeWorld(dev, {"a": 8, "b": 8})
+    result, _ = run(world, train, dev, [{"name": "a"}, {"name": "b"}], max_rounds=3, prune="none")
+    assert len(result.rounds) == 1 and len(world.fits) == 2 and "no mistake" in result.stop_reason
+
+
+def test_duplicates_within_a_batch_are_added_once_and_counted():
+    train, dev = make_data()
+    result, _, _ = _scripted(train, dev, [{"a": 0.5}], max_rounds=2,
+                             generate=lambda rows, banned, rng: [{"text": "same new text"}] * 3, prune="none")
+    first = result.rounds[0]
+    assert first.examples_added == 1 and first.rejections["duplicate"] == 2 and first.generated == 3
+
+
+def test_one_progress_line_per_round_with_the_counts_by_reason():
+    train, dev = make_data()
+
+    def label(rows):  # rejects every other row for low confidence
+        from bortify.finetuning.agora import Rejected
+        return [Rejected("labeler_confidence") if i % 2 else 1 for i in range(len(rows))]
+
+    result, _, lines = _scripted(train, dev, [{"a": 0.5, "b": 0.4, "c": 0.1}], label=label, max_rounds=5)
+    assert len(lines) == len(result.rounds) == 3  # Θ empties after 3 rounds (one θ pruned per round)
+    assert lines[0].startswith("Agora round 1: dev 0.5000 (new best)") and "labeler_confidence 8" in lines[0]
+    assert result.rounds[0].rejections["labeler_confidence"] == 8 and result.rounds[0].examples_added == 8
+    assert "stopping: Θ is empty" in lines[-1] and result.stop_reason == "Θ is empty after pruning"

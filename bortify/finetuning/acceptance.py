@@ -5,7 +5,8 @@
   are expanded) and a *selection* part (used only to score θ and rounds). `repair_fraction=1` is the paper.
 - `accept_generated`: the labeler labels variants of exactly the hard texts, so its labels are noisy and can be
   skewed towards one class. Optionally keep only variants the labeler is confident about, and cap the rows
-  added per labeler class so that the added rows follow the train class ratio.
+  added per labeler class so that the added rows follow the train class ratio of the classes the labeler did
+  predict (a class it never predicted does not block the others).
 """
 
 from __future__ import annotations
@@ -54,31 +55,52 @@ def class_ratio(train_labels: Sequence[int], num_labels: int) -> list[float]:
     return [counts.get(c, 0) / total for c in range(num_labels)]
 
 
-def accept_generated(labels: Sequence[int], confidences: Sequence[float], ratio: Sequence[float], *,
-                     min_confidence: float | None = None, balance: bool = True) -> list[bool]:
-    """Which generated rows to add to train (True = keep), given the labeler's labels and confidences.
+# Why a generated row was not added (RoundRecord.rejections, report.json): the labeler step's reasons.
+LABELER_CONFIDENCE = "labeler_confidence"  # below --min_labeler_confidence
+CLASS_CAP = "class_cap"  # over its class's cap (--balance_classes)
 
-    1. confidence: drop rows whose labeler confidence (max softmax probability) is below `min_confidence`;
-    2. balance: keep per class c at most floor(ratio[c] * N) rows, with N the largest total for which every
-       class can meet its share, N = min over classes with ratio > 0 of (available_c / ratio[c]); the most
-       confident rows of each class are kept. A class the labeler never predicts therefore caps everything at
-       0 (a one-sided batch would only skew train further)."""
+
+def class_caps(available: dict[int, int], ratio: Sequence[float]) -> dict[int, int]:
+    """Per-class caps for balanced acceptance, relative to the classes that are present (ours, docs/methods.md §3.5).
+
+    P = the classes with at least one available row and a train share r_c > 0. N = min over P of
+    (available_c / r_c) is the largest total a perfectly balanced acceptance could reach over P (a class with a
+    train share that the labeler never predicted is left out, instead of capping everything at 0); each class
+    c in P may add floor(r_c * N) rows, every other class 0. The binding class keeps all its rows, so something
+    is accepted whenever any class of P has a row. Among P, the caps follow the train ratio renormalised to P."""
+    present = [(c, r) for c, r in enumerate(ratio) if r > 0 and available.get(c, 0) > 0]
+    if not present:
+        return {}
+    total = min(available[c] / r for c, r in present)
+    return {c: min(available[c], math.floor(r * total + 1e-9)) for c, r in present}
+
+
+def rejection_reasons(labels: Sequence[int], confidences: Sequence[float], ratio: Sequence[float], *,
+                      min_confidence: float | None = None, balance: bool = True) -> list[str | None]:
+    """Per generated row: None (added) or why it is not added (LABELER_CONFIDENCE, CLASS_CAP).
+
+    1. confidence: rows whose labeler confidence (max softmax probability) is below `min_confidence`;
+    2. balance: per class, the rows beyond `class_caps` of the confident rows, the least confident first (the
+       most confident rows of each class are kept). A class with no train share gets no rows."""
     if len(labels) != len(confidences):
         raise ValueError("labels and confidences must have the same length.")
-    keep = [min_confidence is None or c >= min_confidence for c in confidences]
+    reasons: list[str | None] = [None if min_confidence is None or c >= min_confidence else LABELER_CONFIDENCE
+                                 for c in confidences]
     if not balance:
-        return keep
+        return reasons
     by_class: dict[int, list[int]] = defaultdict(list)
-    for i, (y, ok) in enumerate(zip(labels, keep)):
-        if ok:
+    for i, (y, why) in enumerate(zip(labels, reasons)):
+        if why is None:
             by_class[int(y)].append(i)
-    shares = [(c, r) for c, r in enumerate(ratio) if r > 0]
-    if not shares:
-        return [False] * len(labels)
-    total = min(len(by_class.get(c, [])) / r for c, r in shares)
-    out = [False] * len(labels)
-    for c, r in shares:
-        cap = math.floor(r * total + 1e-9)
-        for i in sorted(by_class.get(c, []), key=lambda i: -confidences[i])[:cap]:
-            out[i] = True
-    return out
+    caps = class_caps({c: len(idx) for c, idx in by_class.items()}, ratio)
+    for c, idx in by_class.items():
+        for i in sorted(idx, key=lambda i: -confidences[i])[caps.get(c, 0):]:
+            reasons[i] = CLASS_CAP
+    return reasons
+
+
+def accept_generated(labels: Sequence[int], confidences: Sequence[float], ratio: Sequence[float], *,
+                     min_confidence: float | None = None, balance: bool = True) -> list[bool]:
+    """Which generated rows to add to train (True = keep): `rejection_reasons` is None."""
+    return [why is None for why in rejection_reasons(labels, confidences, ratio, min_confidence=min_confidence,
+                                                     balance=balance)]

@@ -17,8 +17,15 @@ original train row once, after round 1, labelled by the same labeler (augmentati
 train set, not only around the dev mistakes); `repair_fraction` < 1 splits dev into a repair part
 (its mistakes are expanded) and a disjoint selection part (θ and the best round are chosen on it only), so that
 dev stays an unbiased judge after its mistakes' variants enter train (acceptance.split_dev); `label` may return
-None for a generated row to reject it (labeler confidence / class balance, acceptance.accept_generated). The loop only sees train and dev: the test split is
-not an argument, so it cannot be looked at before the end.
+`Rejected(reason)` (or None) for a generated row to reject it (labeler confidence / class cap,
+acceptance.rejection_reasons). The loop only sees train and dev: the test split is not an argument, so it cannot be
+looked at before the end.
+
+Guarantees (ours): round 1 is plain fine-tuning (every θ on the original train), and a later round replaces the
+best model only when it scores strictly higher on the selection part (NaN counts as the lowest score), so the
+returned model is never worse there than round 1. A round that adds no rows leaves train unchanged, and the next
+round would re-fit the remaining θ on the same data: the loop stops instead, and the round's `stop_reason` says
+why (no mistakes, none verified, nothing generated, everything rejected, with the counts by reason).
 
 `verify` (optional, ours): expand only the mistakes whose ORIGINAL text the labeler labels correctly. The variants
 of a mistake are labelled by the labeler, so where the labeler is wrong at the centre of the neighbourhood it
@@ -32,10 +39,25 @@ Everything model-specific comes in as callables, so the loop's logic is unit-tes
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
+
+from bortify.finetuning.acceptance import CLASS_CAP, LABELER_CONFIDENCE
+
+# Why generated rows (or, for VERIFY_FAILED, dev mistakes) were not added: RoundRecord.rejections' keys.
+DUPLICATE = "duplicate"  # the text repeats a train, dev, earlier generated or same-batch text
+VERIFY_FAILED = "verify_failed"  # a repair-part MISTAKE (not a row) the labeler gets wrong too: not expanded
+REJECTED = "rejected"  # `label` returned None (no reason given)
+REASONS = (LABELER_CONFIDENCE, CLASS_CAP, DUPLICATE, VERIFY_FAILED)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """What `label` returns for a generated row that is not added, with the reason (acceptance.py's names)."""
+    reason: str
 
 
 @dataclass
@@ -52,8 +74,12 @@ class RoundRecord:
     improved: bool = False
     seconds: float = 0.0
     repair_dev_score: float | None = None  # the best θ's score on the repair part (when dev is split)
-    examples_rejected: int = 0  # generated rows the labeler step rejected (None labels)
+    examples_rejected: int = 0  # generated rows the labeler step rejected (Rejected / None labels)
     mistakes_expanded: int = 0  # mistakes whose variants were generated (fewer than `mistakes` with `verify`)
+    generated: int = 0  # candidate rows the generator(s) returned this round
+    # counts by reason (REASONS): rows for labeler_confidence / class_cap / duplicate, MISTAKES for verify_failed
+    rejections: dict = field(default_factory=dict)
+    stop_reason: str | None = None  # set on the last round: why the loop stopped
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,6 +94,35 @@ class AgoraResult:
     round_models: dict[int, Any] = field(default_factory=dict)  # round -> its best model (when kept)
     added_rows: list[dict] = field(default_factory=list)  # every generated, labelled row, in order
     examples_seen: int = 0
+    stop_reason: str = ""
+    baseline_dev_score: float | None = None  # round 1 (plain fine-tuning) on the selection part
+
+
+def _rank(score: float) -> float:
+    """A score for comparisons: NaN (e.g. Pearson r of constant predictions) ranks below every number."""
+    return float("-inf") if score is None or math.isnan(score) else score
+
+
+def round_line(rec: RoundRecord) -> str:
+    """One progress line per round: score, mistakes, what was generated, added and rejected (by reason)."""
+    why = ", ".join(f"{k} {v}" for k, v in rec.rejections.items() if v) or "none"
+    line = (f"Agora round {rec.round}{' (replay)' if rec.replay else ''}: dev {rec.dev_score:.4f}"
+            f"{' (new best)' if rec.improved else ''}, {rec.mistakes} mistake(s), {rec.mistakes_expanded} expanded, "
+            f"{rec.generated} generated, {rec.examples_added} added; not added: {why}")
+    return line + (f"; stopping: {rec.stop_reason}" if rec.stop_reason else "")
+
+
+def _no_rows_reason(n_mistakes: int, expanded: int, generated: int, rejections: dict, expand_train: bool) -> str:
+    """Why a round added no rows (the loop stops: the next round would re-fit on unchanged data)."""
+    if not n_mistakes and not expand_train:
+        return "no rows added: the round's best model makes no mistake on the repair part of dev"
+    if not expanded and not expand_train:
+        return (f"no rows added: the labeler gets all {n_mistakes} mistake(s) wrong too (verify_mistakes), so none "
+                "was expanded")
+    if not generated:
+        return "no rows added: the generator produced no new text"
+    counts = ", ".join(f"{k} {v}" for k, v in rejections.items() if v and k != VERIFY_FAILED)
+    return f"no rows added: all {generated} generated row(s) rejected ({counts}); train is unchanged"
 
 
 def _unlabelled(rows: list[dict]) -> list[dict]:
@@ -110,11 +165,15 @@ def agora(
     seed: int = 42,
     progress: Callable[[str], None] | None = None,
     theta_label: Callable[[dict], str] = str,
+    log: Callable[[str], None] | None = None,
 ) -> AgoraResult:
     """Run Agora. `train`/`dev` are rows (dicts with the text columns and "label"); `fit(train_rows, θ)` returns a
     model trained from a fresh copy of model0; `dev_predict(model)` its predictions on all of dev; `dev_score(preds,
-    golds)` the main metric (higher is better) of predictions against gold labels (a subset of dev); `is_mistake(pred, gold)`; `generate(mistake_rows, banned_keys, rng)` new
-    unlabelled rows; `label(rows)` the labeler's labels (None = reject the row; a dict = fields to set, "label" among them); `key(row)` the text key used to ban duplicates."""
+    golds)` the main metric (higher is better) of predictions against gold labels (a subset of dev); `is_mistake(pred,
+    gold)`; `generate(mistake_rows, banned_keys, rng)` new unlabelled rows; `label(rows)` the labeler's labels (a
+    label, or a dict of fields to set with "label" among them; `Rejected(reason)` or None = reject the row); `key(row)`
+    the text key used to ban duplicates. `progress` gets a short text per θ run, `log` one line per round
+    (`round_line`)."""
     if not thetas:
         raise ValueError("Θ is empty: give at least one hyperparameter set.")
     from bortify.finetuning.acceptance import split_dev
@@ -150,13 +209,14 @@ def agora(
         seen = sum(examples_seen(len(train), t) for t, *_ in results)
         total_seen += seen
         # m* = best on dev (the first θ wins ties, so the order of Θ decides them reproducibly)
-        theta_b, score_b, model_b, preds_b = max(results, key=lambda x: x[1])
-        improved = score_b > best[2]
+        theta_b, score_b, model_b, preds_b = max(results, key=lambda x: _rank(x[1]))
+        # Round 1 (plain fine-tuning) is always the first best; a later round must be STRICTLY better on the
+        # selection part to replace it (ties keep the earlier round), so the result is never below plain round 1.
+        improved = r == 1 or _rank(score_b) > _rank(best[2])
         if improved:
             best = (model_b, r, score_b)
         if keep_round_models:
             round_models[r] = model_b
-        last_round = r >= max_rounds
         # Replay (our reading of the author's note): a round that did not improve is re-run once more on the
         # grown train set without pruning Θ, while replays remain.
         do_replay = (not improved) and replays_left > 0 and rounds
@@ -167,41 +227,71 @@ def agora(
             new_theta_set = prune_worst([(t, s) for t, s, *_ in results])
         else:
             new_theta_set = theta_set
-        last_round = last_round or not new_theta_set
+        stop_reason = (f"round budget reached (max_rounds {max_rounds})" if r >= max_rounds else
+                       "Θ is empty after pruning" if not new_theta_set else None)
+        last_round = stop_reason is not None  # nothing is generated after the last round (it could not be used)
         repair_preds = [preds_b[i] for i in repair_idx]
         mistakes = [row for row, p in zip(repair_rows, repair_preds) if is_mistake(p, row["label"])]
         n_mistakes = len(mistakes)
+        rejections = dict.fromkeys(REASONS, 0)
         if verify is not None and mistakes and not last_round:
             # ours: expand only the mistakes the labeler itself gets right (see the module docstring)
             verdicts = verify(_unlabelled(mistakes))
             mistakes = [row for row, y in zip(mistakes, verdicts) if not is_mistake(y, row["label"])]
+            rejections[VERIFY_FAILED] = n_mistakes - len(mistakes)
         expand_train = generate_train is not None and r == 1  # ours: variants of the original train rows, once
-        new_rows: list[dict] = []
-        rejected = 0
+        new_rows, generated, rejected = [], 0, 0
         if (mistakes or expand_train) and not last_round:
             candidates = generate(_unlabelled(mistakes), banned, rng) if mistakes else []
             if expand_train:
                 candidates += generate_train(_unlabelled(original_train), banned | {key(c) for c in candidates}, rng)
-            candidates = [c for c in candidates if key(c) not in banned]
+            generated = len(candidates)
+            candidates = _fresh(candidates, key, banned, rejections)
             labels = label(candidates) if candidates else []
             for row, y in zip(candidates, labels):
-                if y is None:  # rejected by the acceptance rule (confidence / class balance)
+                if y is None or isinstance(y, Rejected):  # the acceptance rule (confidence / class cap)
                     rejected += 1
+                    why = y.reason if isinstance(y, Rejected) else REJECTED
+                    rejections[why] = rejections.get(why, 0) + 1
                     continue
                 # the labeler's label, never a dev gold label; a dict carries more of the labeler's output
                 # (e.g. {"label": 1, "soft_label": [0.2, 0.8]} with soft labels)
                 row = {**row, **y} if isinstance(y, dict) else {**row, "label": y}
                 banned.add(key(row))
                 new_rows.append(row)
-        rounds.append(RoundRecord(
+        if not last_round and not new_rows:
+            # train would be unchanged: the next round would re-fit the remaining θ on the same data (ours: stop)
+            stop_reason = _no_rows_reason(n_mistakes, len(mistakes), generated, rejections, expand_train)
+        rec = RoundRecord(
             round=r, thetas=[{"theta": t, "dev_score": s} for t, s, *_ in results], best_theta=theta_b,
             dev_score=score_b, mistakes=n_mistakes, examples_added=len(new_rows), train_size=len(train),
             examples_seen=seen, replay=bool(do_replay), improved=improved, seconds=time.perf_counter() - start,
             repair_dev_score=dev_score(repair_preds, repair_gold) if split else None, examples_rejected=rejected,
-            mistakes_expanded=len(mistakes) if not last_round else 0))
+            mistakes_expanded=len(mistakes) if not last_round else 0, generated=generated, rejections=rejections,
+            stop_reason=stop_reason)
+        rounds.append(rec)
+        if log:
+            log(round_line(rec))
         train.extend(new_rows)
         added.extend(new_rows)
         theta_set = new_theta_set
         del results
+        if stop_reason is not None:
+            break
+    final_reason = rounds[-1].stop_reason or "Θ is empty"
     return AgoraResult(best_model=best[0], best_round=best[1], best_dev_score=best[2], rounds=rounds,
-                       round_models=round_models, added_rows=added, examples_seen=total_seen)
+                       round_models=round_models, added_rows=added, examples_seen=total_seen,
+                       stop_reason=final_reason, baseline_dev_score=rounds[0].dev_score)
+
+
+def _fresh(candidates: list[dict], key: Callable[[dict], Any], banned: set, rejections: dict) -> list[dict]:
+    """The candidates whose text is new (not banned, not repeated within the batch); the rest count as DUPLICATE."""
+    out, seen = [], set()
+    for c in candidates:
+        k = key(c)
+        if k in banned or k in seen:
+            rejections[DUPLICATE] += 1
+            continue
+        seen.add(k)
+        out.append(c)
+    return out

@@ -25,8 +25,8 @@ import datasets
 import torch
 from tqdm.auto import tqdm
 
-from bortify.finetuning.acceptance import accept_generated, class_ratio, split_dev
-from bortify.finetuning.agora import AgoraResult, RoundRecord, agora
+from bortify.finetuning.acceptance import class_ratio, rejection_reasons, split_dev
+from bortify.finetuning.agora import AgoraResult, Rejected, RoundRecord, agora
 from bortify.finetuning.arguments import (AgoraArguments, FinetuneDataArguments, FinetuneGridArguments,
                                           FinetuneModelArguments)
 from bortify.finetuning.distill import TaskDistillArguments, distill
@@ -209,7 +209,8 @@ def dev_parts(task: TaskData, model_args: FinetuneModelArguments, agora_args: Ag
         repair, select = split_dev(list(task.dev["label"]), agora_args.repair_fraction, model_args.seed)
         note = (f"dev = the selection part of dev ({len(select)} rows), which only chose θ and the best round; "
                 f"dev_repair = the repair part ({len(repair)} rows), inflated: variants of its mistakes were "
-                "trained on.")
+                "trained on. Compare with round 1 (plain fine-tuning, scored on the same selection part), not with a "
+                "plain run's score on all of dev.")
         return select, repair, note
     everything = list(range(len(task.dev)))
     if model_args.mode == "agora":
@@ -351,20 +352,20 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
             ratio = class_ratio([r["label"] for r in train_rows], task.num_labels)  # the original train's ratio
             filtering = agora_args.balance_classes or agora_args.min_labeler_confidence is not None
 
-            def label_fn(rows):  # one labeler pass: label, acceptance (None = rejected), soft target (losses.py)
+            def label_fn(rows):  # one labeler pass: label, acceptance (Rejected(why)), soft target (losses.py)
                 if not rows:
                     return []
                 logits = labeler.task_logits(rows)
                 probs = softmax_with_temperature(logits)
                 labels = [int(c) for c in probs.argmax(axis=1)]
-                keep = (accept_generated(labels, probs.max(axis=1).tolist(), ratio,
+                why = (rejection_reasons(labels, probs.max(axis=1).tolist(), ratio,
                                          min_confidence=agora_args.min_labeler_confidence,
                                          balance=agora_args.balance_classes)
-                        if filtering else [True] * len(rows))
-                if not agora_args.soft_labels:
-                    return [y if k else None for y, k in zip(labels, keep)]
-                soft = softmax_with_temperature(logits, agora_args.soft_label_temperature)
-                return [{"label": y, "soft_label": q.tolist()} if k else None for y, k, q in zip(labels, keep, soft)]
+                       if filtering else [None] * len(rows))
+                soft = (softmax_with_temperature(logits, agora_args.soft_label_temperature)
+                        if agora_args.soft_labels else [None] * len(rows))
+                return [Rejected(w) if w else y if q is None else {"label": y, "soft_label": q.tolist()}
+                        for y, w, q in zip(labels, why, soft)]
         result = agora(
             train=train_rows, dev=dev_rows, thetas=thetas, fit=fit_rows, dev_predict=dev_predict,
             dev_score=dev_main_score, is_mistake=is_mistake,
@@ -375,7 +376,7 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
             generate_train=(None if not agora_args.train_k else lambda rows, banned, rng: generate_rows(
                 rows, task.text_columns, generator, agora_args.train_k, rng, banned)),
             prune=agora_args.prune, replay=agora_args.replay, seed=model_args.seed,
-            progress=bar.set_postfix_str, theta_label=theta_text)
+            progress=bar.set_postfix_str, theta_label=theta_text, log=say)
     elif model_args.mode == "distill":
         result, distill_info = _distill_result(task, student0, tokenizer, labeler, distill_args, model_args,
                                                generator, lambda m: dev_main_score(dev_predict(m)), bar)
@@ -455,7 +456,10 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
                    "max_rounds": agora_args.max_rounds, "prune": agora_args.prune, "replay": agora_args.replay,
                    # dev rows whose mistakes are expanded / that select θ and the round (agora.py's split)
                    "dev_repair_rows": len(repair_idx) if repair_idx is not None else len(dev_rows),
-                   "dev_selection_rows": len(select_idx)}
+                   "dev_selection_rows": len(select_idx),
+                   # why the loop ended; round 1 = plain fine-tuning scored on the same selection part: the
+                   # returned model is never below it (agora.py); compare with it, not with a plain run on all of dev
+                   "stop_reason": result.stop_reason, "round1_dev_score": result.baseline_dev_score}
                   if model_args.mode == "agora" else None),
         # mode 'distill': transfer-set sizes by source, settings, seconds (distill.py)
         "distill": distill_info,
