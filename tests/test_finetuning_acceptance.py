@@ -155,3 +155,55 @@ def test_loop_expands_only_repair_mistakes_and_selects_on_the_other_half():
         assert not dev_texts & {r["text"] for r in rows}
         assert all(r["label"] == 5 for r in rows if r["text"].startswith("dev"))
     assert len(fits[-1]) == 10 + first.examples_added
+
+
+@pytest.mark.slow
+def test_finetune_agora_on_a_three_class_task_adds_balanced_rows_and_reports_why_rows_were_rejected(
+        tmp_path, tiny_bert_config, minilm_path, capsys):
+    """Through the real finetune(): a random tiny labeler predicts few of the 3 classes; class balancing used to
+    reject every generated row then. Now rows are added, report.json counts the rejections by reason per round,
+    says why the loop stopped, and one progress line per round is printed."""
+    import csv
+    import json
+
+    import torch
+    from transformers import AutoTokenizer, BertForMaskedLM, BertForSequenceClassification
+
+    from bortify.finetuning.arguments import (AgoraArguments, FinetuneDataArguments, FinetuneGridArguments,
+                                              FinetuneModelArguments)
+    from bortify.finetuning.finetune import finetune
+
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    torch.manual_seed(0)
+    BertForMaskedLM(tiny_bert_config).save_pretrained(tmp_path / "student")
+    tok.save_pretrained(tmp_path / "student")
+    names = ["alpha", "beta", "gamma"]
+    cfg = tiny_bert_config.__class__(**{**tiny_bert_config.to_dict(), "id2label": dict(enumerate(names)),
+                                        "label2id": {n: i for i, n in enumerate(names)}})
+    BertForSequenceClassification(cfg).save_pretrained(tmp_path / "labeler")
+    tok.save_pretrained(tmp_path / "labeler")
+    words = ["good film", "bad movie", "dull plot"]
+    with open(tmp_path / "data.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for i in range(60):
+            w.writerow([f"a {words[i % 3]} with scene {i} and actor {i * 7 % 13}", names[i % 3]])
+    report = finetune(
+        FinetuneModelArguments(model=str(tmp_path / "student"), output_dir=str(tmp_path / "out"), mode="agora",
+                               max_length=16, eval_batch_size=32, torch_threads=1),
+        FinetuneDataArguments(dataset=str(tmp_path / "data.csv"), dev_fraction=0.3),
+        FinetuneGridArguments(learning_rates=[1e-3], num_train_epochs=1, batch_sizes=[16]),
+        AgoraArguments(labeler=str(tmp_path / "labeler"), labeler_min_dev_score=0.0, max_rounds=2, k=2,
+                       prune="none", verify_mistakes=False, generator_embeddings="student"))
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    first = saved["rounds"][0]
+    assert first["mistakes_expanded"] > 0 and first["generated"] > 0
+    assert set(first["rejections"]) >= {"labeler_confidence", "class_cap", "duplicate", "verify_failed"}
+    assert first["examples_added"] > 0  # the old rule: 0 whenever the labeler missed a class
+    assert first["examples_added"] + first["examples_rejected"] + first["rejections"]["duplicate"] == first["generated"]
+    assert saved["agora"]["stop_reason"] and saved["agora"]["round1_dev_score"] == first["dev_score"]
+    assert saved["dev"][saved["metric"]] >= first["dev_score"]  # never below plain round 1 (selection part)
+    assert saved["labeler"]["majority_rate"] is not None and saved["labeler"]["threshold"] == 0.0
+    out = capsys.readouterr().out
+    assert out.count("Agora round ") == len(saved["rounds"]) and "Agora round 1:" in out
+    assert report["rounds"][0]["rejections"] == first["rejections"]

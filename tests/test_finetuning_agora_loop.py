@@ -247,8 +247,12 @@ def test_a_strictly_better_later_round_is_returned_and_a_nan_round_one_is_replac
     result, _, _ = _scripted(train, dev, [{"a": 0.3, "b": 0.2}, {"a": 0.31, "b": 0.5}], max_rounds=2, prune="none")
     assert result.best_round == 2 and result.best_model[:2] == (2, "b") and result.best_dev_score == 0.5
     nan = float("nan")
-    result, _, _ = _scripted(train, dev, [{"a": nan, "b": nan}, {"a": 0.1, "b": nan}], max_rounds=2, prune="none")
-    assert result.best_round == 2 and result.best_model[:2] == (2, "a")
+    # a NaN θ listed first must not shadow a real score (max() with NaN kept the first item), and an all-NaN
+    # round 1 is still the first best (it used to leave no best model at all: best_model None, best_round -1)
+    result, _, _ = _scripted(train, dev, [{"a": nan, "b": nan}, {"a": nan, "b": 0.1}], max_rounds=2, prune="none")
+    assert result.best_round == 2 and result.best_model[:2] == (2, "b") and result.rounds[1].best_theta == {"name": "b"}
+    result, _, _ = _scripted(train, dev, [{"a": nan, "b": nan}], max_rounds=1)
+    assert result.best_round == 1 and result.best_model == (1, "a", len(train))
 
 
 def test_a_round_that_adds_no_rows_stops_the_loop_without_refitting_and_says_why():
