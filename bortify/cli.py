@@ -1,18 +1,17 @@
-"""`bortify <command>`: each command is a thin shell over a library function (see each module's `main`)."""
+"""`bortify <command>`: a stage of the stage table (bortify/stages.py, run by bortify.pipeline.run_command),
+`run` (a whole recipe) or `resources`."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-# command -> (module with main(argv) -> int, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "extract": ("bortify.extraction.cli", "Pick a small BERT architecture out of a big one (Bort FPTAS); writes config.json + report."),
-    "pretrain": ("bortify.pretraining.cli", "Pretrain a student by knowledge distillation (logit or representation KD) with the Trainer."),
-    "finetune": ("bortify.finetuning.cli", "Fine-tune a student on a classification task, plain or with Agora."),
-    "card": ("bortify.hub.card", "Render a model card with measured evidence from a run's reports."),
-    "push": ("bortify.hub.push", "Push a checkpoint with its card to the Hugging Face Hub."),
-    "run": ("bortify.pipeline", "Run a whole recipe: extract -> pretrain -> finetune -> card -> push, resumable."),
+from bortify.stages import STAGE_NAMES, STAGES
+
+# command -> (module with main(argv) -> int, one-line help); the stages come from the table
+COMMANDS: dict[str, tuple[str | None, str]] = {
+    **{s.name: (None, s.help) for s in STAGES},
+    "run": ("bortify.pipeline", f"Run a whole recipe: {' -> '.join(STAGE_NAMES)}, resumable."),
     "resources": ("bortify.resources", "List or fetch the embedded defaults (packaged models and data)."),
 }
 
@@ -39,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bortify: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     try:
+        if name in STAGE_NAMES:
+            from bortify.pipeline import run_command
+
+            return run_command(name, rest)
         module = importlib.import_module(COMMANDS[name][0])
         return int(module.main(rest) or 0)
     except KeyboardInterrupt:

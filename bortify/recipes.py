@@ -23,13 +23,12 @@ from typing import Any, Sequence
 import yaml
 from transformers import HfArgumentParser
 
+from bortify.stages import SECTION_NAMES
+
 
 class RecipeError(ValueError):
     """A recipe (or a stage's settings) is wrong; the message names the file, key and fix."""
 
-
-# The stage sections a recipe may have, in pipeline order (bortify.pipeline.STAGES follows this list).
-STAGE_NAMES = ("extract", "pretrain", "finetune", "compress", "card", "push")
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
@@ -86,7 +85,7 @@ def check_no_secrets(recipe: Any, where: str) -> None:
     visit(recipe, "")
 
 
-def stage_section(recipe: dict[str, Any], stage: str, known_stages: Sequence[str] = STAGE_NAMES) -> dict[str, Any]:
+def stage_section(recipe: dict[str, Any], stage: str, known_stages: Sequence[str] = SECTION_NAMES) -> dict[str, Any]:
     """The part of a recipe that belongs to `stage` (the whole recipe if it is flat)."""
     if stage in recipe:
         section = recipe[stage] or {}
@@ -208,6 +207,15 @@ def check_keys(mapping: dict[str, Any], dataclass_types, where: str) -> None:
         raise RecipeError(f"Unknown key(s) {unknown} in {where}. Valid keys: {valid}")
 
 
+def check_required(mapping: dict[str, Any], dataclass_types, where: str) -> None:
+    """Raise RecipeError naming each required setting (a field without a default) that `mapping` lacks, with its help."""
+    missing = [f for dc in dataclass_types for f in dataclasses.fields(dc) if f.init and f.name not in mapping
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        needs = "; ".join(f"`{f.name}` ({f.metadata.get('help', 'required')})" for f in missing)
+        raise RecipeError(f"{where} needs {needs}: set it in the recipe.")
+
+
 def args_from_dict(dataclass_types, mapping: dict[str, Any], where: str = "recipe") -> tuple:
     """Build the stage dataclasses from a mapping (used by `bortify run`).
 
@@ -218,6 +226,7 @@ def args_from_dict(dataclass_types, mapping: dict[str, Any], where: str = "recip
         raise RecipeError(f"{where} must be a mapping of settings, got {type(mapping).__name__}.")
     check_keys(mapping, dataclass_types, where)
     check_values(mapping, dataclass_types, where)
+    check_required(mapping, dataclass_types, where)
     parser = HfArgumentParser(dataclass_types)
     try:
         return parser.parse_dict(mapping, allow_extra_keys=False)
@@ -238,7 +247,7 @@ def parse_stage_args(
     stage: str,
     prog: str,
     description: str,
-    known_stages: Sequence[str] = STAGE_NAMES,
+    known_stages: Sequence[str] = SECTION_NAMES,
 ) -> tuple:
     """Parse `--config recipe.yaml` plus flags into the stage dataclasses."""
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -118,6 +118,7 @@ class Record(Mapping):
     def make(cls, data: dict, **local) -> "Record":
         """A report from the values a stage computed (as they are; nested parts given as dicts become records;
         keys this class does not declare are kept in `extra`)."""
+        data = cls.normalize(dict(data))
         hints = typing.get_type_hints(cls)
         values = {f.name: _nested(hints[f.name], data[f.name]) for f in _stored_fields(cls) if f.name in data}
         return cls._build(values, data, **local)
@@ -512,17 +513,27 @@ class PushReport(Report):
     def summary_lines(self) -> list[str]:
         if self.skipped:
             return [f"{self.reason}; push later with `bortify push {self.model_dir} --repo-id {self.repo_id}`"]
-        from bortify.hub.push import PushResult
-
-        return PushResult(repo_id=self.repo_id, revision=self.revision, commit_oid=self.commit_oid,
-                          commit_url=self.commit_url, repo_url=self.repo_url, files=self.files or [],
-                          attempts=self.attempts, left_out=self.left_out or []).summary_lines()
+        lines = [
+            f"pushed {len(self.files or [])} files to {self.repo_url} (revision {self.revision}, commit "
+            f"{(self.commit_oid or '')[:10]})",
+            f"load it: from_pretrained({self.repo_id!r}"
+            + (f", revision={self.revision!r})" if self.revision != "main" else ")")
+            + " (AutoModel*/AutoTokenizer/pipeline)",
+        ]
+        if self.left_out:
+            lines.append(left_out_text(self.left_out))
+        return lines
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "summary_lines": self.summary_lines()}
 
     def record(self) -> dict:
         return self.to_dict()
+
+
+def left_out_text(left_out: list[str]) -> str:
+    return (f"left out {len(left_out)} file(s) that a release does not carry (pickle-based weights or states, "
+            f"run bookkeeping): {', '.join(left_out)}")
 
 
 # ---- reading and writing ------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, output-directory guards."""
+"""Small shared helpers: atomic writes, output-directory guards, the options every stage shares."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import json
 import os
 import re
 import tempfile
+from contextlib import contextmanager
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 class OutputExistsError(FileExistsError):
@@ -68,6 +70,45 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool, *, resumable: boo
             )
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# ---- options every stage shares: same name, type, default, meaning and help -------------------------------
+
+OVERWRITE_HELP = ("Replace a finished output in --output_dir and start an unfinished one again (default: a finished "
+                  "output is refused and an unfinished one resumes where the stage can). Never replaces an input "
+                  "or files bortify did not write.")
+TORCH_THREADS_HELP = ("CPU threads for torch during this stage (torch.set_num_threads), restored when it returns; "
+                      "default (unset): torch's choice. 1-2 is much faster on a CPU shared with other jobs.")
+
+
+def overwrite_field():
+    """The `overwrite: bool = False` field of a stage's arguments dataclass."""
+    return field(default=False, metadata={"help": OVERWRITE_HELP})
+
+
+def torch_threads_field():
+    """The `torch_threads: int | None = None` field of a stage's arguments dataclass (check with check_torch_threads)."""
+    return field(default=None, metadata={"help": TORCH_THREADS_HELP})
+
+
+def check_torch_threads(value: int | None) -> None:
+    """For __post_init__: None (torch's default) or a positive number of threads."""
+    if value is not None and value < 1:
+        raise ValueError(f"torch_threads must be >= 1, got {value} (leave it unset for torch's default).")
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch.set_num_threads(threads) for the block (None: leave torch's setting); the previous value is restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class BortifyError(ValueError):

@@ -265,13 +265,9 @@ def test_card_refuses_bad_input_and_existing_output(tmp_path, minilm_path):
     out.mkdir()
     (out / "keep.txt").write_text("existing")
     config = {"stage_dirs": dirs, "output_dir": str(out), "measure_latency": False}
-    (out / "stage_done.json").write_text("{}")  # a finished card stage
-    with pytest.raises(OutputExistsError, match="--overwrite"):
-        run_stage(config)
-    assert (out / "keep.txt").read_text() == "existing"
-    with pytest.raises(OutputExistsError, match="--overwrite"):  # the CLI never replaces without --overwrite
+    with pytest.raises(OutputExistsError, match="Pass --overwrite"):  # the CLI never replaces without --overwrite
         build_release(*args_from_dict((CardArguments, CardOptions), {"finetune_dir": dirs["finetune"], "output_dir": str(out)}))
-    (out / "stage_done.json").unlink()  # an interrupted attempt (no marker), but keep.txt is not bortify's
+    # `bortify run` redoes an unfinished card by replacing its folder, but only a release folder made by bortify
     with pytest.raises(OutputExistsError, match="not a release folder.*keep.txt"):
         run_stage(config)
     with pytest.raises(OutputExistsError, match="not a release folder.*keep.txt"):
@@ -288,7 +284,7 @@ def test_card_refuses_bad_input_and_existing_output(tmp_path, minilm_path):
 
 @pytest.mark.slow
 def test_card_cli_help_and_render(tmp_path, minilm_path, capsys):
-    from bortify.hub.card import main
+    from bortify.hub.card_stage import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
@@ -308,7 +304,8 @@ def test_card_cli_help_and_render(tmp_path, minilm_path, capsys):
 
 
 def test_pure_formatting_helpers():
-    from bortify.hub.card import NOT_MEASURED, fmt, fmt_params, ratio, scores, speed_text, splits_text
+    from bortify.hub.card import NOT_MEASURED, fmt, fmt_params, ratio, speed_text, splits_text
+    from bortify.reports import clean_scores as scores
 
     assert speed_text(5.24) == "5.2× faster" and speed_text(0.5) == "2.0× slower" and speed_text(1.0) == "1.0× faster"
     assert splits_text({"train": 1000, "dev": 100, "test": 200, "seed": 42, "how": {}}) == "train 1,000, dev 100, test 200"
@@ -325,16 +322,17 @@ def test_pure_formatting_helpers():
 
 def test_agora_settings_sentence_follows_the_report():
     from bortify.hub.card import _agora_text
+    from bortify.reports import FinetuneReport
 
     ft = {"generator": {"name": "nn-substitution", "k": 8, "verify_mistakes": True},
           "agora": {"soft_labels": True, "repair_fraction": 0.5, "dev_repair_rows": 300, "dev_selection_rows": 300}}
-    text = _agora_text(ft)
+    text = _agora_text(FinetuneReport.from_dict(ft))
     assert "k=8" in text and "labeler labels correctly" in text and "soft labels" in text
     assert "300 repair and 300 selection rows" in text
-    paper = _agora_text({"generator": {"name": "nn-substitution", "k": 4, "verify_mistakes": False},
-                         "agora": {"soft_labels": False, "repair_fraction": 1.0}})
+    paper = _agora_text(FinetuneReport.from_dict({"generator": {"name": "nn-substitution", "k": 4, "verify_mistakes": False},
+                                                  "agora": {"soft_labels": False, "repair_fraction": 1.0}}))
     assert "hard labels" in paper and "correctly" not in paper and "repair and" not in paper
-    assert _agora_text({"mode": "plain"}) == ""
+    assert _agora_text(FinetuneReport.from_dict({"mode": "plain"})) == ""
 
 
 @pytest.mark.slow
@@ -430,8 +428,14 @@ def test_pipeline_card_names_the_push_repo_when_it_has_a_namespace(tmp_path, min
 
 
 def test_split_names_notes_and_examples_follow_the_report():
-    from bortify.hub.card import evaluation_notes, example_literal, split_labels
+    from bortify.hub import card
+    from bortify.reports import FinetuneReport
 
+    def typed(function):  # the card reads typed reports (bortify.reports), made here from report.json dicts
+        return lambda ft, *rest: function(FinetuneReport.from_dict(ft), *rest)
+
+    evaluation_notes, example_literal, split_labels = map(typed, (card.evaluation_notes, card.example_literal,
+                                                                  card.split_labels))
     glue = {"splits": {"test_official": False, "test_source": "validation",
                        "how": {"test": "the dataset's 'validation' split",
                                "dev": "seeded stratified split of 10% of 'train' (seed 43)"}},
@@ -450,3 +454,4 @@ def test_split_names_notes_and_examples_follow_the_report():
     assert example_literal(agora, "task") == '"She said \\"wow\\" loudly"'
     assert split_labels({})["test"] == "test" and evaluation_notes({}) == []  # an old report: nothing claimed
     assert example_literal({}, "task") == '"Replace this with a text like the ones the model was trained on."'
+

@@ -154,10 +154,10 @@ CASES = [
 def interrupt(monkeypatch):
     import bortify.hub.card_stage
 
-    def stop(config, *, overwrite=False):
+    def stop(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bortify.hub.card_stage, "run_stage", stop)
+    monkeypatch.setattr(bortify.hub.card_stage, "build_release", stop)  # the card stage's library function
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ from bortify.recipes import RecipeError
 @pytest.fixture
 def toy_stages(monkeypatch):
     toy.CALLS.clear()
-    stages = [
-        pipeline.Stage("extract", "pipeline_toy_stage"),
-        pipeline.Stage("pretrain", "pipeline_toy_stage", inputs={"input": "extract"}),
-        pipeline.Stage("card", "pipeline_toy_stage", all_outputs_key="stage_dirs"),
-    ]
+    stages = (
+        toy.spec("extract"),
+        toy.spec("pretrain", inputs={"input": "extract"}),
+        toy.spec("card", inputs={"extract_dir": "extract", "pretrain_dir": "pretrain"},
+                 optional_inputs=("extract_dir", "pretrain_dir"), record_inside=False),
+    )
     monkeypatch.setattr(pipeline, "STAGES", stages)
-    monkeypatch.setattr(pipeline, "STAGE_NAMES", [s.name for s in stages])
     return stages
 
 
@@ -28,7 +28,8 @@ def test_wiring_and_resume(tmp_path, toy_stages):
     result = pipeline.run_recipe(recipe, run)
     assert [c["output_dir"] for c in toy.CALLS] == [str(run / s) for s in ("extract", "pretrain", "card")]
     assert toy.CALLS[1]["input"] == str(run / "extract")  # wired from the earlier stage
-    assert toy.CALLS[2]["stage_dirs"] == {"extract": str(run / "extract"), "pretrain": str(run / "pretrain")}
+    assert (toy.CALLS[2]["extract_dir"], toy.CALLS[2]["pretrain_dir"]) == (str(run / "extract"), str(run / "pretrain"))
+    assert (run / "card.stage_done.json").is_file() and not (run / "card" / pipeline.DONE_FILE).exists()
     assert result["stages"]["pretrain"]["input"] == str(run / "extract")
     assert json.loads((run / "summary.json").read_text())["run_dir"] == str(run)
 
@@ -41,12 +42,12 @@ def test_wiring_and_resume(tmp_path, toy_stages):
 
 def test_failed_stage_is_rerun_and_earlier_skipped(tmp_path, toy_stages):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("extract: {}\npretrain: {fail: true}\n")
+    recipe.write_text("extract: {}\npretrain: {fail: boom}\n")
     run = tmp_path / "run"
     with pytest.raises(RuntimeError, match="boom"):
         pipeline.run_recipe(recipe, run)
     assert not (run / "pretrain" / pipeline.DONE_FILE).exists()
-    recipe.write_text("extract: {}\npretrain: {fail: false}\n")
+    recipe.write_text("extract: {}\npretrain: {fail: null}\n")
     toy.CALLS.clear()
     pipeline.run_recipe(recipe, run)
     assert [c["output_dir"] for c in toy.CALLS] == [str(run / "pretrain")]  # resumes at the failed stage
@@ -146,8 +147,7 @@ def test_nothing_the_pipeline_writes_holds_a_token(tmp_path, toy_stages, monkeyp
     env_token = "hf_envTOKENvalue_with_underscores_123"
     pattern_token = "hf_" + "Zz9" * 12
     monkeypatch.setenv("HF_TOKEN", env_token)
-    stages = [pipeline.Stage("extract", "pipeline_toy_stage"), pipeline.Stage("pretrain", "pipeline_toy_stage")]
-    monkeypatch.setattr(pipeline, "STAGES", stages)
+    monkeypatch.setattr(pipeline, "STAGES", (toy.spec("extract"), toy.spec("pretrain")))
     monkeypatch.setattr(pipeline, "load_recipe", lambda path: {  # the recipe check is bypassed on purpose
         "extract": {"echo": f"token={env_token}"}, "pretrain": {"echo": [f"x {pattern_token} y"]}})
     run = tmp_path / "run"
@@ -172,7 +172,7 @@ def test_stage_user_errors_are_messages_not_tracebacks(tmp_path, toy_stages, cap
     recipe.write_text("extract: 5\n")
     assert pipeline.main([str(recipe), "--output_dir", str(tmp_path / "run")]) == 2
     assert "section 'extract' must be a mapping" in capsys.readouterr().err
-    recipe.write_text("extract: {fail: true}\n")  # a bug (RuntimeError) still shows its traceback
+    recipe.write_text("extract: {fail: boom}\n")  # a bug (RuntimeError) still shows its traceback
     with pytest.raises(RuntimeError, match="boom"):
         pipeline.main([str(recipe), "--output_dir", str(tmp_path / "run")])
 
@@ -205,3 +205,88 @@ def test_python_dash_m_bortify_runs_the_cli():
 
     proc = subprocess.run([sys.executable, "-m", "bortify", "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "usage: bortify <command>" in proc.stdout
+
+
+# ---- the stage contract (bortify/stages.py) ------------------------------------------------------------------
+
+def test_every_stage_follows_the_contract():
+    """One table: each stage's dataclasses parse, its library function exists, its inputs name earlier stages, and
+    the options every stage shares mean the same (overwrite: bool = False; torch_threads: int | None = None)."""
+    import dataclasses
+    import typing
+
+    from bortify.stages import PLANNED_STAGES, STAGE_NAMES, STAGES
+    from bortify.utils import OVERWRITE_HELP, TORCH_THREADS_HELP
+
+    assert STAGE_NAMES == ("extract", "pretrain", "finetune", "card", "push") and "compress" in PLANNED_STAGES
+    for i, spec in enumerate(STAGES):
+        assert callable(spec.function()) and spec.help and spec.description
+        assert set(spec.inputs.values()) <= set(STAGE_NAMES[:i]), spec.name  # wired from earlier stages only
+        fields = {f.name: f for dc in spec.argument_classes() for f in dataclasses.fields(dc)}
+        hints = {k: v for dc in spec.argument_classes() for k, v in typing.get_type_hints(dc).items()}
+        assert set(spec.inputs) | set(spec.borrow) <= set(fields), spec.name
+        if "overwrite" in fields:
+            assert hints["overwrite"] is bool and fields["overwrite"].default is False
+            assert fields["overwrite"].metadata["help"] == OVERWRITE_HELP, spec.name
+        if "torch_threads" in fields:
+            assert hints["torch_threads"] == typing.Optional[int] and fields["torch_threads"].default is None
+            assert fields["torch_threads"].metadata["help"] == TORCH_THREADS_HELP, spec.name
+    assert sum("torch_threads" in {f.name for dc in s.argument_classes() for f in dataclasses.fields(dc)}
+               for s in STAGES) == 3  # extract, pretrain, finetune
+
+
+def test_torch_threads_means_the_same_everywhere_and_is_restored():
+    import torch
+
+    from bortify.extraction.arguments import ExtractionArguments
+    from bortify.finetuning.arguments import FinetuneModelArguments
+    from bortify.pretraining.arguments import ModelArguments
+    from bortify.utils import torch_threads
+
+    for make in (lambda n: ExtractionArguments(output_dir="x", torch_threads=n),
+                 lambda n: FinetuneModelArguments(model="m", output_dir="x", torch_threads=n),
+                 lambda n: ModelArguments(student_config="s", torch_threads=n)):
+        assert make(None).torch_threads is None and make(1).torch_threads == 1
+        with pytest.raises(ValueError, match=r"torch_threads must be >= 1, got 0 \(leave it unset"):
+            make(0)
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    with pytest.raises(RuntimeError):
+        with torch_threads(1):
+            raise RuntimeError("a failing stage")
+    assert torch.get_num_threads() == before  # restored, also after an error
+    with torch_threads(None):
+        assert torch.get_num_threads() == before  # None: torch's own setting
+
+
+def test_recipe_with_a_compress_section_is_refused_as_not_available(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("extract: {}\ncompress: {bits: 8}\n")
+    assert pipeline.main([str(recipe), "--output_dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "compress stage is not available yet" in err and "docs/methods.md §5" in err and "Remove the `compress`" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_card_inputs_are_wired_from_the_table_and_borrow_the_push_repo(tmp_path):
+    from bortify.stages import BY_NAME
+
+    card = BY_NAME["card"]
+    outputs = {"extract": "R/extract", "finetune": "R/finetune"}
+    config = pipeline.stage_config(card, {"card": {}, "push": {"repo_id": "team/bort-x"}}, outputs, tmp_path)
+    assert config == {"output_dir": str(tmp_path / "card"), "extract_dir": "R/extract", "finetune_dir": "R/finetune",
+                      "repo_id": "team/bort-x"}  # no pretrain stage: its optional input stays unset
+    bare = pipeline.stage_config(card, {"card": {"finetune_dir": "mine"}, "push": {"repo_id": "bort-x"}}, outputs, tmp_path)
+    assert bare["finetune_dir"] == "mine" and "repo_id" not in bare  # the recipe wins; a bare NAME is not borrowed
+    with pytest.raises(RecipeError, match="Stage 'push' needs 'model_dir'.*run stage 'card' first"):
+        pipeline.stage_config(BY_NAME["push"], {"push": {"repo_id": "a/b"}}, {}, tmp_path)
+
+
+def test_a_stage_run_from_a_section_reports_missing_settings_and_tokens(tmp_path):
+    with pytest.raises(RecipeError, match=r"recipe \[push\] needs `repo_id` \(Target repository"):
+        pipeline.run_config("push", {"model_dir": str(tmp_path), "output_dir": str(tmp_path / "push")})
+    with pytest.raises(RecipeError, match=r"recipe \[push\] sets token: tokens do not belong in recipes"):
+        pipeline.run_config("push", {"model_dir": str(tmp_path), "repo_id": "a/b", "token": "secret"})
+    with pytest.raises(RecipeError, match="not available yet"):
+        pipeline.run_config("compress", {})

@@ -5,7 +5,8 @@
 
 Files: space.py (candidates), costs.py (p, effective p, ops, measured latency), fptas.py (T, W, ε-buckets,
 the search loop), constraints.py (--max_error_increase / --latency_budget_ms modes), estimators.py (ê),
-report.py (report.json, pareto.png), run.py (extract()), cli.py, stage.py.
+report.py (the ExtractReport of bortify.reports, pareto.png), run.py (extract()); the command and the
+pipeline stage are its entry in the stage table (bortify/stages.py).
 """
 
 from bortify.extraction.arguments import EstimatorArguments, ExtractionArguments

@@ -11,6 +11,7 @@ from typing import Optional
 
 from bortify.extraction.constraints import OBJECTIVES
 from bortify.extraction.estimators import ESTIMATORS
+from bortify.utils import check_torch_threads, overwrite_field, torch_threads_field
 
 
 def _help(text: str, **kw):
@@ -75,12 +76,9 @@ class ExtractionArguments:
     source_max_position_embeddings: Optional[int] = _help("Inline source position table size (default 512).", default=None)
     source_type_vocab_size: Optional[int] = _help("Inline source token-type table size (default 2).", default=None)
     source_layer_norm_eps: Optional[float] = _help("Inline source LayerNorm epsilon (default 1e-12).", default=None)
-    overwrite: bool = _help("Replace a finished extraction in output_dir (otherwise it is refused; an unfinished one resumes).",
-                            default=False)
+    overwrite: bool = overwrite_field()
     progress: bool = _help("Show a progress bar over candidates.", default=True)
-    torch_threads: int = _help("CPU threads for torch during the search (0 = torch's default). On a shared or "
-                               "oversubscribed machine 1 thread was ~10x faster per candidate here than the default.",
-                               default=0)
+    torch_threads: Optional[int] = torch_threads_field()  # 1 thread was ~10x faster per candidate on a shared CPU
 
     def __post_init__(self):
         if not self.output_dir:
@@ -91,8 +89,7 @@ class ExtractionArguments:
             raise ValueError(f"--error must be one of {ESTIMATORS}; got {self.error!r}.")
         if self.cost not in ("ops", "latency"):
             raise ValueError(f"--cost must be 'ops' or 'latency'; got {self.cost!r}.")
-        if self.torch_threads < 0:
-            raise ValueError(f"--torch_threads must be >= 0; got {self.torch_threads}.")
+        check_torch_threads(self.torch_threads)
         for name in ("seq_len", "latency_batch_size", "latency_repeats", "latency_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1; got {getattr(self, name)}.")

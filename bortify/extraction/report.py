@@ -1,4 +1,4 @@
-"""report.json and the Pareto plot of an extraction (keys are read by the model-card stage: keep them)."""
+"""The extraction's report (bortify.reports.ExtractReport, report.json) and its Pareto plot."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import statistics
 from pathlib import Path
 
 from bortify.extraction.fptas import Candidate
-from bortify.utils import write_bytes_atomic, write_json_atomic
-
-PLOT_NAME = "pareto.png"
-REPORT_NAME = "report.json"
+from bortify.reports import PLOT_FILE, ExtractReport
+from bortify.utils import write_bytes_atomic
 
 
 def error_spread(candidates: list[Candidate]) -> dict:
@@ -87,13 +85,13 @@ def plot_pareto(candidates: list[Candidate], winner: Candidate, T: Candidate, pa
 def build_report(*, source: str, T: Candidate, epsilon: float, space: dict, dropped_indivisible: int,
                  dropped_larger: int, error_estimator: str, seq_len: int, cost: str, winner: Candidate,
                  candidates: list[Candidate], estimator_settings: dict, seconds: float,
-                 constraint: dict | None = None) -> dict:
-    """report.json. `constraint` (run.constraint_record): the objective, its bound, the candidates that satisfied it,
+                 constraint: dict | None = None, output_dir: str | Path | None = None) -> ExtractReport:
+    """The report. `constraint` (run.constraint_record): the objective, its bound, the candidates that satisfied it,
     why the winner won and the mode's guarantee; absent means objective W."""
     constraint = constraint or {"mode": "W", "bound": None}
     n_trained = sum(c.status == "trained" for c in candidates)
     n_cached = sum(c.status == "cached" for c in candidates)
-    return {
+    return ExtractReport.make({
         "source": source,
         "source_shape": T.shape.dims(),
         "source_parameters": T.parameters,
@@ -119,13 +117,7 @@ def build_report(*, source: str, T: Candidate, epsilon: float, space: dict, drop
                    "ops": winner.ops, "latency_s": winner.latency_s, "error": winner.error, "W": winner.W,
                    "parameter_ratio": winner.parameters / T.parameters, "ops_ratio": winner.ops / T.ops},
         "candidates": [c.record() for c in candidates],
-        "plot": PLOT_NAME,
+        "plot": PLOT_FILE,
         "error_spread": error_spread(candidates),
         "seconds": round(seconds, 1),
-    }
-
-
-def write_report(output_dir: str | Path, report: dict) -> Path:
-    path = Path(output_dir) / REPORT_NAME
-    write_json_atomic(path, report)
-    return path
+    }, output_dir=None if output_dir is None else str(output_dir))

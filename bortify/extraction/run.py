@@ -33,9 +33,10 @@ from bortify.extraction.estimators import (
     TrainingBudget,
 )
 from bortify.extraction.fptas import Candidate, make_candidate, run_fptas
-from bortify.extraction.report import PLOT_NAME, REPORT_NAME, build_report, plot_pareto, write_report
+from bortify.extraction.report import build_report, plot_pareto
 from bortify.extraction.space import InlineSource, SpaceError, build_space, load_source_config
-from bortify.utils import OutputExistsError, check_output_dir, write_json_atomic
+from bortify.reports import PLOT_FILE, REPORT_FILE, ExtractReport, write_report
+from bortify.utils import OutputExistsError, check_output_dir, torch_threads, write_json_atomic
 
 PARTIAL_NAME = "partial_results.json"
 
@@ -76,7 +77,7 @@ def _check_objective(args: ExtractionArguments, estimator) -> None:
                          "--error none sets ê = 1 for all; use --error sliced-task (or mlm), or --latency_budget_ms.")
 
 
-def extract(args: ExtractionArguments, est_args: EstimatorArguments | None = None, *, estimator=None) -> dict:
+def extract(args: ExtractionArguments, est_args: EstimatorArguments | None = None, *, estimator=None) -> ExtractReport:
     """Run the search (args.objective: W, max_error_increase or latency_budget); write config.json, report.json,
     pareto.png to args.output_dir; return the report.
 
@@ -93,7 +94,7 @@ def extract(args: ExtractionArguments, est_args: EstimatorArguments | None = Non
         raise SpaceError(f"seq_len={args.seq_len} exceeds the source's max_position_embeddings="
                          f"{source_config.max_position_embeddings}.")
     space = build_space(source_config, args.depths, args.heads, args.hidden_sizes, args.intermediate_sizes)
-    out = check_output_dir(args.output_dir, args.overwrite, resumable=True, marker=REPORT_NAME)
+    out = check_output_dir(args.output_dir, args.overwrite, resumable=True, marker=REPORT_FILE)
     if estimator is None:
         estimator = make_estimator_from_args(args, est_args, source_config)
     name = getattr(estimator, "name", type(estimator).__name__)
@@ -108,17 +109,12 @@ def extract(args: ExtractionArguments, est_args: EstimatorArguments | None = Non
     if args.objective == "latency_budget":  # cheap filter first: an impossible budget fails before any training
         check_latency_budget(candidates, args.latency_budget_ms / 1e3)
     if args.overwrite:
-        for stale in (PARTIAL_NAME, REPORT_NAME):
+        for stale in (PARTIAL_NAME, REPORT_FILE):
             (out / stale).unlink(missing_ok=True)
     if hasattr(estimator, "prepare"):
         estimator.prepare()  # loads data/teacher: fails here, before the loop, on bad input
-    threads_before = torch.get_num_threads()
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
-    try:
+    with torch_threads(args.torch_threads):
         return _search(args, source_config, space, T, candidates, out, estimator, name, fingerprint, cache, start)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _candidates(args, source_config, space, cache: dict) -> tuple[Candidate, list[Candidate]]:
@@ -156,7 +152,7 @@ def _run_objective(args, T, candidates, estimator, cache, persist) -> Outcome:
     return Outcome(winner, [], f"largest W ({winner.W:.4g}) among the {n} evaluated candidates", {})
 
 
-def _search(args, source_config, space, T, candidates, out, estimator, name, fingerprint, cache, start) -> dict:
+def _search(args, source_config, space, T, candidates, out, estimator, name, fingerprint, cache, start) -> ExtractReport:
     partial_path = out / PARTIAL_NAME
     results = {k: v for k, v in cache.items() if not k.startswith("latency:")}
 
@@ -180,9 +176,9 @@ def _search(args, source_config, space, T, candidates, out, estimator, name, fin
         dropped_indivisible=space.dropped_indivisible, dropped_larger=space.dropped_larger,
         error_estimator=name, seq_len=args.seq_len, cost=args.cost, winner=winner, candidates=candidates,
         estimator_settings=fingerprint, seconds=time.perf_counter() - start,
-        constraint=constraint_record(args, outcome),
+        constraint=constraint_record(args, outcome), output_dir=args.output_dir,
     )
-    plot_pareto(candidates, winner, T, out / PLOT_NAME,
+    plot_pareto(candidates, winner, T, out / PLOT_FILE,
                 title=f"{args.source}: {len(candidates)} candidates, ε={args.epsilon}, ê={name}, "
                       f"{objective_text(args)}; winner {winner.shape.key()}",
                 budget_s=args.latency_budget_ms / 1e3 if args.latency_budget_ms is not None else None)
@@ -210,37 +206,3 @@ def constraint_record(args, outcome: Outcome) -> dict:
         "guarantee": GUARANTEES[args.objective],
         **outcome.fields,
     }
-
-
-def summary_lines(report: dict, output_dir: str) -> list[str]:
-    w, s = report["winner"], report["source_shape"]
-    spread = report["error_spread"]
-    lines = [
-        f"chosen ⟨D,A,H,I⟩ = ⟨{w['D']},{w['A']},{w['H']},{w['I']}⟩ from source {report['source']} "
-        f"⟨{s['D']},{s['A']},{s['H']},{s['I']}⟩",
-        f"parameters {w['parameters'] / 1e6:.2f}M vs {report['source_parameters'] / 1e6:.2f}M "
-        f"({100 * w['parameter_ratio']:.1f}% of the source); effective (encoder) {w['effective_parameters'] / 1e6:.2f}M "
-        f"vs {report['source_effective_parameters'] / 1e6:.2f}M",
-        f"multiply-adds at L={report['seq_len']}: {w['ops'] / 1e9:.3f}G vs {report['source_ops'] / 1e9:.3f}G "
-        f"({100 * w['ops_ratio']:.1f}%, {1 / w['ops_ratio']:.1f}x fewer)",
-        f"ê = {report['error_estimator']}: winner {_g(w['error'])}"
-        + (f", source {_g(report['source_error'])}" if report.get("source_error") is not None else "")
-        + f", W = {_g(w['W'])}; spread over {spread['n']} evaluated candidates: min {_g(spread['min'])} max "
-        f"{_g(spread['max'])} std {_g(spread['std'], '.3g')}",
-        f"candidates: {report['num_candidates']} ({report['dropped_indivisible']} dropped H%A!=0), ε = {report['epsilon']}: "
-        f"{report['num_trained']} trained, {report['num_cached']} cached, {report['num_skipped']} skipped",
-        *([f"measured latency: winner {1e3 * w['latency_s']:.3g} ms vs source {1e3 * report['source_latency_s']:.3g} ms"]
-          if w.get("latency_s") is not None and report.get("source_latency_s") is not None else []),
-        f"objective {report['objective']}{_bound_text(report)}: {report['constraint']['winner_reason']}",
-        f"files: {Path(output_dir) / 'config.json'}, {Path(output_dir) / REPORT_NAME}, {Path(output_dir) / PLOT_NAME}",
-    ]
-    return lines
-
-
-def _bound_text(report: dict) -> str:
-    bound = report["constraint"]["bound"] or {}
-    return "".join(f" ({k} = {v:g})" for k, v in bound.items())
-
-
-def _g(x, spec: str = ".4g") -> str:
-    return "n/a" if x is None else format(x, spec)

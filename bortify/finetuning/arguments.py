@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from bortify.utils import check_torch_threads, overwrite_field, torch_threads_field
+
 
 def _help(text: str, **kw):
     return field(metadata={"help": text}, **kw)
@@ -48,7 +50,7 @@ class FinetuneModelArguments:
                        "name, or an embedded name (embedded:all-MiniLM-L6-v2). Loaded with "
                        "AutoModelForSequenceClassification: an MLM head is dropped and a classifier initialised.")
     output_dir: str = _help("Where the fine-tuned checkpoint, report.json and rounds.png are written.")
-    overwrite: bool = _help("Replace an existing output directory's results.", default=False)
+    overwrite: bool = overwrite_field()
     mode: str = _help("'agora' (the Agora loop, docs/methods.md §3), 'plain' (fine-tune each θ of the grid once, "
                       "keep the best on dev) or 'distill' (task distillation, docs/methods.md §7: the teacher is "
                       "fine-tuned on train as Agora's labeler is, then the student learns its soft labels over the "
@@ -59,8 +61,7 @@ class FinetuneModelArguments:
     max_length: int = _help("Maximum tokens per example (text pairs together); longer inputs are truncated.",
                             default=128)
     eval_batch_size: int = _help("Batch size for prediction on dev/test and for labelling.", default=64)
-    torch_threads: int | None = _help("CPU threads for torch while fine-tuning (default: torch's choice); restored "
-                                      "afterwards. 1-2 helps a lot on a CPU shared with other jobs.", default=None)
+    torch_threads: int | None = torch_threads_field()
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -68,8 +69,7 @@ class FinetuneModelArguments:
         if self.max_length < 8:
             raise ValueError(f"max_length must be at least 8, got {self.max_length}.")
         _at_least(1, eval_batch_size=self.eval_batch_size)
-        if self.torch_threads is not None:
-            _at_least(1, torch_threads=self.torch_threads)
+        check_torch_threads(self.torch_threads)
 
 
 @dataclass

@@ -36,10 +36,11 @@ from bortify.finetuning.losses import one_hot, softmax_with_temperature
 from bortify.finetuning.tasks import TaskData, dataset_display, dataset_hub_id, prepare_task
 from bortify.finetuning.trainer import (examples_seen, fit, load_classifier_with_note, predict, say, score,
                                         theta_text, to_predictions, tokenize, tokenizer_for_saving)
-from bortify.utils import OutputExistsError, make_shareable, write_json_atomic
+from bortify.reports import REPORT_FILE as REPORT
+from bortify.reports import FinetuneReport, write_report
+from bortify.utils import OutputExistsError, make_shareable, torch_threads
 
 logger = logging.getLogger(__name__)
-REPORT = "report.json"
 
 
 def _rows(ds: datasets.Dataset, task: TaskData) -> list[dict]:
@@ -224,18 +225,13 @@ def dev_parts(task: TaskData, model_args: FinetuneModelArguments, agora_args: Ag
 
 def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments,
              grid_args: FinetuneGridArguments, agora_args: AgoraArguments,
-             distill_args: TaskDistillArguments | None = None) -> dict:
+             distill_args: TaskDistillArguments | None = None) -> FinetuneReport:
     """Fine-tune (plain, Agora or task distillation) and write the checkpoint + report.json + rounds.png.
     Returns the report. `distill_args` (mode 'distill'; default: TaskDistillArguments()) sets the distillation.
 
     `torch_threads` applies for the call and is restored afterwards."""
-    threads = torch.get_num_threads()
-    if model_args.torch_threads:
-        torch.set_num_threads(model_args.torch_threads)
-    try:
+    with torch_threads(model_args.torch_threads):
         return _finetune(model_args, data_args, grid_args, agora_args, distill_args or TaskDistillArguments())
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _distill_result(task: TaskData, student0, tokenizer, labeler, distill_args: TaskDistillArguments,
@@ -260,7 +256,7 @@ def _distill_result(task: TaskData, student0, tokenizer, labeler, distill_args: 
 
 def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments,
               grid_args: FinetuneGridArguments, agora_args: AgoraArguments,
-              distill_args: TaskDistillArguments) -> dict:
+              distill_args: TaskDistillArguments) -> FinetuneReport:
     import transformers
 
     uses_labeler = model_args.mode in ("agora", "distill")
@@ -428,7 +424,7 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
         labeler_test = labeler.evaluate(task.test)
 
     binary = not task.regression and task.num_labels == 2
-    report = {
+    report = FinetuneReport.make({
         "base_model": model_args.model,
         # as given, but local files by their names only (no absolute paths in a report or a card)
         "dataset": dataset_display(dataset, data_files) + (f"/{data_args.dataset_config}"
@@ -483,13 +479,13 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
         "train_seconds": round(train_seconds, 1),
         "labeler_seconds": round(labeler.seconds, 1) if labeler else 0.0,
         "num_parameters": sum(p.numel() for p in best.parameters()),
-    }
+    }, output_dir=model_args.output_dir)
     _write_output(out, best, tokenizer, result.added_rows, rounds, task.main_metric, report)
     return report
 
 
 def _write_output(out: Path, model, tokenizer, added_rows: list[dict], rounds: list[dict], metric: str,
-                  report: dict) -> None:
+                  report: FinetuneReport) -> None:
     """Checkpoint files are written into a staging dir INSIDE the output dir (same file system, so the final
     renames cannot fail across devices, e.g. when the output is a mount point), then moved in; report.json last."""
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
@@ -515,4 +511,4 @@ def _write_output(out: Path, model, tokenizer, added_rows: list[dict], rounds: l
             os.replace(item, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    write_json_atomic(out / REPORT, report)
+    write_report(out, report)

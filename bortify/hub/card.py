@@ -1,6 +1,7 @@
 """Model cards with measured evidence, rendered from `model_cards/*.md` with huggingface_hub's ModelCard.
 
-Every figure in a card comes from a run's own reports (extract/pretrain/finetune `report.json`), from the
+Every figure in a card comes from a run's own reports (extract/pretrain/finetune `report.json`, read as the typed
+reports of bortify.reports), from the
 checkpoint itself (parameters counted from model.safetensors, the architecture from config.json) or from a
 measurement taken while the card is made (CPU latency against the source model). Nothing is typed in; a
 figure that no report provides renders as "not measured".
@@ -16,8 +17,8 @@ how-to-load snippet shows `YOUR_NAME/MODEL_NAME`, which `bortify push` fills in 
     >>> card = render_card(evidence, CardOptions(repo_id="me/bort-sentiment"))
     >>> card.save("README.md")
 
-`bortify card` assembles a release folder (checkpoint + card + plots), the same thing the card stage of
-`bortify run` does (see `bortify.hub.card_stage`).
+`bortify card` and the card stage of `bortify run` assemble a release folder (checkpoint + card + plots) with
+this module: see `bortify.hub.card_stage` (its arguments, `build_release` and the command).
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from bortify.reports import (REPORT_TYPES, ExtractReport, FinetuneReport, PretrainReport, ReportError, Round, Winner,
+                             read_report)
 
 NOT_MEASURED = "not measured"
 NOT_APPLICABLE = "n/a"  # a BERT-shape figure that a non-BERT config does not have
@@ -40,8 +43,6 @@ STUDENT_EXAMPLE = "A small encoder distilled from a larger one."
 DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".arrow", ".bz2", ".gz", ".xz", ".zip")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 TEMPLATES = {"task": "task_model.md", "student": "student.md"}
-# Keys of Trainer metric dicts that are bookkeeping, not scores.
-_NOT_SCORES = ("runtime", "per_second", "epoch", "step", "loss", "n_examples", "samples")
 
 
 class CardError(ValueError):
@@ -79,18 +80,23 @@ class CardOptions:
 
 # ---- reading the evidence -------------------------------------------------------------------------------
 
-def read_report(stage_dir: str | Path | None) -> dict:
-    """A stage's report.json, or {} when the stage or its report is missing (the card says 'not measured')."""
-    if not stage_dir:
-        return {}
-    path = Path(stage_dir) / "report.json"
-    if not path.is_file():
-        return {}
+STAGE_KINDS = ("extract", "pretrain", "finetune")
+
+
+def read_reports(stage_dirs: dict[str, str]) -> tuple[ExtractReport, PretrainReport, FinetuneReport]:
+    """The run's extract, pretrain and finetune reports (bortify.reports); a stage without a report gets an empty
+    one, whose figures the card renders as "not measured"."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CardError(f"{path} is not valid JSON ({exc}); re-run that stage or fix the file.") from exc
-    return data if isinstance(data, dict) else {}
+        return tuple(read_report(stage_dirs.get(kind), kind) or REPORT_TYPES[kind].from_dict({})
+                     for kind in STAGE_KINDS)
+    except ReportError as exc:
+        raise CardError(str(exc)) from exc
+
+
+def typed_evidence(evidence: dict) -> dict:
+    """Evidence whose reports are typed (evidence read back from card_evidence.json holds them as dicts)."""
+    return {**evidence, **{kind: REPORT_TYPES[kind].from_dict(evidence.get(kind) or {})
+                           for kind in STAGE_KINDS if not isinstance(evidence.get(kind), REPORT_TYPES[kind])}}
 
 
 def count_parameters(model_dir: str | Path) -> dict[str, int] | None:
@@ -160,7 +166,7 @@ def _alternate_timings(model_config, source_config, batch_size: int, seq_len: in
     return min(times[0]), min(times[1])
 
 
-def resolve_source(extract: dict, pretrain: dict, model_config) -> dict:
+def resolve_source(extract: ExtractReport, pretrain: PretrainReport, model_config) -> dict:
     """The model this one is compared against: the extraction source, else the pretraining teacher.
 
     Its shape and size come from the extract report when it has them, else from the source's own
@@ -169,10 +175,10 @@ def resolve_source(extract: dict, pretrain: dict, model_config) -> dict:
     """
     from transformers import AutoConfig, BertConfig
 
-    name = extract.get("source") or pretrain.get("teacher")
-    source = {"name": name, "config": None, "shape": extract.get("source_shape"),
-              "parameters": extract.get("source_parameters"),
-              "effective_parameters": extract.get("source_effective_parameters")}
+    name = extract.source or pretrain.teacher
+    source = {"name": name, "config": None, "shape": extract.source_shape or None,
+              "parameters": extract.source_parameters,
+              "effective_parameters": extract.source_effective_parameters}
     if name:
         try:
             from bortify.resources import resolve_model
@@ -195,7 +201,8 @@ def resolve_source(extract: dict, pretrain: dict, model_config) -> dict:
 
 
 def collect_evidence(stage_dirs: dict[str, str], model_dir: str | Path, options: CardOptions | None = None) -> dict:
-    """Everything the card states, as plain data (also written next to the card as card_evidence.json)."""
+    """Everything the card states: the typed reports and the measured figures (written next to the card as
+    card_evidence.json)."""
     options = options or CardOptions()
     model_dir = Path(model_dir)
     config_path = model_dir / "config.json"
@@ -203,7 +210,7 @@ def collect_evidence(stage_dirs: dict[str, str], model_dir: str | Path, options:
         raise CardError(f"{model_dir} has no config.json: point the card at a saved checkpoint "
                         "(the finetune or pretrain stage's output directory).")
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    extract, pretrain, finetune = (read_report(stage_dirs.get(s)) for s in ("extract", "pretrain", "finetune"))
+    extract, pretrain, finetune = read_reports(stage_dirs)
     kind = "task" if (stage_dirs.get("finetune") or "ForSequenceClassification" in " ".join(config.get("architectures") or [])) else "student"
     params = count_parameters(model_dir)
     from transformers import AutoConfig
@@ -218,13 +225,13 @@ def collect_evidence(stage_dirs: dict[str, str], model_dir: str | Path, options:
         "shape": shape_of(config),
         "vocab_size": config.get("vocab_size"),
         "parameters": params,
-        "labels": finetune.get("labels") or [config.get("id2label", {}).get(k) for k in sorted(config.get("id2label", {}), key=int)],
+        "labels": finetune.labels or [config.get("id2label", {}).get(k) for k in sorted(config.get("id2label", {}), key=int)],
         "extract": extract,
         "pretrain": pretrain,
         "finetune": finetune,
         "source": {k: v for k, v in source.items() if k != "config"},
         "latency": None,
-        "nfr": finetune.get("nfr") if isinstance(finetune.get("nfr"), (int, float, dict)) else None,
+        "nfr": finetune.nfr,
     }
     if not options.measure_latency:
         return evidence
@@ -280,18 +287,6 @@ def ratio(a, b) -> str:
     return f"{a / b:.1%}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else NOT_MEASURED
 
 
-def scores(metrics: Any) -> dict[str, float]:
-    """Numeric scores of a metrics dict, with Trainer prefixes dropped and bookkeeping keys removed."""
-    if not isinstance(metrics, dict):
-        return {}
-    out = {}
-    for key, value in metrics.items():
-        name = key.split("_", 1)[1] if key.startswith(("eval_", "test_", "dev_")) else key
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and not any(t in name for t in _NOT_SCORES):
-            out[name] = float(value)
-    return out
-
-
 def _hub_id(name: str | None) -> str | None:
     """A Hub id for a model/dataset spec, or None for local paths and packaged defaults without one."""
     if not name:
@@ -313,23 +308,22 @@ def looks_like_hub_id(name: Any) -> bool:
             and not Path(name).exists())
 
 
-def dataset_hub_id(ft: dict) -> str | None:
+def dataset_hub_id(ft: FinetuneReport) -> str | None:
     """The fine-tuning dataset's Hub id: the report's `dataset_hub_id` when it has the key (None: not on the Hub),
     else derived from `dataset` for older reports (an embedded name's Hub id, or a Hub-looking name)."""
-    if "dataset_hub_id" in ft:
-        return ft["dataset_hub_id"] if looks_like_hub_id(ft["dataset_hub_id"]) else None
-    return _hub_id(ft.get("dataset"))
+    if "dataset_hub_id" not in ft.missing:
+        return ft.dataset_hub_id if looks_like_hub_id(ft.dataset_hub_id) else None
+    return _hub_id(ft.dataset)
 
 
-def dataset_text(ft: dict) -> str:
+def dataset_text(ft: FinetuneReport) -> str:
     """How the card names the fine-tuning data: a Hub link, a packaged name, or 'a local dataset' (never a path)."""
     hub_id = dataset_hub_id(ft)
     if hub_id:
         return f"[{hub_id}](https://huggingface.co/datasets/{hub_id})"
-    name = ft.get("dataset")
-    if isinstance(name, str) and name.startswith("embedded:"):
-        return f"the packaged dataset `{name}`"
-    return "a local dataset" if name else NOT_MEASURED
+    if ft.dataset and ft.dataset.startswith("embedded:"):
+        return f"the packaged dataset `{ft.dataset}`"
+    return "a local dataset" if ft.dataset else NOT_MEASURED
 
 
 def public_name(name: Any, what: str) -> str:
@@ -343,48 +337,50 @@ def public_name(name: Any, what: str) -> str:
     return f"a local {what}"
 
 
-def task_name(ft: dict) -> str | None:
+
+
+def task_name(ft: FinetuneReport) -> str | None:
     """The task's name, unless it is only the dataset's spec or a path (then the card says 'text')."""
-    task = ft.get("task")
-    if not isinstance(task, str) or not task or task == ft.get("dataset"):
+    task = ft.task
+    if not task or task == ft.dataset:
         return None
     if any(c in task for c in "/\\:") or task.lower().endswith(DATA_SUFFIXES):
         return None
     return task
 
 
-def split_facts(ft: dict) -> dict:
+def split_facts(ft: FinetuneReport) -> dict:
     """Where dev and test came from, per part ("test", "dev"): `{part}_name` (the dataset's own split it is, or
     None), `{part}_carved` (True: a seeded split carved from train by bortify; None: the report does not say),
     `{part}_how` (the report's sentence), and `test_official` (the dataset's official test split)."""
-    splits = ft.get("splits") if isinstance(ft.get("splits"), dict) else {}
-    how = splits.get("how") if isinstance(splits.get("how"), dict) else {}
+    splits = ft.splits
+    how = splits.get("how") or {}
     facts = {}
     for part in ("test", "dev"):
-        text = how.get(part) if isinstance(how.get(part), str) else None
+        text = how.get(part)
         own = re.search(r"the dataset's '([^']+)' split", text or "")
         source = splits.get(f"{part}_source")
         carved = True if source == "carved" or (text and "seeded" in text and not own) else (False if own or source else None)
         facts.update({f"{part}_name": own.group(1) if own else None, f"{part}_carved": carved, f"{part}_how": text})
-    official = splits.get("test_official")
-    facts["test_official"] = official if isinstance(official, bool) else (
+    official = splits.get("test_official")  # True / False, or None: the report does not say
+    facts["test_official"] = official if official is not None else (
         facts["test_name"] == "test" if facts["test_name"] else (False if facts["test_carved"] else None))
     if facts["test_official"] is False and facts["test_carved"] is None and not facts["test_name"]:
         facts["test_carved"] = True  # test_official False and no own split named: carved from train
     return facts
 
 
-def split_labels(ft: dict) -> dict[str, str]:
+def split_labels(ft: FinetuneReport) -> dict[str, str]:
     """Report key -> the name a card gives its scores: the dataset's own split name, 'test (held out from train)'
     for a carved split, 'dev (selection half)' when Agora kept the other half for repairs."""
     facts = split_facts(ft)
-    halves = bool(ft.get("dev_repair"))  # Agora kept a repair part of dev apart from the selection part
+    halves = bool(ft.dev_repair)  # Agora kept a repair part of dev apart from the selection part
     dev = facts["dev_name"] or "dev"
     test = facts["test_name"] or ("test (held out from train)" if facts["test_carved"] else "test")
     return {"dev": f"{dev} (selection half)" if halves else dev, "dev_repair": f"{dev} (repair half)", "test": test}
 
 
-def evaluation_notes(ft: dict) -> list[str]:
+def evaluation_notes(ft: FinetuneReport) -> list[str]:
     """Sentences under the evaluation table: where each split came from, what the dev score is, F1's class."""
     facts, notes = split_facts(ft), []
     if facts["test_name"] and facts["test_official"]:
@@ -395,29 +391,28 @@ def evaluation_notes(ft: dict) -> list[str]:
     elif facts["test_carved"]:
         notes.append("\"test (held out from train)\" is a " + (facts["test_how"] or "seeded split of the training data")
                      + ", carved from the training data by bortify: it is not the dataset's official test split.")
-    if isinstance(ft.get("dev_note"), str) and ft["dev_note"].strip():
-        notes.append(ft["dev_note"].strip().rstrip(".") + ".")
+    if ft.dev_note and ft.dev_note.strip():
+        notes.append(ft.dev_note.strip().rstrip(".") + ".")
     elif facts["dev_how"]:
         notes.append(f"The dev split is {facts['dev_how']}; it selected the model, so its score is optimistic.")
-    positive = ft.get("positive_label")
-    if positive not in (None, "") and any(k.endswith("f1") for k in (ft.get("test") or {})):
-        notes.append(f"F1 counts `{positive}` as the positive class.")
+    if ft.positive_label not in (None, "") and any(k.endswith("f1") for k in ft.test):
+        notes.append(f"F1 counts `{ft.positive_label}` as the positive class.")
     return notes
 
 
-def example_text(ft: dict, kind: str) -> str | list[str]:
+def example_text(ft: FinetuneReport, kind: str) -> str | list[str]:
     """What the usage snippet classifies: the report's `example_text` (a text, or a [text, text] pair for pair
     tasks; each one line of at most 200 characters), else a neutral placeholder sentence."""
-    value = ft.get("example_text") if kind == "task" else None
+    value = ft.example_text if kind == "task" else None
     texts = [value] if isinstance(value, str) else value
-    if not isinstance(texts, list) or not 1 <= len(texts) <= 2 or not all(isinstance(t, str) and t.strip() for t in texts):
+    if not texts or not 1 <= len(texts) <= 2 or not all(t.strip() for t in texts):
         return DEFAULT_EXAMPLE if kind == "task" else STUDENT_EXAMPLE
     texts = [" ".join(t.split()) for t in texts]
     texts = [t if len(t) <= 200 else t[:197].rstrip() + "..." for t in texts]
     return texts[0] if len(texts) == 1 else texts
 
 
-def example_literal(ft: dict, kind: str) -> str:
+def example_literal(ft: FinetuneReport, kind: str) -> str:
     """The example as a Python literal for the snippet: "text", or {"text": ..., "text_pair": ...} for a pair
     (what the text-classification pipeline takes)."""
     example = example_text(ft, kind)
@@ -435,6 +430,8 @@ def _template_dir() -> Path:
                     "from a checkout (pip install -e .) or run from the repository root.")
 
 
+
+
 def card_metadata(evidence: dict, options: CardOptions):
     """ModelCardData (YAML front matter) incl. the model-index results that the Hub parses."""
     from huggingface_hub import EvalResult, ModelCardData
@@ -447,23 +444,23 @@ def card_metadata(evidence: dict, options: CardOptions):
     dataset = dataset_hub_id(ft) if evidence["kind"] == "task" else None
     if dataset:
         labels = split_labels(ft)
-        for split in ("test", "dev"):
-            for metric, value in scores(ft.get(split)).items():
+        for split, metrics in (("test", ft.test), ("dev", ft.dev)):
+            for metric, value in metrics.items():
                 eval_results.append(EvalResult(
                     task_type="text-classification", task_name=task_name(ft) or "Text Classification",
                     dataset_type=dataset, dataset_name=dataset, dataset_split=labels[split],
                     metric_type=metric, metric_name=f"{metric}, {labels[split]}", metric_value=round(value, 4)))
-    elif evidence["kind"] != "task" and isinstance(pt.get("heldout_mlm_loss_after"), (int, float)) and _hub_id(pt.get("corpus")):
-        corpus = _hub_id(pt.get("corpus"))
+    elif evidence["kind"] != "task" and pt.heldout_mlm_loss_after is not None and _hub_id(pt.corpus):
+        corpus = _hub_id(pt.corpus)
         eval_results.append(EvalResult(
             task_type="fill-mask", task_name="Masked language modelling", dataset_type=corpus, dataset_name=corpus,
             dataset_split="heldout", metric_type="loss", metric_name="held-out MLM loss",
-            metric_value=round(float(pt["heldout_mlm_loss_after"]), 4)))
+            metric_value=round(float(pt.heldout_mlm_loss_after), 4)))
     tags = ["bort", "bortify", "knowledge-distillation"]
-    if ft.get("mode") == "agora":
+    if ft.mode == "agora":
         tags.append("agora")
     tags += [t.strip() for t in (options.tags or "").split(",") if t.strip() and t.strip() not in tags]
-    datasets = [d for d in (dataset_hub_id(ft), _hub_id(pt.get("corpus"))) if d]
+    datasets = [d for d in (dataset_hub_id(ft), _hub_id(pt.corpus)) if d]
     base = _hub_id(evidence["source"]["name"])
     pipeline_tag = "text-classification" if evidence["kind"] == "task" else (
         "fill-mask" if "MaskedLM" in str(evidence["architecture"]) else "feature-extraction")
@@ -483,33 +480,37 @@ def model_name(evidence: dict, options: CardOptions) -> str:
     return f"bortify-{evidence['kind']}-model"
 
 
+
+
 def template_values(evidence: dict, options: CardOptions, *, load_from: str, images: dict[str, str]) -> dict:
-    """Pre-formatted strings for the Jinja template (templates stay free of logic)."""
-    ex, pt, ft, src = evidence["extract"], evidence["pretrain"], evidence["finetune"], evidence["source"]
-    params = evidence["parameters"] or {}
-    shape, src_shape = evidence["shape"], src.get("shape") or {}
-    winner = ex.get("winner") or {}
-    lat = evidence["latency"]
-    rounds = [r for r in (ft.get("rounds") or []) if isinstance(r, dict)]
-    labeler = ft.get("labeler") if isinstance(ft.get("labeler"), dict) else {}
-    loss = pt.get("loss") if isinstance(pt.get("loss"), dict) else {}
-    nfr = evidence.get("nfr")
-    labels = split_labels(ft)
-    task = task_name(ft)
+    """Pre-formatted strings for the Jinja template (templates stay free of logic), one card section at a time."""
+    return {**_usage_values(evidence, options, load_from), **_architecture_values(evidence),
+            **_extract_values(evidence["extract"], evidence, images), **_pretrain_values(evidence["pretrain"], evidence),
+            **_finetune_values(evidence["finetune"], evidence, images), **_evaluation_values(evidence),
+            **_latency_values(evidence), "not_measured": NOT_MEASURED}
+
+
+def _usage_values(evidence: dict, options: CardOptions, load_from: str) -> dict:
+    ft = evidence["finetune"]
     return {
         "model_name": model_name(evidence, options),
         "load_from": load_from,
         "load_is_placeholder": load_from == REPO_PLACEHOLDER,
         "example": example_literal(ft, evidence["kind"]),
-        "max_length_note": (f"It was fine-tuned on inputs truncated to {ft['max_length']} tokens: for longer texts, pass "
-                            f"`truncation=True, max_length={ft['max_length']}` to the pipeline call."
-                            if isinstance(ft.get("max_length"), int) and not isinstance(ft.get("max_length"), bool) else ""),
+        "max_length_note": (f"It was fine-tuned on inputs truncated to {ft.max_length} tokens: for longer texts, pass "
+                            f"`truncation=True, max_length={ft.max_length}` to the pipeline call."
+                            if ft.max_length is not None else ""),
         "architecture": evidence["architecture"],
         "labels": ", ".join(map(str, evidence["labels"] or [])) or NOT_MEASURED,
-        "arch_rows": [
-            (key, shape_text(shape.get(key)), shape_text(src_shape.get(key), missing=NOT_MEASURED))
-            for key in ("D", "A", "H", "I")
-        ],
+    }
+
+
+def _architecture_values(evidence: dict) -> dict:
+    src, params = evidence["source"], evidence["parameters"] or {}
+    shape, src_shape = evidence["shape"], src.get("shape") or {}
+    return {
+        "arch_rows": [(key, shape_text(shape.get(key)), shape_text(src_shape.get(key), missing=NOT_MEASURED))
+                      for key in ("D", "A", "H", "I")],
         "params_total": fmt_params(params.get("total")),
         "params_effective": fmt_params(params.get("effective")),
         "source_params_total": fmt_params(src.get("parameters")),
@@ -518,63 +519,95 @@ def template_values(evidence: dict, options: CardOptions, *, load_from: str, ima
         "ratio_effective": ratio(params.get("effective"), src.get("effective_parameters")),
         "size_mb": f"{params['bytes'] / 2**20:.1f} MiB" if params.get("bytes") else NOT_MEASURED,
         "source": public_name(src.get("name"), "model"),
+    }
+
+
+def _extract_values(ex: ExtractReport, evidence: dict, images: dict[str, str]) -> dict:
+    w = ex.winner or Winner()
+    return {
         "has_extract": bool(ex) or "extract" in evidence.get("stages", ()),
-        "ex_space": fmt(ex.get("space")),
-        "ex_epsilon": fmt(ex.get("epsilon")),
-        "ex_error_estimator": fmt(ex.get("error_estimator")),
-        "ex_winner": ", ".join(f"{k}={winner[k]}" for k in ("D", "A", "H", "I") if k in winner) or NOT_MEASURED,
-        "ex_w": fmt(winner.get("W")),
-        "ex_candidates": (f"{ex['num_candidates']:,} candidates: {ex.get('num_trained', 0)} trained for ê, "
-                          f"{ex.get('num_cached', 0)} from cache, {ex.get('num_skipped', 0)} skipped by the ε-buckets"
-                          if isinstance(ex.get("num_candidates"), int) else NOT_MEASURED),
-        "ex_ops_ratio": (f"{winner['ops_ratio']:.1%} of the source's multiply-adds per token"
-                         + (f" at L={ex['seq_len']}" if ex.get("seq_len") else "")
-                         if isinstance(winner.get("ops_ratio"), (int, float)) else NOT_MEASURED),
-        "ex_error": fmt(winner.get("error")),
+        "ex_space": fmt(ex.space),
+        "ex_epsilon": fmt(ex.epsilon),
+        "ex_error_estimator": fmt(ex.error_estimator),
+        "ex_winner": ", ".join(f"{k}={v}" for k, v in w.shape().items()) or NOT_MEASURED,
+        "ex_w": fmt(w.W),
+        "ex_candidates": (f"{ex.num_candidates:,} candidates: {ex.num_trained} trained for ê, {ex.num_cached} from "
+                          f"cache, {ex.num_skipped} skipped by the ε-buckets"
+                          if ex.num_candidates is not None else NOT_MEASURED),
+        "ex_ops_ratio": (f"{w.ops_ratio:.1%} of the source's multiply-adds per token"
+                         + (f" at L={ex.seq_len}" if ex.seq_len else "") if w.ops_ratio is not None else NOT_MEASURED),
+        "ex_error": fmt(w.error),
         "pareto_png": images.get("pareto"),
+    }
+
+
+def _pretrain_values(pt: PretrainReport, evidence: dict) -> dict:
+    return {
         "has_pretrain": bool(pt) or "pretrain" in evidence.get("stages", ()),
-        "pt_teacher": public_name(pt.get("teacher"), "model"),
-        "pt_teacher_kind": fmt(pt.get("teacher_kind")),
-        "pt_corpus": public_name(pt.get("corpus"), "corpus"),
-        "pt_kd_mode": fmt(pt.get("kd_mode")),
-        "pt_loss": ", ".join(f"{k}={fmt(v)}" for k, v in loss.items()) or fmt(pt.get("loss")),
-        "pt_init": fmt(pt.get("init")),
-        "pt_steps": fmt(pt.get("max_steps")),
-        "pt_before": fmt(pt.get("heldout_mlm_loss_before")),
-        "pt_after": fmt(pt.get("heldout_mlm_loss_after")),
+        "pt_teacher": public_name(pt.teacher, "model"),
+        "pt_teacher_kind": fmt(pt.teacher_kind),
+        "pt_corpus": public_name(pt.corpus, "corpus"),
+        "pt_kd_mode": fmt(pt.kd_mode),
+        "pt_loss": ", ".join(f"{k}={fmt(v)}" for k, v in pt.loss.items()) or NOT_MEASURED,
+        "pt_init": fmt(pt.init),
+        "pt_steps": fmt(pt.max_steps),
+        "pt_before": fmt(pt.heldout_mlm_loss_before),
+        "pt_after": fmt(pt.heldout_mlm_loss_after),
+    }
+
+
+def _finetune_values(ft: FinetuneReport, evidence: dict, images: dict[str, str]) -> dict:
+    task = task_name(ft)
+    return {
         "has_finetune": bool(ft) or "finetune" in evidence.get("stages", ()),
-        "ft_base": public_name(ft.get("base_model"), "model"),
+        "ft_base": public_name(ft.base_model, "model"),
         "ft_dataset": dataset_text(ft),
         "ft_task": task or NOT_MEASURED,
         "ft_use": f"{task} classification" if task else "text classification",
-        "ft_metric": fmt(ft.get("metric")),
-        "ft_mode": fmt(ft.get("mode")),
-        "ft_splits": splits_text(ft.get("splits")),
-        "ft_labeler": _labeler_text(labeler) if labeler else NOT_MEASURED,
-        "ft_best_round": fmt(ft.get("best_round")),
-        "ft_rounds": [(fmt(r.get("round")), fmt(r.get("best_theta")), fmt(r.get("dev_score")),
-                       fmt(r.get("mistakes")) + (f" ({r['mistakes_expanded']} expanded)"
-                                                 if r.get("mistakes_expanded") is not None and r.get("examples_added")
-                                                 else ""),
-                       fmt(r.get("examples_added")), fmt(r.get("train_size"))) for r in rounds],
+        "ft_metric": fmt(ft.metric),
+        "ft_mode": fmt(ft.mode),
+        "ft_splits": splits_text(ft.splits),
+        "ft_labeler": _labeler_text(ft) if ft.labeler else NOT_MEASURED,
+        "ft_best_round": fmt(ft.best_round),
+        "ft_rounds": [_round_row(r) for r in ft.rounds],
         "ft_agora_settings": _agora_text(ft),
         "ft_distill_settings": _distill_text(ft),
-        "ft_examples_added": fmt(sum(r.get("examples_added") or 0 for r in rounds)) if rounds else NOT_MEASURED,
+        "ft_examples_added": fmt(sum(r.examples_added or 0 for r in ft.rounds)) if ft.rounds else NOT_MEASURED,
         "rounds_png": images.get("rounds"),
-        "eval_rows": [(labels[split], metric, f"{value:.4f}") for split in ("dev", "dev_repair", "test")
-                      for metric, value in scores(ft.get(split)).items()],
+    }
+
+
+def _round_row(r: Round) -> tuple[str, ...]:
+    """round | best θ | dev score | dev mistakes (how many were expanded) | examples added | train size"""
+    expanded = f" ({r.mistakes_expanded} expanded)" if r.mistakes_expanded is not None and r.examples_added else ""
+    return (fmt(r.round), fmt(r.best_theta), fmt(r.dev_score), fmt(r.mistakes) + expanded, fmt(r.examples_added),
+            fmt(r.train_size))
+
+
+def _evaluation_values(evidence: dict) -> dict:
+    ft, pt, nfr = evidence["finetune"], evidence["pretrain"], evidence.get("nfr")
+    labels = split_labels(ft)
+    splits = {"dev": ft.dev, "dev_repair": ft.dev_repair or {}, "test": ft.test}
+    return {
+        "eval_rows": [(labels[split], metric, f"{value:.4f}") for split, metrics in splits.items()
+                      for metric, value in metrics.items()],
         "eval_notes": evaluation_notes(ft),
         "eval_not_in_metadata": bool(ft) and evidence["kind"] == "task" and not dataset_hub_id(ft)
-                                and any(scores(ft.get(s)) for s in ("dev", "test")),
-        "mlm_rows": [("held-out MLM loss", fmt(pt.get("heldout_mlm_loss_before")), fmt(pt.get("heldout_mlm_loss_after")))]
+                                and bool(ft.dev or ft.test),
+        "mlm_rows": [("held-out MLM loss", fmt(pt.heldout_mlm_loss_before), fmt(pt.heldout_mlm_loss_after))]
         if pt else [],
+        "nfr": NOT_MEASURED if nfr is None else fmt(nfr),
+    }
+
+
+def _latency_values(evidence: dict) -> dict:
+    lat = evidence["latency"]
+    return {
         "latency": None if not lat else {
             "model_ms": f"{lat['model_seconds'] * 1e3:.1f}", "source_ms": f"{lat['source_seconds'] * 1e3:.1f}",
             "speedup": speed_text(lat["speedup"]), "source": lat["source"], "batch_size": lat["batch_size"],
             "seq_len": lat["seq_len"], "repeats": lat["repeats"], "threads": lat["threads"]},
         "latency_note": f" ({evidence['latency_error']})" if evidence.get("latency_error") else "",
-        "nfr": NOT_MEASURED if nfr is None else fmt(nfr),
-        "not_measured": NOT_MEASURED,
     }
 
 
@@ -596,10 +629,11 @@ def splits_text(splits: Any) -> str:
     return ", ".join(sizes) or fmt(splits)
 
 
-def _agora_text(ft: dict) -> str:
+
+
+def _agora_text(ft: FinetuneReport) -> str:
     """One sentence on the Agora options that shaped the added data (empty for plain fine-tuning)."""
-    gen = ft.get("generator") if isinstance(ft.get("generator"), dict) else {}
-    ag = ft.get("agora") if isinstance(ft.get("agora"), dict) else {}
+    gen, ag = ft.generator or {}, ft.agora or {}
     if not gen and not ag:
         return ""
     parts = [f"generator {gen.get('name', NOT_MEASURED)} (k={fmt(gen.get('k'))} per mistake)"]
@@ -612,13 +646,12 @@ def _agora_text(ft: dict) -> str:
     return "Agora settings: " + "; ".join(parts) + "."
 
 
-def _distill_text(ft: dict) -> str:
+def _distill_text(ft: FinetuneReport) -> str:
     """One sentence on the task-distillation transfer set and loss (empty for the other modes)."""
-    info = ft.get("distill") if isinstance(ft.get("distill"), dict) else {}
-    if not info:
+    if not ft.distill:
         return ""
-    counts, st = info.get("transfer_set") or {}, info.get("settings") or {}
-    teacher_test = next((v for k, v in (ft.get("labeler") or {}).items() if k.startswith("test_")), None)
+    counts, st = ft.transfer_set(), ft.distill.get("settings") or {}
+    teacher_test = next(iter(ft.labeler_scores("test").values()), None)
     return (f"Transfer set: {fmt(counts.get('gold'))} labelled train rows, {fmt(counts.get('augmented'))} generated "
             f"variants and {fmt(counts.get('unlabeled'))} unlabelled in-domain texts; loss α·CE(gold) + "
             f"(1−α)·T²·KL(teacher ‖ student) with α = {fmt(st.get('distill_alpha'))}, T = "
@@ -626,11 +659,10 @@ def _distill_text(ft: dict) -> str:
             f"score: {fmt(teacher_test)}.")
 
 
-def _labeler_text(labeler: dict) -> str:
-    """'name (dev accuracy 0.81)' from the labeler's description, whatever its dev metric is called."""
-    dev = {k[len("dev_"):]: v for k, v in labeler.items() if k.startswith("dev_")}
-    measured = ", ".join(f"dev {k} {fmt(v)}" for k, v in dev.items()) or f"dev score {NOT_MEASURED}"
-    return f"{labeler.get('name', NOT_MEASURED)} ({measured})"
+def _labeler_text(ft: FinetuneReport) -> str:
+    """'name (dev accuracy 0.81)': the labeler (Agora) or teacher (distill) and its dev score(s)."""
+    measured = ", ".join(f"dev {k} {fmt(v)}" for k, v in ft.labeler_scores("dev").items()) or f"dev score {NOT_MEASURED}"
+    return f"{(ft.labeler or {}).get('name', NOT_MEASURED)} ({measured})"
 
 
 def render_card(evidence: dict, options: CardOptions | None = None, *, load_from: str | None = None,
@@ -639,28 +671,8 @@ def render_card(evidence: dict, options: CardOptions | None = None, *, load_from
     from huggingface_hub import ModelCard
 
     options = options or CardOptions()
+    evidence = typed_evidence(evidence)
     template = Path(template_path) if template_path else _template_dir() / TEMPLATES[evidence["kind"]]
     values = template_values(evidence, options, load_from=load_from or options.repo_id or REPO_PLACEHOLDER,
                              images=images or {})
     return ModelCard.from_template(card_metadata(evidence, options), template_path=str(template), **values)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from bortify.hub.card_stage import CardArguments, build_release
-    from bortify.recipes import RecipeError, parse_stage_args
-    from bortify.utils import OutputExistsError
-
-    (args, options) = parse_stage_args(
-        (CardArguments, CardOptions), sys.argv[1:] if argv is None else argv, stage="card", prog="bortify card",
-        description="Assemble a release folder: the final checkpoint (fine-tuned model if given, else the pretrained "
-        "student), its tokenizer, the Pareto/Agora plots and a README.md model card filled from the run's reports "
-        "and a CPU latency measurement. `bortify push OUTPUT_DIR --repo-id NS/NAME` uploads it.",
-    )
-    try:
-        summary = build_release(args, options)
-    except (CardError, RecipeError, OutputExistsError) as exc:
-        print(f"bortify card: error: {exc}", file=sys.stderr)
-        return 2
-    for line in summary["summary_lines"]:
-        print(line)
-    return 0

@@ -1,4 +1,7 @@
-"""The card stage of `bortify run`: assemble the RELEASE FOLDER that `push` uploads.
+"""`bortify card` and the card stage of `bortify run`: assemble the RELEASE FOLDER that `push` uploads.
+
+Here are the stage's arguments (CardArguments + bortify.hub.card.CardOptions), its library function
+(`build_release` -> bortify.reports.CardReport) and the command; bortify.hub.card renders the card itself.
 
     <run>/card/
       config.json, model.safetensors, tokenizer files   <- finetune dir if present, else pretrain dir
@@ -28,9 +31,10 @@ from pathlib import Path
 from typing import Optional
 
 from bortify.hub.card import (REPO_PLACEHOLDER, CardError, CardOptions, collect_evidence, example_literal, fmt_params,
-                               render_card, scores, shape_text, speed_text)
-from bortify.utils import (OutputExistsError, check_output_dir, is_same_or_nested, make_shareable, redact_secrets,
-                           write_bytes_atomic, write_json_atomic)
+                               render_card, shape_text, speed_text)
+from bortify.reports import CardReport, Record
+from bortify.utils import (OutputExistsError, check_output_dir, is_same_or_nested, make_shareable, overwrite_field,
+                           redact_secrets, write_bytes_atomic, write_json_atomic)
 
 # What a release folder holds from a checkpoint directory (globs); nothing else is copied.
 CHECKPOINT_FILES = [
@@ -54,7 +58,7 @@ class CardArguments:
     finetune_dir: Optional[str] = field(default=None, metadata={"help": "Output directory of `bortify finetune` (checkpoint + report.json, rounds.png)."})
     model_dir: Optional[str] = field(default=None, metadata={
         "help": "Checkpoint to release (default: --finetune_dir if given, else --pretrain_dir)."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing release folder."})
+    overwrite: bool = overwrite_field()  # only ever replaces a release folder made by bortify
 
 
 def _copy_checkpoint(src: Path, dst: Path) -> list[str]:
@@ -67,28 +71,17 @@ def _copy_checkpoint(src: Path, dst: Path) -> list[str]:
     return copied
 
 
-def _find_image(stage_dir: str | None, report_key: str | None, default: str) -> Path | None:
+def _find_image(stage_dir: str | None, name: str | None, default: str) -> Path | None:
+    """A stage's plot: the file its report names (`name`), else `default`, in the stage directory."""
     if not stage_dir:
         return None
-    report_path = Path(stage_dir) / "report.json"
-    candidates = []
-    if report_key and report_path.is_file():
-        try:
-            value = json.loads(report_path.read_text(encoding="utf-8")).get(report_key)
-        except (json.JSONDecodeError, AttributeError):
-            value = None
-        if isinstance(value, str):
-            candidates += [Path(value), Path(stage_dir) / value]
+    candidates = [Path(name), Path(stage_dir) / name] if name else []
     candidates.append(Path(stage_dir) / default)
     return next((p for p in candidates if p.is_file()), None)
 
 
-def build_release(args: CardArguments, options: CardOptions, *, done_marker: str | None = None) -> dict:
-    """Assemble the release folder; return the stage summary (with `summary_lines`).
-
-    With `done_marker` (the pipeline's stage_done.json), a folder without that marker is an interrupted
-    earlier attempt and is replaced: the card is cheap and rebuilt from the same inputs.
-    """
+def build_release(args: CardArguments, options: CardOptions) -> CardReport:
+    """Assemble the release folder; return what was made (a CardReport with its summary lines)."""
     stage_dirs = {k: v for k, v in {"extract": args.extract_dir, "pretrain": args.pretrain_dir,
                                     "finetune": args.finetune_dir}.items() if v}
     for name, path in stage_dirs.items():
@@ -102,11 +95,9 @@ def build_release(args: CardArguments, options: CardOptions, *, done_marker: str
         raise CardError(f"{model_dir} is not a saved checkpoint (needs config.json and model.safetensors).")
     out = Path(args.output_dir)
     check_separate_from_inputs(out, {**{f"--{k}_dir": v for k, v in stage_dirs.items()}, "--model_dir": str(model_dir)})
-    finished = done_marker is None or (out / done_marker).exists()
-    replace = args.overwrite or not finished  # the pipeline redoes an unfinished card without --overwrite
-    if replace:
+    if args.overwrite:
         check_replaceable(out)
-    check_output_dir(out, replace)
+    check_output_dir(out, args.overwrite)
     final = out.resolve()
 
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
@@ -118,24 +109,29 @@ def build_release(args: CardArguments, options: CardOptions, *, done_marker: str
                     copied += [f for f in _copy_checkpoint(Path(other), tmp) if f not in ("config.json",) and "safetensors" not in f]
                     break
         release_tokenizer(tmp / "tokenizer.json")
+        evidence = collect_evidence(stage_dirs, tmp, options)
         images = {}
-        for key, stage, report_key, default in (("pareto", "extract", "plot", "pareto.png"),
-                                                ("rounds", "finetune", None, "rounds.png")):
-            image = _find_image(stage_dirs.get(stage), report_key, default)
+        for key, stage, name in (("pareto", "extract", evidence["extract"].plot), ("rounds", "finetune", None)):
+            image = _find_image(stage_dirs.get(stage), name, f"{key}.png")
             if image is not None:
                 shutil.copy2(image, tmp / f"{key}.png")
                 images[key] = f"{key}.png"
-        evidence = _without_local_paths(collect_evidence(stage_dirs, tmp, options), stage_dirs)
+        evidence = _without_local_paths(evidence, stage_dirs)
         card = render_card(evidence, options, load_from=options.repo_id or REPO_PLACEHOLDER, images=images)
         card.save(tmp / MARKER)
         write_json_atomic(tmp / EVIDENCE, redact_secrets(_without_local_paths(
-            {"stage_dirs": stage_dirs, "model_dir": str(model_dir), **evidence}, stage_dirs)))
+            {"stage_dirs": stage_dirs, "model_dir": str(model_dir), **evidence_json(evidence)}, stage_dirs)))
         make_shareable(tmp)
-        _move_into_place(tmp, final, replace)
+        _move_into_place(tmp, final, args.overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summarize(out, evidence, str(final), copied)  # on disk now: the local summary shows the local path
+
+
+def evidence_json(evidence: dict) -> dict:
+    """The evidence as JSON data (its reports as their report.json form)."""
+    return {k: v.to_dict() if isinstance(v, Record) else v for k, v in evidence.items()}
 
 
 def check_separate_from_inputs(out: Path, inputs: dict[str, str]) -> None:
@@ -221,6 +217,8 @@ def _without_local_paths(obj, stage_dirs: dict):
             if os.path.isabs(value) or value.startswith("~"):
                 return f"<local>/{os.path.basename(value.rstrip(os.path.sep))}"
             return value
+        if isinstance(value, Record):
+            return type(value).from_dict(clean(value.to_dict()))
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items()}
         if isinstance(value, list):
@@ -230,20 +228,19 @@ def _without_local_paths(obj, stage_dirs: dict):
     return clean(obj)
 
 
-def summarize(out: Path, evidence: dict, load_from: str, copied: list[str]) -> dict:
+def summarize(out: Path, evidence: dict, load_from: str, copied: list[str]) -> CardReport:
     params = evidence["parameters"] or {}
-    test = scores(evidence["finetune"].get("test"))
-    dev = scores(evidence["finetune"].get("dev"))
+    ft = evidence["finetune"]
     lat = evidence["latency"]
     shape = evidence["shape"]
-    example = example_literal(evidence["finetune"], evidence["kind"])
+    example = example_literal(ft, evidence["kind"])
     lines = [
         f"release folder: {out} ({len(copied)} checkpoint files + README.md card)",
         f"model: {evidence['architecture']} " + " ".join(f"{k}={shape_text(shape.get(k))}" for k in "DAHI")
         + f", {fmt_params(params.get('total'))} parameters "
         f"({fmt_params(params.get('effective'))} effective), {params.get('bytes', 0) / 2**20:.1f} MiB",
-        "scores: " + (", ".join(f"test {k}={v:.4f}" for k, v in test.items()) or
-                      ", ".join(f"dev {k}={v:.4f}" for k, v in dev.items()) or "not measured"),
+        "scores: " + (", ".join(f"test {k}={v:.4f}" for k, v in ft.test.items()) or
+                      ", ".join(f"dev {k}={v:.4f}" for k, v in ft.dev.items()) or "not measured"),
         "CPU latency: " + (f"{lat['model_seconds'] * 1e3:.1f} ms vs {lat['source_seconds'] * 1e3:.1f} ms for "
                            f"{lat['source']} ({speed_text(lat['speedup'])}; batch {lat['batch_size']} x {lat['seq_len']})"
                            if lat else "not measured"),
@@ -253,24 +250,27 @@ def summarize(out: Path, evidence: dict, load_from: str, copied: list[str]) -> d
         if evidence["kind"] == "task" else f"    encoder = pipeline(\"feature-extraction\", model=\"{load_from}\")",
         f"    print(classifier({example}))" if evidence["kind"] == "task" else f"    print(len(encoder({example})[0]))",
     ]
-    return {"release_dir": str(out), "kind": evidence["kind"], "parameters": params.get("total"),
-            "test": test, "dev": dev, "latency_speedup": lat["speedup"] if lat else None, "summary_lines": lines}
+    return CardReport(release_dir=str(out), kind_of_model=evidence["kind"], parameters=params.get("total"),
+                      test=dict(ft.test), dev=dict(ft.dev), latency_speedup=lat["speedup"] if lat else None, lines=lines)
 
 
 def run_stage(config: dict, *, overwrite: bool = False) -> dict:
-    """`bortify run` entry point: config = the recipe's card section + output_dir + stage_dirs."""
-    from bortify.recipes import args_from_dict
+    """The card stage from a mapping of settings, as `bortify run` runs it (bortify.pipeline.run_config); returns
+    its record. For older callers, `stage_dirs` ({stage: output dir}) fills extract_dir / pretrain_dir /
+    finetune_dir and `push_repo_id` stands for the recipe's push.repo_id, as the stage table wires them."""
+    from bortify.pipeline import run_config, stage_config, stage_spec
 
     config = dict(config)
-    stage_dirs = config.pop("stage_dirs", None) or {}
-    push_repo_id = config.pop("push_repo_id", None)  # the recipe's push.repo_id (wired by the pipeline)
-    if not config.get("repo_id") and isinstance(push_repo_id, str) and "/" in push_repo_id:
-        config["repo_id"] = push_repo_id  # NS/NAME; a bare NAME is resolved at push time (placeholder until then)
-    for stage in ("extract", "pretrain", "finetune"):
-        if stage_dirs.get(stage) and config.get(f"{stage}_dir") is None:
-            config[f"{stage}_dir"] = stage_dirs[stage]
-    config["overwrite"] = bool(overwrite or config.get("overwrite"))
-    args, options = args_from_dict((CardArguments, CardOptions), config, where="recipe [card]")
-    from bortify.pipeline import DONE_FILE
+    outputs = config.pop("stage_dirs", None) or {}
+    push = {"repo_id": config.pop("push_repo_id", None)}
+    output_dir = config.pop("output_dir")
+    config = {**stage_config(stage_spec("card"), {"card": config, "push": push}, outputs, Path(".")),
+              "output_dir": output_dir}
+    return run_config("card", config, overwrite=overwrite).record()
 
-    return build_release(args, options, done_marker=DONE_FILE)
+
+def main(argv: list[str] | None = None) -> int:
+    """`bortify card ...` (the stage table's card entry, run by bortify.pipeline.run_command)."""
+    from bortify.pipeline import run_command
+
+    return run_command("card", argv)

@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
+from bortify.reports import PushReport, left_out_text
+from bortify.utils import redact_secrets
+
 T = TypeVar("T")
 
 # Files in a stage directory that are not part of a release (Trainer state, run bookkeeping).
@@ -89,20 +92,12 @@ class PushResult:
     left_out: list[str] = field(default_factory=list)  # files of the folder not uploaded (see UNSAFE_PATTERNS)
 
     def summary_lines(self) -> list[str]:
-        lines = [
-            f"pushed {len(self.files)} files to {self.repo_url} (revision {self.revision}, commit {self.commit_oid[:10]})",
-            f"load it: from_pretrained({self.repo_id!r}"
-            + (f", revision={self.revision!r})" if self.revision != "main" else ")")
-            + " (AutoModel*/AutoTokenizer/pipeline)",
-        ]
-        if self.left_out:
-            lines.append(left_out_text(self.left_out))
-        return lines
+        return self.report().summary_lines()
 
-
-def left_out_text(left_out: list[str]) -> str:
-    return (f"left out {len(left_out)} file(s) that a release does not carry (pickle-based weights or states, "
-            f"run bookkeeping): {', '.join(left_out)}")
+    def report(self, **more) -> PushReport:
+        return PushReport(repo_id=self.repo_id, revision=self.revision, commit_oid=self.commit_oid,
+                          commit_url=self.commit_url, repo_url=self.repo_url, files=self.files, left_out=self.left_out,
+                          attempts=self.attempts, **more)
 
 
 def check_release_folder(model_dir: str | Path) -> list[str]:
@@ -256,31 +251,44 @@ def push_folder(model_dir: str | Path, repo_id: str, *, private: bool = False, r
                       repo_url=str(repo_url), files=files, attempts=attempts, left_out=left_out)
 
 
-def _positional_dir(argv: list[str]) -> list[str]:
-    """`bortify push DIR ...` -> `--model_dir DIR ...` (HfArgumentParser has no positionals)."""
-    if argv and not argv[0].startswith("-"):
-        return ["--model_dir", argv[0], *argv[1:]]
-    return argv
+def hub_configured(token: str | None) -> str | None:
+    """None when a push can be attempted, else the reason it cannot (offline mode, no token)."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return "HF_HUB_OFFLINE is set"
+    if not resolve_token(token):
+        return "no token (set HF_TOKEN or run `hf auth login`)"
+    return None
+
+
+def push_release(args: PushArguments, *, skip_without_hub: bool = False):
+    """`bortify push` and the push stage: upload `args.model_dir`; -> bortify.reports.PushReport.
+
+    With `skip_without_hub` (what `bortify run` passes) and no Hub configured (no token from HF_TOKEN or a saved
+    login, or HF_HUB_OFFLINE set), the report says "skipped: no Hub configured" instead of failing, so the demo
+    stays offline; the pipeline does not record a skipped stage as done, so a later run with a token pushes. A
+    configured Hub that fails is an error, as it should be."""
+    reason = hub_configured(args.token) if skip_without_hub else None
+    if reason:
+        return PushReport(skipped=True, reason=f"skipped: no Hub configured ({reason})", repo_id=args.repo_id,
+                          model_dir=args.model_dir)
+    logged: list[str] = []
+
+    def log(message: str) -> None:
+        logged.append(message)
+        print(f"[bortify push] {message}", file=sys.stderr, flush=True)
+
+    result = push_folder(args.model_dir, args.repo_id, private=args.private, revision=args.revision,
+                         commit_message=args.commit_message, token=args.token, endpoint=args.endpoint,
+                         max_retries=args.max_retries, retry_wait=args.retry_wait, log=log)
+    # The token is in no field; redacting anyway keeps a future field from leaking it.
+    return PushReport.make(redact_secrets(result.report(skipped=False, retries_logged=logged).to_dict()),
+                           model_dir=args.model_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bortify.recipes import RecipeError, parse_stage_args
+    """`bortify push DIR --repo-id NS/NAME` (bortify.stages: the push entry)."""
+    from bortify.pipeline import run_command
 
-    argv = _positional_dir(list(sys.argv[1:] if argv is None else argv))
-    (args,) = parse_stage_args(
-        (PushArguments,), argv, stage="push", prog="bortify push",
-        description="Push a release folder (checkpoint + README.md card) to the Hugging Face Hub: "
-        "bortify push DIR --repo-id NS/NAME. The repository is created if missing; the upload is one atomic commit, "
-        "retried on transient errors.",
-    )
-    try:
-        result = push_folder(args.model_dir, args.repo_id, private=args.private, revision=args.revision,
-                             commit_message=args.commit_message, token=args.token, endpoint=args.endpoint,
-                             max_retries=args.max_retries, retry_wait=args.retry_wait,
-                             log=lambda m: print(f"[bortify push] {m}", file=sys.stderr, flush=True))
-    except (PushError, RecipeError) as exc:
-        print(f"bortify push: error: {exc}", file=sys.stderr)
-        return 2
-    for line in result.summary_lines():
-        print(line)
-    return 0
+    return run_command("push", argv)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from bortify.utils import check_torch_threads, overwrite_field, torch_threads_field
+
 KD_MODES = ("auto", "logit", "representation")
 INIT_MODES = ("random", "teacher")
 MASKING_MODES = ("dynamic", "static")
@@ -43,22 +45,15 @@ class ModelArguments:
                   "needs bortify.slicing)."},
     )
 
-    torch_threads: int | None = field(
-        default=None,
-        metadata={"help": "CPU intra-op threads for this stage (torch.set_num_threads, restored when it returns); "
-                  "default: torch's choice. 1 is much faster on an oversubscribed machine."},
-    )
-    overwrite: bool = field(
-        default=False,
-        metadata={"help": "Replace a finished run in --output_dir, or start an unfinished one again (default: refuse "
-                  "a finished run; resume an unfinished one from its newest complete checkpoint)."},
-    )
+    torch_threads: int | None = torch_threads_field()
+    overwrite: bool = overwrite_field()  # an unfinished run resumes from its newest complete checkpoint
 
     def __post_init__(self):
         if self.kd_mode not in KD_MODES:
             raise ValueError(f"kd_mode must be one of {KD_MODES}, got {self.kd_mode!r}.")
         if self.init not in INIT_MODES:
             raise ValueError(f"init must be one of {INIT_MODES}, got {self.init!r}.")
+        check_torch_threads(self.torch_threads)
 
 
 @dataclass

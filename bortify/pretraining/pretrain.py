@@ -44,10 +44,11 @@ from bortify.pretraining.rundir import (
     run_args_record,
 )
 from bortify.pretraining.trainer import DistillationStudent, DistillationTrainer
-from bortify.utils import check_output_dir, write_json_atomic
+from bortify.reports import REPORT_FILE as REPORT_NAME
+from bortify.reports import PretrainReport, write_report
+from bortify.utils import check_output_dir, torch_threads, write_json_atomic
 
 logger = logging.getLogger(__name__)
-REPORT_NAME = "report.json"
 
 
 class PretrainError(ValueError):
@@ -143,17 +144,15 @@ def _teacher_layers(args: DistillationArguments, n_student: int, n_teacher: int)
 
 
 def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args: DistillationArguments, *,
-             overwrite: bool = False) -> Path:
-    """Distil a pretrained masked-LM student; return the output directory (see module docstring).
+             overwrite: bool = False) -> PretrainReport | None:
+    """Distil a pretrained masked-LM student; return its report (None on processes other than the main one of a
+    distributed run). See the module docstring.
 
-    `overwrite` (or `model_args.overwrite`) replaces a finished run in the output directory and starts an
-    unfinished one again instead of resuming it."""
+    `model_args.overwrite` (or the `overwrite` keyword, the same) replaces a finished run in the output directory
+    and starts an unfinished one again instead of resuming it. `model_args.torch_threads` applies for the call."""
     overwrite = bool(overwrite or model_args.overwrite)
-    before = torch.get_num_threads()
-    try:
+    with torch_threads(model_args.torch_threads):
         return _pretrain(model_args, data_args, training_args, overwrite)
-    finally:
-        torch.set_num_threads(before)  # --torch_threads applies to this stage only
 
 
 def _guard_output_dir(out: Path, model_args: ModelArguments, data_args: DataArguments,
@@ -200,7 +199,7 @@ def _resume_checkpoint(out: Path, requested, overwrite: bool) -> str | None:
 
 
 def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_args: DistillationArguments,
-              overwrite: bool) -> Path:
+              overwrite: bool) -> PretrainReport | None:
     out = Path(training_args.output_dir)
     resume = _guard_output_dir(out, model_args, data_args, training_args, overwrite)
     # --- cheap checks first: configs, tokenizer, corpus -------------------------------------------------
@@ -259,8 +258,6 @@ def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_arg
         print(f"[bortify pretrain] resuming from {resume}", flush=True)
 
     # --- models ------------------------------------------------------------------------------------------
-    if model_args.torch_threads:
-        torch.set_num_threads(model_args.torch_threads)
     set_seed(training_args.seed)
     teacher_cls = AutoModelForMaskedLM if kind == "mlm" else AutoModel
     teacher = teacher_cls.from_pretrained(teacher_path, use_safetensors=True).eval().requires_grad_(False)
@@ -301,13 +298,13 @@ def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_arg
 
     _save_final(trainer, out)  # every rank takes part (FSDP / ZeRO-3 gather); rank 0 writes
     if not trainer.is_world_process_zero():
-        return out
+        return None
     student = trainer.accelerator.unwrap_model(trainer.model).student
     loss_after = heldout_mlm_loss(student, held_blocks, eval_collator)
     steps_run = trainer.state.global_step - (int(str(resume).rsplit("-", 1)[-1]) if resume else 0)
     tokens = steps_run * training_args.train_batch_size * training_args.gradient_accumulation_steps \
         * training_args.world_size * data_args.seq_len
-    report = {
+    report = PretrainReport.make({
         "teacher": model_args.teacher,
         "teacher_kind": kind,
         "student_config": model_args.student_config,
@@ -334,9 +331,9 @@ def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_arg
         "tokens_per_second": round(tokens / train_seconds, 1) if train_seconds > 0 else None,
         "resumed_from": str(resume) if resume else None,
         "device": str(training_args.device),
-    }
-    write_json_atomic(out / REPORT_NAME, report)  # written last: marks the run finished
-    return out
+    }, output_dir=str(out))
+    write_report(out, report)  # written last: marks the run finished
+    return report
 
 
 def _loss_report(args: DistillationArguments, kd_mode: str, teacher_layers, relation_heads, relation_layer) -> dict:
