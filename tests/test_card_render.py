@@ -7,6 +7,8 @@ hand-made report.json files in the shapes the extract/pretrain/finetune stages w
 import json
 import math
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -455,3 +457,38 @@ def test_split_names_notes_and_examples_follow_the_report():
     assert split_labels({})["test"] == "test" and evaluation_notes({}) == []  # an old report: nothing claimed
     assert example_literal({}, "task") == '"Replace this with a text like the ones the model was trained on."'
 
+
+DEMO_RUN = Path(__file__).parent / "data" / "demo_run"  # reports of a real `bortify run recipes/demo.yaml` (runs/demo-d)
+DEMO_CARD = Path(__file__).parent / "data" / "demo_card.md"
+
+
+def render_demo_card(root: Path) -> str:
+    """The demo run's card from its stored reports: the run laid out as runs/demo-d under `root` (the reports name
+    their inputs by those relative paths), the checkpoint a config.json alone, latency measurement off."""
+    from bortify.hub.card import CardOptions, collect_evidence, render_card
+    from bortify.hub.card_stage import _without_local_paths
+
+    for stage in ("extract", "pretrain", "finetune"):
+        shutil.copytree(DEMO_RUN / stage, root / "runs" / "demo-d" / stage)
+    (root / "model").mkdir()
+    shutil.copy(DEMO_RUN / "config.json", root / "model" / "config.json")
+    stage_dirs = {stage: f"runs/demo-d/{stage}" for stage in ("extract", "pretrain", "finetune")}
+    options = CardOptions(model_name="bort-demo-sentiment", tags="sentiment,rotten-tomatoes", measure_latency=False)
+    evidence = _without_local_paths(collect_evidence(stage_dirs, root / "model", options), stage_dirs)
+    return str(render_card(evidence, options, images={"pareto": "pareto.png", "rounds": "rounds.png"}))
+
+
+def test_demo_card_from_stored_reports_matches_the_checked_in_card(tmp_path, monkeypatch):
+    """Every line of the demo card that the reports decide: a change in how reports are read or the card is
+    rendered shows up here as a diff (regenerate tests/data/demo_card.md only for an intended change)."""
+    monkeypatch.chdir(tmp_path)
+    text = render_demo_card(tmp_path)
+    expected = DEMO_CARD.read_text(encoding="utf-8")
+    assert text.splitlines() == expected.splitlines()
+    # What the reports say, as the real demo card says it (runs/demo-d/card/README.md):
+    for line in ("| D | 3 | 6 |", "| teacher | embedded:all-MiniLM-L6-v2 (encoder) |",
+                 "| test (held out from train) | accuracy | 0.7320 |", "Base model <run>/pretrain; fine-tuning data: "
+                 "[cornell-movie-review-data/rotten_tomatoes](https://huggingface.co/datasets/cornell-movie-review-data"
+                 "/rotten_tomatoes)", "| 1 | {\"temperature\": 2.0, \"alpha\": 0.5, \"epochs\": 3, \"learning_rate\": "
+                 "0.001, \"batch_size\": 32} | 0.75 | 0 (0 expanded) | 8,326 | 8,926 |"):
+        assert line in text.splitlines() or line in text, line
