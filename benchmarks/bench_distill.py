@@ -39,38 +39,62 @@ STUDENTS = {"demo": dict(num_hidden_layers=3, num_attention_heads=4, hidden_size
             "l3h384": dict(num_hidden_layers=3, num_attention_heads=12, hidden_size=384, intermediate_size=1536)}
 
 
-def settings(quick: bool) -> list[dict]:
-    """name, student, sources, augment_k, alpha, temperature, epochs, lr (batch 32, warmup 0.1, wd 0.01)."""
-    def s(name, student="demo", sources=("gold",), k=0, alpha=0.5, t=2.0, epochs=3.0, lr=1e-3, seed=0, note=""):
+def settings(quick: bool = False, sweep: bool = False) -> list[dict]:
+    """The settings, in table order: name, student, sources, augment_k, alpha, temperature, epochs, lr, seed, batch
+    size, dropout override (warmup 0.1, weight decay 0.01). The default list is sized for ~20 min on 2 cores;
+    `sweep` adds the exploration that chose the defaults (run as separate --only invocations, see the JSON)."""
+    def s(name, student="demo", sources=("gold",), k=0, alpha=0.5, t=2.0, epochs=3.0, lr=5e-4, seed=0, batch=32,
+          dropout=None, note=""):
         return dict(name=name, student=student, sources=list(sources), augment_k=k, alpha=alpha, temperature=t,
-                    epochs=epochs, learning_rate=lr, seed=seed, note=note)
+                    epochs=epochs, learning_rate=lr, seed=seed, batch_size=batch, dropout=dropout, note=note)
     if quick:
         return [s("gold-ce", alpha=1.0, epochs=2), s("gold+unl", sources=("gold", "unlabeled"), epochs=1),
                 s("e2e")]
-    U = ("gold", "unlabeled")
-    return [
-        # the bigger student first (longest jobs first keeps both processes busy)
-        s("l3h384 gold+unl 2ep", "l3h384", U, epochs=2, lr=5e-4),
-        s("l3h384 gold-ce 10ep", "l3h384", alpha=1.0, epochs=10, lr=5e-4, note="plain fine-tuning"),
-        s("gold+aug4+unl", sources=("gold", "augmented", "unlabeled"), k=4),
-        s("gold+unl", sources=U),
-        s("e2e"),  # distill() end to end with TaskDistillArguments' defaults (+ --e2e overrides)
-        s("gold+unl a=0", sources=U, alpha=0.0),
-        s("gold+unl T=4", sources=U, t=4.0),
-        s("gold+unl, init from the fine-tuned teacher", "demo-ft", U,
-          note="student sliced from the fine-tuned teacher instead of MiniLM"),
-        s("gold+unl 2ep", sources=U, epochs=2),
-        s("gold+unl 5ep", sources=U, epochs=5),
-        s("gold+unl 4ep", sources=U, epochs=4),
-        s("gold+unl lr 2e-3", sources=U, lr=2e-3),
-        s("gold+unl T=1", sources=U, t=1.0),
-        s("gold+unl seed 1", sources=U, seed=1),
-        s("gold+unl seed 2", sources=U, seed=2),
-        s("gold+aug4 5ep", sources=("gold", "augmented"), k=4, epochs=5),
-        s("gold-ce 4ep", alpha=1.0, epochs=4, note="the demo recipe's fine-tuning (one θ)"),
-        s("gold-ce 10ep", alpha=1.0, epochs=10, note="plain fine-tuning, longer"),
-        s("gold soft 10ep", epochs=10, note="soft labels on the gold rows only"),
+    U, AU = ("gold", "unlabeled"), ("gold", "augmented", "unlabeled")
+    main = [
+        s("gold-ce 4ep", alpha=1.0, epochs=4, lr=1e-3, note="the demo recipe's fine-tuning (one θ)"),
+        s("gold-ce 10ep", alpha=1.0, epochs=10, lr=1e-3, note="plain fine-tuning, longer"),
+        s("gold soft 10ep", epochs=10, lr=1e-3, note="soft labels on the gold rows only"),
+        s("gold+aug4 5ep", sources=("gold", "augmented"), k=4, epochs=5, lr=1e-3),
+        s("gold+unl lr 5e-4", sources=U, note="the default recipe"),
+        s("gold+unl lr 5e-4 seed 1", sources=U, seed=1),
+        s("gold+unl lr 5e-4 seed 2", sources=U, seed=2),
+        s("gold+aug4+unl lr 5e-4", sources=AU, k=4),
+        s("gold+unl lr 5e-4 5ep", sources=U, epochs=5),
+        s("e2e", note="distill() end to end with TaskDistillArguments' defaults (+ --e2e overrides)"),
+        s("l3h384 gold-ce 10ep", "l3h384", alpha=1.0, epochs=10, note="plain fine-tuning"),
+        s("l3h384 gold+unl 2ep", "l3h384", U, epochs=2),
     ]
+    if not sweep:
+        return main
+    return main + [
+        s("gold+unl", sources=U, lr=1e-3),
+        s("gold+unl seed 1", sources=U, lr=1e-3, seed=1),
+        s("gold+unl seed 2", sources=U, lr=1e-3, seed=2),
+        s("gold+aug4+unl", sources=AU, k=4, lr=1e-3),
+        s("gold+unl a=0", sources=U, alpha=0.0, lr=1e-3),
+        s("gold+unl T=1", sources=U, t=1.0, lr=1e-3),
+        s("gold+unl T=4", sources=U, t=4.0, lr=1e-3),
+        s("gold+unl 2ep", sources=U, epochs=2, lr=1e-3),
+        s("gold+unl 4ep", sources=U, epochs=4, lr=1e-3),
+        s("gold+unl 5ep", sources=U, epochs=5, lr=1e-3),
+        s("gold+unl lr 2e-3", sources=U, lr=2e-3),
+        s("gold+unl lr 3e-4 5ep", sources=U, lr=3e-4, epochs=5),
+        s("gold+unl lr 5e-4 no dropout", sources=U, dropout=0.0),
+        s("gold+unl lr 5e-4 batch 16", sources=U, batch=16),
+        *[s(f"gold+unl lr 5e-4 batch 16 no dropout seed {i}", sources=U, batch=16, dropout=0.0, seed=i)
+          for i in (0, 1, 2)],
+        s("gold+unl, init from the fine-tuned teacher", "demo-ft", U, lr=1e-3,
+          note="student sliced from the fine-tuned teacher instead of MiniLM"),
+    ]
+
+
+def cost(cfg: dict, counts: dict) -> float:
+    """Rough training cost, to start the longest settings first (keeps both processes busy)."""
+    rows = sum(counts.get(src, 0) for src in cfg["sources"]) or counts.get("gold", 0) + counts.get("unlabeled", 0)
+    if cfg["name"] == "e2e":
+        rows *= 2  # + its own teacher pass
+    return rows * cfg["epochs"] * (6 if cfg["student"].startswith("l3") else 1)
 
 
 # --- shared preparation (main process) ---------------------------------------------------------------------
@@ -213,7 +237,9 @@ def run_setting(cfg: dict, args, work: str) -> dict:
     work = Path(work)
     task, pool = prepare_split(args)
     sdir = work / f"student-{cfg['student']}"
-    student0 = AutoModelForSequenceClassification.from_pretrained(sdir, use_safetensors=True)
+    overrides = {} if cfg.get("dropout") is None else {"hidden_dropout_prob": cfg["dropout"],
+                                                        "attention_probs_dropout_prob": cfg["dropout"]}
+    student0 = AutoModelForSequenceClassification.from_pretrained(sdir, use_safetensors=True, **overrides)
     tok = AutoTokenizer.from_pretrained(sdir)
     t0 = time.perf_counter()
     if cfg["name"] == "e2e":
@@ -223,7 +249,7 @@ def run_setting(cfg: dict, args, work: str) -> dict:
                               max_length=args.max_length)
         train_s = time.perf_counter() - t0
         counts, seen = info["transfer_set"], info["examples_seen"]
-        extra = {"distill_info": info, "end_to_end_seconds": round(tinfo["seconds"] + train_s, 1),
+        extra = {"distill_info": info, "train_loss": info["train_loss"], "end_to_end_seconds": round(tinfo["seconds"] + train_s, 1),
                  "settings_used": info["settings"], "sources": [k for k in ("gold", "augmented", "unlabeled")
                                                                 if counts.get(k)]}
     else:
@@ -234,13 +260,13 @@ def run_setting(cfg: dict, args, work: str) -> dict:
         sub = TransferSet(rows, {}).select(tuple(cfg["sources"]), augment_k=cfg["augment_k"])
         dargs = TaskDistillArguments(distill_alpha=cfg["alpha"], distill_temperature=cfg["temperature"],
                                      distill_epochs=cfg["epochs"], distill_learning_rate=cfg["learning_rate"],
-                                     distill_augment_k=cfg["augment_k"])
+                                     distill_augment_k=cfg["augment_k"], distill_batch_size=cfg.get("batch_size", 32))
         train_tok = tokenize_transfer(sub.rows, np.stack([r["_z"] for r in sub.rows]), tok, task.text_columns,
                                       args.max_length, False)
-        model = train_distilled(student0, tok, train_tok, dargs, seed=cfg["seed"])
+        model, train_loss = train_distilled(student0, tok, train_tok, dargs, seed=cfg["seed"])
         train_s = time.perf_counter() - t0
         counts, seen = sub.counts, int(round(cfg["epochs"] * len(sub.rows)))
-        extra = {}
+        extra = {"train_loss": round(train_loss, 4)}
     dev_preds, _ = throughput(model, tok, list(task.dev["text"]), args.max_length)
     test_preds, sps = throughput(model, tok, list(task.test["text"]), args.max_length)
     result = {**cfg, **extra, "dev": accuracy(dev_preds, task.dev["label"]), "test": accuracy(test_preds, task.test["label"]),
@@ -268,6 +294,7 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="settings run in this many processes (at most 2 here)")
     p.add_argument("--torch_threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="tiny smoke run (100 train rows, 300 pool rows, 1 epoch)")
+    p.add_argument("--sweep", action="store_true", help="also the settings explored to choose the defaults (~+25 min)")
     p.add_argument("--out", default=None)
     p.add_argument("--summarize", default=None, help="only print the table of an existing results JSON")
     args = p.parse_args(argv)
@@ -278,6 +305,10 @@ def main(argv=None) -> int:
         args.train, args.max_pool, args.max_k, args.teacher_epochs = 100, 300, 1, 1.0
         args.e2e = args.e2e or json.dumps({"distill_epochs": 1.0, "distill_max_unlabeled": 300})
     out = Path(args.out or ROOT / "results" / ("distill_quick.json" if args.quick else "distill.json"))
+    known = settings(args.quick, sweep=True)
+    unknown = sorted(set(args.only or ()) - {c["name"] for c in known})
+    if unknown:  # before any long work
+        raise SystemExit(f"--only: unknown setting(s) {unknown}; known: {[c['name'] for c in known]}")
     args.jobs = max(1, min(args.jobs, 2))
     import torch
 
@@ -303,7 +334,8 @@ def main(argv=None) -> int:
         transfer = build_transfer(args, task, pool, teacher, work)
         (work / "transfer.json").write_text(json.dumps(transfer))
     del teacher
-    todo = [c for c in settings(args.quick) if not args.only or c["name"] in args.only]
+    todo = [c for c in (known if args.only else settings(args.quick, args.sweep)) if not args.only or c["name"] in args.only]
+    todo.sort(key=lambda c: -cost(c, transfer["counts"]))
     results = {"setting": {"dataset": "embedded:rotten-tomatoes", "train": len(task.train), "dev": len(task.dev),
                            "test": len(task.test), "unused_train_rows": len(pool), "max_length": args.max_length,
                            "split_seed": 42, "batch_size": 32, "warmup": 0.1, "weight_decay": 0.01, "seed": 0,
@@ -330,7 +362,7 @@ def main(argv=None) -> int:
             results["runs"].append(run_setting(c, args, str(work)))
             write_json_atomic(out, results)
     invocation.update(wall_seconds=round(time.perf_counter() - t_start, 1), load_average_at_end=os.getloadavg()[0])
-    order = {c["name"]: i for i, c in enumerate(settings(args.quick))}
+    order = {c["name"]: i for i, c in enumerate(settings(args.quick, sweep=True))}
     results["runs"].sort(key=lambda r: order.get(r["name"], 99))
     write_json_atomic(out, results)
     summarize(results)
@@ -338,7 +370,19 @@ def main(argv=None) -> int:
     return 0
 
 
+def seed_spread(runs: list[dict], prefix: str) -> str | None:
+    """mean ± sample sd of the test accuracy over the seeds of one setting ('NAME', 'NAME seed 1', ...)."""
+    import statistics
+
+    xs = [r["test"] for r in runs if r["name"] == prefix or r["name"].startswith(prefix + " seed ")]
+    if len(xs) < 2:
+        return None
+    return f"{prefix}: test {statistics.mean(xs):.4f} ± {statistics.stdev(xs):.4f} over {len(xs)} seeds ({xs})"
+
+
 def summarize(results: dict) -> None:
+    order = {c["name"]: i for i, c in enumerate(settings(sweep=True))}
+    results["runs"].sort(key=lambda r: order.get(r["name"], 99))
     t = results["teacher"]
     print(f"\nteacher MiniLM-L6 fine-tuned ({t['parameters'] / 1e6:.1f}M): test {t['test']:.4f}, dev {t['dev']:.4f}, "
           f"{t['sentences_per_s']:.0f} sentences/s, fine-tuned in {t['seconds']:.0f} s; "
@@ -355,6 +399,10 @@ def summarize(results: dict) -> None:
               f"{c.get('augmented', 0)} / {c.get('unlabeled', 0)} | {alpha:g} | {temp:g} | {ep:g} | "
               f"{r['examples_seen']} | {r['test']:.4f} | {r['dev']:.4f} | {100 * (r['test'] - t['test']):+.1f} | "
               f"{r['train_seconds']:.0f} | {r['sentences_per_s']:.0f} |")
+    for prefix in ("gold+unl lr 5e-4", "gold+unl", "gold+unl lr 5e-4 batch 16 no dropout"):
+        line = seed_spread(results["runs"], prefix)
+        if line:
+            print(line)
     e2e = next((r for r in results["runs"] if r["name"] == "e2e"), None)
     if e2e:
         sec = e2e["distill_info"]["seconds"]

@@ -5,7 +5,7 @@ simple networks"): once the teacher is fine-tuned on the task, its logits are a 
 student can be trained on far more text than the gold rows:
 
     transfer set = gold train rows                           (label: gold, + the teacher's logits)
-                 + k augmented variants of every train row     (no gold label; Agora's generator, PAPERS.md §3)
+                 + k augmented variants of every train row     (no gold label; Agora's generator, docs/methods.md §3)
                  + an unlabelled in-domain pool                (no gold label: the dataset's unused train rows,
                                                                 labels stripped, and/or a user file)
     loss         = α·CE(student, gold) on gold rows + (1-α)·T²·KL(teacher^T ‖ student^T) on every row
@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import logging
 import random
 import tempfile
 import time
@@ -38,6 +39,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
 from bortify.finetuning.losses import IGNORE_INDEX, task_distillation_loss
 
+logger = logging.getLogger(__name__)
 SOURCES = ("gold", "augmented", "unlabeled")
 UNLABELED_FORMATS = (".txt", ".csv", ".tsv", ".json", ".jsonl", ".parquet")
 
@@ -72,7 +74,9 @@ class TaskDistillArguments:
                                               "after removing dev/test texts and duplicates); unset = all.",
                                               default=20000)
     distill_epochs: float = _help("Epochs over the transfer set.", default=3.0)
-    distill_learning_rate: float = _help("Peak learning rate of the student (AdamW, linear decay).", default=1e-3)
+    distill_learning_rate: float = _help("Peak learning rate of the student (AdamW, linear decay). 5e-4 measured "
+                                         "stable for the demo's H128 student; 1e-3 sometimes collapsed to one class "
+                                         "(BENCHMARKS.md, task distillation).", default=5e-4)
     distill_batch_size: int = _help("Train batch size.", default=32)
     distill_warmup: float = _help("Linear warm-up as a fraction of the steps, in [0, 1).", default=0.1)
     distill_weight_decay: float = _help("AdamW weight decay.", default=0.01)
@@ -286,8 +290,8 @@ def tokenize_transfer(rows: list[dict], logits: np.ndarray, tokenizer, text_colu
 
 def train_distilled(student0, tokenizer, train_tok: datasets.Dataset, args: TaskDistillArguments, *,
                     regression: bool = False, seed: int = 42, callbacks=None):
-    """Train a copy of `student0` on a tokenised transfer set (student0 is left untouched); returns it in eval
-    mode."""
+    """Train a copy of `student0` on a tokenised transfer set (student0 is left untouched); returns (the model in
+    eval mode, its mean training loss)."""
     model = copy.deepcopy(student0)
     with tempfile.TemporaryDirectory(prefix="bortify-distill-") as tmp:
         targs = TrainingArguments(
@@ -313,9 +317,37 @@ def train_distilled(student0, tokenizer, train_tok: datasets.Dataset, args: Task
                                  data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
                                  callbacks=callbacks, alpha=args.distill_alpha,
                                  temperature=args.distill_temperature, regression=regression)
-        trainer.train()
+        train_output = trainer.train()
     model.eval()
-    return model
+    return model, float(train_output.training_loss)
+
+
+def teacher_agreement(model, tokenizer, train_tok: datasets.Dataset, logits: np.ndarray, *, regression: bool,
+                      max_rows: int = 2000, seed: int = 0, batch_size: int = 64) -> dict:
+    """How well the trained student follows its teacher on (a seeded sample of) the transfer set: the fraction of
+    rows where their classes agree and how many classes the student still predicts (MSE to the teacher's score
+    for regression). Only training rows are read. A student that predicts one class everywhere while its teacher
+    does not has collapsed (seen here with too large a learning rate)."""
+    import torch
+
+    n = len(train_tok)
+    idx = sorted(np.random.default_rng(seed).permutation(n)[:max_rows].tolist())
+    rows = train_tok.select(idx).remove_columns([c for c in ("labels", "teacher_logits") if c in train_tok.column_names])
+    collator = DataCollatorWithPadding(tokenizer)
+    device = next(model.parameters()).device
+    out = []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+            out.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy())
+    student = np.concatenate(out) if out else np.zeros((0, logits.shape[1]), np.float32)
+    teacher = np.asarray(logits)[idx]
+    if regression:
+        return {"rows": len(idx), "mse_to_teacher": round(float(np.mean((student[:, 0] - teacher[:, 0]) ** 2)), 4)}
+    s_cls, t_cls = student.argmax(1), teacher.argmax(1)
+    return {"rows": len(idx), "agreement": round(float(np.mean(s_cls == t_cls)), 4),
+            "student_classes": int(len(np.unique(s_cls))), "teacher_classes": int(len(np.unique(t_cls)))}
 
 
 # --- the entry point ----------------------------------------------------------------------------------------
@@ -373,13 +405,20 @@ def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, g
     t2 = time.perf_counter()
     train_tok = tokenize_transfer(transfer.rows, logits, tokenizer, cols, max_length, task.regression)
     say(f"training the student on {len(train_tok)} rows")
-    model = train_distilled(student0, tokenizer, train_tok, args, regression=task.regression, seed=seed)
+    model, train_loss = train_distilled(student0, tokenizer, train_tok, args, regression=task.regression, seed=seed)
+    fidelity = teacher_agreement(model, tokenizer, train_tok, logits, regression=task.regression, seed=seed)
+    if not task.regression and fidelity["student_classes"] == 1 < fidelity["teacher_classes"]:
+        logger.warning("The distilled student predicts one class on every transfer-set row sampled while its teacher "
+                       "predicts %d: training collapsed. Lower distill_learning_rate (e.g. halve it) and re-run.",
+                       fidelity["teacher_classes"])
     t3 = time.perf_counter()
     info = {
         "transfer_set": transfer.counts,
         "unlabeled_sources": sources,
         "teacher": teacher.describe(),
         "examples_seen": int(round(args.distill_epochs * len(train_tok))),
+        "train_loss": round(train_loss, 4),
+        "teacher_agreement": fidelity,  # on a sample of the transfer set (training rows), not dev/test
         "seconds": {"transfer_set": round(t1 - t0, 1), "teacher_logits": round(t2 - t1, 1),
                     "train": round(t3 - t2, 1), "total": round(t3 - t0, 1)},
         "settings": {**asdict(args), "seed": seed, "max_length": max_length},
