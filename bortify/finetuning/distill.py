@@ -35,9 +35,10 @@ from typing import Callable
 
 import datasets
 import numpy as np
-from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import DataCollatorWithPadding, Trainer
 
 from bortify.finetuning.losses import IGNORE_INDEX, task_distillation_loss
+from bortify.finetuning.trainer import StepBar, run_arguments
 
 logger = logging.getLogger(__name__)
 SOURCES = ("gold", "augmented", "unlabeled")
@@ -294,28 +295,13 @@ def train_distilled(student0, tokenizer, train_tok: datasets.Dataset, args: Task
     eval mode, its mean training loss)."""
     model = copy.deepcopy(student0)
     with tempfile.TemporaryDirectory(prefix="bortify-distill-") as tmp:
-        targs = TrainingArguments(
-            output_dir=tmp,
-            per_device_train_batch_size=args.distill_batch_size,
-            learning_rate=args.distill_learning_rate,
-            weight_decay=args.distill_weight_decay,
-            warmup_steps=args.distill_warmup,  # a float in [0, 1) is a ratio of the total steps
-            lr_scheduler_type="linear",
-            num_train_epochs=args.distill_epochs,
-            seed=seed,
-            data_seed=seed,
-            save_strategy="no",
-            eval_strategy="no",
-            logging_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-            dataloader_pin_memory=False,
-            remove_unused_columns=False,  # keep `teacher_logits` (not a forward() argument) for the loss
-        )
+        targs = run_arguments(tmp, batch_size=args.distill_batch_size, learning_rate=args.distill_learning_rate,
+                              weight_decay=args.distill_weight_decay, warmup=args.distill_warmup,
+                              epochs=args.distill_epochs, seed=seed,
+                              keep_columns=True)  # keep `teacher_logits` (not a forward() argument) for the loss
         trainer = DistillTrainer(model=model, args=targs, train_dataset=train_tok,
                                  data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                                 callbacks=callbacks, alpha=args.distill_alpha,
+                                 callbacks=[StepBar("student"), *(callbacks or [])], alpha=args.distill_alpha,
                                  temperature=args.distill_temperature, regression=regression)
         train_output = trainer.train()
     model.eval()

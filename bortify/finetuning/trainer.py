@@ -185,6 +185,34 @@ class SoftTargetTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
+def run_arguments(output_dir: str, *, batch_size: int, learning_rate: float, weight_decay: float, warmup: float,
+                  epochs: float, seed: int, max_steps: int = -1, keep_columns: bool = False) -> TrainingArguments:
+    """The TrainingArguments of one quiet in-memory fine-tuning run (fit, the labeler, task distillation): AdamW
+    with linear warm-up (`warmup` < 1 is a ratio of the steps) and decay, seeded data order, nothing saved or
+    logged, the Trainer's bar off (StepBar shows the steps). `keep_columns` keeps dataset columns that are not
+    forward() arguments (soft labels, teacher logits) for a custom loss."""
+    return TrainingArguments(
+        output_dir=output_dir,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        warmup_steps=warmup,
+        lr_scheduler_type="linear",
+        num_train_epochs=epochs,
+        max_steps=max_steps if max_steps and max_steps > 0 else -1,
+        seed=seed,
+        data_seed=seed,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+        remove_unused_columns=not keep_columns,
+    )
+
+
 def fit(model0, tokenizer, train_tok: datasets.Dataset, theta: dict, *, epochs: float, max_steps: int = -1,
         seed: int = 42, desc: str | None = None):
     """Fine-tune a copy of `model0` on `train_tok` with hyperparameters θ; returns the trained model (model0 is
@@ -192,26 +220,10 @@ def fit(model0, tokenizer, train_tok: datasets.Dataset, theta: dict, *, epochs: 
     model = copy.deepcopy(model0)
     soft = "soft_labels" in train_tok.column_names
     with tempfile.TemporaryDirectory(prefix="bortify-ft-") as tmp:
-        args = TrainingArguments(
-            output_dir=tmp,
-            per_device_train_batch_size=int(theta["batch_size"]),
-            learning_rate=float(theta["learning_rate"]),
-            weight_decay=float(theta["weight_decay"]),
-            warmup_steps=float(theta["warmup_ratio"]),  # a float in [0, 1) is a ratio of the total steps
-            lr_scheduler_type="linear",
-            num_train_epochs=epochs,
-            max_steps=max_steps if max_steps and max_steps > 0 else -1,
-            seed=seed,
-            data_seed=seed,
-            save_strategy="no",
-            eval_strategy="no",
-            logging_strategy="no",
-            report_to="none",
-            disable_tqdm=True,  # StepBar shows the steps, named by `desc`
-            dataloader_num_workers=0,
-            dataloader_pin_memory=False,
-            remove_unused_columns=not soft,  # keep `soft_labels` (not a forward() argument) for the loss
-        )
+        args = run_arguments(tmp, batch_size=int(theta["batch_size"]), learning_rate=float(theta["learning_rate"]),
+                             weight_decay=float(theta["weight_decay"]), warmup=float(theta["warmup_ratio"]),
+                             epochs=epochs, max_steps=max_steps, seed=seed,
+                             keep_columns=soft)  # keep `soft_labels` (not a forward() argument) for the loss
         trainer = (SoftTargetTrainer if soft else Trainer)(model=model, args=args, train_dataset=train_tok,
                           data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
                           callbacks=[StepBar(desc or theta_text(theta))])
