@@ -1,6 +1,6 @@
 """Shared fixtures. No test reaches the Hugging Face Hub: the real network here is PyPI only.
 
-Hub tests (tests/hub) start their own loopback server and run the real clients in subprocesses with
+Hub tests (tests/test_hub_*.py, server in tests/hub_server.py) start their own loopback server and run the real clients in subprocesses with
 HF_ENDPOINT set, so the offline flags below do not apply to them.
 """
 
