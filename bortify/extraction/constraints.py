@@ -109,18 +109,13 @@ def run_max_error_increase(candidates: list[Candidate], T: Candidate, estimate: 
         c.bucket, c.status, c.error, c.W = b, "skipped", None, None
     order = sorted(keep, key=lambda i: _by_cost(candidates[i]))
     winner, tried = None, []
-    bar = tqdm(order, desc=f"extract (ê ≤ {target:.4g}, ε={epsilon})", unit="candidate", disable=not progress)
-    for idx in bar:
-        c = candidates[idx]
-        bar.set_postfix_str(c.shape.key(), refresh=False)
-        evaluate(c, estimate, cache, on_result)
-        _set_w(c, T)
+    for c in _train_in_order([candidates[i] for i in order], T, estimate, cache, on_result,
+                             desc=f"extract (ê ≤ {target:.4g}, ε={epsilon})", progress=progress):
         c.satisfies = c.error <= target + _TOL
         tried.append(c)
         if c.satisfies:
             winner = c
             break
-    bar.close()
     fields = {"source_error": source.error, "source_error_details": source.details, "source_status": source.status,
               "target_error": target}
     if winner is None:
@@ -136,6 +131,21 @@ def run_max_error_increase(candidates: list[Candidate], T: Candidate, estimate: 
            f"{source.error:.4g} + δ {delta:g} = {target:.4g}; {missed} cheaper trained candidate(s) missed the bound "
            f"and {len(candidates) - len(tried)} were not trained (the scan stops at the first within δ)")
     return Outcome(winner, [winner], why, fields)
+
+
+def _train_in_order(ordered: list[Candidate], T: Candidate, estimate: ErrorFn, cache: dict,
+                    on_result: Callable[[Candidate], None] | None, *, desc: str, progress: bool):
+    """Estimate ê for each candidate in turn (cached ones are not retrained) and yield it with its W set; the
+    caller may stop early. One progress bar, closed however the loop ends."""
+    bar = tqdm(ordered, desc=desc, unit="candidate", disable=not progress)
+    try:
+        for c in bar:
+            bar.set_postfix_str(c.shape.key(), refresh=False)
+            evaluate(c, estimate, cache, on_result)
+            _set_w(c, T)
+            yield c
+    finally:
+        bar.close()
 
 
 def check_latency_budget(candidates: list[Candidate], budget_s: float) -> list[Candidate]:
@@ -166,14 +176,8 @@ def run_latency_budget(candidates: list[Candidate], T: Candidate, estimate: Erro
     for c, b in zip(within, buckets):
         c.bucket = b
     order = sorted(keep, key=lambda i: _by_cost(within[i]))  # cheapest first: a crash late loses the costly ones
-    bar = tqdm(order, desc=f"extract (≤ {1e3 * budget_s:g} ms, ε={epsilon})", unit="candidate", disable=not progress)
-    for idx in bar:
-        c = within[idx]
-        bar.set_postfix_str(c.shape.key(), refresh=False)
-        evaluate(c, estimate, cache, on_result)
-        _set_w(c, T)
-    bar.close()
-    trained = [within[i] for i in order]
+    trained = list(_train_in_order([within[i] for i in order], T, estimate, cache, on_result,
+                                   desc=f"extract (≤ {1e3 * budget_s:g} ms, ε={epsilon})", progress=progress))
     winner = min(trained, key=lambda c: (c.error, -c.parameters, -c.cost, c.shape.key()))
     why = (f"lowest ê ({winner.error:.4g}) among the {len(trained)} trained of {len(within)} candidates within "
            f"{1e3 * budget_s:g} ms (its latency {1e3 * winner.latency_s:.3g} ms; ties go to the larger); "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bortify.utils import check_torch_threads, overwrite_field, torch_threads_field
 
@@ -248,7 +249,65 @@ class AgoraArguments:
                   labeler_max_train_samples=self.labeler_max_train_samples)
 
 
-from bortify.finetuning.distill import TaskDistillArguments  # noqa: E402  (mode 'distill' options)
+UNLABELED_FORMATS = (".txt", ".csv", ".tsv", ".json", ".jsonl", ".parquet")
+
+
+@dataclass
+class TaskDistillArguments:
+    """Options of `--mode distill`. Every name starts with `distill_` so they sit beside the other fine-tuning
+    dataclasses in one HfArgumentParser / one recipe `finetune:` section without clashing."""
+
+    distill_temperature: float = _help("Temperature T of the KD term: KL(softmax(z_t/T) || softmax(z_s/T)), scaled "
+                                       "by T² (Hinton et al. 2015). Classification only.", default=2.0)
+    distill_alpha: float = _help("Weight α of the gold-label cross-entropy (on the rows that have a gold label); "
+                                 "the KD term gets 1 - α. 0 = soft labels only, 1 = plain fine-tuning on the gold "
+                                 "rows.", default=0.5)
+    distill_augment_k: int = _help("Augmented variants of every train row added to the transfer set (Agora's "
+                                   "nearest-neighbour substitution, no gold label; the teacher labels them). 0 = "
+                                   "none.", default=0)
+    distill_use_unlabeled: bool = _help("Add the task's unused train rows (those max_train_samples left out), labels "
+                                        "stripped, to the transfer set.", default=True)
+    distill_unlabeled_file: str | None = _help("Extra unlabelled in-domain text: a .txt (one text per line; single-"
+                                               "text tasks), .csv/.tsv/.json/.jsonl/.parquet file with the task's "
+                                               "text column(s). Any label column is ignored.", default=None)
+    distill_max_unlabeled: int | None = _help("At most this many unlabelled rows (a seeded sample of the pool, "
+                                              "after removing dev/test texts and duplicates); unset = all.",
+                                              default=20000)
+    distill_epochs: float = _help("Epochs over the transfer set.", default=3.0)
+    distill_learning_rate: float = _help("Peak learning rate of the student (AdamW, linear decay). 5e-4 measured "
+                                         "stable for the demo's H128 student; 1e-3 sometimes collapsed to one class "
+                                         "(BENCHMARKS.md, task distillation).", default=5e-4)
+    distill_batch_size: int = _help("Train batch size.", default=32)
+    distill_warmup: float = _help("Linear warm-up as a fraction of the steps, in [0, 1).", default=0.1)
+    distill_weight_decay: float = _help("AdamW weight decay.", default=0.01)
+
+    def __post_init__(self):
+        if self.distill_temperature <= 0:
+            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}.")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}.")
+        if self.distill_augment_k < 0:
+            raise ValueError(f"distill_augment_k must be >= 0, got {self.distill_augment_k}.")
+        if self.distill_max_unlabeled is not None and self.distill_max_unlabeled < 0:
+            raise ValueError(f"distill_max_unlabeled must be >= 0 (or unset for all), got {self.distill_max_unlabeled}.")
+        if self.distill_epochs <= 0:
+            raise ValueError(f"distill_epochs must be > 0, got {self.distill_epochs}.")
+        if self.distill_learning_rate <= 0:
+            raise ValueError(f"distill_learning_rate must be > 0, got {self.distill_learning_rate}.")
+        if self.distill_batch_size < 1:
+            raise ValueError(f"distill_batch_size must be >= 1, got {self.distill_batch_size}.")
+        if not 0.0 <= self.distill_warmup < 1.0:
+            raise ValueError(f"distill_warmup must be a fraction in [0, 1), got {self.distill_warmup}.")
+        if self.distill_weight_decay < 0:
+            raise ValueError(f"distill_weight_decay must be >= 0, got {self.distill_weight_decay}.")
+        if self.distill_unlabeled_file is not None:
+            path = Path(self.distill_unlabeled_file)
+            if not path.is_file():
+                raise ValueError(f"distill_unlabeled_file {str(path)!r} does not exist (or is not a file).")
+            if path.suffix.lower() not in UNLABELED_FORMATS:
+                raise ValueError(f"distill_unlabeled_file {str(path)!r}: unknown format; use one of "
+                                 f"{', '.join(UNLABELED_FORMATS)}.")
+
 
 ARGUMENT_CLASSES = (FinetuneModelArguments, FinetuneDataArguments, FinetuneGridArguments, AgoraArguments,
                     TaskDistillArguments)

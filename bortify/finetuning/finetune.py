@@ -38,7 +38,7 @@ from bortify.finetuning.trainer import (examples_seen, fit, load_classifier_with
                                         theta_text, to_predictions, tokenize, tokenizer_for_saving)
 from bortify.reports import REPORT_FILE as REPORT
 from bortify.reports import FinetuneReport, write_report
-from bortify.utils import OutputExistsError, make_shareable, torch_threads
+from bortify.utils import OutputExistsError, is_same_or_nested, make_shareable, torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -139,13 +139,8 @@ def check_output_is_not_an_input(out: Path, inputs: dict[str, str | None]) -> No
         src = _local_path(name)
         if src is None:
             continue
-        if target == src:
-            relation = "is"
-        elif src in target.parents:
-            relation = "is inside"
-        elif target in src.parents:
-            relation = "contains"
-        else:
+        relation = is_same_or_nested(target, src)
+        if relation is None:
             continue
         raise OutputExistsError(f"--output_dir {str(out)!r} {relation} the input {what} {name!r}: fine-tuning would "
                                 f"write over or beside its files. Choose another --output_dir (--overwrite never "

@@ -23,7 +23,7 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 from transformers import TrainerState
 
-from bortify.utils import OutputExistsError
+from bortify.utils import OutputExistsError, is_same_or_nested
 
 RUN_ARGS_NAME = "run_args.json"
 TRAINER_STATE_NAME = "trainer_state.json"
@@ -50,14 +50,8 @@ def refuse_overlap(out: str | os.PathLike, inputs: dict[str, str | None]) -> Non
     for flag, spec in inputs.items():
         if not spec or not os.path.exists(os.path.expanduser(str(spec))):
             continue  # a Hub or embedded name: nothing local to clobber
-        source = _real(spec)
-        if target == source:
-            relation = "is"
-        elif source.is_relative_to(target):
-            relation = "contains"
-        elif target.is_relative_to(source):
-            relation = "is inside"
-        else:
+        relation = is_same_or_nested(target, _real(spec))
+        if relation is None:
             continue
         raise RunDirError(f"--output_dir {out} {relation} the {flag} input {spec}: pretraining would write its "
                           f"checkpoints and model over it. Choose an --output_dir outside {spec} "
