@@ -1,0 +1,1 @@
+"""Compression for offline use (methods §5): quantisation, the perfect-hashed vocabulary, the offline bundle."""
