@@ -1,0 +1,194 @@
+"""Positive-congruent fine-tuning: focal distillation against the model being replaced (docs/methods.md §4).
+
+Yan et al., *Positive-Congruent Training*, CVPR 2021 (arXiv:2011.09161). The new model learns the task and,
+on top, stays close to the old model, most of all where the old model was right:
+
+    L = CE(z_new, y) + λ · (1/B) Σ_i [α + β · 1(old right on x_i)] · D(z_new_i, z_old_i)
+
+    D = ½ ‖z_new − z_old‖²                                     ("l2", FD-LM: the paper's better variant)
+      | τ² · KL(softmax(z_old / τ) ‖ softmax(z_new / τ))        ("kl", at a high temperature τ; τ² keeps the
+                                                                gradient's scale independent of τ, Hinton 2015)
+
+Defaults λ = 1, α = 1, β = 5 (the paper's); α = 1, β = 0 is plain distillation from the old model, α = 0 does not
+train (the paper). The Σ is a per-batch mean, as the CE is. Our choice for Agora's generated rows (no gold label):
+their CE target is the labeler's label (as in any Agora round), but their focal weight is α only — "old right"
+would be judged against the labeler's guess, and a generated text is nobody's deployed example, so it gets no
+protection bonus (row column `old_right` = 0).
+
+The old model runs ONCE per training row before training (`with_old_outputs`: dataset columns `old_logits` and
+`old_right`, like task distillation's `teacher_logits`); `FocalDistillTrainer` reads them from each batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+
+DIVERGENCES = ("l2", "kl")
+
+
+@dataclass
+class FocalDistillation:
+    """The loss settings (docs/methods.md §4); `bortify finetune --old_model` fills them from its pc_* options."""
+
+    lam: float = 1.0
+    alpha: float = 1.0
+    beta: float = 5.0
+    divergence: str = "l2"
+    temperature: float = 100.0  # "kl" only
+
+    def __post_init__(self):
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(f"focal distillation divergence must be one of {DIVERGENCES}, got {self.divergence!r}.")
+        for name in ("lam", "alpha", "beta"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"focal distillation {name} must be >= 0, got {getattr(self, name)}.")
+        if self.temperature <= 0:
+            raise ValueError(f"focal distillation temperature must be > 0, got {self.temperature}.")
+
+
+class FocalLoss(NamedTuple):
+    loss: torch.Tensor  # CE + λ·FD: what is back-propagated
+    ce: torch.Tensor  # the task term (detached)
+    fd: torch.Tensor  # the weighted distillation term, before λ (detached)
+
+
+def divergence(new_logits: torch.Tensor, old_logits: torch.Tensor, kind: str = "l2",
+               temperature: float = 100.0) -> torch.Tensor:
+    """D per row (shape (B,)): ½‖z_new − z_old‖², or τ²·KL(softmax(z_old/τ) ‖ softmax(z_new/τ))."""
+    s, t = new_logits.float(), old_logits.detach().float()
+    if kind == "l2":
+        return 0.5 * ((s - t) ** 2).sum(-1)
+    if kind == "kl":  # in float64: at τ ≈ 100 the KL is ~1e-4 of the log-probabilities, near float32's resolution
+        log_p_new = F.log_softmax(s.double() / temperature, dim=-1)
+        log_p_old = F.log_softmax(t.double() / temperature, dim=-1)
+        return ((log_p_old.exp() * (log_p_old - log_p_new)).sum(-1) * temperature**2).to(s.dtype)
+    raise ValueError(f"unknown divergence {kind!r}; use one of {DIVERGENCES}.")
+
+
+def focal_weights(old_right: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """α + β·1(old right), per row."""
+    return alpha + beta * old_right.float()
+
+
+def focal_distillation_loss(new_logits: torch.Tensor, old_logits: torch.Tensor, old_right: torch.Tensor, *,
+                            labels: torch.Tensor | None = None, soft_targets: torch.Tensor | None = None,
+                            settings: FocalDistillation | None = None) -> FocalLoss:
+    """One batch of the module docstring's L. The task term is CE against `labels` (class ids) or against
+    `soft_targets` (row distributions: Agora's soft labels); exactly one must be given. The old model is never
+    back-propagated into."""
+    if (labels is None) == (soft_targets is None):
+        raise ValueError("give exactly one of labels / soft_targets for the task term.")
+    if new_logits.shape != old_logits.shape:
+        raise ValueError(f"new logits {tuple(new_logits.shape)} and old logits {tuple(old_logits.shape)} differ: old "
+                         "and new must have the same label set.")
+    if old_right.shape[0] != new_logits.shape[0]:
+        raise ValueError(f"{old_right.shape[0]} old_right flags for {new_logits.shape[0]} rows.")
+    settings = settings or FocalDistillation()
+    s = new_logits.float()
+    if labels is not None:
+        ce = F.cross_entropy(s, labels.long())
+    else:
+        ce = -(soft_targets.to(s.dtype) * F.log_softmax(s, dim=-1)).sum(-1).mean()
+    d = divergence(s, old_logits, settings.divergence, settings.temperature)
+    fd = (focal_weights(old_right.to(s.device), settings.alpha, settings.beta) * d).mean()
+    return FocalLoss(ce + settings.lam * fd, ce.detach(), fd.detach())
+
+
+class OldOutputCache:
+    """The old model's logits per training text, computed once: Agora re-trains on the same rows every θ and
+    round, so each distinct text (the key: its text columns) goes through the old model only the first time."""
+
+    def __init__(self, old, text_columns: list[str], *, max_length: int = 128, batch_size: int = 64):
+        self.old, self.text_columns = old, list(text_columns)  # old: an old_model.TaskClassifier
+        self.max_length, self.batch_size = max_length, batch_size
+        self.store: dict[tuple, np.ndarray] = {}
+        self.computed = 0  # rows that went through the old model (tests check "once per text")
+
+    def _key(self, row: dict) -> tuple:
+        return tuple(row[c] for c in self.text_columns)
+
+    def logits_for(self, rows: list[dict]) -> np.ndarray:
+        import datasets
+
+        todo = list(dict.fromkeys(self._key(r) for r in rows if self._key(r) not in self.store))
+        if todo:
+            split = datasets.Dataset.from_dict({**{c: [k[i] for k in todo] for i, c in enumerate(self.text_columns)},
+                                                "label": [0] * len(todo)})
+            logits = self.old.logits(split, self.text_columns, max_length=self.max_length, batch_size=self.batch_size)
+            self.store.update(zip(todo, logits))
+            self.computed += len(todo)
+        width = len(self.old.id_map)
+        return np.stack([self.store[self._key(r)] for r in rows]) if rows else np.zeros((0, width), np.float32)
+
+
+def old_right_flags(old_logits: np.ndarray, labels, gold: list[bool] | None = None) -> np.ndarray:
+    """1.0 where the old model's class (argmax) is the row's gold label, else 0.0; rows with `gold` False
+    (Agora's generated rows) are 0.0 whatever the old model says (module docstring)."""
+    right = (np.asarray(old_logits).argmax(-1) == np.asarray(labels)).astype(np.float32)
+    if gold is not None:
+        right *= np.asarray(gold, dtype=np.float32)
+    return right
+
+
+def with_old_outputs(train_tok, old_logits: np.ndarray, old_right: np.ndarray):
+    """The tokenised train set plus the cached old-model columns `old_logits` (task label order) and `old_right`."""
+    if len(old_logits) != len(train_tok) or len(old_right) != len(train_tok):
+        raise ValueError(f"{len(train_tok)} training rows but {len(old_logits)} old-model outputs.")
+    ds = train_tok
+    for name in ("old_logits", "old_right"):
+        if name in ds.column_names:
+            ds = ds.remove_columns(name)
+    ds = ds.add_column("old_logits", np.asarray(old_logits, np.float32).tolist())
+    return ds.add_column("old_right", np.asarray(old_right, np.float32).tolist())
+
+
+def fit_congruent(model0, tokenizer, train_tok, theta: dict, focal: FocalDistillation, *, epochs: float,
+                  max_steps: int = -1, seed: int = 42, desc: str | None = None):
+    """trainer.fit with the focal-distillation loss: a copy of `model0` trained on `train_tok` (which carries the
+    `old_logits` / `old_right` columns, with_old_outputs) with hyperparameters θ; model0 is left untouched."""
+    import copy
+    import tempfile
+
+    from transformers import DataCollatorWithPadding
+
+    from bortify.finetuning.trainer import StepBar, run_arguments, theta_text
+
+    model = copy.deepcopy(model0)
+    with tempfile.TemporaryDirectory(prefix="bortify-pc-") as tmp:
+        args = run_arguments(tmp, batch_size=int(theta["batch_size"]), learning_rate=float(theta["learning_rate"]),
+                             weight_decay=float(theta["weight_decay"]), warmup=float(theta["warmup_ratio"]),
+                             epochs=epochs, max_steps=max_steps, seed=seed,
+                             keep_columns=True)  # old_logits / old_right / soft_labels are not forward() arguments
+        trainer = FocalDistillTrainer(model=model, args=args, train_dataset=train_tok,
+                                      data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+                                      callbacks=[StepBar(desc or f"PC {theta_text(theta)}")], focal=focal)
+        trainer.train()
+    model.eval()
+    return model
+
+
+class FocalDistillTrainer(Trainer):
+    """Trainer whose loss is `focal_distillation_loss`; each batch carries `labels` (or Agora's `soft_labels`) and
+    the cached `old_logits` / `old_right` columns (the old model is not run here). Keep those columns: the
+    TrainingArguments need remove_unused_columns=False (trainer.run_arguments(keep_columns=True))."""
+
+    def __init__(self, *args, focal: FocalDistillation | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.focal = focal or FocalDistillation()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        old_logits = inputs.pop("old_logits")
+        old_right = inputs.pop("old_right")
+        soft = inputs.pop("soft_labels", None)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        parts = focal_distillation_loss(outputs.logits, old_logits, old_right,
+                                        labels=None if soft is not None else labels, soft_targets=soft,
+                                        settings=self.focal)
+        return (parts.loss, outputs) if return_outputs else parts.loss
