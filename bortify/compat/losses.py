@@ -1,0 +1,73 @@
+"""Losses for backward-compatible embeddings, as pure functions (docs/methods.md §4, BCT).
+
+- `mean_pool`: the sentence embedding of sentence-transformers' mean pooling (average of the real tokens).
+- `compatibility_loss`: pulls the new model's projected sentence embedding φ_new(x)·W onto the old model's φ_old(x)
+  for the same text (cosine: 1 − cos; mse: squared error per dimension). This is our heterogeneous-width form of
+  BCT: the old model's *embedding* is the target, which needs no classifier and works for any old encoder.
+- `influence_loss`: BCT's influence loss as published (Shen et al. 2020, eq. 4): the new embedding, through the
+  OLD model's frozen classifier w_old, must classify x correctly: CE(w_old(φ_new(x)), y).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+COMPAT_LOSSES = ("cosine", "mse")
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, L, H) token states -> (B, H): mean over the real (attention_mask == 1) tokens (sentence-transformers'
+    mean pooling; a row with no real token gives zeros, not NaN)."""
+    if attention_mask is None:
+        return hidden.mean(1)
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+
+
+def cls_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, L, H) -> (B, H): the first token's state (sentence-transformers' `cls` pooling)."""
+    return hidden[:, 0]
+
+
+POOLINGS: dict[str, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]] = {"mean": mean_pool, "cls": cls_pool}
+
+
+def compatibility_loss(new_embedding: torch.Tensor, old_embedding: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
+    """Mean over the batch of the distance between the new model's projected embedding (B, D) and the old model's
+    embedding of the same texts (B, D); the old side is a fixed target (detached).
+
+    `cosine`: 1 − cos(new, old), in [0, 2] — what a cosine index ranks by, and the same for any scale of either
+    side (sentence-transformers models such as all-MiniLM-L6-v2 normalise). `mse`: mean squared error per
+    dimension — for indexes searched by Euclidean distance or dot product on unnormalised vectors.
+    """
+    if new_embedding.shape != old_embedding.shape:
+        raise ValueError(f"new embedding {tuple(new_embedding.shape)} and old embedding {tuple(old_embedding.shape)} "
+                         "differ: project the new one to the old model's width first.")
+    if new_embedding.numel() == 0:
+        return new_embedding.sum() * 0.0
+    new, old = new_embedding.float(), old_embedding.detach().float()
+    if kind == "cosine":
+        return (1.0 - F.cosine_similarity(new, old, dim=-1, eps=1e-8)).mean()
+    if kind == "mse":
+        return (new - old).pow(2).mean()
+    raise ValueError(f"compatibility loss must be one of {COMPAT_LOSSES}, got {kind!r}.")
+
+
+def influence_loss(new_embedding: torch.Tensor, old_classifier: Callable[[torch.Tensor], torch.Tensor],
+                   labels: torch.Tensor) -> torch.Tensor:
+    """BCT's influence loss (Shen et al. 2020, eq. 4): CE(w_old(φ_new(x)), y), mean over the batch.
+
+    `new_embedding` (B, D_old) is the new model's embedding already projected to the old classifier's input width;
+    `old_classifier` is the old model's classifier head, frozen (its parameters must not require grad: the old
+    classifier is fixed, only the new embedding learns — the check below makes that a contract, not a hope).
+    """
+    params = list(getattr(old_classifier, "parameters", lambda: [])())
+    if any(p.requires_grad for p in params):
+        raise ValueError("the old classifier must be frozen (requires_grad_(False)): BCT keeps w_old fixed.")
+    if new_embedding.shape[0] != labels.shape[0]:
+        raise ValueError(f"{new_embedding.shape[0]} embeddings for {labels.shape[0]} labels.")
+    logits = old_classifier(new_embedding)
+    return F.cross_entropy(logits.float(), labels.long())

@@ -1,0 +1,249 @@
+"""Sentence embeddings as sentence-transformers computes them, and sentence-transformers folders written without it.
+
+A sentence-transformers (ST) model is a list of modules in `modules.json`: Transformer (a transformers checkpoint,
+`sentence_bert_config.json` holding max_seq_length) -> Pooling (`1_Pooling/config.json`) -> optional Dense
+(`2_Dense/config.json` + `model.safetensors`, keys linear.weight / linear.bias) -> optional Normalize. bortify
+writes that folder in the classic layout (module types `sentence_transformers.models.*`, boolean pooling keys) that
+every sentence-transformers release since 2.x loads, so `SentenceTransformer(DIR).encode(texts)` returns
+normalize(Dense(pool(encoder(texts)))) — the same function as `sentence_embedding` below, which training uses.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bortify.compat.losses import POOLINGS
+from bortify.utils import BortifyError, write_bytes_atomic, write_json_atomic
+
+MODULES_FILE = "modules.json"
+ST_CONFIG_FILE = "config_sentence_transformers.json"
+TRANSFORMER_CONFIG_FILE = "sentence_bert_config.json"
+POOLING_DIR, DENSE_DIR, NORMALIZE_DIR = "1_Pooling", "2_Dense", "3_Normalize"
+ENCODER_DIR = "0_Transformer"  # the encoder inside a release folder whose root holds another model (a classifier)
+# What a folder's sentence-transformers part is made of (copied into release folders, accepted by push).
+ST_FILES = (MODULES_FILE, ST_CONFIG_FILE, TRANSFORMER_CONFIG_FILE)
+ST_DIRS = (ENCODER_DIR, POOLING_DIR, DENSE_DIR, NORMALIZE_DIR)
+_TYPES = {"transformer": "sentence_transformers.models.Transformer", "pooling": "sentence_transformers.models.Pooling",
+          "dense": "sentence_transformers.models.Dense", "normalize": "sentence_transformers.models.Normalize"}
+_POOLING_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens",
+                 "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens"}
+DEFAULT_MAX_SEQ_LENGTH = 256  # all-MiniLM-L6-v2's
+
+
+class SentenceFolderError(BortifyError):
+    """A sentence-transformers folder bortify cannot read (pooling it does not implement, broken files)."""
+
+
+@dataclass
+class SentenceSpec:
+    """How token states become a sentence embedding: pooling, optional projection width, normalisation."""
+
+    pooling: str = "mean"
+    normalize: bool = True
+    max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH
+
+    def __post_init__(self):
+        if self.pooling not in POOLINGS:
+            raise SentenceFolderError(f"pooling {self.pooling!r} is not supported; bortify implements {sorted(POOLINGS)}.")
+
+
+def sentence_embedding(hidden: torch.Tensor, attention_mask: torch.Tensor | None, spec: SentenceSpec,
+                       projection: nn.Module | None = None) -> torch.Tensor:
+    """normalize(projection(pool(hidden))) — sentence-transformers' Pooling -> Dense -> Normalize."""
+    emb = POOLINGS[spec.pooling](hidden, attention_mask)
+    if projection is not None:
+        emb = projection(emb)
+    return F.normalize(emb, dim=-1) if spec.normalize else emb
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SentenceFolderError(f"{path} is not readable JSON ({exc}); re-write the sentence-transformers folder.") \
+            from exc
+
+
+def _modules(folder: Path) -> list[dict]:
+    mods = _read_json(folder / MODULES_FILE)
+    if not isinstance(mods, list) or not all(isinstance(m, dict) and "type" in m for m in mods):
+        raise SentenceFolderError(f"{folder / MODULES_FILE} is not a list of modules with a 'type'.")
+    return mods
+
+
+def _kind(module_type: str) -> str:
+    name = module_type.rsplit(".", 1)[-1].lower()
+    return name if name in _TYPES else "other"
+
+
+def read_sentence_folder(folder: str | Path) -> tuple[str, SentenceSpec, nn.Linear | None] | None:
+    """(encoder sub-path, spec, Dense projection or None) of a sentence-transformers folder; None without
+    modules.json. Modules other than Transformer / Pooling / Dense (identity activation) / Normalize are refused."""
+    folder = Path(folder)
+    if not (folder / MODULES_FILE).is_file():
+        return None
+    encoder, pooling, normalize, projection, max_len = "", "mean", False, None, DEFAULT_MAX_SEQ_LENGTH
+    for mod in _modules(folder):
+        kind, sub = _kind(mod["type"]), folder / mod.get("path", "")
+        if kind == "transformer":
+            encoder = mod.get("path", "")
+            if (sub / TRANSFORMER_CONFIG_FILE).is_file():
+                max_len = int(_read_json(sub / TRANSFORMER_CONFIG_FILE).get("max_seq_length") or max_len)
+        elif kind == "pooling":
+            pooling = _pooling_mode(_read_json(sub / "config.json"), sub)
+        elif kind == "dense":
+            projection = _load_dense(sub)
+        elif kind == "normalize":
+            normalize = True
+        else:
+            raise SentenceFolderError(f"{folder / MODULES_FILE} lists module {mod['type']!r}; bortify reads only "
+                                      "Transformer, Pooling, Dense and Normalize.")
+    return encoder, SentenceSpec(pooling, normalize, max_len), projection
+
+
+def _pooling_mode(cfg: dict, where: Path) -> str:
+    if "pooling_mode" in cfg:  # sentence-transformers >= 6 writes one key
+        mode = cfg["pooling_mode"]
+        mode = mode[0] if isinstance(mode, list) and len(mode) == 1 else mode
+    else:
+        on = [name for name, key in _POOLING_KEYS.items() if cfg.get(key)]
+        mode = on[0] if len(on) == 1 else on
+    if mode not in POOLINGS:
+        raise SentenceFolderError(f"{where}: pooling {mode!r} is not supported; bortify implements {sorted(POOLINGS)}.")
+    return mode
+
+
+def _load_dense(sub: Path) -> nn.Linear:
+    import safetensors.torch
+
+    cfg = _read_json(sub / "config.json")
+    act = str(cfg.get("activation_function", "torch.nn.modules.linear.Identity"))
+    if not act.endswith("Identity"):
+        raise SentenceFolderError(f"{sub}: Dense activation {act} is not supported (bortify writes identity).")
+    weights = sub / "model.safetensors"
+    if not weights.is_file():
+        raise SentenceFolderError(f"{sub} has no model.safetensors (bortify loads safetensors only).")
+    layer = nn.Linear(int(cfg["in_features"]), int(cfg["out_features"]), bias=bool(cfg.get("bias", True)))
+    layer.load_state_dict(safetensors.torch.load_file(str(weights)))
+    return layer
+
+
+def write_sentence_folder(folder: str | Path, *, hidden_size: int, spec: SentenceSpec,
+                          projection: nn.Linear | None = None, encoder_path: str = "") -> list[str]:
+    """Write the sentence-transformers files of `folder`, whose `encoder_path` sub-folder ("" = the folder itself)
+    holds the transformers checkpoint. Returns the files written (relative paths). Each file is written atomically."""
+    import safetensors.torch
+
+    folder = Path(folder)
+    mods = [{"idx": 0, "name": "0", "path": encoder_path, "type": _TYPES["transformer"]},
+            {"idx": 1, "name": "1", "path": POOLING_DIR, "type": _TYPES["pooling"]}]
+    pooling = {"word_embedding_dimension": hidden_size, **{key: name == spec.pooling for name, key in _POOLING_KEYS.items()}}
+    files = {f"{POOLING_DIR}/config.json": pooling,
+             f"{encoder_path}/{TRANSFORMER_CONFIG_FILE}".lstrip("/"): {"max_seq_length": spec.max_seq_length,
+                                                                      "do_lower_case": False}}
+    if projection is not None:
+        if projection.in_features != hidden_size:
+            raise ValueError(f"projection takes {projection.in_features} features, the encoder gives {hidden_size}.")
+        mods.append({"idx": len(mods), "name": str(len(mods)), "path": DENSE_DIR, "type": _TYPES["dense"]})
+        files[f"{DENSE_DIR}/config.json"] = {"in_features": projection.in_features, "out_features": projection.out_features,
+                                             "bias": projection.bias is not None,
+                                             "activation_function": "torch.nn.modules.linear.Identity"}
+    if spec.normalize:
+        mods.append({"idx": len(mods), "name": str(len(mods)), "path": NORMALIZE_DIR, "type": _TYPES["normalize"]})
+        files[f"{NORMALIZE_DIR}/config.json"] = {}  # sentence-transformers needs none; a file keeps the folder on the Hub
+    files[ST_CONFIG_FILE] = {"__version__": {"bortify": _bortify_version()}, "prompts": {}, "default_prompt_name": None,
+                             "similarity_fn_name": "cosine" if spec.normalize else "dot"}
+    for rel, obj in files.items():
+        write_json_atomic(folder / rel, obj)
+    written = list(files)
+    if projection is not None:
+        state = {k: v.detach().cpu().contiguous() for k, v in projection.state_dict().items()}
+        write_bytes_atomic(folder / DENSE_DIR / "model.safetensors", safetensors.torch.save(state, {"format": "pt"}))
+        written.append(f"{DENSE_DIR}/model.safetensors")
+    write_json_atomic(folder / MODULES_FILE, mods)  # last: a folder with modules.json is complete
+    return [*written, MODULES_FILE]
+
+
+def _bortify_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("bortify")
+    except Exception:  # not installed as a distribution (a source checkout)
+        return "unknown"
+
+
+def copy_sentence_folder(src: str | Path, dst: str | Path, encoder_files: Sequence[str]) -> list[str]:
+    """Copy `src`'s sentence-transformers part into the release folder `dst`, its encoder (the checkpoint files
+    `encoder_files` of `src`) into `dst/0_Transformer` — the release's own root holds the fine-tuned model, whose
+    encoder has moved away from the one the projection was trained with. Returns the files copied."""
+    src, dst = Path(src), Path(dst)
+    read = read_sentence_folder(src)
+    if read is None:
+        return []
+    encoder, spec, projection = read
+    enc_src = src / encoder
+    (dst / ENCODER_DIR).mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in encoder_files:
+        if (enc_src / name).is_file():
+            shutil.copy2(enc_src / name, dst / ENCODER_DIR / name)
+            copied.append(f"{ENCODER_DIR}/{name}")
+    hidden = _read_json(src / POOLING_DIR / "config.json")
+    width = hidden.get("word_embedding_dimension", hidden.get("embedding_dimension"))
+    return copied + write_sentence_folder(dst, hidden_size=int(width), spec=spec, projection=projection,
+                                          encoder_path=ENCODER_DIR)
+
+
+class SentenceEncoder:
+    """texts -> (N, D) sentence embeddings of a transformers encoder, pooled / projected / normalised by `spec`."""
+
+    def __init__(self, encoder: nn.Module, tokenizer, spec: SentenceSpec, projection: nn.Module | None = None,
+                 batch_size: int = 64):
+        self.encoder, self.tokenizer, self.spec = encoder, tokenizer, spec
+        self.projection, self.batch_size = projection, batch_size
+
+    @torch.no_grad()
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        was_training = self.encoder.training
+        self.encoder.eval()
+        device = next(self.encoder.parameters()).device
+        out = []
+        max_len = min(self.spec.max_seq_length, _max_positions(self.encoder))
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(list(texts[start:start + self.batch_size]), padding=True, truncation=True,
+                                   max_length=max_len, return_tensors="pt").to(device)
+            hidden = self.encoder(**batch, return_dict=True).last_hidden_state
+            out.append(sentence_embedding(hidden, batch["attention_mask"], self.spec, self.projection).float().cpu())
+        self.encoder.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def _max_positions(encoder: nn.Module) -> int:
+    return int(getattr(getattr(encoder, "config", None), "max_position_embeddings", 512) or 512)
+
+
+def load_sentence_encoder(path: str | Path, *, default_spec: SentenceSpec | None = None,
+                          batch_size: int = 64) -> SentenceEncoder:
+    """A SentenceEncoder from a sentence-transformers folder (its modules), or from a plain transformers checkpoint
+    with `default_spec` (mean pooling + normalisation unless given). Weights load as safetensors only."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = Path(path)
+    read = read_sentence_folder(path)
+    encoder_dir, spec, projection = (path / read[0], read[1], read[2]) if read else (path, default_spec or SentenceSpec(), None)
+    model = AutoModel.from_pretrained(str(encoder_dir), use_safetensors=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
+    return SentenceEncoder(model, tokenizer, spec, projection, batch_size)
+
+
+def spec_dict(spec: SentenceSpec) -> dict:
+    return asdict(spec)
