@@ -97,15 +97,19 @@ def run_command(name: str, argv: list[str] | None = None) -> int:
     """`bortify <name> [flags] [--config recipe.yaml]`: run the stage, print its summary; user errors -> exit 2."""
     spec = stage_spec(name)
     argv = list(sys.argv[1:] if argv is None else argv)
-    if spec.positional and argv and not argv[0].startswith("-"):  # HfArgumentParser has no positionals
-        argv = [f"--{spec.positional}", argv[0], *argv[1:]]
+    # HfArgumentParser has no positionals: leading values fill the spec's positional option(s), in order
+    options = (spec.positional,) if isinstance(spec.positional, str) else tuple(spec.positional or ())
+    lead = []
+    while argv and len(lead) < len(options) and not argv[0].startswith("-"):
+        lead.append(argv.pop(0))
+    argv = [a for option, value in zip(options, lead) for a in (f"--{option}", value)] + argv
     try:
         args = parse_stage_args(spec.argument_classes(), argv, stage=name, prog=f"bortify {name}",
                                 description=spec.description)
         report = spec.function()(*args)
     except user_errors() as exc:
         print(f"bortify {name}: error: {redact_secrets(str(exc))}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)  # 2; a failed release gate has its own (bortify.compare)
     if report is not None:  # None: not the main process of a distributed run
         print("\n".join(report.summary_lines()))
     return 0
@@ -307,6 +311,6 @@ def main(argv: list[str] | None = None) -> int:
         result = run_recipe(args.recipe, args.output_dir, stages=stages, overwrite=args.overwrite)
     except user_error_types() as exc:  # every stage's user errors (bortify.utils.USER_ERRORS): a message, no traceback
         print(f"bortify run: error: {redact_secrets(str(exc))}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)  # 2; a failed release gate (compare) has its own
     print_summary(result)
     return 0

@@ -531,6 +531,61 @@ class PushReport(Report):
         return self.to_dict()
 
 
+# ---- compare ------------------------------------------------------------------------------------------------
+
+@dataclass
+class CompareReport(Report):
+    """`bortify compare OLD NEW` (docs/methods.md §4): both models' scores on one split, the flip metrics and the
+    release gate. The negative flips are listed in `flips_file` beside report.json."""
+
+    kind: ClassVar[str] = "compare"
+
+    old_model: str | None = None
+    new_model: str | None = None
+    dataset: str | None = None
+    task: str | None = None
+    split: str | None = None  # "test" or "dev"
+    split_how: str | None = None
+    rows: int | None = None
+    labels: list = field(default_factory=list)
+    metric: str | None = None
+    remapped: list[str] = field(default_factory=list)  # models whose class order differed from the task's
+    old: dict[str, float] = field(default_factory=dict)
+    new: dict[str, float] = field(default_factory=dict)
+    nfr: float | None = None
+    relative_nfr: float | None = None
+    pfr: float | None = None
+    disagreement: float | None = None
+    negative_flips: int | None = None
+    positive_flips: int | None = None
+    max_nfr: float | None = None
+    passed: bool | None = None  # None: no gate
+    flips_file: str | None = None
+    seconds: float | None = None
+    output_dir: str | None = _local()
+
+    def gate_text(self) -> str:
+        if self.max_nfr is None:
+            return "no release gate (max_nfr unset)"
+        return f"release gate NFR <= {self.max_nfr:g}: {'passed' if self.passed else 'FAILED'}"
+
+    def summary_lines(self) -> list[str]:
+        def scores(d):
+            return ", ".join(f"{k} {v:.4f}" for k, v in d.items())
+        return [
+            f"{self.split} split of {self.dataset} ({self.rows} rows): old {self.old_model}: {scores(self.old)}; "
+            f"new {self.new_model}: {scores(self.new)}",
+            f"NFR {_g(self.nfr, '.4f')} ({self.negative_flips} negative flips), relative NFR "
+            f"{_g(self.relative_nfr, '.3f')}, PFR {_g(self.pfr, '.4f')} ({self.positive_flips} positive flips), "
+            f"disagreement {_g(self.disagreement, '.4f')}",
+            f"{self.gate_text()}; negative flips in {Path(self.output_dir or '.') / (self.flips_file or '')}",
+        ]
+
+    def record(self) -> dict:
+        return {"nfr": self.nfr, "relative_nfr": self.relative_nfr, "pfr": self.pfr, "max_nfr": self.max_nfr,
+                "passed": self.passed, "summary_lines": self.summary_lines()}
+
+
 def left_out_text(left_out: list[str]) -> str:
     return (f"left out {len(left_out)} file(s) that a release does not carry (pickle-based weights or states, "
             f"run bookkeeping): {', '.join(left_out)}")
@@ -538,7 +593,8 @@ def left_out_text(left_out: list[str]) -> str:
 
 # ---- reading and writing ------------------------------------------------------------------------------------
 
-REPORT_TYPES: dict[str, type[Report]] = {r.kind: r for r in (ExtractReport, PretrainReport, FinetuneReport, PushReport)}
+REPORT_TYPES: dict[str, type[Report]] = {r.kind: r for r in (ExtractReport, PretrainReport, FinetuneReport, PushReport,
+                                                             CompareReport)}
 
 
 def write_report(directory: str | Path, report: Report) -> Path:

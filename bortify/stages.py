@@ -53,7 +53,8 @@ class StageSpec:
     # ever replaces a release folder made by bortify)
     redo_replaces: bool = False
     run_options: dict[str, Any] = field(default_factory=dict)  # keywords `bortify run` passes to `run`
-    positional: str | None = None  # `bortify <name> VALUE ...` means `--<positional> VALUE ...`
+    # `bortify <name> VALUE ...` means `--<positional> VALUE ...` (a tuple: several leading values, in order)
+    positional: str | tuple[str, ...] | None = None
 
     def argument_classes(self) -> tuple[type, ...]:
         classes: list[type] = []
@@ -118,6 +119,28 @@ STAGES: tuple[StageSpec, ...] = (
         inputs={"model": "pretrain"},
     ),
     StageSpec(
+        "compare",
+        help="Compare an old and a new classifier: scores, negative flips (NFR), a release gate.",
+        description=(
+            "What replacing OLD by NEW breaks (docs/methods.md §4, positive-congruent training): both classifiers "
+            "predict the test split (--split dev: the dev split) of a task loaded with `bortify finetune`'s data "
+            "options; reports both models' scores, the negative flip rate NFR (old right, new wrong), relative NFR, "
+            "positive flip rate and disagreement, and writes the negative flips (texts, gold, old, new, both "
+            "confidences) to negative_flips.jsonl. Label sets must match by name (config.id2label); the same names "
+            "in another order are re-mapped. --max_nfr R is a release gate: exit code 3 when NFR > R (in `bortify "
+            "run`: the run stops before card/push). Usage: bortify compare OLD NEW --output_dir DIR."),
+        arguments=("bortify.compare:CompareArguments", "bortify.finetuning.arguments:FinetuneDataArguments"),
+        run="bortify.compare:compare",
+        inputs={"new_model": "finetune"},
+        # the same data and split as the fine-tuning stage (unless the compare section says otherwise)
+        borrow={k: Borrow("finetune", k) for k in (
+            "dataset", "dataset_config", "task", "train_file", "dev_file", "test_file", "text_columns", "label_column",
+            "train_split", "dev_split", "test_split", "dev_fraction", "test_fraction", "split_seed",
+            "max_train_samples", "max_dev_samples", "max_test_samples", "max_length", "torch_threads")},
+        redo_replaces=True,  # cheap; a failed gate leaves its report for inspection, and a re-run redoes it
+        positional=("old_model", "new_model"),
+    ),
+    StageSpec(
         "card",
         help="Render a model card with measured evidence from a run's reports.",
         description=(
@@ -126,8 +149,9 @@ STAGES: tuple[StageSpec, ...] = (
             "reports and a CPU latency measurement. `bortify push OUTPUT_DIR --repo-id NS/NAME` uploads it."),
         arguments=("bortify.hub.card_stage:CardArguments", "bortify.hub.card:CardOptions"),
         run="bortify.hub.card_stage:build_release",
-        inputs={"extract_dir": "extract", "pretrain_dir": "pretrain", "finetune_dir": "finetune"},
-        optional_inputs=("extract_dir", "pretrain_dir", "finetune_dir"),
+        inputs={"extract_dir": "extract", "pretrain_dir": "pretrain", "finetune_dir": "finetune",
+                "compare_dir": "compare"},
+        optional_inputs=("extract_dir", "pretrain_dir", "finetune_dir", "compare_dir"),
         # the card's how-to-load names the pushed repository (NS/NAME; a bare NAME is known only at push time)
         borrow={"repo_id": Borrow("push", "repo_id", when=_has_namespace)},
         record_inside=False,

@@ -232,6 +232,7 @@ def collect_evidence(stage_dirs: dict[str, str], model_dir: str | Path, options:
         "source": {k: v for k, v in source.items() if k != "config"},
         "latency": None,
         "nfr": finetune.nfr,
+        "compare": read_compare(stage_dirs),  # docs/methods.md §4: NFR against the replaced model, when measured
     }
     if not options.measure_latency:
         return evidence
@@ -607,8 +608,34 @@ def _evaluation_values(evidence: dict) -> dict:
                                 and bool(ft.dev or ft.test),
         "mlm_rows": [("held-out MLM loss", fmt(pt.heldout_mlm_loss_before), fmt(pt.heldout_mlm_loss_after))]
         if pt else [],
-        "nfr": NOT_MEASURED if nfr is None else fmt(nfr),
+        "nfr": nfr_text(evidence.get("compare")) or (NOT_MEASURED if nfr is None else fmt(nfr)),
     }
+
+
+def read_compare(stage_dirs: dict[str, str]):
+    """The run's `bortify compare` report (CompareReport), or None when no comparison was made."""
+    from bortify.reports import CompareReport
+
+    try:
+        return read_report(stage_dirs.get("compare"), CompareReport)
+    except ReportError as exc:
+        raise CardError(str(exc)) from exc
+
+
+def nfr_text(compare) -> str | None:
+    """The card's negative-flip sentence from a compare report (docs/methods.md §4); None without one."""
+    from bortify.reports import CompareReport
+
+    if not compare:
+        return None
+    c = compare if isinstance(compare, CompareReport) else CompareReport.from_dict(compare)
+    if c.nfr is None:
+        return None
+    old, new = c.old.get(c.metric or "", None), c.new.get(c.metric or "", None)
+    gate = f"; {c.gate_text()}" if c.max_nfr is not None else ""
+    return (f"**{c.nfr:.4f}** against `{public_name(c.old_model, 'model')}` on the {c.split} split ({c.negative_flips} "
+            f"of {c.rows} examples the old model got right are now wrong; relative NFR {fmt(c.relative_nfr, 3)}, "
+            f"positive flip rate {fmt(c.pfr)}; {c.metric} old {fmt(old)} vs this model {fmt(new)}{gate})")
 
 
 def _latency_values(evidence: dict) -> dict:

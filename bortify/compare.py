@@ -1,0 +1,225 @@
+"""`bortify compare OLD NEW`: what replacing OLD by NEW breaks, and a release gate (docs/methods.md §4).
+
+Both classifiers predict the same split of a task (the test split by default; the data options are
+`bortify finetune`'s, and the task is loaded by bortify.finetuning.tasks.prepare_task, so the same options give
+the same split). The report holds both models' scores and the flip metrics of the shipped `flips` module (NFR,
+relative NFR, PFR, disagreement); the negative flips (old right, new wrong) are written to
+`negative_flips.jsonl` (text(s), gold, old, new, both confidences), most confident new mistakes first.
+
+Order of work, cheap checks first: output directory, both models' label names (config.json only) against each
+other and against the task's labels — BY NAME: a different set is an error before any inference, the same names
+in another order are re-mapped —, then weights and predictions.
+
+Release gate: `--max_nfr 0.02` makes `bortify compare` (and `bortify run`, which stops before card/push) fail with
+exit code 3 (`GATE_EXIT_CODE`; bad input exits 2) when NFR exceeds it, naming the flips file. The report and the
+flips file are written first, so the failure can be inspected.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bortify.reports import REPORT_FILE, CompareReport, read_report, write_report
+from bortify.utils import (BortifyError, OutputExistsError, check_torch_threads, overwrite_field, torch_threads,
+                           torch_threads_field, write_bytes_atomic)
+
+FLIPS_FILE = "negative_flips.jsonl"
+GATE_EXIT_CODE = 3  # `bortify compare` / `bortify run` exit code when the NFR gate fails (bad input: 2)
+SPLITS = ("test", "dev")
+
+
+class CompareError(BortifyError):
+    """Inputs `bortify compare` cannot use (named, with the fix)."""
+
+
+class GateError(BortifyError):
+    """The release gate failed: NFR above --max_nfr. `exit_code` is what `bortify` exits with."""
+
+    exit_code = GATE_EXIT_CODE
+
+
+def _help(text: str, **kw):
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class CompareArguments:
+    old_model: str | None = _help(
+        "The model being replaced: a fine-tuned classifier (directory, Hub or embedded name) whose id2label names are "
+        "the task's labels. Default: the teacher the new model was distilled from, when its `bortify finetune` output "
+        "kept it (save_teacher).", default=None)
+    new_model: str | None = _help("The replacing classifier (e.g. a `bortify finetune` output directory).", default=None)
+    output_dir: str = _help("Where report.json and negative_flips.jsonl are written.", default=None)
+    max_nfr: float | None = _help(
+        "Release gate: fail (exit code 3) when the negative flip rate exceeds this, e.g. 0.02. Unset: report only.",
+        default=None)
+    split: str = _help("Which split of the task both models predict: 'test' (default) or 'dev'.", default="test")
+    max_length: int = _help("Maximum tokens per example (text pairs together).", default=128)
+    eval_batch_size: int = _help("Prediction batch size.", default=64)
+    overwrite: bool = overwrite_field()
+    torch_threads: int | None = torch_threads_field()
+
+    def __post_init__(self):
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}.")
+        if self.max_nfr is not None and not 0 <= self.max_nfr <= 1:
+            raise ValueError(f"max_nfr is a rate in [0, 1], got {self.max_nfr} (0.02 = 2% of the examples).")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be at least 8, got {self.max_length}.")
+        if self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}.")
+        check_torch_threads(self.torch_threads)
+
+
+# ---- steps -----------------------------------------------------------------------------------------------------
+
+def default_old_model(new_model: str) -> str | None:
+    """The teacher kept beside a `bortify finetune` output (report.json's labeler.saved_to), if any."""
+    try:
+        report = read_report(new_model, "finetune") if Path(new_model).is_dir() else None
+    except BortifyError:
+        return None
+    saved = ((report.labeler or {}).get("saved_to") if report is not None else None)
+    return str(Path(new_model) / saved) if saved and (Path(new_model) / saved).is_dir() else None
+
+
+def resolve_models(args: CompareArguments) -> tuple[str, str]:
+    if not args.new_model:
+        raise CompareError("Give the new model: `bortify compare OLD NEW` (or --new_model).")
+    old = args.old_model or default_old_model(args.new_model)
+    if not old:
+        raise CompareError(f"Give the old model (the one {args.new_model!r} replaces): `bortify compare OLD NEW`, or "
+                           "--old_model. Only a `bortify finetune` output that kept its teacher (save_teacher) "
+                           "has a default.")
+    return old, args.new_model
+
+
+def check_output(out: Path, overwrite: bool, inputs: list[str]) -> None:
+    """Refuse a finished output (unless --overwrite), a non-directory, or an output inside/at an input model."""
+    from bortify.utils import is_same_or_nested
+
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"Output path {out} exists and is not a directory: choose another --output_dir.")
+    for name in inputs:
+        if Path(name).exists() and is_same_or_nested(out.resolve(), Path(name).resolve()):
+            raise OutputExistsError(f"--output_dir {str(out)!r} overlaps the input model {name!r}: choose another "
+                                    "--output_dir.")
+    if (out / REPORT_FILE).exists() and not overwrite:
+        raise OutputExistsError(f"Output directory {out} already holds a comparison. Pass --overwrite to replace it, "
+                                "or choose another --output_dir.")
+
+
+def load_task(data_args):
+    """The task exactly as `bortify finetune` loads it from the same data options (prepare_task)."""
+    from bortify.finetuning.tasks import prepare_task
+
+    return prepare_task(
+        data_args.resolved_dataset(), dataset_config=data_args.dataset_config, task=data_args.task,
+        data_files=data_args.data_files(), text_columns=data_args.text_columns, label_column=data_args.label_column,
+        train_split=data_args.train_split, dev_split=data_args.dev_split, test_split=data_args.test_split,
+        dev_fraction=data_args.dev_fraction, test_fraction=data_args.test_fraction, split_seed=data_args.split_seed,
+        max_train_samples=data_args.max_train_samples, max_dev_samples=data_args.max_dev_samples,
+        max_test_samples=data_args.max_test_samples, regression=data_args.regression)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def negative_flip_rows(split, text_columns: list[str], label_names: list[str], old_logits: np.ndarray,
+                       new_logits: np.ndarray) -> list[dict]:
+    """One record per negative flip (old right, new wrong): text(s), gold/old/new label names, each model's
+    confidence in its own prediction; the new model's most confident mistakes first."""
+    gold = np.asarray(split["label"])
+    p_old, p_new = softmax(old_logits), softmax(new_logits)
+    old, new = p_old.argmax(1), p_new.argmax(1)
+    rows = []
+    for i in np.flatnonzero((old == gold) & (new != gold)):
+        texts = {c: split[int(i)][c] for c in text_columns}
+        rows.append({"row": int(i), **texts, "gold": label_names[gold[i]], "old": label_names[old[i]],
+                     "new": label_names[new[i]], "old_confidence": round(float(p_old[i, old[i]]), 4),
+                     "new_confidence": round(float(p_new[i, new[i]]), 4)})
+    return sorted(rows, key=lambda r: -r["new_confidence"])
+
+
+def write_flips(path: Path, rows: list[dict]) -> None:
+    write_bytes_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+
+
+def gate(report: CompareReport, flips_path: Path) -> None:
+    """Raise GateError when the report's NFR exceeds its max_nfr."""
+    if report.max_nfr is not None and report.nfr > report.max_nfr:
+        raise GateError(f"release gate failed: negative flip rate {report.nfr:.4f} ({report.negative_flips} of "
+                        f"{report.rows} {report.split} examples the old model got right are now wrong) exceeds "
+                        f"max_nfr {report.max_nfr:g}; the negative flips are listed in {flips_path}. Retrain with "
+                        "focal distillation (`bortify finetune --old_model OLD`), or raise max_nfr deliberately.")
+
+
+# ---- the stage -------------------------------------------------------------------------------------------------
+
+def compare(args: CompareArguments, data_args) -> CompareReport:
+    """Compare OLD and NEW on the task's split; write report.json and negative_flips.jsonl; apply the gate."""
+    with torch_threads(args.torch_threads):
+        return _compare(args, data_args)
+
+
+def _compare(args: CompareArguments, data_args) -> CompareReport:
+    from bortify.finetuning.old_model import label_names, label_order, load_task_classifier
+    from bortify.finetuning.tasks import dataset_display
+    from bortify.finetuning.trainer import score
+    from bortify.metrics import load_metric
+
+    start = time.perf_counter()
+    if not args.output_dir:
+        raise CompareError("Give --output_dir (where report.json and the flips file go).")
+    old_name, new_name = resolve_models(args)
+    out = Path(args.output_dir)
+    check_output(out, args.overwrite, [old_name, new_name])
+    old_labels, new_labels = label_names(old_name, "old model"), label_names(new_name, "new model")
+    if sorted(old_labels) != sorted(new_labels):
+        raise CompareError(f"The old model predicts labels {old_labels} and the new model {new_labels}: a comparison "
+                           "needs the same label names (config.id2label). Compare models of the same task.")
+    task = load_task(data_args)
+    if task.regression:
+        raise CompareError("The task is regression: flips are defined for classifiers. Compare classifiers.")
+    for names, what in ((old_labels, "old model"), (new_labels, "new model")):
+        label_order(names, task.label_names, what)  # a LabelSetError before any weights are read
+    split = task.test if args.split == "test" else task.dev
+    kw = {"max_length": args.max_length, "batch_size": args.eval_batch_size}
+    old = load_task_classifier(old_name, task.label_names, "old model")
+    old_logits = old.logits(split, task.text_columns, **kw)
+    del old.model
+    new = load_task_classifier(new_name, task.label_names, "new model")
+    new_logits = new.logits(split, task.text_columns, **kw)
+    gold = list(split["label"])
+    old_pred, new_pred = old_logits.argmax(1).tolist(), new_logits.argmax(1).tolist()
+    flips = load_metric("flips").compute(references=gold, old_predictions=old_pred, new_predictions=new_pred)
+    rows = negative_flip_rows(split, task.text_columns, task.label_names, old_logits, new_logits)
+
+    out.mkdir(parents=True, exist_ok=True)
+    flips_path = out / FLIPS_FILE
+    write_flips(flips_path, rows)
+    report = CompareReport.make({
+        "old_model": old_name, "new_model": new_name,
+        "dataset": dataset_display(data_args.resolved_dataset(), data_args.data_files()), "task": task.name,
+        "split": args.split, "split_how": task.splits.get("how", {}).get(args.split), "rows": len(split),
+        "labels": task.label_names, "metric": task.main_metric,
+        "remapped": [what for what, m in (("old", old), ("new", new)) if m.remapped],
+        "old": score(old_pred, gold, task.metrics, task.num_labels),
+        "new": score(new_pred, gold, task.metrics, task.num_labels),
+        **{k: flips[k] for k in ("nfr", "relative_nfr", "pfr", "disagreement", "negative_flips", "positive_flips")},
+        "max_nfr": args.max_nfr,
+        "passed": None if args.max_nfr is None else bool(flips["nfr"] <= args.max_nfr),
+        "flips_file": FLIPS_FILE,
+        "seconds": round(time.perf_counter() - start, 1),
+    }, output_dir=str(out))
+    write_report(out, report)
+    gate(report, flips_path)
+    return report

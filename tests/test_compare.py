@@ -1,0 +1,207 @@
+"""`bortify compare OLD NEW` (docs/methods.md §4): flips against hand-checked predictions, label re-mapping by
+name, the release gate (exit code 3), the bad-input case table, and the gate inside `bortify run`."""
+
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from casetable import Case, run_case  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+WORDS = "a an the great awful film good bad movie was is dull plot".split()
+MODELS: dict[str, Path] = {}
+
+
+def _tokenizer():
+    from transformers import BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + [str(i) for i in range(100)]
+    return BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}), len(vocab)
+
+
+def _save_classifier(path: Path, labels, seed: int, tok, n):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=n, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                        max_position_embeddings=64, initializer_range=1.0, id2label=dict(enumerate(labels)),
+                        label2id={x: i for i, x in enumerate(labels)})
+    model = BertForSequenceClassification(config)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_models(tmp_path_factory):
+    from transformers import BertConfig, BertForMaskedLM
+
+    root = tmp_path_factory.mktemp("models")
+    tok, n = _tokenizer()
+    old = _save_classifier(root / "old", ["rotten", "fresh"], 1, tok, n)
+    _save_classifier(root / "new", ["rotten", "fresh"], 2, tok, n)
+    _save_classifier(root / "other_labels", ["neg", "pos"], 3, tok, n)
+    # the old model with its classes stored in the other order (rows of the head swapped): same predictions
+    swapped = _save_classifier(root / "old_swapped", ["fresh", "rotten"], 1, tok, n)
+    swapped.load_state_dict(old.state_dict())
+    with torch.no_grad():
+        swapped.classifier.weight.copy_(old.classifier.weight.flip(0))
+        swapped.classifier.bias.copy_(old.classifier.bias.flip(0))
+    swapped.save_pretrained(root / "old_swapped")
+    BertForMaskedLM(BertConfig(vocab_size=n, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32, max_position_embeddings=64)).save_pretrained(root / "mlm")
+    tok.save_pretrained(root / "mlm")
+    MODELS.update({p.name: p for p in root.iterdir()})
+    yield
+    MODELS.clear()
+
+
+def rows(n, start=0):
+    return [{"text": f"{'a great' if i % 3 else 'an awful'} {WORDS[i % len(WORDS)]} film {i % 100}",
+             "label": "fresh" if i % 2 else "rotten"} for i in range(start, start + n)]
+
+
+def write_data(root: Path, n_test=40) -> dict:
+    for name, part in (("train", rows(40)), ("dev", rows(20, 40)), ("test", rows(n_test, 60))):
+        with open(root / f"{name}.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=["text", "label"])
+            w.writeheader()
+            w.writerows(part)
+    return {"train": str(root / "train.csv"), "dev": str(root / "dev.csv"), "test": str(root / "test.csv")}
+
+
+def models(root: Path, *names) -> dict:
+    for name in names:
+        shutil.copytree(MODELS[name], root / name)
+    return {name: str(root / name) for name in names}
+
+
+def setup(*names):
+    def make(root: Path) -> dict:
+        return {**write_data(root), **models(root, *names)}
+    return make
+
+
+DATA = ["--train_file", "{train}", "--dev_file", "{dev}", "--test_file", "{test}"]
+
+
+def _predict(path, texts):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model, tok = AutoModelForSequenceClassification.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    with torch.no_grad():
+        logits = model(**tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=128)).logits
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    return [names[i] for i in logits.argmax(-1).tolist()]
+
+
+def test_compare_matches_hand_checked_flips(tmp_path):
+    from bortify.compare import FLIPS_FILE, CompareArguments, compare
+    from bortify.finetuning.arguments import FinetuneDataArguments
+    from bortify.metrics.flips.flips import flip_statistics
+
+    files = write_data(tmp_path)
+    paths = models(tmp_path, "old", "new")
+    report = compare(CompareArguments(old_model=paths["old"], new_model=paths["new"], output_dir=str(tmp_path / "cmp")),
+                     FinetuneDataArguments(train_file=files["train"], dev_file=files["dev"], test_file=files["test"]))
+    test = rows(40, 60)
+    gold = [r["label"] for r in test]
+    old, new = _predict(paths["old"], [r["text"] for r in test]), _predict(paths["new"], [r["text"] for r in test])
+    expected = flip_statistics(gold, old, new)
+    assert report.nfr == pytest.approx(expected["nfr"]) and report.pfr == pytest.approx(expected["pfr"])
+    assert report.relative_nfr == pytest.approx(expected["relative_nfr"])
+    assert report.old["accuracy"] == pytest.approx(expected["accuracy_old"])
+    assert report.new["accuracy"] == pytest.approx(expected["accuracy_new"])
+    assert report.rows == 40 and report.split == "test" and report.passed is None
+    flips = [json.loads(line) for line in (tmp_path / "cmp" / FLIPS_FILE).read_text().splitlines()]
+    want = [i for i in range(40) if old[i] == gold[i] != new[i]]
+    assert sorted(f["row"] for f in flips) == want and len(flips) == report.negative_flips > 0
+    for f in flips:
+        assert f["text"] == test[f["row"]]["text"] and f["gold"] == f["old"] != f["new"]
+        assert 0.5 <= f["old_confidence"] <= 1 and 0.5 <= f["new_confidence"] <= 1
+    saved = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    assert saved["nfr"] == report.nfr and saved["flips_file"] == FLIPS_FILE
+    assert any("NFR" in line for line in report.summary_lines())
+
+
+def test_same_names_in_another_order_are_remapped(tmp_path):
+    from bortify.compare import CompareArguments, compare
+    from bortify.finetuning.arguments import FinetuneDataArguments
+
+    files = write_data(tmp_path)
+    paths = models(tmp_path, "old", "old_swapped")
+    report = compare(CompareArguments(old_model=paths["old"], new_model=paths["old_swapped"],
+                                      output_dir=str(tmp_path / "cmp")),
+                     FinetuneDataArguments(train_file=files["train"], dev_file=files["dev"], test_file=files["test"]))
+    # without the re-mapping by name every prediction would be read as the other class
+    assert report.labels == ["fresh", "rotten"] and report.remapped == ["old"]  # csv labels: sorted names
+    assert report.nfr == 0 and report.pfr == 0 and report.disagreement == 0
+    assert report.old == report.new
+
+
+def test_gate_fails_with_exit_code_3_naming_the_flips_file(tmp_path, monkeypatch, capsys):
+    from bortify.cli import main
+
+    values = setup("old", "new")(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    argv = ["compare", values["old"], values["new"], "--output_dir", str(tmp_path / "cmp"),
+            *[a.format(**values) for a in DATA]]
+    assert main([*argv, "--max_nfr", "1.0"]) == 0
+    out = capsys.readouterr().out
+    assert "release gate NFR <= 1: passed" in out
+    report = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    assert report["nfr"] > 0, "the tiny random models must disagree for this test to mean anything"
+    rc = main([*argv, "--max_nfr", "0", "--overwrite"])
+    err = capsys.readouterr().err
+    assert rc == 3
+    assert "release gate failed" in err and str(tmp_path / "cmp" / "negative_flips.jsonl") in err
+    assert "Traceback" not in err
+
+
+CASES = [
+    Case("no-new-model", ["compare", "--output_dir", "{root}/cmp", *DATA], r"new model", setup=setup()),
+    Case("no-old-model", ["compare", "--new_model", "{new}", "--output_dir", "{root}/cmp", *DATA],
+         r"Give the old model.*save_teacher", setup=setup("new")),
+    Case("max-nfr-out-of-range", ["compare", "{old}", "{new}", "--output_dir", "{root}/cmp", "--max_nfr", "2", *DATA],
+         r"max_nfr is a rate in \[0, 1\]", setup=setup("old", "new")),
+    Case("bad-split", ["compare", "{old}", "{new}", "--output_dir", "{root}/cmp", "--split", "train", *DATA],
+         r"split must be one of test, dev", setup=setup("old", "new")),
+    Case("label-names-differ", ["compare", "{old}", "{other_labels}", "--output_dir", "{root}/cmp", *DATA],
+         r"\['rotten', 'fresh'\].*\['neg', 'pos'\].*same label names", setup=setup("old", "other_labels")),
+    Case("labels-not-the-tasks", ["compare", "{other_labels}", "{other_labels}", "--output_dir", "{root}/cmp", *DATA],
+         r"task's labels are \[.*fresh.*\].*match by name", setup=setup("other_labels")),
+    Case("not-a-classifier", ["compare", "{old}", "{mlm}", "--output_dir", "{root}/cmp", *DATA],
+         r"not a sequence classifier", setup=setup("old", "mlm")),
+    Case("missing-model", ["compare", "{old}", "{root}/nowhere", "--output_dir", "{root}/cmp", *DATA],
+         r"Cannot read the config of the new model", setup=setup("old")),
+    Case("output-inside-input", ["compare", "{old}", "{new}", "--output_dir", "{new}/cmp", *DATA],
+         r"overlaps the input model", setup=setup("old", "new")),
+    Case("finished-output", ["compare", "{old}", "{new}", "--output_dir", "{root}/cmp", *DATA],
+         r"already holds a comparison.*--overwrite",
+         setup=lambda root: {**setup("old", "new")(root), **_finished(root / "cmp")}),
+]
+
+
+def _finished(out: Path) -> dict:
+    out.mkdir()
+    (out / "report.json").write_text('{"nfr": 0.5}\n')
+    return {}
+
+
+@pytest.mark.parametrize("case", [c.param() for c in CASES])
+def test_bad_input(case, tmp_path, monkeypatch, capsys):
+    import bortify.finetuning.trainer as trainer
+
+    def no_inference(*a, **k):
+        raise AssertionError("predicted before the error")
+
+    monkeypatch.setattr(trainer, "predict", no_inference)  # every error comes before any inference
+    run_case(case, tmp_path, monkeypatch, capsys)
