@@ -313,6 +313,7 @@ class PretrainReport(Report):
     tokens_per_second: float | None = None
     resumed_from: str | None = None
     device: str | None = None
+    compatibility: CompatibilityRecord | None = None  # --compatible_with (docs/methods.md §4)
     output_dir: str | None = _local()
 
     def summary_lines(self) -> list[str]:
@@ -322,7 +323,7 @@ class PretrainReport(Report):
             f"{self.global_step} steps x {self.batch_size} x {self.seq_len} tokens "
             f"in {self.train_seconds:.0f} s ({self.tokens_per_second or 0:.0f} tokens/s)",
             f"held-out MLM loss {self.heldout_mlm_loss_before:.3f} -> {self.heldout_mlm_loss_after:.3f}",
-        ]
+        ] + ([self.compatibility.summary_line()] if self.compatibility else [])
 
     def record(self) -> dict:
         return {"output_dir": str(self.output_dir), "kd_mode": self.kd_mode, "init": self.init,
@@ -584,6 +585,113 @@ class CompareReport(Report):
     def record(self) -> dict:
         return {"nfr": self.nfr, "relative_nfr": self.relative_nfr, "pfr": self.pfr, "max_nfr": self.max_nfr,
                 "passed": self.passed, "summary_lines": self.summary_lines()}
+
+
+# ---- backward-compatible embeddings (part of the pretrain report) ------------------------------------------
+
+@dataclass
+class CompatibilityRecord(Record):
+    """`bortify pretrain --compatible_with OLD` (BCT, docs/methods.md §4): how the student was trained into the old
+    model's embedding space and BCT's empirical compatibility test (gallery by the old model, queries by the new):
+    kNN-classification accuracy and recall@k for new→old, old→old and new→new."""
+
+    old_model: str | None = None
+    pooling: str | None = None
+    normalized: bool | None = None  # unit-length embeddings (sentence-transformers Normalize)
+    projection: list | None = None  # [student width, old width] of the Dense layer (sentence-transformers 2_Dense)
+    loss: str | None = None  # "cosine" or "mse"
+    w_compat: float | None = None
+    train_texts: int | None = None  # texts whose old embeddings were computed once, before training
+    targets_seconds: float | None = None
+    eval_dataset: str | None = None
+    gallery: int | None = None
+    queries: int | None = None
+    knn_k: int | None = None
+    new_old: dict[str, float] = field(default_factory=dict)
+    old_old: dict[str, float] = field(default_factory=dict)
+    new_new: dict[str, float] = field(default_factory=dict)
+    criterion_met: bool | None = None  # BCT: kNN accuracy new→old >= old→old
+    mean_cosine_new_old: float | None = None
+    baseline: dict | None = None  # a student trained without the option, when one was given
+
+    def summary_line(self) -> str:
+        def acc(d):
+            return _g(d.get("knn_accuracy"), ".4f")
+        return (f"compatible with {self.old_model}: kNN accuracy new->old {acc(self.new_old)} vs old->old "
+                f"{acc(self.old_old)} (new->new {acc(self.new_new)}; recall@1 new->old "
+                f"{_g(self.new_old.get('recall@1'), '.4f')}) on {self.eval_dataset}: BCT criterion "
+                f"{'met' if self.criterion_met else 'not met'}")
+
+
+# ---- compress -----------------------------------------------------------------------------------------------
+
+@dataclass
+class CompressReport(Report):
+    """`bortify compress` (docs/methods.md §5): bytes on disk per part and per form (fp32, 8-bit, entropy-coded,
+    ONNX fp32/int8, offline bundle), each form's scores on the test split and agreement with the fp32 model, and
+    CPU latency. `sizes` and `forms` are keyed by form: fp32, q8, onnx_fp32, onnx_int8, bundle."""
+
+    kind: ClassVar[str] = "compress"
+
+    model_dir: str | None = None
+    dataset: str | None = None
+    test_rows: int | None = None
+    metric: str | None = None
+    quantization: dict = field(default_factory=dict)  # QuantConfig + levels + scheme
+    sizes: dict = field(default_factory=dict)  # fp32_file, fp32_parts, q8_file, q8_parts, q8_zlib/lzma, onnx_*, bundle
+    zero_fraction: float | None = None  # quantised weights that are exactly 0
+    code_entropy_bits: float | None = None  # empirical entropy of the stored codes, bits per weight
+    max_weight_error: float | None = None
+    forms: dict = field(default_factory=dict)  # form -> {"scores": {...}, "agreement", "max_logit_diff"}
+    latency: dict | None = None  # batch_size, seq_len, threads, seconds: {torch_fp32, onnx_fp32, onnx_int8}, timer
+    seconds: float | None = None
+    output_dir: str | None = _local()
+
+    def ratio(self, form: str) -> float | None:
+        """How many times smaller than the fp32 model.safetensors a form's weights are on disk."""
+        s = self.sizes
+        size = {"q8": s.get("q8_file"), "q8_lzma": s.get("q8_lzma"), "onnx_int8": s.get("onnx_int8"),
+                "bundle": (s.get("bundle") or {}).get("weights")}.get(form)
+        return s["fp32_file"] / size if size and s.get("fp32_file") else None
+
+    def score(self, form: str) -> float | None:
+        return ((self.forms.get(form) or {}).get("scores") or {}).get(self.metric)
+
+    def speedup(self, form: str = "onnx_int8") -> float | None:
+        seconds = (self.latency or {}).get("seconds") or {}
+        return seconds["torch_fp32"] / seconds[form] if seconds.get(form) and seconds.get("torch_fp32") else None
+
+    def summary_lines(self) -> list[str]:
+        s, mib = self.sizes, 2 ** 20
+        lines = [f"8-bit weights ({'per channel' if self.quantization.get('per_channel') else 'per tensor'}): "
+                 f"{s['q8_file'] / mib:.2f} MiB vs {s['fp32_file'] / mib:.2f} MiB fp32 ({_g(self.ratio('q8'), '.2f')}x; "
+                 f"lzma-coded {_g(self.ratio('q8_lzma'), '.2f')}x); {self.zero_fraction:.1%} of weights are 0, codes "
+                 f"{self.code_entropy_bits:.2f} bits of entropy a weight"]
+        fp32 = self.score("fp32")
+        for form in ("q8", "onnx_fp32", "onnx_int8", "bundle"):
+            f = self.forms.get(form)
+            if f:
+                lines.append(f"{form}: test {self.metric} {_g(self.score(form), '.4f')} (fp32 {_g(fp32, '.4f')}), "
+                             f"agrees with fp32 on {_g(f.get('agreement'), '.2%')} of {self.test_rows} rows"
+                             + (f", {_g(self.ratio(form), '.2f')}x smaller" if self.ratio(form) else ""))
+        if s.get("bundle"):
+            lines.append(f"offline bundle: {s['bundle']['total'] / mib:.2f} MiB in all (weights "
+                         f"{s['bundle']['weights'] / mib:.2f} MiB, hashed vocabulary {s['bundle']['vocab'] / 1024:.0f} KiB "
+                         f"vs tokenizer files {s['fp32_parts']['tokenizer'] / 1024:.0f} KiB)")
+        if self.latency:
+            sec = self.latency["seconds"]
+            lines.append(f"CPU latency, batch {self.latency['batch_size']} x {self.latency['seq_len']}, "
+                         f"{self.latency['threads']} thread(s): " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in sec.items())
+                         + (f" (int8 {self.speedup():.2f}x torch fp32)" if self.speedup() else ""))
+        lines.append(f"files in {self.output_dir}: model.q8.safetensors"
+                     + (", onnx/" if "onnx_fp32" in self.forms else "") + (", bundle/" if "bundle" in self.forms else "")
+                     + f", {REPORT_FILE}")
+        return lines
+
+    def record(self) -> dict:
+        return {"output_dir": self.output_dir, "q8_ratio": self.ratio("q8"), "bundle_ratio": self.ratio("bundle"),
+                "scores": {form: self.score(form) for form in self.forms}, "int8_speedup": self.speedup(),
+                "summary_lines": self.summary_lines()}
 
 
 def left_out_text(left_out: list[str]) -> str:

@@ -499,7 +499,7 @@ def template_values(evidence: dict, options: CardOptions, *, load_from: str, ima
     return {**_usage_values(evidence, options, load_from), **_architecture_values(evidence),
             **_extract_values(evidence["extract"], evidence, images), **_pretrain_values(evidence["pretrain"], evidence),
             **_finetune_values(evidence["finetune"], evidence, images), **_evaluation_values(evidence),
-            **_latency_values(evidence), "not_measured": NOT_MEASURED}
+            **_latency_values(evidence), **_compat_values(evidence["pretrain"]), "not_measured": NOT_MEASURED}
 
 
 def _usage_values(evidence: dict, options: CardOptions, load_from: str) -> dict:
@@ -566,6 +566,38 @@ def _pretrain_values(pt: PretrainReport, evidence: dict) -> dict:
         "pt_before": fmt(pt.heldout_mlm_loss_before),
         "pt_after": fmt(pt.heldout_mlm_loss_after),
     }
+
+
+def _compat_values(pt: PretrainReport) -> dict:
+    """The backward-compatible-embeddings paragraph (docs/methods.md §4), only when the option was used."""
+    c = pt.compatibility if pt else None
+    if not c:
+        return {"compat_text": ""}
+
+    def row(d: dict) -> str:
+        return ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in d.items()) or NOT_MEASURED
+    base = (c.baseline or {}).get("new_old")
+    lines = [
+        f"Trained with `--compatible_with {public_name(c.old_model, 'model')}` (BCT, Shen et al. 2020): its "
+        f"{c.pooling}-pooled embedding, through a learned {' → '.join(map(str, c.projection or []))} projection"
+        f"{' and normalised' if c.normalized else ''}, was trained into that model's embedding space, so that queries embedded "
+        "by this model can search an index built by the old one with no re-indexing. `SentenceTransformer(...)` loads "
+        "that encoder (the pretrained student, before fine-tuning) with its projection from this folder.",
+        "",
+        f"BCT's compatibility test on {public_name(c.eval_dataset, 'dataset')} ({c.gallery} gallery texts embedded "
+        f"by the old model, {c.queries} queries; kNN accuracy with k = {c.knn_k}):",
+        "",
+        "| queries → gallery | scores |",
+        "|---|---|",
+        f"| this model → old model (no re-indexing) | {row(c.new_old)} |",
+        f"| old model → old model | {row(c.old_old)} |",
+        f"| this model → this model (re-indexed) | {row(c.new_new)} |",
+    ]
+    if base:
+        lines.append(f"| a student trained without the option → old model | {row(base)} |")
+    lines += ["", f"BCT's criterion (kNN accuracy this → old ≥ old → old): "
+              f"**{'met' if c.criterion_met else 'not met'}**."]
+    return {"compat_text": "\n".join(lines)}
 
 
 def _finetune_values(ft: FinetuneReport, evidence: dict, images: dict[str, str]) -> dict:

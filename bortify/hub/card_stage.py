@@ -47,7 +47,10 @@ MARKER = "README.md"
 EVIDENCE = "card_evidence.json"
 # Everything a release folder made by bortify may hold (stage_done.json: the pipeline's record in folders
 # made before it moved beside the folder). A folder with anything else is not replaced.
-RELEASE_FILES = [*CHECKPOINT_FILES, MARKER, EVIDENCE, "pareto.png", "rounds.png", "stage_done.json"]
+RELEASE_FILES = [*CHECKPOINT_FILES, MARKER, EVIDENCE, "pareto.png", "rounds.png", "stage_done.json",
+                 "modules.json", "config_sentence_transformers.json", "sentence_bert_config.json"]
+# Sub-folders a release may hold: the sentence-transformers modules (bortify.compat.sentence, docs/methods.md §4).
+RELEASE_DIRS = ["0_Transformer", "1_Pooling", "2_Dense", "3_Normalize"]
 
 
 @dataclass
@@ -71,6 +74,18 @@ def _copy_checkpoint(src: Path, dst: Path) -> list[str]:
                 shutil.copy2(path, dst / path.name)
                 copied.append(path.name)
     return copied
+
+
+def _copy_sentence_transformer(pretrain_dir: str | None, model_dir: Path, dst: Path) -> list[str]:
+    """The pretrained student's sentence-transformers files (`bortify pretrain --compatible_with`, docs/methods.md
+    §4), when it has them, so `SentenceTransformer(RELEASE)` loads that encoder with its projection into the old
+    model's space: in 0_Transformer/ when the release's root holds the fine-tuned model, else at the root."""
+    from bortify.compat.sentence import MODULES_FILE, copy_sentence_folder
+
+    if not pretrain_dir or not (Path(pretrain_dir) / MODULES_FILE).is_file():
+        return []
+    same = Path(pretrain_dir).resolve() == model_dir.resolve()
+    return copy_sentence_folder(pretrain_dir, dst, CHECKPOINT_FILES, encoder_path="" if same else "0_Transformer")
 
 
 def _find_image(stage_dir: str | None, name: str | None, default: str) -> Path | None:
@@ -111,6 +126,7 @@ def build_release(args: CardArguments, options: CardOptions) -> CardReport:
                     copied += [f for f in _copy_checkpoint(Path(other), tmp) if f not in ("config.json",) and "safetensors" not in f]
                     break
         release_tokenizer(tmp / "tokenizer.json")
+        copied += _copy_sentence_transformer(stage_dirs.get("pretrain"), model_dir, tmp)
         evidence = collect_evidence(stage_dirs, tmp, options)
         images = {}
         for key, stage, name in (("pareto", "extract", evidence["extract"].plot), ("rounds", "finetune", None)):
@@ -148,7 +164,8 @@ def check_separate_from_inputs(out: Path, inputs: dict[str, str]) -> None:
 def release_folder_problems(path: Path) -> list[str]:
     """Why `path` is not a release folder made by bortify (empty list: it is one)."""
     names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
-    foreign = [n for n in names if n.endswith("/") or not any(fnmatch.fnmatch(n, pat) for pat in RELEASE_FILES)]
+    foreign = [n for n in names if (n[:-1] not in RELEASE_DIRS if n.endswith("/")
+                                    else not any(fnmatch.fnmatch(n, pat) for pat in RELEASE_FILES))]
     problems = [f"it holds {', '.join(foreign[:8])}{' ...' if len(foreign) > 8 else ''}"] if foreign else []
     missing = [m for m in (MARKER, EVIDENCE) if m not in names]
     if missing:
