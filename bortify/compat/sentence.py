@@ -181,26 +181,31 @@ def _bortify_version() -> str:
         return "unknown"
 
 
-def copy_sentence_folder(src: str | Path, dst: str | Path, encoder_files: Sequence[str]) -> list[str]:
-    """Copy `src`'s sentence-transformers part into the release folder `dst`, its encoder (the checkpoint files
-    `encoder_files` of `src`) into `dst/0_Transformer` — the release's own root holds the fine-tuned model, whose
-    encoder has moved away from the one the projection was trained with. Returns the files copied."""
+def copy_sentence_folder(src: str | Path, dst: str | Path, encoder_files: Sequence[str],
+                         encoder_path: str = ENCODER_DIR) -> list[str]:
+    """Copy `src`'s sentence-transformers part into the release folder `dst`, its encoder (the checkpoint files of
+    `src` matching the globs `encoder_files`) into `dst/0_Transformer` — the release's own root holds the fine-tuned
+    model, whose encoder has moved away from the one the projection was trained with. `encoder_path=""`: `dst`'s root
+    already holds that encoder (the release is the pretrained student itself); nothing else is copied. Returns the
+    files written."""
     src, dst = Path(src), Path(dst)
     read = read_sentence_folder(src)
     if read is None:
         return []
     encoder, spec, projection = read
     enc_src = src / encoder
-    (dst / ENCODER_DIR).mkdir(parents=True, exist_ok=True)
     copied = []
-    for name in encoder_files:
-        if (enc_src / name).is_file():
-            shutil.copy2(enc_src / name, dst / ENCODER_DIR / name)
-            copied.append(f"{ENCODER_DIR}/{name}")
+    if encoder_path:
+        (dst / encoder_path).mkdir(parents=True, exist_ok=True)
+        for pattern in encoder_files:
+            for path in sorted(enc_src.glob(pattern)):
+                if path.is_file():
+                    shutil.copy2(path, dst / encoder_path / path.name)
+                    copied.append(f"{encoder_path}/{path.name}")
     hidden = _read_json(src / POOLING_DIR / "config.json")
     width = hidden.get("word_embedding_dimension", hidden.get("embedding_dimension"))
     return copied + write_sentence_folder(dst, hidden_size=int(width), spec=spec, projection=projection,
-                                          encoder_path=ENCODER_DIR)
+                                          encoder_path=encoder_path)
 
 
 class SentenceEncoder:
