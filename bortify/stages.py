@@ -119,6 +119,21 @@ STAGES: tuple[StageSpec, ...] = (
         inputs={"model": "pretrain"},
     ),
     StageSpec(
+        "bench",
+        help="Measure CPU latency and throughput of a model against its source, fp32 and int8, side by side.",
+        description=(
+            "CPU speed of MODEL against --source (docs/methods.md §5 \"Measuring speed\"): a grid of batch sizes x "
+            "sequence lengths, fp32 and each int8 CPU path (torch dynamic quantisation, torchao, ONNX Runtime, "
+            "OpenVINO; the ones installed), model and source timed in alternation with torch.utils.benchmark at a "
+            "fixed thread count, medians and speedups next to the multiply-add ratio; plus sentences/s on real "
+            "texts of --dataset. Writes report.json and bench.png; the card's latency line comes from it."),
+        arguments=("bortify.bench:BenchArguments",),
+        run="bortify.bench:bench",
+        inputs={"model": "finetune"},
+        borrow={"source": Borrow("extract", "source")},
+        positional="model",
+    ),
+    StageSpec(
         "compare",
         help="Compare an old and a new classifier: scores, negative flips (NFR), a release gate.",
         description=(
@@ -150,8 +165,8 @@ STAGES: tuple[StageSpec, ...] = (
         arguments=("bortify.hub.card_stage:CardArguments", "bortify.hub.card:CardOptions"),
         run="bortify.hub.card_stage:build_release",
         inputs={"extract_dir": "extract", "pretrain_dir": "pretrain", "finetune_dir": "finetune",
-                "compare_dir": "compare"},
-        optional_inputs=("extract_dir", "pretrain_dir", "finetune_dir", "compare_dir"),
+                "compare_dir": "compare", "bench_dir": "bench"},
+        optional_inputs=("extract_dir", "pretrain_dir", "finetune_dir", "compare_dir", "bench_dir"),
         # the card's how-to-load names the pushed repository (NS/NAME; a bare NAME is known only at push time)
         borrow={"repo_id": Borrow("push", "repo_id", when=_has_namespace)},
         record_inside=False,

@@ -205,3 +205,38 @@ def test_bad_input(case, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(trainer, "predict", no_inference)  # every error comes before any inference
     run_case(case, tmp_path, monkeypatch, capsys)
+
+
+def _recipe(root: Path, values: dict, max_nfr: float) -> Path:
+    import yaml
+
+    recipe = {"compare": {"old_model": values["old"], "new_model": values["new"], "train_file": values["train"],
+                          "dev_file": values["dev"], "test_file": values["test"], "max_nfr": max_nfr},
+              "card": {"model_dir": values["new"], "measure_latency": False, "model_name": "tiny"}}
+    path = root / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_run_gate_stops_before_the_card_and_names_the_flips_file(tmp_path, monkeypatch, capsys):
+    from bortify.pipeline import main
+
+    values = setup("old", "new")(tmp_path)
+    rc = main([str(_recipe(tmp_path, values, 0.0)), "--output_dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 3
+    assert "release gate failed" in err and str(tmp_path / "run" / "compare" / "negative_flips.jsonl") in err
+    assert not (tmp_path / "run" / "card").exists()  # the card (and push) never ran
+    assert not (tmp_path / "run" / "compare" / "stage_done.json").exists()  # a re-run redoes the comparison
+
+
+def test_run_gate_passes_and_the_card_states_the_nfr(tmp_path, capsys):
+    from bortify.pipeline import main
+
+    values = setup("old", "new")(tmp_path)
+    assert main([str(_recipe(tmp_path, values, 1.0)), "--output_dir", str(tmp_path / "run")]) == 0
+    report = json.loads((tmp_path / "run" / "compare" / "report.json").read_text())
+    card = (tmp_path / "run" / "card" / "README.md").read_text()
+    line = next(x for x in card.splitlines() if x.startswith("Negative flip rate against the model"))
+    assert f"**{report['nfr']:.4f}**" in line and "release gate NFR <= 1: passed" in line
+    assert str(tmp_path) not in card  # the old model is a local path: the card names no local path
