@@ -702,7 +702,7 @@ def left_out_text(left_out: list[str]) -> str:
 # ---- reading and writing ------------------------------------------------------------------------------------
 
 REPORT_TYPES: dict[str, type[Report]] = {r.kind: r for r in (ExtractReport, PretrainReport, FinetuneReport, PushReport,
-                                                             CompareReport)}
+                                                             CompareReport, CompressReport)}
 
 
 def write_report(directory: str | Path, report: Report) -> Path:
