@@ -532,6 +532,79 @@ class PushReport(Report):
         return self.to_dict()
 
 
+# ---- bench --------------------------------------------------------------------------------------------------
+
+@dataclass
+class BenchCell(Record):
+    """One grid cell of `bortify bench`: medians (ms per batch) of the model and the source on one path."""
+
+    path: str | None = None  # fp32 or an int8 CPU path (bortify.bench.INT8_PATHS)
+    batch_size: int | None = None
+    seq_len: int | None = None
+    model_ms: float | None = None
+    model_iqr_ms: float | None = None
+    model_calls: int | None = None
+    source_ms: float | None = None
+    source_iqr_ms: float | None = None
+    source_calls: int | None = None
+    macs_ratio: float | None = None  # source / model multiply-adds: the speedup's limit on the same kernels
+    speedup: float | None = None  # source / model, same path
+    speedup_vs_source_fp32: float | None = None  # source fp32 / model on this path
+    int8_gain: float | None = None  # model fp32 / model on this path
+
+
+@dataclass
+class BenchReport(Report):
+    """`bortify bench`: the latency grid, sentences/s on real texts, the int8 paths (docs/methods.md §5)."""
+
+    kind: ClassVar[str] = "bench"
+
+    model: str | None = None
+    source: str | None = None
+    threads: int | None = None
+    rounds: int | None = None
+    min_run_time: float | None = None
+    paths: list[str] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)  # int8 path -> why it was not timed
+    int8_default: str | None = None
+    grid: list[BenchCell] = field(default_factory=list)
+    dataset: str | None = None
+    sentences: dict = field(default_factory=dict)  # {"texts", "batch_size", "max_length", <path>: {...}}
+    plot: str | None = None
+
+    def cell(self, path: str, batch_size: int, seq_len: int) -> BenchCell | None:
+        return next((c for c in self.grid if (c.path, c.batch_size, c.seq_len) == (path, batch_size, seq_len)), None)
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"timed {len(self.grid)} cells ({', '.join(self.paths)}) at {self.threads} thread(s), medians"]
+        for path in self.paths:
+            lines += self._path_lines(path)
+        rows = [(p, v) for p, v in self.sentences.items() if isinstance(v, dict)]
+        if rows:
+            lines.append(f"real texts ({self.sentences.get('texts')} from {self.dataset}, batch "
+                         f"{self.sentences.get('batch_size')}): " + ", ".join(
+                             f"{p} {v['sentences_per_s']:.0f}/s" + (f" (agrees {v['agreement_with_fp32']:.1%})"
+                                                                   if 'agreement_with_fp32' in v else "")
+                             for p, v in rows))
+        if self.unavailable:
+            lines.append("not timed: " + "; ".join(f"{p} ({why})" for p, why in self.unavailable.items()))
+        return lines
+
+    def _path_lines(self, path: str) -> list[str]:
+        cells = [c for c in self.grid if c.path == path]
+        if not cells:
+            return []
+        c = max(cells, key=lambda c: (c.batch_size, c.seq_len == 128, c.seq_len))  # batch 8 x 128 when there
+        text = f"{path}: batch {c.batch_size} x {c.seq_len}: {c.model_ms:.1f} ms"
+        if c.source_ms is not None:
+            text += f" vs source {c.source_ms:.1f} ms, {_g(c.speedup, '.1f')}x (multiply-adds {_g(c.macs_ratio, '.1f')}x)"
+            if path != "fp32" and c.speedup_vs_source_fp32 is not None:
+                text += f", {c.speedup_vs_source_fp32:.1f}x vs source fp32"
+        if path != "fp32" and c.int8_gain is not None:
+            text += f", {c.int8_gain:.2f}x the model's fp32"
+        return [text]
+
+
 # ---- compare ------------------------------------------------------------------------------------------------
 
 @dataclass

@@ -8,8 +8,6 @@ they cost nothing to evaluate over a whole search space; `parameter_count` is te
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass
 
 import torch
@@ -64,12 +62,6 @@ def parameter_count(s: Shape, pooler: bool = True) -> int:
     return embedding_parameters(s) + effective_parameter_count(s) + ((s.H * s.H + s.H) if pooler else 0)
 
 
-def mlm_head_parameters(s: Shape) -> int:
-    """BertForMaskedLM's head on top of BertModel-without-pooler: H²+H transform, 2H LayerNorm, V bias
-    (the decoder matrix is tied to the word embeddings)."""
-    return s.H * s.H + 3 * s.H + s.vocab_size
-
-
 def operation_count(s: Shape, seq_len: int) -> int:
     """i(ξ): multiply-adds of the encoder for one sequence of length L (hardware-independent).
 
@@ -94,15 +86,18 @@ def bert_config(s: Shape, base: BertConfig | None = None) -> BertConfig:
     return BertConfig(**fields)
 
 
-@torch.inference_mode()
 def measure_latency(config, batch_size: int = 8, seq_len: int = 128, repeats: int = 5, warmup: int = 1,
                     seed: int = 0) -> float:
-    """Median wall time (seconds) of one forward pass of a random-weight `BertModel(config)` on CPU,
-    fp32, at `batch_size` × `seq_len` random token ids, after `warmup` untimed passes.
+    """Median seconds of one forward pass of a random-weight `BertModel(config)` on CPU, fp32, at `batch_size` ×
+    `seq_len` random token ids, after `warmup` untimed passes, at torch's current thread count.
 
+    Timed by bortify's one latency timer (bortify.bench.time_call: torch.utils.benchmark's blocked_autorange,
+    `repeats` rounds, median per-call time), the same as the card and `bortify bench` (docs/methods.md §5).
     `config` is a BertConfig (or any config AutoModel-free BertModel accepts) or a `Shape`.
     Random weights are fine for latency: dense kernels do not depend on the values.
     """
+    from bortify.bench import time_call
+
     if isinstance(config, Shape):
         config = bert_config(config)
     if batch_size < 1 or seq_len < 1 or repeats < 1:
@@ -113,11 +108,9 @@ def measure_latency(config, batch_size: int = 8, seq_len: int = 128, repeats: in
     model = BertModel(config).eval()
     ids = torch.randint(0, config.vocab_size, (batch_size, seq_len))
     mask = torch.ones_like(ids)
-    for _ in range(warmup):
-        model(input_ids=ids, attention_mask=mask)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(input_ids=ids, attention_mask=mask)
-        times.append(time.perf_counter() - start)
-    return float(statistics.median(times))
+
+    def forward():
+        with torch.inference_mode():
+            model(input_ids=ids, attention_mask=mask)
+
+    return time_call(forward, threads=0, rounds=repeats, min_run_time=0.0, warmup=warmup).median_s

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -75,7 +74,8 @@ class CardOptions:
                 "on a loaded machine multi-threaded timings of small models are dominated by thread contention "
                 "(measured here: 16 ms on 1 thread vs 642 ms on 2 for the same model)."})
     latency_repeats: int = field(default=5, metadata={
-        "help": "Timed forward passes per model, alternating between the models; the fastest is reported."})
+        "help": "Rounds of timing per model, alternating between the models (torch.utils.benchmark); the median "
+                "per-pass time is reported."})
 
 
 # ---- reading the evidence -------------------------------------------------------------------------------
@@ -129,41 +129,32 @@ def compare_latency(model_config, source_config, batch_size: int, seq_len: int, 
                     threads: int = 0) -> tuple[float, float]:
     """Seconds of one forward pass of each bare encoder (random weights, fp32, CPU), side by side.
 
-    As the extraction stage's `measure_latency` (random-weight encoder, timed passes after a warm-up), but
-    the two models are timed in alternation, so load from other processes hits both alike, and each
-    model's time is the fastest of `repeats` passes: the pass least disturbed by that load (the `timeit`
-    convention). `threads` > 0 pins torch's intra-op threads for the measurement. -> (model s, source s)
+    bortify's one latency timer (bortify.bench.time_calls, as extraction's `measure_latency` and `bortify bench`):
+    after a warm-up pass, the two models are timed in alternation for `repeats` rounds of torch.utils.benchmark's
+    blocked_autorange, so load from other processes hits both alike, and each model's time is the median per-call
+    time. `threads` > 0 pins torch's intra-op threads for the measurement (0: torch's current setting).
+    -> (model s, source s)
     """
     import torch
-
-    previous_threads = torch.get_num_threads()
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        return _alternate_timings(model_config, source_config, batch_size, seq_len, repeats)
-    finally:
-        torch.set_num_threads(previous_threads)
-
-
-def _alternate_timings(model_config, source_config, batch_size: int, seq_len: int, repeats: int) -> tuple[float, float]:
-    import torch
     from transformers import AutoModel
+
+    from bortify.bench import time_calls
 
     torch.manual_seed(0)
     models = [AutoModel.from_config(c).eval() for c in (model_config, source_config)]
     vocab = min(c.vocab_size for c in (model_config, source_config))
     ids = torch.randint(5, vocab, (batch_size, seq_len))
     mask = torch.ones_like(ids)
-    times: list[list[float]] = [[], []]
-    with torch.inference_mode():
-        for model in models:  # warm-up
-            model(input_ids=ids, attention_mask=mask)
-        for _ in range(repeats):
-            for model, record in zip(models, times):
-                start = time.perf_counter()
+
+    def forward(model):
+        def call():
+            with torch.inference_mode():
                 model(input_ids=ids, attention_mask=mask)
-                record.append(time.perf_counter() - start)
-    return min(times[0]), min(times[1])
+        return call
+
+    timings = time_calls({"model": forward(models[0]), "source": forward(models[1])}, threads=threads,
+                         rounds=repeats, min_run_time=0.0, warmup=1)
+    return timings["model"].median_s, timings["source"].median_s
 
 
 def resolve_source(extract: ExtractReport, pretrain: PretrainReport, model_config) -> dict:
@@ -233,7 +224,12 @@ def collect_evidence(stage_dirs: dict[str, str], model_dir: str | Path, options:
         "latency": None,
         "nfr": finetune.nfr,
         "compare": read_compare(stage_dirs),  # docs/methods.md §4: NFR against the replaced model, when measured
+        "compress": read_compress(stage_dirs),  # docs/methods.md §5: sizes, scores and int8 speed of the compressed forms
     }
+    bench = read_bench(stage_dirs, options)
+    if bench is not None:  # the run measured speed with `bortify bench`: the card quotes it (docs/methods.md §5)
+        evidence["latency"] = bench
+        return evidence
     if not options.measure_latency:
         return evidence
     if source["config"] is None:
@@ -253,6 +249,19 @@ def collect_evidence(stage_dirs: dict[str, str], model_dir: str | Path, options:
                            "speedup": source_s / model_s, "batch_size": args[0], "seq_len": args[1],
                            "repeats": args[2], "threads": threads}
     return evidence
+
+
+def read_bench(stage_dirs: dict[str, str], options: CardOptions) -> dict | None:
+    """The latency figure of the run's `bortify bench` report (the grid cell nearest the card's batch x length,
+    fp32, with the default int8 path beside it), or None when there is no bench report with a source."""
+    from bortify.bench import report_latency
+    from bortify.reports import BenchReport
+
+    try:
+        report = read_report(stage_dirs.get("bench"), BenchReport)
+    except ReportError as exc:
+        raise CardError(str(exc)) from exc
+    return report_latency(report, options.latency_batch_size, options.latency_seq_len) if report else None
 
 
 def _threads() -> int:
@@ -499,7 +508,8 @@ def template_values(evidence: dict, options: CardOptions, *, load_from: str, ima
     return {**_usage_values(evidence, options, load_from), **_architecture_values(evidence),
             **_extract_values(evidence["extract"], evidence, images), **_pretrain_values(evidence["pretrain"], evidence),
             **_finetune_values(evidence["finetune"], evidence, images), **_evaluation_values(evidence),
-            **_latency_values(evidence), **_compat_values(evidence["pretrain"]), "not_measured": NOT_MEASURED}
+            **_latency_values(evidence), **_compat_values(evidence["pretrain"]),
+            "compression": compress_lines(evidence.get("compress")), "not_measured": NOT_MEASURED}
 
 
 def _usage_values(evidence: dict, options: CardOptions, load_from: str) -> dict:
@@ -644,6 +654,53 @@ def _evaluation_values(evidence: dict) -> dict:
     }
 
 
+def read_compress(stage_dirs: dict[str, str]):
+    """The run's `bortify compress` report (CompressReport), or None when the model was not compressed."""
+    from bortify.reports import CompressReport
+
+    try:
+        return read_report(stage_dirs.get("compress"), CompressReport)
+    except ReportError as exc:
+        raise CardError(str(exc)) from exc
+
+
+def compress_lines(compress) -> list[str]:
+    """The card's "Smaller and offline" bullets from a compress report (docs/methods.md §5); [] without one."""
+    from bortify.reports import CompressReport
+
+    if not compress:
+        return []
+    c = compress if isinstance(compress, CompressReport) else CompressReport.from_dict(compress)
+    s, mib, metric = c.sizes, 2 ** 20, c.metric
+    if not s.get("fp32_file") or not s.get("q8_file"):
+        return []
+
+    def scored(form: str) -> str:
+        f = c.forms.get(form) or {}
+        agree = f" (same prediction as fp32 on {f['agreement']:.1%})" if f.get("agreement") is not None else ""
+        return f"test {metric} {fmt(c.score(form))}{agree}"
+
+    lines = [f"8-bit weights (the linear 256-interval quantisation of Strimel et al. 2018, "
+             f"{'per output channel' if c.quantization.get('per_channel') else 'per tensor'}): "
+             f"{s['q8_file'] / mib:.2f} MiB vs {s['fp32_file'] / mib:.2f} MiB in float32 ({fmt(c.ratio('q8'), 2)}x "
+             f"smaller; {fmt(c.ratio('q8_lzma'), 2)}x with lzma), {scored('q8')} vs {fmt(c.score('fp32'))} in float32."]
+    if "onnx_int8" in c.forms:
+        lines.append(f"ONNX: `onnx/model.onnx` (float32, {scored('onnx_fp32')}) and `onnx/model_quantized.onnx` "
+                     f"(ONNX Runtime dynamic int8, {s['onnx_int8'] / mib:.2f} MiB, {scored('onnx_int8')}), the layout "
+                     "optimum (`subfolder=\"onnx\"`) and transformers.js load.")
+    sec = (c.latency or {}).get("seconds") or {}
+    if sec.get("onnx_int8") and sec.get("torch_fp32"):
+        lines.append(f"int8 on ONNX Runtime: {sec['onnx_int8'] * 1e3:.1f} ms vs {sec['torch_fp32'] * 1e3:.1f} ms in "
+                     f"float32 PyTorch ({fmt(c.speedup(), 2)}x), batch {c.latency['batch_size']} x "
+                     f"{c.latency['seq_len']} tokens, {c.latency['threads']} CPU thread(s).")
+    if "bundle" in c.forms and s.get("bundle"):
+        b = s["bundle"]
+        lines.append(f"An offline bundle (`bortify compress`, not in this repository) holds the 8-bit weights and a "
+                     f"perfect-hashed vocabulary in {b['total'] / mib:.2f} MiB (vocabulary {b['vocab'] / 1024:.0f} KiB "
+                     f"vs {s['fp32_parts']['tokenizer'] / 1024:.0f} KiB of tokenizer files); {scored('bundle')}.")
+    return lines
+
+
 def read_compare(stage_dirs: dict[str, str]):
     """The run's `bortify compare` report (CompareReport), or None when no comparison was made."""
     from bortify.reports import CompareReport
@@ -676,9 +733,28 @@ def _latency_values(evidence: dict) -> dict:
         "latency": None if not lat else {
             "model_ms": f"{lat['model_seconds'] * 1e3:.1f}", "source_ms": f"{lat['source_seconds'] * 1e3:.1f}",
             "speedup": speed_text(lat["speedup"]), "source": lat["source"], "batch_size": lat["batch_size"],
-            "seq_len": lat["seq_len"], "repeats": lat["repeats"], "threads": lat["threads"]},
+            "seq_len": lat["seq_len"], "repeats": lat.get("repeats", lat.get("rounds")), "threads": lat["threads"],
+            "how": latency_how(lat), "extra": latency_extra(lat)},
         "latency_note": f" ({evidence['latency_error']})" if evidence.get("latency_error") else "",
     }
+
+
+def latency_how(lat: dict) -> str:
+    """How the latency was timed (bortify's one timer: medians of rounds in alternation, docs/methods.md §5)."""
+    rounds = lat.get("rounds", lat.get("repeats"))
+    by = " by `bortify bench`" if lat.get("timer") == "bench" else ""
+    return f"median of {rounds} rounds timed in alternation with the source{by} (torch.utils.benchmark)"
+
+
+def latency_extra(lat: dict) -> str:
+    """The multiply-add ratio (the speedup's limit on the same kernels) and the int8 figure, when bench gave them."""
+    parts = []
+    if lat.get("macs_ratio"):
+        parts.append(f"multiply-add ratio {lat['macs_ratio']:.1f}×")
+    if lat.get("int8_model_seconds") and lat.get("int8_speedup_vs_source_fp32"):
+        parts.append(f"int8 ({lat['int8_path']}): {lat['int8_model_seconds'] * 1e3:.1f} ms, "
+                     f"{speed_text(lat['int8_speedup_vs_source_fp32'])} than the source in fp32")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def shape_text(value: Any, missing: str = NOT_APPLICABLE) -> str:

@@ -63,6 +63,9 @@ class CardArguments:
         "help": "Checkpoint to release (default: --finetune_dir if given, else --pretrain_dir)."})
     compare_dir: Optional[str] = field(default=None, metadata={
         "help": "Output directory of `bortify compare` (report.json): the card states the negative flip rate."})
+    bench_dir: Optional[str] = field(default=None, metadata={
+        "help": "Output directory of `bortify bench` (report.json): the card's latency line comes from it "
+                "instead of the card's own measurement."})
     overwrite: bool = overwrite_field()  # only ever replaces a release folder made by bortify
 
 
@@ -100,7 +103,8 @@ def _find_image(stage_dir: str | None, name: str | None, default: str) -> Path |
 def build_release(args: CardArguments, options: CardOptions) -> CardReport:
     """Assemble the release folder; return what was made (a CardReport with its summary lines)."""
     stage_dirs = {k: v for k, v in {"extract": args.extract_dir, "pretrain": args.pretrain_dir,
-                                    "finetune": args.finetune_dir, "compare": args.compare_dir}.items() if v}
+                                    "finetune": args.finetune_dir, "compare": args.compare_dir,
+                                    "bench": args.bench_dir}.items() if v}
     for name, path in stage_dirs.items():
         if not Path(path).is_dir():
             raise CardError(f"--{name}_dir {path} does not exist; pass the output directory of `bortify {name}`.")

@@ -1,0 +1,263 @@
+"""`bortify bench` and the one latency timer (issue 13, issue 10 §4): structure and positivity, never timings
+(the machine is shared and noisy)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bortify.bench import (DEFAULT_INT8_PATH, BenchArguments, BenchError, Timing, bench, int8_cpu_model,
+                           path_available, report_latency, time_call, time_calls)
+from bortify.extraction.costs import Shape, operation_count
+from bortify.reports import BenchReport, read_report
+from casetable import Case, run_case
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture
+def tiny_task_model(tmp_path, tiny_bert_config, minilm_path):
+    """A tiny random BertForSequenceClassification saved with the packaged models' tokenizer."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    tiny_bert_config.num_labels = 2
+    model = BertForSequenceClassification(tiny_bert_config).eval()
+    path = tmp_path / "model"
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def tiny_source(tmp_path, tiny_bert_config):
+    """A 'source' twice as deep and wide as the tiny model (config only: bench builds it with random weights)."""
+    source = tiny_bert_config.__class__(**{**tiny_bert_config.to_dict(), "num_hidden_layers": 4, "hidden_size": 64,
+                                           "intermediate_size": 256})
+    path = tmp_path / "source"
+    source.save_pretrained(path)
+    return path
+
+
+# ---- the timer -----------------------------------------------------------------------------------------------
+
+def test_time_calls_alternates_pools_medians_and_restores_threads():
+    calls, threads_seen = [], set()
+
+    def make(name):
+        def fn():
+            calls.append(name)
+            threads_seen.add(torch.get_num_threads())
+            sum(range(2000))
+        return fn
+
+    before = torch.get_num_threads()
+    out = time_calls({"a": make("a"), "b": make("b")}, threads=1, rounds=3, min_run_time=0.001, warmup=2)
+    assert set(out) == {"a", "b"} and all(isinstance(t, Timing) for t in out.values())
+    for t in out.values():
+        assert t.median_s > 0 and t.iqr_s >= 0 and t.blocks >= 3 and t.calls >= t.blocks
+    assert calls[:4] == ["a", "a", "b", "b"]  # the warm-up calls, untimed, come first
+    switches = sum(x != y for x, y in zip(calls, calls[1:]))
+    assert switches >= 2 * 3 - 1  # a, b, a, b, ...: each round times both
+    assert threads_seen == {1} and torch.get_num_threads() == before
+
+
+def test_time_call_checks_its_settings():
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        time_call(lambda: None, rounds=0)
+
+
+def test_card_and_extraction_use_the_one_timer(monkeypatch, tiny_bert_config):
+    """measure_latency (extraction's measured cost) and compare_latency (the card) both time through
+    bortify.bench.time_calls: patching it changes what they return."""
+    import bortify.bench
+    from bortify.extraction.costs import measure_latency
+    from bortify.hub.card import compare_latency
+
+    def fake(fns, **kw):
+        for fn in fns.values():
+            fn()  # the real forward passes still run
+        return {name: Timing(0.5 + i, 0.0, kw["rounds"], kw["rounds"]) for i, name in enumerate(fns)}
+
+    monkeypatch.setattr(bortify.bench, "time_calls", fake)
+    assert measure_latency(tiny_bert_config, batch_size=1, seq_len=8, repeats=2) == 0.5
+    assert compare_latency(tiny_bert_config, tiny_bert_config, 1, 8, 2, threads=1) == (0.5, 1.5)
+
+
+# ---- the int8 paths --------------------------------------------------------------------------------------------
+
+def _batch(vocab=30522, n=4, length=12):
+    ids = torch.randint(5, vocab, (n, length), generator=torch.Generator().manual_seed(1))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+@pytest.mark.parametrize("path", ["torch-dynamic", DEFAULT_INT8_PATH])
+def test_int8_cpu_model_follows_fp32(path, tiny_bert_config):
+    from transformers import BertForSequenceClassification
+
+    if path_available(path):
+        pytest.skip(path_available(path))
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(tiny_bert_config).eval()
+    batch = _batch()
+    with torch.inference_mode():
+        fp32 = model(**batch).logits.numpy()
+    runner = int8_cpu_model(model, path)
+    int8 = np.asarray(runner(batch))
+    assert int8.shape == fp32.shape and np.isfinite(int8).all()
+    assert np.abs(int8 - fp32).max() < 0.05 * max(1.0, np.abs(fp32).max())  # int8 rounding, not another model
+    assert not np.array_equal(int8, fp32)  # it really is quantised
+
+
+def test_int8_cpu_model_names_the_install_for_a_missing_path(monkeypatch, tiny_bert_config):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a))
+    from transformers import BertModel
+
+    with pytest.raises(BenchError, match="pip install torchao"):
+        int8_cpu_model(BertModel(tiny_bert_config), "torchao")
+
+
+# ---- the stage -------------------------------------------------------------------------------------------------
+
+def _run(tmp_path, model, source, paths, **kw):
+    args = BenchArguments(model=str(model), source=str(source) if source else None, output_dir=str(tmp_path / "bench"),
+                          batch_sizes=[1, 2], seq_lens=[8, 16], paths=paths, rounds=1, min_run_time=0.0,
+                          max_texts=12, text_batch_size=4, max_length=16, **kw)
+    return bench(args, progress=False)
+
+
+def _check_report(report, out, paths, model_cfg, source_cfg):
+    assert report.paths == paths
+    assert len(report.grid) == len(paths) * 2 * 2
+    for c in report.grid:
+        assert c.model_ms > 0 and c.source_ms > 0 and c.model_calls >= 1
+        assert c.speedup == pytest.approx(c.source_ms / c.model_ms)
+        ratio = operation_count(Shape.from_config(source_cfg), c.seq_len) / operation_count(Shape.from_config(model_cfg), c.seq_len)
+        assert c.macs_ratio == pytest.approx(ratio) and c.macs_ratio > 1
+        fp32 = report.cell("fp32", c.batch_size, c.seq_len)
+        assert c.speedup_vs_source_fp32 == pytest.approx(fp32.source_ms / c.model_ms)
+        assert c.int8_gain == pytest.approx(fp32.model_ms / c.model_ms)
+    s = report.sentences
+    assert s["texts"] == 12 and all(s[p]["sentences_per_s"] > 0 for p in paths)
+    assert all(0.0 <= s[p]["agreement_with_fp32"] <= 1.0 for p in paths if p != "fp32")
+    stored = read_report(out, BenchReport)
+    assert stored.to_dict() == json.loads((out / "report.json").read_text()) and stored.grid[0].path == "fp32"
+    assert (out / "bench.png").stat().st_size > 1000
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left behind
+    lines = report.summary_lines()
+    assert any(line.startswith("fp32: batch 2 x 16") and "multiply-adds" in line for line in lines)
+    assert any("real texts (12 from embedded:rotten-tomatoes" in line for line in lines)
+
+
+def test_bench_grid_ratios_report_and_plot(tmp_path, tiny_task_model, tiny_source, tiny_bert_config):
+    from transformers import AutoConfig
+
+    report = _run(tmp_path, tiny_task_model, tiny_source, ["fp32", "torch-dynamic"])
+    _check_report(report, tmp_path / "bench", ["fp32", "torch-dynamic"], tiny_bert_config,
+                  AutoConfig.from_pretrained(tiny_source))
+
+
+@pytest.mark.slow
+def test_bench_onnx_paths(tmp_path, tiny_task_model, tiny_source, tiny_bert_config):
+    """ONNX Runtime and OpenVINO (export + int8 quantisation of model and source)."""
+    from transformers import AutoConfig
+
+    paths = ["fp32", *[p for p in ("onnxruntime", "openvino") if not path_available(p)]]
+    report = _run(tmp_path, tiny_task_model, tiny_source, paths)
+    _check_report(report, tmp_path / "bench", paths, tiny_bert_config, AutoConfig.from_pretrained(tiny_source))
+
+
+def test_bench_without_source_has_no_ratios(tmp_path, tiny_task_model):
+    report = _run(tmp_path, tiny_task_model, None, ["fp32"], dataset=None)
+    assert all(c.source_ms is None and c.speedup is None and c.model_ms > 0 for c in report.grid)
+    assert report.sentences == {} and report_latency(report) is None
+
+
+def test_auto_paths_list_what_is_not_installed(monkeypatch):
+    import importlib.util
+
+    from bortify.bench import chosen_paths
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a))
+    paths, skipped = chosen_paths(["auto"])
+    assert paths[0] == "fp32" and "torch-dynamic" in paths and "torchao" not in paths
+    assert "pip install torchao" in skipped["torchao"]
+
+
+# ---- the card quotes bench -------------------------------------------------------------------------------------
+
+def _bench_report(tmp_path):
+    cells = []
+    for path, model_ms, source_ms in (("fp32", 10.0, 120.0), (DEFAULT_INT8_PATH, 4.0, 40.0)):
+        for b, L in ((1, 32), (8, 128)):
+            cells.append({"path": path, "batch_size": b, "seq_len": L, "model_ms": model_ms * b, "source_ms": source_ms * b,
+                          "macs_ratio": 12.5, "speedup": source_ms / model_ms,
+                          "speedup_vs_source_fp32": 120.0 / model_ms})
+    report = BenchReport.make({"model": "m", "source": "embedded:all-MiniLM-L6-v2", "threads": 1, "rounds": 3,
+                               "paths": ["fp32", DEFAULT_INT8_PATH], "int8_default": DEFAULT_INT8_PATH, "grid": cells})
+    from bortify.reports import write_report
+
+    write_report(tmp_path / "bench", report)
+    return report
+
+
+def test_report_latency_picks_the_cell_nearest_the_card_settings(tmp_path):
+    lat = report_latency(_bench_report(tmp_path), batch_size=8, seq_len=100)
+    assert (lat["batch_size"], lat["seq_len"]) == (8, 128) and lat["timer"] == "bench"
+    assert lat["model_seconds"] == pytest.approx(0.080) and lat["speedup"] == pytest.approx(12.0)
+    assert lat["int8_path"] == DEFAULT_INT8_PATH and lat["int8_model_seconds"] == pytest.approx(0.032)
+
+
+def test_card_latency_line_comes_from_the_bench_report(tmp_path):
+    from pathlib import Path
+
+    from bortify.hub.card import CardOptions, collect_evidence, render_card
+
+    demo = Path(__file__).parent / "data" / "demo_run"
+    _bench_report(tmp_path)
+    dirs = {"extract": str(demo / "extract"), "finetune": str(demo / "finetune"), "bench": str(tmp_path / "bench")}
+    options = CardOptions(measure_latency=False)  # the card measures nothing itself: the figure is bench's
+    evidence = collect_evidence(dirs, demo, options)  # the stored demo run: its checkpoint is a config.json alone
+    assert evidence["latency"]["timer"] == "bench" and evidence["latency"]["speedup"] == pytest.approx(12.0)
+    text = str(render_card(evidence, options))
+    assert "**80.0 ms** for this model vs 960.0 ms" in text and "by `bortify bench`" in text
+    assert "multiply-add ratio 12.5×" in text and f"int8 ({DEFAULT_INT8_PATH}): 32.0 ms, 30.0× faster" in text
+
+
+# ---- bad input ---------------------------------------------------------------------------------------------------
+
+def _model(root):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=200, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    BertForSequenceClassification(config).save_pretrained(root / "model")
+    (root / "out").mkdir()
+    (root / "out" / "report.json").write_text("{}")
+    return {}
+
+
+CASES = [
+    Case("bench-unknown-path", ["bench", "{root}/model", "--output_dir", "{root}/b", "--paths", "int4"],
+         r"--paths: unknown \['int4'\]", setup=_model),
+    Case("bench-zero-length", ["bench", "{root}/model", "--output_dir", "{root}/b", "--seq_lens", "0"],
+         r"--seq_lens must be positive", setup=_model),
+    Case("bench-too-long", ["bench", "{root}/model", "--output_dir", "{root}/b", "--seq_lens", "128"],
+         r"exceeds max_position_embeddings=64; pass lengths <= 64", setup=_model),
+    Case("bench-no-model", ["bench", "{root}/nothing", "--output_dir", "{root}/b"], r"nothing"),
+    Case("bench-finished-output", ["bench", "{root}/model", "--output_dir", "{root}/out", "--paths", "fp32",
+                                   "--seq_lens", "8", "--batch_sizes", "1", "--dataset", ""],
+         r"already holds results. Pass --overwrite", setup=_model),
+]
+
+
+@pytest.mark.parametrize("case", [c.param() for c in CASES])
+def test_bad_input(case, tmp_path, monkeypatch, capsys):
+    run_case(case, tmp_path, monkeypatch, capsys)
