@@ -6,7 +6,7 @@ import pytest
 from collections import Counter
 
 from bortify.finetuning.acceptance import (CLASS_CAP, LABELER_CONFIDENCE, accept_generated, class_caps, class_ratio,
-                                           rejection_reasons, split_dev)
+                                           rejection_reasons, split_dev, wrong_class)
 from bortify.finetuning.agora import agora
 
 
@@ -137,7 +137,7 @@ def test_loop_expands_only_repair_mistakes_and_selects_on_the_other_half():
         return [None if i % 3 == 2 else 5 for i in range(len(rows))]
 
     result = agora(train=train, dev=dev, thetas=[{"name": "a"}, {"name": "b"}], fit=fit, dev_predict=dev_predict,
-                   dev_score=dev_score, is_mistake=lambda p, y: p != y, generate=generate, label=label,
+                   dev_score=dev_score, mistakes=wrong_class, generate=generate, label=label,
                    key=lambda r: r["text"], max_rounds=2, prune="none", repair_fraction=0.5, seed=1)
     repair_idx, select_idx = split_dev([r["label"] for r in dev], 0.5, seed=1)
     repair_texts = {dev[i]["text"] for i in repair_idx}

@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+from bortify.finetuning.acceptance import wrong_class
 from bortify.finetuning.agora import agora, prune_worst
 
 
@@ -42,7 +43,7 @@ def run(world, train, dev, thetas, label_value=1, **kw):
         return [{"text": f"{r['text']} variant {calls}.{j}"} for r in rows for j in range(2)]
 
     result = agora(train=train, dev=dev, thetas=thetas, fit=world.fit, dev_predict=world.dev_predict,
-                   dev_score=world.dev_score, is_mistake=lambda p, y: p != y, generate=generate,
+                   dev_score=world.dev_score, mistakes=wrong_class, generate=generate,
                    label=lambda rows: [label_value] * len(rows), key=lambda r: r["text"], **kw)
     return result, generated_from
 
@@ -158,7 +159,7 @@ def test_train_expansion_happens_once_after_round_one_and_dict_labels_carry_soft
         return [{"text": f"{r['text']} variant {len(calls)}"} for r in rows]
 
     result = agora(train=train, dev=dev, thetas=[{"name": "a"}, {"name": "b"}, {"name": "c"}], fit=world.fit,
-                   dev_predict=world.dev_predict, dev_score=world.dev_score, is_mistake=lambda p, y: p != y,
+                   dev_predict=world.dev_predict, dev_score=world.dev_score, mistakes=wrong_class,
                    generate=generate, generate_train=generate_train,
                    label=lambda rows: [{"label": 1, "soft_label": [0.3, 0.7]} for _ in rows], key=lambda r: r["text"],
                    max_rounds=3)
@@ -211,8 +212,8 @@ def _scripted(train, dev, scores_by_round, *, label=None, generate=None, **kw):
         r, name, _ = preds[0]
         return scores_by_round[min(r, len(scores_by_round)) - 1][name]
 
-    def is_mistake(p, y):
-        return True  # every repair row is a mistake: the loop always has something to expand
+    def mistakes(preds, golds):
+        return [True] * len(preds)  # every repair row is a mistake: the loop always has something to expand
 
     counter = []
 
@@ -221,7 +222,7 @@ def _scripted(train, dev, scores_by_round, *, label=None, generate=None, **kw):
         return [{"text": f"{r['text']} v{len(counter)}.{j}"} for r in rows for j in range(2)]
 
     result = agora(train=train, dev=dev, thetas=[{"name": n} for n in scores_by_round[0]], fit=fit,
-                   dev_predict=dev_predict, dev_score=dev_score, is_mistake=is_mistake,
+                   dev_predict=dev_predict, dev_score=dev_score, mistakes=mistakes,
                    generate=generate or fresh, label=label or (lambda rows: [1] * len(rows)),
                    key=lambda r: r["text"], log=lines.append, **kw)
     return result, fits, lines

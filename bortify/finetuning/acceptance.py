@@ -3,6 +3,8 @@
 - `split_dev`: the paper expands the dev mistakes AND selects θ / the best model on the same dev set, so once
   variants of dev mistakes are in train, dev is a biased judge. We split dev into a *repair* part (its mistakes
   are expanded) and a *selection* part (used only to score θ and rounds). `repair_fraction=1` is the paper.
+- `wrong_class` / `largest_errors`: what counts as a dev "mistake" whose neighbourhood Agora repairs: a wrong
+  class (the paper), or for regression (ours) the quarter of the rows with the largest absolute error.
 - `accept_generated`: the labeler labels variants of exactly the hard texts, so its labels are noisy and can be
   skewed towards one class. Optionally keep only variants the labeler is confident about, and cap the rows
   added per labeler class so that the added rows follow the train class ratio of the classes the labeler did
@@ -15,6 +17,8 @@ import math
 import random
 from collections import Counter, defaultdict
 from typing import Any, Sequence
+
+import numpy as np
 
 
 def split_dev(labels: Sequence[Any], repair_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -46,6 +50,34 @@ def split_dev(labels: Sequence[Any], repair_fraction: float, seed: int) -> tuple
         raise ValueError(f"dev ({n} rows) is too small to split with repair_fraction={repair_fraction}: give a "
                          "larger dev split or repair_fraction=1.")
     return sorted(repair), selection
+
+
+def wrong_class(predictions: Sequence[Any], golds: Sequence[Any]) -> list[bool]:
+    """Per row: the predicted class differs from the gold class (the paper's mistakes)."""
+    if len(predictions) != len(golds):
+        raise ValueError("predictions and golds must have the same length.")
+    return [p != y for p, y in zip(predictions, golds)]
+
+
+REGRESSION_MISTAKE_QUANTILE = 0.75
+
+
+def largest_errors(predictions: Sequence[float], golds: Sequence[float],
+                   quantile: float = REGRESSION_MISTAKE_QUANTILE) -> list[bool]:
+    """Per row: its absolute error is at least the `quantile` of the absolute errors (ours: a regressor's
+    "mistakes" are the quarter of the rows it misses most; docs/methods.md §3)."""
+    if len(predictions) != len(golds):
+        raise ValueError("predictions and golds must have the same length.")
+    if not predictions:
+        return []
+    errors = [abs(float(p) - float(y)) for p, y in zip(predictions, golds)]
+    threshold = float(np.quantile(errors, quantile))
+    return [e >= threshold for e in errors]
+
+
+def mistake_rule(regression: bool):
+    """The mistakes rule of a task: `largest_errors` for regression, `wrong_class` otherwise."""
+    return largest_errors if regression else wrong_class
 
 
 def class_ratio(train_labels: Sequence[int], num_labels: int) -> list[float]:

@@ -45,7 +45,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from bortify.finetuning.acceptance import CLASS_CAP, LABELER_CONFIDENCE
+from bortify.finetuning.acceptance import CLASS_CAP, LABELER_CONFIDENCE, split_dev
 
 # Why generated rows (or, for VERIFY_FAILED, dev mistakes) were not added: RoundRecord.rejections' keys.
 DUPLICATE = "duplicate"  # the text repeats a train, dev, earlier generated or same-batch text
@@ -142,6 +142,72 @@ def prune_worst(scores: list[tuple[dict, float]]) -> list[dict]:
     return kept
 
 
+def fit_round(r: int, train: list[dict], thetas: list[dict], *, fit, dev_predict, dev_score, select_idx: list[int],
+              select_gold: list, progress=None, theta_label: Callable[[dict], str] = str) -> list[tuple]:
+    """One round's `for θ in Θ: m_θ = finetune(copy(model0), train, θ); acc[θ] = eval(m_θ, dev)` (the paper),
+    scored on the selection part: [(θ, score, model, predictions on all of dev)] in the order of Θ."""
+    results = []
+    for theta in thetas:
+        model = fit(train, theta)
+        preds = dev_predict(model)
+        results.append((theta, dev_score([preds[i] for i in select_idx], select_gold), model, preds))
+        if progress:
+            progress(f"r{r} {theta_label(theta)} dev {results[-1][1]:.3f}")
+    return results
+
+
+def next_thetas(results: list[tuple], thetas: list[dict], *, improved: bool, replays_left: int, prune: str,
+                first_round: bool) -> tuple[list[dict], bool]:
+    """(Θ of the next round, whether this round is a replay). Replay (our reading of the author's note): a round
+    that did not improve is re-run once more on the grown train set without pruning Θ, while replays remain;
+    otherwise `prune='worst'` drops the worst θ (prune_worst), 'none' keeps Θ."""
+    if not improved and replays_left > 0 and not first_round:
+        return thetas, True
+    if prune == "worst":
+        return prune_worst([(t, s) for t, s, *_ in results]), False
+    return thetas, False
+
+
+def repair_mistakes(preds: list, dev: list[dict], repair_idx: list[int], mistakes) -> list[dict]:
+    """`M = dev points that m* gets wrong` (the paper), within the repair part. `mistakes(preds, golds)` is judged
+    over all of dev (acceptance.largest_errors' quantile is of dev's errors), then restricted to the repair part."""
+    flags = mistakes(list(preds), [row["label"] for row in dev])
+    return [dev[i] for i in repair_idx if flags[i]]
+
+
+def verified_mistakes(mistake_rows: list[dict], verify, mistakes) -> list[dict]:
+    """Ours: the mistakes whose original text the labeler (`verify`) labels correctly (see the module docstring)."""
+    verdicts = verify(_unlabelled(mistake_rows))
+    flags = mistakes(list(verdicts), [row["label"] for row in mistake_rows])
+    return [row for row, wrong in zip(mistake_rows, flags) if not wrong]
+
+
+def labelled_rows(mistake_rows: list[dict], train_rows: list[dict] | None, *, generate, generate_train, label, key,
+                  banned: set, rng: random.Random, rejections: dict) -> tuple[list[dict], int, int]:
+    """`N = gen(x) for x in M; train += {(x', labeler(x'))}` (the paper), plus variants of `train_rows` when given
+    (generate_train, ours). Returns (accepted rows, candidates generated, rows rejected by `label`); `banned` grows
+    by the accepted texts and `rejections` counts why the others were dropped."""
+    candidates = generate(_unlabelled(mistake_rows), banned, rng) if mistake_rows else []
+    if train_rows is not None:
+        candidates += generate_train(_unlabelled(train_rows), banned | {key(c) for c in candidates}, rng)
+    generated = len(candidates)
+    candidates = _fresh(candidates, key, banned, rejections)
+    labels = label(candidates) if candidates else []
+    rows, rejected = [], 0
+    for row, y in zip(candidates, labels):
+        if y is None or isinstance(y, Rejected):  # the acceptance rule (confidence / class cap)
+            rejected += 1
+            why = y.reason if isinstance(y, Rejected) else REJECTED
+            rejections[why] = rejections.get(why, 0) + 1
+            continue
+        # the labeler's label, never a dev gold label; a dict carries more of the labeler's output
+        # (e.g. {"label": 1, "soft_label": [0.2, 0.8]} with soft labels)
+        row = {**row, **y} if isinstance(y, dict) else {**row, "label": y}
+        banned.add(key(row))
+        rows.append(row)
+    return rows, generated, rejected
+
+
 def agora(
     *,
     train: list[dict],
@@ -150,7 +216,7 @@ def agora(
     fit: Callable[[list[dict], dict], Any],
     dev_predict: Callable[[Any], list],
     dev_score: Callable[[list, list], float],
-    is_mistake: Callable[[Any, Any], bool],
+    mistakes: Callable[[list, list], list[bool]],
     generate: Callable[[list[dict], set, random.Random], list[dict]],
     label: Callable[[list[dict]], list],
     key: Callable[[dict], Any],
@@ -158,7 +224,6 @@ def agora(
     max_rounds: int = 4,
     prune: str = "worst",
     replay: int = 0,
-    keep_round_models: bool = True,
     repair_fraction: float = 1.0,
     generate_train: Callable[[list[dict], set, random.Random], list[dict]] | None = None,
     verify: Callable[[list[dict]], list] | None = None,
@@ -169,119 +234,80 @@ def agora(
 ) -> AgoraResult:
     """Run Agora. `train`/`dev` are rows (dicts with the text columns and "label"); `fit(train_rows, θ)` returns a
     model trained from a fresh copy of model0; `dev_predict(model)` its predictions on all of dev; `dev_score(preds,
-    golds)` the main metric (higher is better) of predictions against gold labels (a subset of dev); `is_mistake(pred,
-    gold)`; `generate(mistake_rows, banned_keys, rng)` new unlabelled rows; `label(rows)` the labeler's labels (a
-    label, or a dict of fields to set with "label" among them; `Rejected(reason)` or None = reject the row); `key(row)`
-    the text key used to ban duplicates. `progress` gets a short text per θ run, `log` one line per round
-    (`round_line`)."""
+    golds)` the main metric (higher is better) of predictions against gold labels (a subset of dev);
+    `mistakes(preds, golds)` one flag per row (acceptance.wrong_class / largest_errors); `generate(mistake_rows,
+    banned_keys, rng)` new unlabelled rows; `label(rows)` the labeler's labels (a label, or a dict of fields to set
+    with "label" among them; `Rejected(reason)` or None = reject the row); `key(row)` the text key used to ban
+    duplicates. `progress` gets a short text per θ run, `log` one line per round (`round_line`). Every round's
+    best model is returned in `round_models` (the caller scores them on test at the end)."""
     if not thetas:
         raise ValueError("Θ is empty: give at least one hyperparameter set.")
-    from bortify.finetuning.acceptance import split_dev
-
     rng = random.Random(seed)
     repair_idx, select_idx = split_dev([r["label"] for r in dev], repair_fraction, seed)
-    split = repair_fraction < 1
-    repair_rows = [dev[i] for i in repair_idx]
     select_gold = [dev[i]["label"] for i in select_idx]
-    repair_gold = [r["label"] for r in repair_rows]
-    train = list(train)
-    original_train = list(train)
-    theta_set = list(thetas)
-    dev_keys = {key(r) for r in dev}
-    banned = {key(r) for r in train} | dev_keys  # generated texts never duplicate train or dev texts
+    repair_gold = [dev[i]["label"] for i in repair_idx]
+    train, original_train, theta_set = list(train), list(train), list(thetas)
+    banned = {key(r) for r in train} | {key(r) for r in dev}  # generated texts never duplicate train or dev texts
     rounds: list[RoundRecord] = []
-    round_models: dict[int, Any] = {}
-    added: list[dict] = []
-    best = (None, -1, float("-inf"))  # model, round, score
+    result = AgoraResult(best_model=None, best_round=-1, best_dev_score=float("-inf"), rounds=rounds)
     replays_left = replay
-    total_seen = 0
     r = 0
     while theta_set and r < max_rounds:
         r += 1
         start = time.perf_counter()
-        results = []
-        for theta in theta_set:
-            model = fit(train, theta)
-            preds = dev_predict(model)
-            results.append((theta, dev_score([preds[i] for i in select_idx], select_gold), model, preds))
-            if progress:
-                progress(f"r{r} {theta_label(theta)} dev {results[-1][1]:.3f}")
+        results = fit_round(r, train, theta_set, fit=fit, dev_predict=dev_predict, dev_score=dev_score,
+                            select_idx=select_idx, select_gold=select_gold, progress=progress, theta_label=theta_label)
         seen = sum(examples_seen(len(train), t) for t, *_ in results)
-        total_seen += seen
+        result.examples_seen += seen
         # m* = best on dev (the first θ wins ties, so the order of Θ decides them reproducibly)
         theta_b, score_b, model_b, preds_b = max(results, key=lambda x: _rank(x[1]))
         # Round 1 (plain fine-tuning) is always the first best; a later round must be STRICTLY better on the
         # selection part to replace it (ties keep the earlier round), so the result is never below plain round 1.
-        improved = r == 1 or _rank(score_b) > _rank(best[2])
+        improved = r == 1 or _rank(score_b) > _rank(result.best_dev_score)
         if improved:
-            best = (model_b, r, score_b)
-        if keep_round_models:
-            round_models[r] = model_b
-        # Replay (our reading of the author's note): a round that did not improve is re-run once more on the
-        # grown train set without pruning Θ, while replays remain.
-        do_replay = (not improved) and replays_left > 0 and rounds
-        if do_replay:
-            replays_left -= 1
-            new_theta_set = theta_set
-        elif prune == "worst":
-            new_theta_set = prune_worst([(t, s) for t, s, *_ in results])
-        else:
-            new_theta_set = theta_set
+            result.best_model, result.best_round, result.best_dev_score = model_b, r, score_b
+        result.round_models[r] = model_b
+        new_theta_set, do_replay = next_thetas(results, theta_set, improved=improved, replays_left=replays_left,
+                                               prune=prune, first_round=not rounds)
+        replays_left -= do_replay
         stop_reason = (f"round budget reached (max_rounds {max_rounds})" if r >= max_rounds else
                        "Θ is empty after pruning" if not new_theta_set else None)
         last_round = stop_reason is not None  # nothing is generated after the last round (it could not be used)
-        repair_preds = [preds_b[i] for i in repair_idx]
-        mistakes = [row for row, p in zip(repair_rows, repair_preds) if is_mistake(p, row["label"])]
-        n_mistakes = len(mistakes)
+        wrong = repair_mistakes(preds_b, dev, repair_idx, mistakes)
+        to_expand = wrong
         rejections = dict.fromkeys(REASONS, 0)
-        if verify is not None and mistakes and not last_round:
-            # ours: expand only the mistakes the labeler itself gets right (see the module docstring)
-            verdicts = verify(_unlabelled(mistakes))
-            mistakes = [row for row, y in zip(mistakes, verdicts) if not is_mistake(y, row["label"])]
-            rejections[VERIFY_FAILED] = n_mistakes - len(mistakes)
+        if verify is not None and wrong and not last_round:
+            to_expand = verified_mistakes(wrong, verify, mistakes)
+            rejections[VERIFY_FAILED] = len(wrong) - len(to_expand)
         expand_train = generate_train is not None and r == 1  # ours: variants of the original train rows, once
         new_rows, generated, rejected = [], 0, 0
-        if (mistakes or expand_train) and not last_round:
-            candidates = generate(_unlabelled(mistakes), banned, rng) if mistakes else []
-            if expand_train:
-                candidates += generate_train(_unlabelled(original_train), banned | {key(c) for c in candidates}, rng)
-            generated = len(candidates)
-            candidates = _fresh(candidates, key, banned, rejections)
-            labels = label(candidates) if candidates else []
-            for row, y in zip(candidates, labels):
-                if y is None or isinstance(y, Rejected):  # the acceptance rule (confidence / class cap)
-                    rejected += 1
-                    why = y.reason if isinstance(y, Rejected) else REJECTED
-                    rejections[why] = rejections.get(why, 0) + 1
-                    continue
-                # the labeler's label, never a dev gold label; a dict carries more of the labeler's output
-                # (e.g. {"label": 1, "soft_label": [0.2, 0.8]} with soft labels)
-                row = {**row, **y} if isinstance(y, dict) else {**row, "label": y}
-                banned.add(key(row))
-                new_rows.append(row)
+        if (to_expand or expand_train) and not last_round:
+            new_rows, generated, rejected = labelled_rows(
+                to_expand, original_train if expand_train else None, generate=generate, generate_train=generate_train,
+                label=label, key=key, banned=banned, rng=rng, rejections=rejections)
         if not last_round and not new_rows:
             # train would be unchanged: the next round would re-fit the remaining θ on the same data (ours: stop)
-            stop_reason = _no_rows_reason(n_mistakes, len(mistakes), generated, rejections, expand_train)
+            stop_reason = _no_rows_reason(len(wrong), len(to_expand), generated, rejections, expand_train)
         rec = RoundRecord(
             round=r, thetas=[{"theta": t, "dev_score": s} for t, s, *_ in results], best_theta=theta_b,
-            dev_score=score_b, mistakes=n_mistakes, examples_added=len(new_rows), train_size=len(train),
-            examples_seen=seen, replay=bool(do_replay), improved=improved, seconds=time.perf_counter() - start,
-            repair_dev_score=dev_score(repair_preds, repair_gold) if split else None, examples_rejected=rejected,
-            mistakes_expanded=len(mistakes) if not last_round else 0, generated=generated, rejections=rejections,
-            stop_reason=stop_reason)
+            dev_score=score_b, mistakes=len(wrong), examples_added=len(new_rows), train_size=len(train),
+            examples_seen=seen, replay=do_replay, improved=improved, seconds=time.perf_counter() - start,
+            repair_dev_score=(dev_score([preds_b[i] for i in repair_idx], repair_gold) if repair_fraction < 1
+                              else None),
+            examples_rejected=rejected, mistakes_expanded=len(to_expand) if not last_round else 0,
+            generated=generated, rejections=rejections, stop_reason=stop_reason)
         rounds.append(rec)
         if log:
             log(round_line(rec))
         train.extend(new_rows)
-        added.extend(new_rows)
+        result.added_rows.extend(new_rows)
         theta_set = new_theta_set
         del results
         if stop_reason is not None:
             break
-    final_reason = rounds[-1].stop_reason or "Θ is empty"
-    return AgoraResult(best_model=best[0], best_round=best[1], best_dev_score=best[2], rounds=rounds,
-                       round_models=round_models, added_rows=added, examples_seen=total_seen,
-                       stop_reason=final_reason, baseline_dev_score=rounds[0].dev_score)
+    result.stop_reason = rounds[-1].stop_reason or "Θ is empty"
+    result.baseline_dev_score = rounds[0].dev_score
+    return result
 
 
 def _fresh(candidates: list[dict], key: Callable[[dict], Any], banned: set, rejections: dict) -> list[dict]:

@@ -41,8 +41,62 @@ def _fraction(name, value, *, low_open=True, high_open=True):
                          f"got {value}.")
 
 
+# TrainingArguments fields that bortify sets itself in every fine-tuning run (trainer.run_arguments): θ,
+# epochs/steps, seed and where the run lives; `training_args` may not set them.
+RESERVED_TRAINING_ARGS = frozenset({
+    "output_dir", "per_device_train_batch_size", "learning_rate", "weight_decay", "warmup_steps", "warmup_ratio",
+    "num_train_epochs", "max_steps", "seed", "data_seed", "remove_unused_columns"})
+TRAINING_DEFAULTS = {"bf16": False, "fp16": False, "gradient_accumulation_steps": 1, "eval_strategy": "no",
+                     "save_strategy": "no"}
+
+
+def parse_training_args(text: str | None) -> dict:
+    """`training_args` (a JSON object of TrainingArguments fields) as a dict; refuses bad JSON, unknown and
+    reserved fields by name."""
+    if not text:
+        return {}
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"training_args is not valid JSON ({exc.msg}): give an object such as "
+                         "'{\"eval_steps\": 50}'.") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"training_args must be a JSON object of TrainingArguments fields, got {text!r}.")
+    reserved = sorted(RESERVED_TRAINING_ARGS & set(value))
+    if reserved:
+        raise ValueError(f"training_args sets {reserved}, which bortify sets itself: use learning_rates, "
+                         "weight_decays, warmup_ratios, batch_sizes, num_train_epochs, max_steps and seed instead.")
+    return value
+
+
+def check_training_arguments(extra: dict) -> None:
+    """Build one TrainingArguments with `extra` (in a throw-away directory), so that an unknown field or a bad
+    combination (fp16 without a GPU, load_best_model_at_end with mismatched strategies) is refused before any data
+    is loaded. transformers is imported only here, when a non-default value is set."""
+    import dataclasses
+    import tempfile
+
+    from transformers import TrainingArguments
+
+    unknown = sorted(set(extra) - {f.name for f in dataclasses.fields(TrainingArguments)})
+    if unknown:
+        raise ValueError(f"training_args names unknown TrainingArguments field(s) {unknown}: see the "
+                         "transformers.TrainingArguments documentation for the field names.")
+    with tempfile.TemporaryDirectory(prefix="bortify-args-") as tmp:
+        try:
+            TrainingArguments(output_dir=tmp, report_to="none", **{"eval_strategy": "no", "save_strategy": "no",
+                                                                    **extra})
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"The fine-tuning TrainingArguments are refused: {exc}") from None
+
+
 EMBEDDED_DEFAULT_DATASET = "embedded:rotten-tomatoes"
 MODES = ("agora", "plain", "distill")
+# Agora's text generators (generators.GENERATORS builds them; docs/methods.md §3.3): name -> what it does.
+GENERATORS = {"nn-substitution": "replace ~substitution_rate of the word tokens by one of their `neighbours` "
+                                 "nearest tokens in an input-embedding table; our choice"}
 
 
 @dataclass
@@ -152,6 +206,22 @@ class FinetuneGridArguments:
     batch_sizes: list[int] = _help("Θ: train batch sizes (paper: 8 16).", default_factory=lambda: [16])
     num_train_epochs: float = _help("Epochs of each fine-tuning run (every θ, every round).", default=3.0)
     max_steps: int = _help("If > 0, optimiser steps per fine-tuning run instead of epochs.", default=-1)
+    # transformers.TrainingArguments of each student fine-tuning run (trainer.run_arguments); the θ fields above
+    # stay bortify's. The labeler/teacher keeps its own settings (AgoraArguments.labeler_*).
+    bf16: bool = _help("Train in bfloat16 mixed precision (TrainingArguments.bf16).", default=False)
+    fp16: bool = _help("Train in float16 mixed precision (TrainingArguments.fp16; needs a GPU).", default=False)
+    gradient_accumulation_steps: int = _help("Accumulate gradients over this many batches per optimiser step (the "
+                                             "effective batch is θ's batch size times this).", default=1)
+    eval_strategy: str = _help("Evaluate the dev loss during each run: 'no', 'steps' or 'epoch' "
+                               "(TrainingArguments.eval_strategy). Dev then also guides training, e.g. with "
+                               "load_best_model_at_end in training_args.", default="no")
+    save_strategy: str = _help("Save checkpoints during each run: 'no', 'steps', 'epoch' or 'best' "
+                               "(TrainingArguments.save_strategy). They are written in the run's temporary "
+                               "directory (for load_best_model_at_end), never into output_dir.", default="no")
+    training_args: str | None = _help("Further TrainingArguments of each run as a JSON object, e.g. "
+                                      "'{\"eval_steps\": 50, \"load_best_model_at_end\": true}'. Not the θ, epoch, "
+                                      f"step or seed fields ({', '.join(sorted(RESERVED_TRAINING_ARGS))}): set "
+                                      "those with their own options.", default=None)
 
     def __post_init__(self):
         for name in ("learning_rates", "weight_decays", "warmup_ratios", "batch_sizes"):
@@ -166,6 +236,20 @@ class FinetuneGridArguments:
             raise ValueError(f"batch_sizes must be whole numbers >= 1, got {self.batch_sizes}.")
         if not (self.max_steps and self.max_steps > 0):
             _positive(num_train_epochs=self.num_train_epochs)
+        _at_least(1, gradient_accumulation_steps=self.gradient_accumulation_steps)
+        for name, value, allowed in (("eval_strategy", self.eval_strategy, ("no", "steps", "epoch")),
+                                     ("save_strategy", self.save_strategy, ("no", "steps", "epoch", "best"))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}.")
+        extra = self.training_arguments()
+        if extra != TRAINING_DEFAULTS:
+            check_training_arguments(extra)
+
+    def training_arguments(self) -> dict:
+        """The TrainingArguments fields these options set for each student run (trainer.run_arguments' `extra`)."""
+        return {"bf16": self.bf16, "fp16": self.fp16, "gradient_accumulation_steps": self.gradient_accumulation_steps,
+                "eval_strategy": self.eval_strategy, "save_strategy": self.save_strategy,
+                **parse_training_args(self.training_args)}
 
     def thetas(self) -> list[dict]:
         """Θ as a list of hyperparameter sets, in a fixed order."""
@@ -192,8 +276,8 @@ class AgoraArguments:
     train_k: int = _help("Ours, not the paper's: after round 1 also generate this many variants of every original "
                          "train row (labelled by the labeler like the dev-mistake variants), so the added data covers "
                          "the task, not only the dev mistakes' neighbourhoods. 0 = the paper.", default=0)
-    generator: str = _help("Text generator: 'nn-substitution' (replace tokens by nearest neighbours in an input-"
-                           "embedding table; our choice, docs/methods.md §3).", default="nn-substitution")
+    generator: str = _help("Text generator, one of: " + "; ".join(f"'{k}' ({v})" for k, v in GENERATORS.items())
+                           + ".", default="nn-substitution")
     substitution_rate: float = _help("Fraction of word tokens replaced per generated text (10-15 percent; at least 1).",
                                      default=0.15)
     neighbours: int = _help("Each replaced token is drawn from its this-many nearest neighbours (cosine).",
@@ -232,8 +316,8 @@ class AgoraArguments:
     def __post_init__(self):
         if self.prune not in ("worst", "none"):
             raise ValueError(f"prune must be 'worst' or 'none', got {self.prune!r}.")
-        if self.generator != "nn-substitution":
-            raise ValueError(f"Unknown generator {self.generator!r}; available: 'nn-substitution'.")
+        if self.generator not in GENERATORS:
+            raise ValueError(f"Unknown generator {self.generator!r}; available: {', '.join(GENERATORS)}.")
         if not 0 < self.substitution_rate <= 1:
             raise ValueError(f"substitution_rate must be in (0, 1], got {self.substitution_rate}.")
         if not 0 < self.repair_fraction <= 1:

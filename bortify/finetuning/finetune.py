@@ -15,24 +15,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import torch
 from tqdm.auto import tqdm
 
-from bortify.finetuning.acceptance import class_ratio, rejection_reasons, split_dev
-from bortify.finetuning.agora import AgoraResult, Rejected, RoundRecord, agora
+from bortify.finetuning.acceptance import class_ratio, mistake_rule, split_dev
+from bortify.finetuning.agora import AgoraResult, RoundRecord, agora
 from bortify.finetuning.arguments import (AgoraArguments, FinetuneDataArguments, FinetuneGridArguments,
                                           FinetuneModelArguments)
 from bortify.finetuning.distill import TaskDistillArguments, distill
-from bortify.finetuning.generators import NearestNeighbourSubstitution, generate_rows
-from bortify.finetuning.labelers import build_labeler
-from bortify.finetuning.losses import one_hot, softmax_with_temperature
+from bortify.finetuning.generators import GENERATORS, generate_rows
+from bortify.finetuning.labelers import GeneratedRowLabeler, build_labeler
+from bortify.finetuning.losses import one_hot
 from bortify.finetuning.tasks import TaskData, dataset_display, dataset_hub_id, prepare_task
 from bortify.finetuning.trainer import (examples_seen, fit, load_classifier_with_note, predict, say, score,
                                         theta_text, to_predictions, tokenize, tokenizer_for_saving)
@@ -64,7 +64,8 @@ def _key(task: TaskData):
 
 
 def _generator(agora_args: AgoraArguments, model_args: FinetuneModelArguments, student, student_tok, labeler):
-    """The nearest-neighbour generator over the chosen input-embedding table (with that model's tokenizer)."""
+    """The chosen generator (generators.GENERATORS) over the chosen input-embedding table (with that model's
+    tokenizer)."""
     which = agora_args.generator_embeddings
     if which == "labeler":
         model, tok = labeler.model, labeler.tokenizer
@@ -83,8 +84,8 @@ def _generator(agora_args: AgoraArguments, model_args: FinetuneModelArguments, s
             model, tok = AutoModel.from_pretrained(path, use_safetensors=True), AutoTokenizer.from_pretrained(path)
         finally:
             hf_logging.set_verbosity(verbosity)
-    return NearestNeighbourSubstitution(tok, model.get_input_embeddings().weight, rate=agora_args.substitution_rate,
-                                        neighbours=agora_args.neighbours)
+    return GENERATORS[agora_args.generator](tok, model.get_input_embeddings().weight,
+                                            rate=agora_args.substitution_rate, neighbours=agora_args.neighbours)
 
 
 def plot_rounds(rounds: list[dict], metric: str, path: Path) -> None:
@@ -229,49 +230,17 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
         return _finetune(model_args, data_args, grid_args, agora_args, distill_args or TaskDistillArguments())
 
 
-def _distill_result(task: TaskData, student0, tokenizer, labeler, distill_args: TaskDistillArguments,
-                    model_args: FinetuneModelArguments, generator, dev_score_of, bar) -> tuple[AgoraResult, dict]:
-    """Mode 'distill' (docs/methods.md §7): one distillation run, recorded as round 1 so the report, the rounds
-    plot and the card read it like the other modes."""
-    start = time.perf_counter()
-    model, info = distill(task, student0, tokenizer, labeler, distill_args, generator=generator, seed=model_args.seed,
-                          max_length=model_args.max_length, progress=lambda msg: (bar.set_postfix_str(msg), say(msg)))
-    bar.update(1)
-    dev = dev_score_of(model)
-    settings = {k.removeprefix("distill_"): v for k, v in info["settings"].items()
-                if k in ("distill_temperature", "distill_alpha", "distill_learning_rate", "distill_epochs",
-                         "distill_batch_size")}
-    counts = info["transfer_set"]
-    record = RoundRecord(round=1, thetas=[{"theta": settings, "dev_score": dev}], best_theta=settings, dev_score=dev,
-                         mistakes=0, examples_added=counts["total"] - counts["gold"], train_size=counts["total"],
-                         examples_seen=info["examples_seen"], seconds=round(time.perf_counter() - start, 1))
-    return AgoraResult(best_model=model, best_round=1, best_dev_score=dev, rounds=[record], round_models={1: model},
-                       examples_seen=info["examples_seen"]), info
-
-
 def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments,
               grid_args: FinetuneGridArguments, agora_args: AgoraArguments,
               distill_args: TaskDistillArguments) -> FinetuneReport:
+    """The steps in the order of the module docstring: checks, labeler, selection on train/dev, test, output."""
     import transformers
-
-    uses_labeler = model_args.mode in ("agora", "distill")
 
     t_start = time.perf_counter()
     out = Path(model_args.output_dir)
-    inputs = {"model": model_args.model}
-    if uses_labeler:
-        inputs.update(labeler=agora_args.labeler, teacher=None if agora_args.labeler else agora_args.teacher)
-    check_output_is_not_an_input(out, inputs)
-    check_finished_output(out, model_args.overwrite)
+    check_output(out, model_args, agora_args)
     thetas = grid_args.thetas()
-    dataset, data_files = data_args.resolved_dataset(), data_args.data_files()
-    task = prepare_task(
-        dataset, dataset_config=data_args.dataset_config, task=data_args.task,
-        data_files=data_files, text_columns=data_args.text_columns, label_column=data_args.label_column,
-        train_split=data_args.train_split, dev_split=data_args.dev_split, test_split=data_args.test_split,
-        dev_fraction=data_args.dev_fraction, test_fraction=data_args.test_fraction, split_seed=data_args.split_seed,
-        max_train_samples=data_args.max_train_samples, max_dev_samples=data_args.max_dev_samples,
-        max_test_samples=data_args.max_test_samples, regression=data_args.regression)
+    task = load_task(data_args)
     # Seed before anything random is drawn: the classifier head (and pooler) are initialised at load time.
     transformers.set_seed(model_args.seed)
     student0, tokenizer, load_note = load_classifier_with_note(model_args.model, task.label_names, task.regression)
@@ -279,121 +248,209 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
     make_output_dir(out)
     if torch.cuda.is_available():
         student0 = student0.to("cuda")
-    max_len, bs_eval = model_args.max_length, model_args.eval_batch_size
-    dev_tok = tokenize(task.dev, tokenizer, task.text_columns, max_len)
-
-    labeler = generator = distill_info = None
-    if uses_labeler:
-        labeler = build_labeler(
-            task, labeler=agora_args.labeler, teacher=agora_args.teacher, max_length=max_len, seed=model_args.seed,
-            epochs=agora_args.labeler_epochs, learning_rate=agora_args.labeler_learning_rate,
-            batch_size=agora_args.labeler_batch_size, max_train_samples=agora_args.labeler_max_train_samples,
-            min_dev_score=agora_args.labeler_min_dev_score, eval_batch_size=bs_eval)
-        say(f"{'teacher' if model_args.mode == 'distill' else 'labeler'} ready: {labeler.source}, "
-            f"dev score {labeler.dev_score:.4f}")
+    labeler = make_labeler(task, model_args, agora_args)
+    generator = None
     if model_args.mode == "agora" or (model_args.mode == "distill" and distill_args.distill_augment_k > 0):
         generator = _generator(agora_args, model_args, student0, tokenizer, labeler)
 
     # --- fine-tuning on train, selection on dev (the test split is not touched here) ---------------------------
-    # One bar over fine-tuning runs (Agora's total depends on pruning and replays, so it is open-ended); each run
-    # shows its own bar over optimiser steps (trainer.StepBar).
-    bar = tqdm(total=len(thetas) if model_args.mode == "plain" else None, desc=f"finetune ({model_args.mode})",
-               unit="run", dynamic_ncols=True)
-    tok_cache: dict[int, datasets.Dataset] = {}
-
-    def fit_rows(rows: list[dict], theta: dict):
-        if len(rows) not in tok_cache:  # train only grows, so its size identifies it
-            tok_cache.clear()
-            tok_cache[len(rows)] = tokenize(_to_dataset(rows, task), tokenizer, task.text_columns, max_len)
-        model = fit(student0, tokenizer, tok_cache[len(rows)], theta, epochs=grid_args.num_train_epochs,
-                    max_steps=grid_args.max_steps, seed=model_args.seed)
-        bar.update(1)
-        return model
-
-    def dev_predict(model):
-        return to_predictions(predict(model, tokenizer, dev_tok, bs_eval), task.regression).tolist()
-
-    def dev_main_score(preds, golds=None):
-        golds = task.dev["label"] if golds is None else golds
-        return score(preds, golds, [task.main_metric], task.num_labels)[task.main_metric]
-
-    def seen(n, theta):
-        return examples_seen(n, int(theta["batch_size"]), grid_args.num_train_epochs, grid_args.max_steps)
-
-    train_rows, dev_rows = _rows(task.train, task), _rows(task.dev, task)
+    runs = Runs(student0, tokenizer, task, model_args, grid_args)
+    distill_info = None
     if model_args.mode == "agora":
-        if task.regression:  # "mistakes" of a regressor: the quarter of dev with the largest absolute error (ours)
-            def is_mistake(p, y):
-                return abs(p - y) >= threshold_box[0]
-            threshold_box = [0.0]
-            inner_predict = dev_predict
-
-            def dev_predict(model):  # noqa: F811 - also records the error quantile for is_mistake
-                preds = inner_predict(model)
-                import numpy as np
-                errs = np.abs(np.asarray(preds) - np.asarray(task.dev["label"]))
-                threshold_box[0] = float(np.quantile(errs, 0.75))
-                return preds
-        else:
-            def is_mistake(p, y):
-                return p != y
-        rng_k = agora_args.k
-        label_fn = labeler  # regression: the labeler's scores as they are
-        if not task.regression:
-            ratio = class_ratio([r["label"] for r in train_rows], task.num_labels)  # the original train's ratio
-            filtering = agora_args.balance_classes or agora_args.min_labeler_confidence is not None
-
-            def label_fn(rows):  # one labeler pass: label, acceptance (Rejected(why)), soft target (losses.py)
-                if not rows:
-                    return []
-                logits = labeler.task_logits(rows)
-                probs = softmax_with_temperature(logits)
-                labels = [int(c) for c in probs.argmax(axis=1)]
-                why = (rejection_reasons(labels, probs.max(axis=1).tolist(), ratio,
-                                         min_confidence=agora_args.min_labeler_confidence,
-                                         balance=agora_args.balance_classes)
-                       if filtering else [None] * len(rows))
-                soft = (softmax_with_temperature(logits, agora_args.soft_label_temperature)
-                        if agora_args.soft_labels else [None] * len(rows))
-                return [Rejected(w) if w else y if q is None else {"label": y, "soft_label": q.tolist()}
-                        for y, w, q in zip(labels, why, soft)]
-        result = agora(
-            train=train_rows, dev=dev_rows, thetas=thetas, fit=fit_rows, dev_predict=dev_predict,
-            dev_score=dev_main_score, is_mistake=is_mistake,
-            generate=lambda rows, banned, rng: generate_rows(rows, task.text_columns, generator, rng_k, rng, banned),
-            label=label_fn, key=_key(task), examples_seen=seen, max_rounds=agora_args.max_rounds,
-            repair_fraction=agora_args.repair_fraction,
-            verify=labeler if agora_args.verify_mistakes and not task.regression else None,
-            generate_train=(None if not agora_args.train_k else lambda rows, banned, rng: generate_rows(
-                rows, task.text_columns, generator, agora_args.train_k, rng, banned)),
-            prune=agora_args.prune, replay=agora_args.replay, seed=model_args.seed,
-            progress=bar.set_postfix_str, theta_label=theta_text, log=say)
+        result = agora_search(runs, thetas, agora_args, labeler, generator)
     elif model_args.mode == "distill":
         result, distill_info = _distill_result(task, student0, tokenizer, labeler, distill_args, model_args,
-                                               generator, lambda m: dev_main_score(dev_predict(m)), bar)
+                                               generator, lambda m: runs.dev_main_score(runs.dev_predict(m)), runs.bar)
     else:
-        # Plain fine-tuning: enumerate Θ once on the original train set, keep the best on dev (the baseline).
-        runs = []
-        for theta in thetas:
-            model = fit_rows(train_rows, theta)
-            runs.append((theta, dev_main_score(dev_predict(model)), model))
-            bar.set_postfix_str(f"{theta_text(theta)} dev {runs[-1][1]:.3f}")
-        theta_b, score_b, model_b = max(runs, key=lambda x: x[1])
-        record = RoundRecord(round=1, thetas=[{"theta": t, "dev_score": s} for t, s, _ in runs], best_theta=theta_b,
-                             dev_score=score_b, mistakes=0, examples_added=0, train_size=len(train_rows),
-                             examples_seen=sum(seen(len(train_rows), t) for t, *_ in runs))
-        result = AgoraResult(best_model=model_b, best_round=1, best_dev_score=score_b, rounds=[record],
-                             round_models={1: model_b}, examples_seen=record.examples_seen)
-        del runs
-    bar.close()
+        result = plain_search(runs, thetas)
+    runs.bar.close()
     train_seconds = time.perf_counter() - t_start
 
     # --- the end: now, and only now, the test split ----------------------------------------------------------
-    say(f"predicting on test ({len(task.test)} rows)")
-    test_tok = tokenize(task.test, tokenizer, task.text_columns, max_len)
+    scores = score_result(runs, result, model_args, agora_args)
+    labeler_test = labeler.evaluate(task.test) if labeler is not None else None  # for the card and the benchmark
+    report = FinetuneReport.make({
+        **task_fields(task, model_args, data_args),
+        "mode": model_args.mode,
+        "labeler": ({**labeler.describe(), ("test_pearsonr" if task.regression else "test_accuracy"): labeler_test}
+                    if labeler else None),
+        "generator": generator_fields(agora_args, task) if model_args.mode == "agora" else None,
+        "agora": agora_fields(agora_args, task, result, scores) if model_args.mode == "agora" else None,
+        # mode 'distill': transfer-set sizes by source, settings, seconds (distill.py)
+        "distill": distill_info,
+        "theta": thetas if model_args.mode != "distill" else None,
+        "num_train_epochs": grid_args.num_train_epochs,
+        "max_steps": grid_args.max_steps,
+        "max_length": model_args.max_length,
+        "seed": model_args.seed,
+        "rounds": scores.rounds,
+        "best_round": result.best_round,
+        "best_theta": next(r["best_theta"] for r in scores.rounds if r["round"] == result.best_round),
+        "examples_added": len(result.added_rows),
+        "examples_seen": result.examples_seen,
+        "dev": scores.dev,
+        "dev_repair": scores.dev_repair,
+        "dev_note": scores.dev_note,
+        "test": scores.test,
+        "splits": task.splits,
+        "example_text": example_text(task),
+        "load_note": load_note,
+        "train_seconds": round(train_seconds, 1),
+        "labeler_seconds": round(labeler.seconds, 1) if labeler else 0.0,
+        "num_parameters": sum(p.numel() for p in result.best_model.parameters()),
+    }, output_dir=model_args.output_dir)
+    _write_output(out, result.best_model, tokenizer, result.added_rows, scores.rounds, task.main_metric, report)
+    return report
 
-    def predictions(model, ds_tok):
-        return to_predictions(predict(model, tokenizer, ds_tok, bs_eval), task.regression)
+
+def check_output(out: Path, model_args: FinetuneModelArguments, agora_args: AgoraArguments) -> None:
+    """Step 1's output checks: not an input checkpoint (model, labeler, teacher), not a finished output."""
+    inputs = {"model": model_args.model}
+    if model_args.mode in ("agora", "distill"):
+        inputs.update(labeler=agora_args.labeler, teacher=None if agora_args.labeler else agora_args.teacher)
+    check_output_is_not_an_input(out, inputs)
+    check_finished_output(out, model_args.overwrite)
+
+
+def load_task(data_args: FinetuneDataArguments) -> TaskData:
+    """The task's train/dev/test splits, checked (tasks.prepare_task with the data options)."""
+    return prepare_task(
+        data_args.resolved_dataset(), dataset_config=data_args.dataset_config, task=data_args.task,
+        data_files=data_args.data_files(), text_columns=data_args.text_columns, label_column=data_args.label_column,
+        train_split=data_args.train_split, dev_split=data_args.dev_split, test_split=data_args.test_split,
+        dev_fraction=data_args.dev_fraction, test_fraction=data_args.test_fraction, split_seed=data_args.split_seed,
+        max_train_samples=data_args.max_train_samples, max_dev_samples=data_args.max_dev_samples,
+        max_test_samples=data_args.max_test_samples, regression=data_args.regression)
+
+
+def make_labeler(task: TaskData, model_args: FinetuneModelArguments, agora_args: AgoraArguments):
+    """Agora's labeler / distillation's teacher (labelers.build_labeler, which refuses one under its dev bar);
+    None in plain mode."""
+    if model_args.mode not in ("agora", "distill"):
+        return None
+    labeler = build_labeler(
+        task, labeler=agora_args.labeler, teacher=agora_args.teacher, max_length=model_args.max_length,
+        seed=model_args.seed, epochs=agora_args.labeler_epochs, learning_rate=agora_args.labeler_learning_rate,
+        batch_size=agora_args.labeler_batch_size, max_train_samples=agora_args.labeler_max_train_samples,
+        min_dev_score=agora_args.labeler_min_dev_score, eval_batch_size=model_args.eval_batch_size)
+    say(f"{'teacher' if model_args.mode == 'distill' else 'labeler'} ready: {labeler.source}, "
+        f"dev score {labeler.dev_score:.4f}")
+    return labeler
+
+
+class Runs:
+    """The student's fine-tuning runs on train and its predictions on dev: what plain search and Agora call.
+
+    One bar counts fine-tuning runs (Agora's total depends on pruning and replays, so it is open-ended); each run
+    shows its own bar over optimiser steps (trainer.StepBar). The tokenised train set is cached by size (train
+    only grows)."""
+
+    def __init__(self, student0, tokenizer, task: TaskData, model_args: FinetuneModelArguments,
+                 grid_args: FinetuneGridArguments):
+        self.student0, self.tokenizer, self.task, self.grid = student0, tokenizer, task, grid_args
+        self.max_length, self.eval_batch_size, self.seed = (model_args.max_length, model_args.eval_batch_size,
+                                                            model_args.seed)
+        self.training = grid_args.training_arguments()
+        self.dev_tok = tokenize(task.dev, tokenizer, task.text_columns, self.max_length)
+        self.bar = tqdm(total=len(grid_args.thetas()) if model_args.mode == "plain" else None,
+                        desc=f"finetune ({model_args.mode})", unit="run", dynamic_ncols=True)
+        self._train_tok: dict[int, datasets.Dataset] = {}
+
+    def fit(self, rows: list[dict], theta: dict):
+        """A fresh copy of the student fine-tuned on `rows` with θ (trainer.fit)."""
+        if len(rows) not in self._train_tok:  # train only grows, so its size identifies it
+            self._train_tok.clear()
+            self._train_tok[len(rows)] = tokenize(_to_dataset(rows, self.task), self.tokenizer,
+                                                  self.task.text_columns, self.max_length)
+        model = fit(self.student0, self.tokenizer, self._train_tok[len(rows)], theta, epochs=self.grid.num_train_epochs,
+                    max_steps=self.grid.max_steps, seed=self.seed, training=self.training, eval_tok=self.dev_tok)
+        self.bar.update(1)
+        return model
+
+    def predictions(self, model, ds_tok: datasets.Dataset):
+        """Class ids (scores for regression) of `model` on a tokenised split."""
+        return to_predictions(predict(model, self.tokenizer, ds_tok, self.eval_batch_size), self.task.regression)
+
+    def dev_predict(self, model) -> list:
+        return self.predictions(model, self.dev_tok).tolist()
+
+    def dev_main_score(self, preds, golds=None) -> float:
+        golds = self.task.dev["label"] if golds is None else golds
+        return score(preds, golds, [self.task.main_metric], self.task.num_labels)[self.task.main_metric]
+
+    def seen(self, n: int, theta: dict) -> int:
+        """Training examples one run over `n` rows processes (an optimiser step takes batch × accumulation rows)."""
+        batch = int(theta["batch_size"]) * self.grid.gradient_accumulation_steps
+        return examples_seen(n, batch, self.grid.num_train_epochs, self.grid.max_steps)
+
+
+def plain_search(runs: Runs, thetas: list[dict]) -> AgoraResult:
+    """Plain fine-tuning: enumerate Θ once on the original train set, keep the best on dev (the baseline),
+    recorded as round 1."""
+    train_rows = _rows(runs.task.train, runs.task)
+    trials = []
+    for theta in thetas:
+        model = runs.fit(train_rows, theta)
+        trials.append((theta, runs.dev_main_score(runs.dev_predict(model)), model))
+        runs.bar.set_postfix_str(f"{theta_text(theta)} dev {trials[-1][1]:.3f}")
+    theta_b, score_b, model_b = max(trials, key=lambda x: x[1])
+    record = RoundRecord(round=1, thetas=[{"theta": t, "dev_score": s} for t, s, _ in trials], best_theta=theta_b,
+                         dev_score=score_b, mistakes=0, examples_added=0, train_size=len(train_rows),
+                         examples_seen=sum(runs.seen(len(train_rows), t) for t, *_ in trials))
+    return AgoraResult(best_model=model_b, best_round=1, best_dev_score=score_b, rounds=[record],
+                       round_models={1: model_b}, examples_seen=record.examples_seen)
+
+
+def agora_label(task: TaskData, agora_args: AgoraArguments, labeler, train_rows: list[dict]):
+    """Agora's `label`: the labeler's scores as they are for regression; for classification its class with the
+    acceptance rules and soft labels (labelers.GeneratedRowLabeler)."""
+    if task.regression:
+        return labeler
+    return GeneratedRowLabeler(labeler, class_ratio([r["label"] for r in train_rows], task.num_labels),
+                               min_confidence=agora_args.min_labeler_confidence, balance=agora_args.balance_classes,
+                               soft_labels=agora_args.soft_labels, temperature=agora_args.soft_label_temperature)
+
+
+def agora_search(runs: Runs, thetas: list[dict], agora_args: AgoraArguments, labeler, generator) -> AgoraResult:
+    """The Agora loop (agora.py, docs/methods.md §3) over train and dev, wired to the student's runs, the labeler
+    and the generator."""
+    task = runs.task
+    train_rows, dev_rows = _rows(task.train, task), _rows(task.dev, task)
+
+    def generate(k):
+        return lambda rows, banned, rng: generate_rows(rows, task.text_columns, generator, k, rng, banned)
+
+    return agora(
+        train=train_rows, dev=dev_rows, thetas=thetas, fit=runs.fit, dev_predict=runs.dev_predict,
+        dev_score=runs.dev_main_score, mistakes=mistake_rule(task.regression), generate=generate(agora_args.k),
+        label=agora_label(task, agora_args, labeler, train_rows), key=_key(task), examples_seen=runs.seen,
+        max_rounds=agora_args.max_rounds, repair_fraction=agora_args.repair_fraction,
+        verify=labeler if agora_args.verify_mistakes and not task.regression else None,
+        generate_train=generate(agora_args.train_k) if agora_args.train_k else None,
+        prune=agora_args.prune, replay=agora_args.replay, seed=runs.seed,
+        progress=runs.bar.set_postfix_str, theta_label=theta_text, log=say)
+
+
+@dataclass
+class Scores:
+    """What the report says about the returned model (and every round's best) on dev and, at the end, test."""
+
+    dev: dict
+    dev_repair: dict | None
+    dev_note: str
+    test: dict
+    rounds: list[dict]  # RoundRecord dicts + each round's test score
+    select_idx: list[int]
+    repair_idx: list[int] | None
+
+
+def score_result(runs: Runs, result: AgoraResult, model_args: FinetuneModelArguments,
+                 agora_args: AgoraArguments) -> Scores:
+    """Step 4: the best model on dev (its selection / repair parts, as agora.py split them) and on test, and every
+    round's best model on test; the round models are released afterwards."""
+    task = runs.task
+    say(f"predicting on test ({len(task.test)} rows)")
+    test_tok = tokenize(task.test, runs.tokenizer, task.text_columns, runs.max_length)
 
     def metrics_of(preds, gold, idx=None):
         if idx is not None:
@@ -403,23 +460,25 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
     best = result.best_model
     select_idx, repair_idx, dev_note = dev_parts(task, model_args, agora_args)
     dev_gold = list(task.dev["label"])
-    dev_preds = predictions(best, dev_tok)
-    dev_metrics = metrics_of(dev_preds, dev_gold, select_idx)
-    dev_repair_metrics = metrics_of(dev_preds, dev_gold, repair_idx) if repair_idx is not None else None
-    test_metrics = metrics_of(predictions(best, test_tok), task.test["label"])
+    dev_preds = runs.predictions(best, runs.dev_tok)
+    test_metrics = metrics_of(runs.predictions(best, test_tok), task.test["label"])
     rounds = [r.to_dict() for r in result.rounds]
     for rec in rounds:
         model = result.round_models.get(rec["round"])
         if model is not None:
             rec["test_score"] = (test_metrics[task.main_metric] if model is best else
-                                 metrics_of(predictions(model, test_tok), task.test["label"])[task.main_metric])
+                                 metrics_of(runs.predictions(model, test_tok), task.test["label"])[task.main_metric])
     result.round_models.clear()
-    if labeler is not None:  # the labeler's (teacher's) test score, for the card and the benchmark
-        key = "test_accuracy" if not task.regression else "test_pearsonr"
-        labeler_test = labeler.evaluate(task.test)
+    return Scores(dev=metrics_of(dev_preds, dev_gold, select_idx),
+                  dev_repair=metrics_of(dev_preds, dev_gold, repair_idx) if repair_idx is not None else None,
+                  dev_note=dev_note, test=test_metrics, rounds=rounds, select_idx=select_idx, repair_idx=repair_idx)
 
+
+def task_fields(task: TaskData, model_args: FinetuneModelArguments, data_args: FinetuneDataArguments) -> dict:
+    """The report's description of the model and the data."""
+    dataset, data_files = data_args.resolved_dataset(), data_args.data_files()
     binary = not task.regression and task.num_labels == 2
-    report = FinetuneReport.make({
+    return {
         "base_model": model_args.model,
         # as given, but local files by their names only (no absolute paths in a report or a card)
         "dataset": dataset_display(dataset, data_files) + (f"/{data_args.dataset_config}"
@@ -433,50 +492,30 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
         "regression": task.regression,
         "metric": task.main_metric,
         "metrics": task.metrics,
-        "mode": model_args.mode,
-        "labeler": {**labeler.describe(), key: labeler_test} if labeler else None,
-        "generator": ({"name": agora_args.generator, "k": agora_args.k, "train_k": agora_args.train_k,
-                       "verify_mistakes": agora_args.verify_mistakes and not task.regression,
-                       "substitution_rate": agora_args.substitution_rate,
-                       "neighbours": agora_args.neighbours, "embeddings": agora_args.generator_embeddings}
-                      if model_args.mode == "agora" else None),
-        "agora": ({"repair_fraction": agora_args.repair_fraction, "balance_classes": agora_args.balance_classes,
-                   "min_labeler_confidence": agora_args.min_labeler_confidence,
-                   "soft_labels": agora_args.soft_labels and not task.regression,
-                   "soft_label_temperature": agora_args.soft_label_temperature,
-                   "max_rounds": agora_args.max_rounds, "prune": agora_args.prune, "replay": agora_args.replay,
-                   # dev rows whose mistakes are expanded / that select θ and the round (agora.py's split)
-                   "dev_repair_rows": len(repair_idx) if repair_idx is not None else len(dev_rows),
-                   "dev_selection_rows": len(select_idx),
-                   # why the loop ended; round 1 = plain fine-tuning scored on the same selection part: the
-                   # returned model is never below it (agora.py); compare with it, not with a plain run on all of dev
-                   "stop_reason": result.stop_reason, "round1_dev_score": result.baseline_dev_score}
-                  if model_args.mode == "agora" else None),
-        # mode 'distill': transfer-set sizes by source, settings, seconds (distill.py)
-        "distill": distill_info,
-        "theta": thetas if model_args.mode != "distill" else None,
-        "num_train_epochs": grid_args.num_train_epochs,
-        "max_steps": grid_args.max_steps,
-        "max_length": max_len,
-        "seed": model_args.seed,
-        "rounds": rounds,
-        "best_round": result.best_round,
-        "best_theta": next(r["best_theta"] for r in rounds if r["round"] == result.best_round),
-        "examples_added": len(result.added_rows),
-        "examples_seen": result.examples_seen,
-        "dev": dev_metrics,
-        "dev_repair": dev_repair_metrics,
-        "dev_note": dev_note,
-        "test": test_metrics,
-        "splits": task.splits,
-        "example_text": example_text(task),
-        "load_note": load_note,
-        "train_seconds": round(train_seconds, 1),
-        "labeler_seconds": round(labeler.seconds, 1) if labeler else 0.0,
-        "num_parameters": sum(p.numel() for p in best.parameters()),
-    }, output_dir=model_args.output_dir)
-    _write_output(out, best, tokenizer, result.added_rows, rounds, task.main_metric, report)
-    return report
+    }
+
+
+def generator_fields(agora_args: AgoraArguments, task: TaskData) -> dict:
+    """The report's record of Agora's generator settings."""
+    return {"name": agora_args.generator, "k": agora_args.k, "train_k": agora_args.train_k,
+            "verify_mistakes": agora_args.verify_mistakes and not task.regression,
+            "substitution_rate": agora_args.substitution_rate,
+            "neighbours": agora_args.neighbours, "embeddings": agora_args.generator_embeddings}
+
+
+def agora_fields(agora_args: AgoraArguments, task: TaskData, result: AgoraResult, scores: Scores) -> dict:
+    """The report's record of Agora's settings and how the loop ended."""
+    return {"repair_fraction": agora_args.repair_fraction, "balance_classes": agora_args.balance_classes,
+            "min_labeler_confidence": agora_args.min_labeler_confidence,
+            "soft_labels": agora_args.soft_labels and not task.regression,
+            "soft_label_temperature": agora_args.soft_label_temperature,
+            "max_rounds": agora_args.max_rounds, "prune": agora_args.prune, "replay": agora_args.replay,
+            # dev rows whose mistakes are expanded / that select θ and the round (agora.py's split)
+            "dev_repair_rows": len(scores.repair_idx) if scores.repair_idx is not None else len(task.dev),
+            "dev_selection_rows": len(scores.select_idx),
+            # why the loop ended; round 1 = plain fine-tuning scored on the same selection part: the
+            # returned model is never below it (agora.py); compare with it, not with a plain run on all of dev
+            "stop_reason": result.stop_reason, "round1_dev_score": result.baseline_dev_score}
 
 
 def _write_output(out: Path, model, tokenizer, added_rows: list[dict], rounds: list[dict], metric: str,

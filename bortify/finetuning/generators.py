@@ -112,3 +112,8 @@ def generate_rows(rows: list[dict], text_columns: list[str], generator: Generato
             banned.add(key)
             out.append(new)
     return out
+
+
+# The generators `AgoraArguments.generator` can name (their descriptions: arguments.GENERATORS), each built as
+# cls(tokenizer, input_embeddings, rate=..., neighbours=...).
+GENERATORS: dict[str, type] = {"nn-substitution": NearestNeighbourSubstitution}

@@ -14,10 +14,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import datasets
 import numpy as np
 
+from bortify.finetuning.acceptance import rejection_reasons
+from bortify.finetuning.agora import Rejected
 from bortify.finetuning.losses import softmax_with_temperature
 from bortify.finetuning.tasks import TaskData
 from bortify.finetuning.trainer import (fit, load_classifier_with_note, predict, say, score, to_predictions,
@@ -100,6 +103,47 @@ class Labeler:
     def describe(self) -> dict:
         return {"name": self.source, "dev_accuracy" if not self.task.regression else "dev_pearsonr": self.dev_score,
                 "threshold": self.threshold, "majority_rate": self.majority_rate, "seconds": round(self.seconds, 1)}
+
+
+def tempered(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(z / T) from p = softmax(z): p^(1/T), renormalised per row (the same distribution, without a second
+    labeler pass)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    if temperature == 1:
+        return probabilities
+    q = np.asarray(probabilities, dtype=np.float64) ** (1.0 / temperature)
+    return q / q.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class GeneratedRowLabeler:
+    """Agora's `label` callable for classification (agora.py): one labeler pass labels a batch of generated rows
+    and applies the acceptance rules (acceptance.rejection_reasons: confidence floor, class cap at the train
+    ratio), docs/methods.md §3.
+
+    Per row it returns `Rejected(reason)`, the labeler's class id, or with `soft_labels` {"label": id,
+    "soft_label": softmax(logits / T)} (the target of losses.soft_cross_entropy)."""
+
+    labeler: Labeler
+    ratio: list[float]  # the original train's class ratio (acceptance.class_ratio)
+    min_confidence: float | None = None
+    balance: bool = True
+    soft_labels: bool = True
+    temperature: float = 1.0
+
+    def __call__(self, rows: list[dict]) -> list:
+        if not rows:
+            return []
+        probs = self.labeler.probabilities(rows)
+        labels = [int(c) for c in probs.argmax(axis=1)]
+        why: list = [None] * len(rows)
+        if self.balance or self.min_confidence is not None:
+            why = rejection_reasons(labels, probs.max(axis=1).tolist(), self.ratio,
+                                    min_confidence=self.min_confidence, balance=self.balance)
+        soft = tempered(probs, self.temperature) if self.soft_labels else [None] * len(rows)
+        return [Rejected(w) if w else y if q is None else {"label": y, "soft_label": q.tolist()}
+                for y, w, q in zip(labels, why, soft)]
 
 
 def _label_map(model, task: TaskData, source: str) -> list[int] | None:

@@ -90,17 +90,18 @@ def _labels_as_strings(values) -> list[str]:
     return [str(v) for v in values]
 
 
-def _stratified_split(ds: datasets.Dataset, size: float | int, seed: int, stratify: bool):
-    """(rest, held-out): `size` rows (int) or that fraction (float) held out, stratified by label when every
-    class has at least two rows (else a plain seeded split)."""
-    from sklearn.model_selection import train_test_split
+ROW = "__bortify_row__"  # a temporary column: the original row order, restored after a split
 
-    idx = np.arange(len(ds))
-    labels = np.asarray(ds["label"]) if stratify else None
-    if labels is not None and np.min(np.unique(labels, return_counts=True)[1]) < 2:
-        labels = None
-    rest, held = train_test_split(idx, test_size=size, random_state=seed, stratify=labels)
-    return ds.select(sorted(rest)), ds.select(sorted(held))
+
+def _stratified_split(ds: datasets.Dataset, size: float | int, seed: int, stratify: bool):
+    """(rest, held-out): `size` rows (int) or that fraction (float) held out by `Dataset.train_test_split`, stratified
+    by the ClassLabel `label` when every class has at least two rows (else a plain seeded split); both parts keep
+    the original row order."""
+    counts = np.unique(np.asarray(ds["label"]), return_counts=True)[1] if stratify else None
+    by = "label" if counts is not None and counts.min() >= 2 else None
+    parts = ds.add_column(ROW, list(range(len(ds)))).train_test_split(test_size=size, seed=seed,
+                                                                     stratify_by_column=by)
+    return tuple(ds.select(sorted(parts[p][ROW])) for p in ("train", "test"))
 
 
 def dataset_display(dataset: str | None, data_files: dict | None = None) -> str:
@@ -221,16 +222,22 @@ def _dedup_keys(ds: datasets.Dataset, text_columns: list[str]) -> list:
     return list(zip(*[ds[c] for c in text_columns]))
 
 
+def _first_occurrences(keys: list, exclude: set = frozenset()) -> list[int]:
+    """Indices of the first row of each distinct key, skipping keys in `exclude`, in order."""
+    seen, keep = set(exclude), []
+    for i, key in enumerate(keys):
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return keep
+
+
 def _unlabeled_pool(left_out: datasets.Dataset | None, text_columns: list[str], exclude: set) -> datasets.Dataset | None:
     """Train rows that max_train_samples left out, texts only, de-duplicated and without any text of the
     train/dev/test splits (`exclude`): the pool task distillation may label with a teacher."""
     if left_out is None or len(left_out) == 0:
         return None
-    seen, keep = set(exclude), []
-    for i, key in enumerate(_dedup_keys(left_out, text_columns)):
-        if key not in seen:
-            seen.add(key)
-            keep.append(i)
+    keep = _first_occurrences(_dedup_keys(left_out, text_columns), exclude)
     if not keep:
         return None
     return left_out.select(keep).select_columns(text_columns)
@@ -256,7 +263,7 @@ def prepare_task(
     regression: bool | None = None,
 ) -> TaskData:
     """Load, check and split a classification/regression task. Output columns: the text columns + `label`
-    (int class index, or float for regression). Every check runs here, before any model is built."""
+    (ClassLabel class index, or float32 for regression). Every check runs here, before any model is built."""
     for frac, what in ((dev_fraction, "dev_fraction"), (test_fraction, "test_fraction")):
         if not 0 < frac < 1:
             raise DataError(f"{what} must be in (0, 1), got {frac}.")
@@ -270,173 +277,30 @@ def prepare_task(
     if train_split not in dsd:
         raise DataError(f"Dataset {shown} has no split {train_split!r} (it has {list(dsd)}); set train_split.")
     label_column = label_column or (spec.label_column if spec else "label")
-    columns = dsd[train_split].column_names
-    if text_columns:
-        text_columns = list(text_columns)
-    elif spec:
-        text_columns = list(spec.text_columns)
-    else:
-        text_columns = next((list(c) for c in GUESSED_TEXT_COLUMNS if all(x in columns for x in c)), None)
-        if text_columns is None:
-            raise DataError(f"Cannot tell the text column(s) of {shown} (columns: {columns}). Set text_columns "
-                            "(one column, or two for sentence pairs).")
-    if not 1 <= len(text_columns) <= 2:
-        raise DataError(f"text_columns must name one column or a pair, got {text_columns}.")
-
-    def labelled(split_name):  # a split with any gold label (GLUE test splits are all -1)
-        if not split_name or split_name not in dsd or label_column not in dsd[split_name].column_names:
-            return False
-        return any(v is not None and v != -1 for v in dsd[split_name][label_column])
-
-    own_dev, own_test = _pick_eval_splits(dsd, spec, dev_split, test_split, shown, labelled, local=files is not None)
-    for split_name in dict.fromkeys(s for s in (train_split, own_dev, own_test) if s):
-        split = dsd[split_name]
-        missing = [c for c in [*text_columns, label_column] if c not in split.column_names]
-        if missing:
-            raise DataError(f"{where(split_name).capitalize()} lacks column(s) {missing}; its columns are "
-                            f"{split.column_names}. Set text_columns / label_column.")
-        if len(split) == 0:
-            raise DataError(f"{where(split_name).capitalize()} has no rows (only a header?): give data rows.")
-
-    keep = [*text_columns, label_column]
-
-    def clean(ds):
-        ds = ds.select_columns(keep)
-        if label_column != "label":
-            ds = ds.rename_column(label_column, "label")
-        return ds
-
-    # Empty texts: dropped from train (counted, warned, recorded); an error in dev/test, whose rows are the user's
-    # measurement (dropping them silently would change the score's meaning).
-    train = clean(dsd[train_split])
-    empty = _empty_text_rows(train, text_columns)
-    if empty:
-        logger.warning("Dropped %d train row(s) with an empty or missing text in %s (%s).", len(empty),
-                       "/".join(text_columns), where(train_split))
-        train = train.select(sorted(set(range(len(train))) - set(empty)))
-        if len(train) == 0:
-            raise DataError(f"Every row of {where(train_split)} has an empty {'/'.join(text_columns)}.")
-    for split_name in (own_dev, own_test):
-        if split_name:
-            bad = _empty_text_rows(dsd[split_name], text_columns)
-            if bad:
-                raise DataError(f"{where(split_name).capitalize()} has {len(bad)} row(s) with an empty or missing "
-                                f"{'/'.join(text_columns)} text: {_rows_text(bad)}. Fill in or drop those rows.")
-            if files is not None and split_name != train_split:
-                unlabelled = [i for i, v in enumerate(dsd[split_name][label_column]) if v is None]
-                if unlabelled:
-                    raise DataError(f"{where(split_name).capitalize()} has {len(unlabelled)} row(s) with no label in "
-                                    f"column {label_column!r}: {_rows_text(unlabelled)}. Fill in or drop them.")
-
-    how = {}
-    dev = clean(dsd[own_dev]) if own_dev else None
-    test = clean(dsd[own_test]) if own_test else None
-    test_source = "test" if test is not None else "carved"
-    if test is None and dev is not None and not dev_split:
-        # Data with a labelled dev split but no labelled test split (GLUE): its dev split becomes the held-out
-        # test, and a new dev is carved out of train (our choice; recorded in report.json).
-        test, dev = dev, None
-        how["test"] = f"the dataset's {own_dev!r} split"
-        test_source, own_test = "validation", own_dev
-    elif test is not None:
-        how["test"] = f"the dataset's {own_test!r} split"
-    if dev is not None:
-        how["dev"] = f"the dataset's {own_dev!r} split"
-
-    # Labels: class names from a ClassLabel feature, else the sorted distinct train values.
-    feature = train.features["label"]
-    if regression is None:
-        regression = spec.regression if spec else (feature.dtype.startswith("float") if isinstance(feature, datasets.Value) else False)
-        if regression and isinstance(feature, datasets.Value):
-            values = set(train["label"])
-            if all(float(v).is_integer() for v in values if v is not None) and len(values) <= 20:
-                regression = False  # floats that are really class ids (e.g. 0.0/1.0 in a csv)
-        if not regression and isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
-            typos = _looks_like_scores_with_typos(train["label"])
-            if typos:
-                raise DataError(
-                    f"Label column {label_column!r} of {where(train_split)} holds fractional numbers and "
-                    f"non-numeric value(s) {[v for _, v in typos[:3]]} at {_rows_text([i for i, _ in typos])}: "
-                    "fix those rows for a regression task, or set regression false to use every value as a class.")
+    text_columns = _text_columns(text_columns, spec, dsd[train_split].column_names, shown)
+    own_dev, own_test = _pick_eval_splits(dsd, spec, dev_split, test_split, shown,
+                                          lambda split: _labelled(dsd, split, label_column), local=files is not None)
+    _check_columns_and_rows(dsd, (train_split, own_dev, own_test), text_columns, label_column, where)
+    train, dropped_empty = _train_without_empty_texts(dsd, train_split, text_columns, label_column, where)
+    _check_eval_texts(dsd, (own_dev, own_test), text_columns, label_column, where, local=files is not None)
+    dev, test, how, test_source = _own_eval_splits(dsd, own_dev, own_test, dev_split, text_columns, label_column)
+    own_test = own_dev if test_source == "validation" else own_test
+    regression = _is_regression(regression, spec, train, label_column, where(train_split))
     if regression:
         label_names = []
-        if isinstance(feature, datasets.ClassLabel):
-            raise DataError(f"Label column {label_column!r} of {where(train_split)} holds classes "
-                            f"{feature.names}, not scores: set regression false.")
-        train = _regression_labels(train, where(train_split), label_column)
-        dev = _regression_labels(dev, where(own_dev), label_column) if dev is not None else None
-        test = _regression_labels(test, where(own_test), label_column) if test is not None else None
+        train, dev, test = _regression_splits(train, dev, test, (train_split, own_dev, own_test), label_column, where)
     else:
-        present = set(train["label"])
-        if isinstance(feature, datasets.ClassLabel):
-            label_names = list(feature.names)
-        else:
-            if None in present:
-                raise DataError(f"{where(train_split).capitalize()} has rows with no label in column "
-                                f"{label_column!r}; drop them first.")
-            label_names = _labels_as_strings(sorted(present, key=lambda v: (str(type(v)), v)))
-        if len(present) < 2:
-            raise DataError(f"The training data of {shown} has only one class ({sorted(map(str, present))}): a "
-                            "classifier needs at least two. Check label_column or the data files.")
-        name_to_id = {n: i for i, n in enumerate(label_names)}
-
-        def encode(ds, split_name):
-            if isinstance(ds.features["label"], datasets.ClassLabel):
-                if isinstance(feature, datasets.ClassLabel) and ds.features["label"].names == label_names:
-                    bad = sorted({v for v in ds["label"] if not 0 <= v < len(label_names)})
-                    if bad:
-                        raise DataError(f"Split {split_name!r} has label ids {bad[:5]} outside {label_names}.")
-                    return ds
-                ds = ds.cast_column("label", datasets.Value("string"))
-                # ClassLabel -> its names: map via the string names
-            values = _labels_as_strings(ds["label"])
-            unknown = sorted(set(values) - set(name_to_id))
-            if unknown:
-                raise DataError(f"{where(split_name).capitalize()} has label value(s) {unknown[:5]} that the "
-                                f"training data does not have (train labels: {label_names}). Fix the data or map "
-                                "the labels first.")
-            ids = [name_to_id[v] for v in values]
-            ds = ds.remove_columns("label").add_column("label", ids)
-            return ds.cast_column("label", datasets.ClassLabel(names=label_names))
-
-        train = encode(train, train_split)
-        dev = encode(dev, own_dev) if dev is not None else None
-        test = encode(test, own_test) if test is not None else None
+        label_names = _class_names(train, label_column, where(train_split), shown)
+        train, dev, test = (_encode_classes(ds, label_names, split, where) if ds is not None else None
+                            for ds, split in ((train, train_split), (dev, own_dev), (test, own_test)))
 
     stratify = not regression
-    dropped = 0
-    if test is None or dev is None:
-        # Splits carved from train must not share texts (the embedded data repeats some snippets): drop exact
-        # duplicate inputs first, keeping the first occurrence (our choice; the count is recorded).
-        seen, keep_idx = set(), []
-        for i, key in enumerate(_dedup_keys(train, text_columns)):
-            if key not in seen:
-                seen.add(key)
-                keep_idx.append(i)
-        dropped = len(train) - len(keep_idx)
-        if dropped:
-            train = train.select(keep_idx)
-    kind = f"seeded {'stratified ' if stratify else ''}split"
-    n_original = len(train)
-    if test is None:  # fractions are of the original train split
-        train, test = _stratified_split(train, max(1, round(test_fraction * n_original)), split_seed, stratify)
-        how["test"] = f"{kind} of {test_fraction:.0%} of {train_split!r} (seed {split_seed})"
-    if dev is None:
-        train, dev = _stratified_split(train, max(1, round(dev_fraction * n_original)), split_seed + 1, stratify)
-        how["dev"] = f"{kind} of {dev_fraction:.0%} of {train_split!r} (seed {split_seed + 1})"
-    if len(train) == 0:
-        raise DataError(f"{where(train_split).capitalize()} is too small to carve dev/test splits from: give more "
-                        "rows, or dev/test files.")
-
-    def cap(ds, n, seed):  # (a seeded (stratified) subsample of n rows, the rows left out)
-        if n is None or n >= len(ds):
-            return ds, None
-        rest, sample = _stratified_split(ds, n, seed, stratify)
-        return sample, rest
-
-    train, left_out = cap(train, max_train_samples, split_seed)
-    dev, _ = cap(dev, max_dev_samples, split_seed + 1)
-    test, _ = cap(test, max_test_samples, split_seed + 2)
+    train, dev, test, dropped = _carve_splits(train, dev, test, how, text_columns, stratify=stratify,
+                                              fractions=(dev_fraction, test_fraction), seed=split_seed,
+                                              train_split=train_split, where=where)
+    train, left_out = _cap(train, max_train_samples, split_seed, stratify)
+    dev, _ = _cap(dev, max_dev_samples, split_seed + 1, stratify)
+    test, _ = _cap(test, max_test_samples, split_seed + 2, stratify)
     if not regression and len(set(train["label"])) < 2:
         raise DataError("After splitting/subsampling, the training set has one class; use more data (max_train_samples).")
     exclude = {k for ds in (train, dev, test) for k in _dedup_keys(ds, text_columns)}
@@ -446,7 +310,7 @@ def prepare_task(
               # test is the data's own test split (a Hub/file split named test, or --test_file), not carved
               # from train nor a stand-in validation split; test_source says which of the three
               "test_official": test_source == "test", "test_source": test_source,
-              "duplicates_dropped": dropped, "dropped_empty": len(empty),
+              "duplicates_dropped": dropped, "dropped_empty": dropped_empty,
               "unlabeled": len(unlabeled) if unlabeled is not None else 0,
               "max_samples": {"train": max_train_samples, "dev": max_dev_samples, "test": max_test_samples}}
     if files is not None:
@@ -455,3 +319,199 @@ def prepare_task(
     return TaskData(name=name, train=train, dev=dev, test=test, text_columns=text_columns,
                     label_names=label_names, regression=regression, metrics=metrics, splits=splits,
                     unlabeled=unlabeled)
+
+
+def _text_columns(given: list[str] | None, spec: TaskSpec | None, columns: list[str], shown: str) -> list[str]:
+    """The text column(s): as given, else the task table's, else the first GUESSED_TEXT_COLUMNS the data has."""
+    if given:
+        text_columns = list(given)
+    elif spec:
+        text_columns = list(spec.text_columns)
+    else:
+        text_columns = next((list(c) for c in GUESSED_TEXT_COLUMNS if all(x in columns for x in c)), None)
+        if text_columns is None:
+            raise DataError(f"Cannot tell the text column(s) of {shown} (columns: {columns}). Set text_columns "
+                            "(one column, or two for sentence pairs).")
+    if not 1 <= len(text_columns) <= 2:
+        raise DataError(f"text_columns must name one column or a pair, got {text_columns}.")
+    return text_columns
+
+
+def _labelled(dsd, split_name: str | None, label_column: str) -> bool:
+    """A split with any gold label (GLUE test splits are all -1)."""
+    if not split_name or split_name not in dsd or label_column not in dsd[split_name].column_names:
+        return False
+    return any(v is not None and v != -1 for v in dsd[split_name][label_column])
+
+
+def _check_columns_and_rows(dsd, split_names, text_columns: list[str], label_column: str, where: _Sources) -> None:
+    """Each used split has the text and label columns and at least one row."""
+    for split_name in dict.fromkeys(s for s in split_names if s):
+        split = dsd[split_name]
+        missing = [c for c in [*text_columns, label_column] if c not in split.column_names]
+        if missing:
+            raise DataError(f"{where(split_name).capitalize()} lacks column(s) {missing}; its columns are "
+                            f"{split.column_names}. Set text_columns / label_column.")
+        if len(split) == 0:
+            raise DataError(f"{where(split_name).capitalize()} has no rows (only a header?): give data rows.")
+
+
+def _clean(ds: datasets.Dataset, text_columns: list[str], label_column: str) -> datasets.Dataset:
+    """The text columns and the label (renamed `label`) only."""
+    ds = ds.select_columns([*text_columns, label_column])
+    return ds.rename_column(label_column, "label") if label_column != "label" else ds
+
+
+def _train_without_empty_texts(dsd, train_split: str, text_columns: list[str], label_column: str,
+                               where: _Sources) -> tuple[datasets.Dataset, int]:
+    """(train, rows dropped): empty texts are dropped from train (counted, warned, recorded in report.json)."""
+    train = _clean(dsd[train_split], text_columns, label_column)
+    empty = _empty_text_rows(train, text_columns)
+    if empty:
+        logger.warning("Dropped %d train row(s) with an empty or missing text in %s (%s).", len(empty),
+                       "/".join(text_columns), where(train_split))
+        train = train.select(sorted(set(range(len(train))) - set(empty)))
+        if len(train) == 0:
+            raise DataError(f"Every row of {where(train_split)} has an empty {'/'.join(text_columns)}.")
+    return train, len(empty)
+
+
+def _check_eval_texts(dsd, split_names, text_columns: list[str], label_column: str, where: _Sources, *,
+                      local: bool) -> None:
+    """Empty texts in dev/test are an error (their rows are the user's measurement: dropping them silently would
+    change the score's meaning), and so are unlabelled rows in a dev/test file."""
+    for split_name in (s for s in split_names if s):
+        bad = _empty_text_rows(dsd[split_name], text_columns)
+        if bad:
+            raise DataError(f"{where(split_name).capitalize()} has {len(bad)} row(s) with an empty or missing "
+                            f"{'/'.join(text_columns)} text: {_rows_text(bad)}. Fill in or drop those rows.")
+        unlabelled = [i for i, v in enumerate(dsd[split_name][label_column]) if v is None] if local else []
+        if unlabelled:
+            raise DataError(f"{where(split_name).capitalize()} has {len(unlabelled)} row(s) with no label in "
+                            f"column {label_column!r}: {_rows_text(unlabelled)}. Fill in or drop them.")
+
+
+def _own_eval_splits(dsd, own_dev: str | None, own_test: str | None, dev_split: str | None,
+                     text_columns: list[str], label_column: str):
+    """(dev or None, test or None, how each was made, test source) from the data's own splits. Data with a
+    labelled dev split but no labelled test split (GLUE): its dev split becomes the held-out test, and a new dev
+    is carved out of train later (our choice; recorded in report.json)."""
+    how = {}
+    dev = _clean(dsd[own_dev], text_columns, label_column) if own_dev else None
+    test = _clean(dsd[own_test], text_columns, label_column) if own_test else None
+    test_source = "test" if test is not None else "carved"
+    if test is None and dev is not None and not dev_split:
+        test, dev = dev, None
+        how["test"] = f"the dataset's {own_dev!r} split"
+        test_source = "validation"
+    elif test is not None:
+        how["test"] = f"the dataset's {own_test!r} split"
+    if dev is not None:
+        how["dev"] = f"the dataset's {own_dev!r} split"
+    return dev, test, how, test_source
+
+
+def _is_regression(regression: bool | None, spec: TaskSpec | None, train: datasets.Dataset, label_column: str,
+                   where: str) -> bool:
+    """As given, else the task table's, else from the label column's type: floats are scores unless they are
+    few whole numbers (0.0/1.0 class ids in a csv); a string column of fractional numbers with a few typos is
+    an error rather than a many-class task."""
+    if regression is not None:
+        return regression
+    feature = train.features["label"]
+    numeric = isinstance(feature, datasets.Value)
+    regression = spec.regression if spec else (feature.dtype.startswith("float") if numeric else False)
+    if regression and numeric:
+        values = set(train["label"])
+        if all(float(v).is_integer() for v in values if v is not None) and len(values) <= 20:
+            regression = False  # floats that are really class ids (e.g. 0.0/1.0 in a csv)
+    if not regression and numeric and feature.dtype in ("string", "large_string"):
+        typos = _looks_like_scores_with_typos(train["label"])
+        if typos:
+            raise DataError(
+                f"Label column {label_column!r} of {where} holds fractional numbers and non-numeric value(s) "
+                f"{[v for _, v in typos[:3]]} at {_rows_text([i for i, _ in typos])}: fix those rows for a "
+                "regression task, or set regression false to use every value as a class.")
+    return regression
+
+
+def _regression_splits(train, dev, test, split_names, label_column: str, where: _Sources):
+    """Every split's label as float32 (a ClassLabel train column is refused: classes, not scores)."""
+    feature = train.features["label"]
+    if isinstance(feature, datasets.ClassLabel):
+        raise DataError(f"Label column {label_column!r} of {where(split_names[0])} holds classes {feature.names}, "
+                        "not scores: set regression false.")
+    return tuple(_regression_labels(ds, where(split), label_column) if ds is not None else None
+                 for ds, split in zip((train, dev, test), split_names))
+
+
+def _class_names(train: datasets.Dataset, label_column: str, where: str, shown: str) -> list[str]:
+    """Class names: a ClassLabel feature's, else the distinct train values as strings, sorted by value."""
+    feature = train.features["label"]
+    present = set(train["label"])
+    if isinstance(feature, datasets.ClassLabel):
+        names = list(feature.names)
+    else:
+        if None in present:
+            raise DataError(f"{where.capitalize()} has rows with no label in column {label_column!r}; drop them first.")
+        names = _labels_as_strings(sorted(present, key=lambda v: (str(type(v)), v)))
+    if len(present) < 2:
+        raise DataError(f"The training data of {shown} has only one class ({sorted(map(str, present))}): a "
+                        "classifier needs at least two. Check label_column or the data files.")
+    return names
+
+
+def _encode_classes(ds: datasets.Dataset, label_names: list[str], split_name: str, where: _Sources) -> datasets.Dataset:
+    """`label` as ClassLabel(names=label_names): a split already in those classes is checked for ids out of
+    range; any other is mapped by name (ClassLabel ids -> their names, values -> str) and cast with
+    `cast_column(ClassLabel)`, after naming values the training data does not have."""
+    feature = ds.features["label"]
+    if isinstance(feature, datasets.ClassLabel) and feature.names == label_names:
+        bad = sorted({v for v in ds["label"] if not 0 <= v < len(label_names)})
+        if bad:
+            raise DataError(f"Split {split_name!r} has label ids {bad[:5]} outside {label_names}.")
+        return ds
+    to_name = feature.int2str if isinstance(feature, datasets.ClassLabel) else str
+    values = ds["label"]
+    names = [to_name(v) for v in values]
+    unknown = sorted(set(names) - set(label_names))
+    if unknown:
+        raise DataError(f"{where(split_name).capitalize()} has label value(s) {unknown[:5]} that the training data "
+                        f"does not have (train labels: {label_names}). Fix the data or map the labels first.")
+    ds = ds.remove_columns("label").add_column("label", names)
+    return ds.cast_column("label", datasets.ClassLabel(names=label_names))
+
+
+def _carve_splits(train, dev, test, how: dict, text_columns: list[str], *, stratify: bool,
+                  fractions: tuple[float, float], seed: int, train_split: str, where: _Sources):
+    """(train, dev, test, duplicates dropped): a missing test, then a missing dev, carved out of train by seeded
+    (stratified) splits whose sizes are fractions of the original train split. Splits carved from train must
+    not share texts (the embedded data repeats some snippets): exact duplicate inputs are dropped first, keeping
+    the first occurrence (our choice; the count is recorded)."""
+    dev_fraction, test_fraction = fractions
+    dropped = 0
+    if test is None or dev is None:
+        keep = _first_occurrences(_dedup_keys(train, text_columns))
+        dropped = len(train) - len(keep)
+        if dropped:
+            train = train.select(keep)
+    kind = f"seeded {'stratified ' if stratify else ''}split"
+    n_original = len(train)
+    if test is None:
+        train, test = _stratified_split(train, max(1, round(test_fraction * n_original)), seed, stratify)
+        how["test"] = f"{kind} of {test_fraction:.0%} of {train_split!r} (seed {seed})"
+    if dev is None:
+        train, dev = _stratified_split(train, max(1, round(dev_fraction * n_original)), seed + 1, stratify)
+        how["dev"] = f"{kind} of {dev_fraction:.0%} of {train_split!r} (seed {seed + 1})"
+    if len(train) == 0:
+        raise DataError(f"{where(train_split).capitalize()} is too small to carve dev/test splits from: give more "
+                        "rows, or dev/test files.")
+    return train, dev, test, dropped
+
+
+def _cap(ds: datasets.Dataset, n: int | None, seed: int, stratify: bool):
+    """(a seeded (stratified) subsample of n rows, the rows left out or None)."""
+    if n is None or n >= len(ds):
+        return ds, None
+    rest, sample = _stratified_split(ds, n, seed, stratify)
+    return sample, rest

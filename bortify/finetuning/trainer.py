@@ -11,7 +11,6 @@ import tempfile
 
 import datasets
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
                           Trainer, TrainerCallback, TrainingArguments)
@@ -175,9 +174,13 @@ def theta_text(theta: dict) -> str:
 
 class SoftTargetTrainer(Trainer):
     """Trainer whose loss is the cross-entropy against per-row target distributions (`soft_labels`:
-    one-hot for gold rows, the labeler's distribution for Agora's generated rows; losses.soft_cross_entropy)."""
+    one-hot for gold rows, the labeler's distribution for Agora's generated rows; losses.soft_cross_entropy).
+    Batches without `soft_labels` (the dev set, when an eval_strategy evaluates it) get the model's own loss."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "soft_labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
         targets = inputs.pop("soft_labels")
         inputs.pop("labels", None)
         outputs = model(**inputs)
@@ -186,12 +189,15 @@ class SoftTargetTrainer(Trainer):
 
 
 def run_arguments(output_dir: str, *, batch_size: int, learning_rate: float, weight_decay: float, warmup: float,
-                  epochs: float, seed: int, max_steps: int = -1, keep_columns: bool = False) -> TrainingArguments:
+                  epochs: float, seed: int, max_steps: int = -1, keep_columns: bool = False,
+                  extra: dict | None = None) -> TrainingArguments:
     """The TrainingArguments of one quiet in-memory fine-tuning run (fit, the labeler, task distillation): AdamW
     with linear warm-up (`warmup` < 1 is a ratio of the steps) and decay, seeded data order, nothing saved or
     logged, the Trainer's bar off (StepBar shows the steps). `keep_columns` keeps dataset columns that are not
-    forward() arguments (soft labels, teacher logits) for a custom loss."""
-    return TrainingArguments(
+    forward() arguments (soft labels, teacher logits) for a custom loss. `extra`: further TrainingArguments fields
+    chosen by the user (FinetuneGridArguments.training_arguments: bf16, gradient accumulation, eval/save
+    strategy, ...); they override the quiet defaults but never the θ fields above (arguments.py refuses those)."""
+    kwargs = dict(
         output_dir=output_dir,
         per_device_train_batch_size=batch_size,
         learning_rate=learning_rate,
@@ -211,43 +217,49 @@ def run_arguments(output_dir: str, *, batch_size: int, learning_rate: float, wei
         dataloader_pin_memory=False,
         remove_unused_columns=not keep_columns,
     )
+    return TrainingArguments(**{**kwargs, **(extra or {})})
 
 
 def fit(model0, tokenizer, train_tok: datasets.Dataset, theta: dict, *, epochs: float, max_steps: int = -1,
-        seed: int = 42, desc: str | None = None):
+        seed: int = 42, desc: str | None = None, training: dict | None = None,
+        eval_tok: datasets.Dataset | None = None):
     """Fine-tune a copy of `model0` on `train_tok` with hyperparameters θ; returns the trained model (model0 is
-    left untouched: Agora restarts every round from the same initial model, docs/methods.md §3 `copy(model0)`)."""
+    left untouched: Agora restarts every round from the same initial model, docs/methods.md §3 `copy(model0)`).
+
+    `training`: extra TrainingArguments fields (run_arguments' `extra`); `eval_tok` is the Trainer's
+    eval_dataset, read only when `training` sets an eval_strategy (e.g. with load_best_model_at_end)."""
     model = copy.deepcopy(model0)
     soft = "soft_labels" in train_tok.column_names
+    evaluates = (training or {}).get("eval_strategy", "no") != "no"
     with tempfile.TemporaryDirectory(prefix="bortify-ft-") as tmp:
         args = run_arguments(tmp, batch_size=int(theta["batch_size"]), learning_rate=float(theta["learning_rate"]),
                              weight_decay=float(theta["weight_decay"]), warmup=float(theta["warmup_ratio"]),
                              epochs=epochs, max_steps=max_steps, seed=seed,
-                             keep_columns=soft)  # keep `soft_labels` (not a forward() argument) for the loss
-        trainer = (SoftTargetTrainer if soft else Trainer)(model=model, args=args, train_dataset=train_tok,
-                          data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                          callbacks=[StepBar(desc or theta_text(theta))])
+                             keep_columns=soft,  # keep `soft_labels` (not a forward() argument) for the loss
+                             extra=training)
+        trainer = (SoftTargetTrainer if soft else Trainer)(
+            model=model, args=args, train_dataset=train_tok, eval_dataset=eval_tok if evaluates else None,
+            data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+            callbacks=[StepBar(desc or theta_text(theta))])
         trainer.train()
     model.eval()
     return model
 
 
-@torch.no_grad()
 def predict(model, tokenizer, ds_tok: datasets.Dataset, batch_size: int = 64) -> np.ndarray:
-    """Raw outputs (logits; a vector for regression) over a tokenised dataset, in order."""
-    model.eval()
-    device = next(model.parameters()).device
-    collator = DataCollatorWithPadding(tokenizer)
-    keep = [c for c in ds_tok.column_names if c != "labels"]
-    out = []
-    for start in range(0, len(ds_tok), batch_size):
-        rows = ds_tok.select(range(start, min(start + batch_size, len(ds_tok)))).select_columns(keep)
-        batch = collator([dict(r) for r in rows])
-        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        out.append(logits.float().cpu().numpy())
-    if not out:
+    """Raw outputs (logits; a vector for regression) over a tokenised dataset, in order: `Trainer.predict` with
+    the padding collator (labels dropped, so no loss is computed; nothing written or logged)."""
+    inputs = ds_tok.remove_columns([c for c in ("labels", "soft_labels") if c in ds_tok.column_names])
+    if len(inputs) == 0:
         return np.zeros((0, model.config.num_labels), dtype=np.float32)
-    return np.concatenate(out)
+    with tempfile.TemporaryDirectory(prefix="bortify-predict-") as tmp:
+        args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size, report_to="none",
+                                 disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=False,
+                                 save_strategy="no", logging_strategy="no")
+        trainer = Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer))
+        logits = trainer.predict(inputs).predictions
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return np.asarray(logits, dtype=np.float32)
 
 
 def to_predictions(logits: np.ndarray, regression: bool) -> np.ndarray:
