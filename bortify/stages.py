@@ -119,6 +119,23 @@ STAGES: tuple[StageSpec, ...] = (
         inputs={"model": "pretrain"},
     ),
     StageSpec(
+        "compress",
+        help="Shrink a task model for offline use: 8-bit weights, ONNX fp32/int8, an offline bundle; scored and timed.",
+        description=(
+            "Statistical compression for offline use (docs/methods.md §5, Strimel et al. 2018): the paper's linear "
+            "8-bit quantisation (256 intervals over [min, max], per tensor or per output channel, small weights "
+            "rounded to zero and dropped) stored as safetensors with a loader that rebuilds the transformers model; "
+            "onnx/model.onnx and onnx/model_quantized.onnx (ONNX Runtime dynamic int8), which the card ships; and an "
+            "offline bundle (8-bit weights + the perfect-hashed vocabulary, no tokenizer files, no Hub). Every form "
+            "is scored on the fine-tuning run's test split (agreement with the fp32 model) and timed on the CPU; "
+            "report.json has the bytes per part (embeddings, encoder, head, tokenizer). Usage: bortify compress DIR "
+            "--output_dir OUT (DIR: the output of `bortify finetune`)."),
+        arguments=("bortify.compression.arguments:CompressArguments",),
+        run="bortify.compression.compress:compress",
+        inputs={"model_dir": "finetune"},
+        positional="model_dir",
+    ),
+    StageSpec(
         "bench",
         help="Measure CPU latency and throughput of a model against its source, fp32 and int8, side by side.",
         description=(
@@ -165,8 +182,8 @@ STAGES: tuple[StageSpec, ...] = (
         arguments=("bortify.hub.card_stage:CardArguments", "bortify.hub.card:CardOptions"),
         run="bortify.hub.card_stage:build_release",
         inputs={"extract_dir": "extract", "pretrain_dir": "pretrain", "finetune_dir": "finetune",
-                "compare_dir": "compare", "bench_dir": "bench"},
-        optional_inputs=("extract_dir", "pretrain_dir", "finetune_dir", "compare_dir", "bench_dir"),
+                "compare_dir": "compare", "bench_dir": "bench", "compress_dir": "compress"},
+        optional_inputs=("extract_dir", "pretrain_dir", "finetune_dir", "compare_dir", "bench_dir", "compress_dir"),
         # the card's how-to-load names the pushed repository (NS/NAME; a bare NAME is known only at push time)
         borrow={"repo_id": Borrow("push", "repo_id", when=_has_namespace)},
         record_inside=False,
@@ -187,7 +204,7 @@ STAGES: tuple[StageSpec, ...] = (
     ),
 )
 # Sections a recipe may hold for stages this bortify does not have yet (with where the method is described).
-PLANNED_STAGES: dict[str, str] = {"compress": "docs/methods.md §5"}
+PLANNED_STAGES: dict[str, str] = {}
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 SECTION_NAMES: tuple[str, ...] = STAGE_NAMES + tuple(PLANNED_STAGES)  # every section name a recipe may use

@@ -218,7 +218,9 @@ def test_every_stage_follows_the_contract():
     from bortify.stages import PLANNED_STAGES, STAGE_NAMES, STAGES
     from bortify.utils import OVERWRITE_HELP, TORCH_THREADS_HELP
 
-    assert STAGE_NAMES == ("extract", "pretrain", "finetune", "card", "push") and "compress" in PLANNED_STAGES
+    assert STAGE_NAMES[:3] == ("extract", "pretrain", "finetune") and STAGE_NAMES[-2:] == ("card", "push")
+    assert STAGE_NAMES.index("finetune") < STAGE_NAMES.index("compress") < STAGE_NAMES.index("card")
+    assert "compress" not in PLANNED_STAGES
     for i, spec in enumerate(STAGES):
         assert callable(spec.function()) and spec.help and spec.description
         assert set(spec.inputs.values()) <= set(STAGE_NAMES[:i]), spec.name  # wired from earlier stages only
@@ -231,8 +233,8 @@ def test_every_stage_follows_the_contract():
         if "torch_threads" in fields:
             assert hints["torch_threads"] == typing.Optional[int] and fields["torch_threads"].default is None
             assert fields["torch_threads"].metadata["help"] == TORCH_THREADS_HELP, spec.name
-    assert sum("torch_threads" in {f.name for dc in s.argument_classes() for f in dataclasses.fields(dc)}
-               for s in STAGES) == 3  # extract, pretrain, finetune
+    assert {"extract", "pretrain", "finetune", "compress"} <= {
+        s.name for s in STAGES if "torch_threads" in {f.name for dc in s.argument_classes() for f in dataclasses.fields(dc)}}
 
 
 def test_torch_threads_means_the_same_everywhere_and_is_restored():
@@ -260,12 +262,12 @@ def test_torch_threads_means_the_same_everywhere_and_is_restored():
         assert torch.get_num_threads() == before  # None: torch's own setting
 
 
-def test_recipe_with_a_compress_section_is_refused_as_not_available(tmp_path, capsys):
+def test_a_compress_section_is_a_stage_whose_unknown_keys_are_refused(tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("extract: {}\ncompress: {bits: 8}\n")
     assert pipeline.main([str(recipe), "--output_dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert "compress stage is not available yet" in err and "docs/methods.md §5" in err and "Remove the `compress`" in err
+    assert "[compress]" in err and "bits" in err and "not available" not in err
     assert not (tmp_path / "run").exists()
 
 
@@ -288,5 +290,5 @@ def test_a_stage_run_from_a_section_reports_missing_settings_and_tokens(tmp_path
         pipeline.run_config("push", {"model_dir": str(tmp_path), "output_dir": str(tmp_path / "push")})
     with pytest.raises(RecipeError, match=r"recipe \[push\] sets token: tokens do not belong in recipes"):
         pipeline.run_config("push", {"model_dir": str(tmp_path), "repo_id": "a/b", "token": "secret"})
-    with pytest.raises(RecipeError, match="not available yet"):
-        pipeline.run_config("compress", {})
+    with pytest.raises(RecipeError, match=r"recipe \[compress\] needs `model_dir`"):
+        pipeline.run_config("compress", {"output_dir": str(tmp_path / "c")})

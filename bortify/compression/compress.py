@@ -188,14 +188,6 @@ def score_logits(logits: np.ndarray, labels: np.ndarray, task, reference: np.nda
     return out
 
 
-def median_seconds(fn: Callable[[], object], seconds: float) -> float:
-    """Median time of one call, by torch.utils.benchmark (blocked_autorange: warm-up, then `seconds` of blocks)."""
-    from torch.utils import benchmark
-
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn})
-    return float(timer.blocked_autorange(min_run_time=seconds).median)
-
-
 def latency_batch(vocab_size: int, batch_size: int, seq_len: int, with_types: bool) -> dict:
     rng = np.random.default_rng(0)
     ids = rng.integers(min(1000, vocab_size - 1), vocab_size, size=(batch_size, seq_len), dtype=np.int64)
@@ -320,14 +312,19 @@ def _bundle_form(model, model_dir: Path, tmp: Path, task, columns, labels, fp32_
 
 
 def _latency(timings: dict[str, Forward], config, args: CompressArguments) -> dict | None:
+    """Median seconds per batch of each form, timed in alternation by bortify's one timer (bortify.bench)."""
     if not args.latency_seconds:
         return None
+    from bortify.bench import time_calls
+
     enc = latency_batch(config.vocab_size, args.latency_batch_size, args.latency_seq_len,
                         bool(getattr(config, "type_vocab_size", 0)))
-    with torch_threads(args.latency_threads):
-        seconds = {k: median_seconds(lambda f=f: f(enc), args.latency_seconds) for k, f in timings.items()}
+    rounds = 3
+    timed = time_calls({k: (lambda f=f: f(enc)) for k, f in timings.items()}, threads=args.latency_threads,
+                       rounds=rounds, min_run_time=args.latency_seconds / rounds)
     return {"batch_size": args.latency_batch_size, "seq_len": args.latency_seq_len, "threads": args.latency_threads,
-            "seconds": seconds, "timer": "torch.utils.benchmark blocked_autorange, median"}
+            "seconds": {k: t.median_s for k, t in timed.items()},
+            "timer": "bortify.bench.time_calls (torch.utils.benchmark blocked_autorange, in alternation, median)"}
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:

@@ -50,7 +50,8 @@ EVIDENCE = "card_evidence.json"
 RELEASE_FILES = [*CHECKPOINT_FILES, MARKER, EVIDENCE, "pareto.png", "rounds.png", "stage_done.json",
                  "modules.json", "config_sentence_transformers.json", "sentence_bert_config.json"]
 # Sub-folders a release may hold: the sentence-transformers modules (bortify.compat.sentence, docs/methods.md §4).
-RELEASE_DIRS = ["0_Transformer", "1_Pooling", "2_Dense", "3_Normalize"]
+# onnx/: model.onnx + model_quantized.onnx from `bortify compress` (docs/methods.md §5).
+RELEASE_DIRS = ["0_Transformer", "1_Pooling", "2_Dense", "3_Normalize", "onnx"]
 
 
 @dataclass
@@ -66,6 +67,9 @@ class CardArguments:
     bench_dir: Optional[str] = field(default=None, metadata={
         "help": "Output directory of `bortify bench` (report.json): the card's latency line comes from it "
                 "instead of the card's own measurement."})
+    compress_dir: Optional[str] = field(default=None, metadata={
+        "help": "Output directory of `bortify compress`: the release ships its onnx/ folder and the card states "
+                "the compressed sizes, scores and int8 speed."})
     overwrite: bool = overwrite_field()  # only ever replaces a release folder made by bortify
 
 
@@ -91,6 +95,18 @@ def _copy_sentence_transformer(pretrain_dir: str | None, model_dir: Path, dst: P
     return copy_sentence_folder(pretrain_dir, dst, CHECKPOINT_FILES, encoder_path="" if same else "0_Transformer")
 
 
+def _copy_onnx(compress_dir: str | None, dst: Path) -> list[str]:
+    """`bortify compress`'s onnx/model.onnx and onnx/model_quantized.onnx, where optimum and transformers.js look."""
+    src = Path(compress_dir) / "onnx" if compress_dir else None
+    if src is None or not src.is_dir():
+        return []
+    (dst / "onnx").mkdir()
+    names = [p.name for p in sorted(src.glob("*.onnx")) if p.is_file()]
+    for name in names:
+        shutil.copy2(src / name, dst / "onnx" / name)
+    return [f"onnx/{n}" for n in names]
+
+
 def _find_image(stage_dir: str | None, name: str | None, default: str) -> Path | None:
     """A stage's plot: the file its report names (`name`), else `default`, in the stage directory."""
     if not stage_dir:
@@ -104,7 +120,7 @@ def build_release(args: CardArguments, options: CardOptions) -> CardReport:
     """Assemble the release folder; return what was made (a CardReport with its summary lines)."""
     stage_dirs = {k: v for k, v in {"extract": args.extract_dir, "pretrain": args.pretrain_dir,
                                     "finetune": args.finetune_dir, "compare": args.compare_dir,
-                                    "bench": args.bench_dir}.items() if v}
+                                    "bench": args.bench_dir, "compress": args.compress_dir}.items() if v}
     for name, path in stage_dirs.items():
         if not Path(path).is_dir():
             raise CardError(f"--{name}_dir {path} does not exist; pass the output directory of `bortify {name}`.")
@@ -131,6 +147,7 @@ def build_release(args: CardArguments, options: CardOptions) -> CardReport:
                     break
         release_tokenizer(tmp / "tokenizer.json")
         copied += _copy_sentence_transformer(stage_dirs.get("pretrain"), model_dir, tmp)
+        copied += _copy_onnx(stage_dirs.get("compress"), tmp)
         evidence = collect_evidence(stage_dirs, tmp, options)
         images = {}
         for key, stage, name in (("pareto", "extract", evidence["extract"].plot), ("rounds", "finetune", None)):
