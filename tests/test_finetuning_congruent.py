@@ -125,8 +125,6 @@ def test_cache_runs_the_old_model_once_per_text(tmp_path):
     assert counting.calls == 7 and cache.computed == 7  # 6 texts, then only the new one
     assert np.allclose(again[:6], first)
     # columns follow the task's order: the old model's class 0 ("fresh") is the task's class 1
-    import datasets
-
     raw = old.model(**tok(["a great film 1"], return_tensors="pt")).logits.detach().numpy()[0]
     assert np.allclose(cache.logits_for([{"text": "a great film 1"}])[0], raw[::-1], atol=1e-5)
 
@@ -157,3 +155,30 @@ def test_trainer_pulls_the_new_model_towards_the_old_on_old_right_rows(tmp_path)
     free = fit_congruent(new0, tok, train, theta, FocalDistillation(lam=0.0), epochs=3, seed=0)  # λ = 0: CE only
     assert distance(pulled) < distance(free)
     assert distance(pulled) < distance(new0)
+
+
+def test_congruent_runs_flags_only_original_train_rows_and_describes_itself(tmp_path):
+    import datasets
+
+    from bortify.finetuning.congruent import CongruentRuns
+    from bortify.finetuning.tasks import TaskData
+    from bortify.finetuning.trainer import tokenize
+
+    model, tok = _tiny(labels=("rotten", "fresh"), seed=3)
+    model.save_pretrained(tmp_path / "old")
+    tok.save_pretrained(tmp_path / "old")
+    train = datasets.Dataset.from_list(_rows(8))
+    task = TaskData(name="t", train=train, dev=train, test=train, text_columns=["text"],
+                    label_names=["rotten", "fresh"], regression=False, metrics=["accuracy"])
+    runs = CongruentRuns(str(tmp_path / "old"), task, FocalDistillation(beta=5.0), max_length=16)
+    generated = [{"text": "a dull plot", "label": 0}, {"text": "good movie", "label": 1}]
+    rows = [dict(r) for r in train] + generated
+    ds = tokenize(datasets.Dataset.from_list(rows), tok, ["text"], 16)
+    out = runs.train_set(rows, ds)
+    right = np.asarray(out["old_right"])
+    old_pred = np.asarray(out["old_logits"]).argmax(1)
+    assert right[:8].tolist() == (old_pred[:8] == np.asarray(train["label"])).astype(float).tolist()
+    assert right[8:].tolist() == [0.0, 0.0]  # generated rows: α only, whatever the old model says
+    info = runs.describe()
+    assert info["old_rows_computed"] == 10 and info["beta"] == 5.0 and info["divergence"] == "l2"
+    assert info["old_train_accuracy"] == pytest.approx(right[:8].mean())

@@ -149,9 +149,10 @@ def with_old_outputs(train_tok, old_logits: np.ndarray, old_right: np.ndarray):
 
 
 def fit_congruent(model0, tokenizer, train_tok, theta: dict, focal: FocalDistillation, *, epochs: float,
-                  max_steps: int = -1, seed: int = 42, desc: str | None = None):
+                  max_steps: int = -1, seed: int = 42, desc: str | None = None, training: dict | None = None):
     """trainer.fit with the focal-distillation loss: a copy of `model0` trained on `train_tok` (which carries the
-    `old_logits` / `old_right` columns, with_old_outputs) with hyperparameters θ; model0 is left untouched."""
+    `old_logits` / `old_right` columns, with_old_outputs) with hyperparameters θ; model0 is left untouched.
+    `training`: extra TrainingArguments fields, as trainer.fit takes them."""
     import copy
     import tempfile
 
@@ -164,13 +165,46 @@ def fit_congruent(model0, tokenizer, train_tok, theta: dict, focal: FocalDistill
         args = run_arguments(tmp, batch_size=int(theta["batch_size"]), learning_rate=float(theta["learning_rate"]),
                              weight_decay=float(theta["weight_decay"]), warmup=float(theta["warmup_ratio"]),
                              epochs=epochs, max_steps=max_steps, seed=seed,
-                             keep_columns=True)  # old_logits / old_right / soft_labels are not forward() arguments
+                             keep_columns=True,  # old_logits / old_right / soft_labels are not forward() arguments
+                             **({"extra": training} if training else {}))
         trainer = FocalDistillTrainer(model=model, args=args, train_dataset=train_tok,
                                       data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
                                       callbacks=[StepBar(desc or f"PC {theta_text(theta)}")], focal=focal)
         trainer.train()
     model.eval()
     return model
+
+
+class CongruentRuns:
+    """What `bortify finetune --old_model` adds to every fine-tuning run (plain θ search or Agora round): the old
+    classifier (labels matched by name), its cached logits per text, and the `old_right` flags (0 for rows that
+    are not original train rows: Agora's generated rows get α only, module docstring)."""
+
+    def __init__(self, old_model: str, task, focal: FocalDistillation, *, max_length: int = 128,
+                 batch_size: int = 64):
+        from bortify.finetuning.old_model import load_task_classifier
+
+        self.name, self.focal, self.cols = old_model, focal, list(task.text_columns)
+        self.old = load_task_classifier(old_model, task.label_names, "old model")
+        self.cache = OldOutputCache(self.old, self.cols, max_length=max_length, batch_size=batch_size)
+        self.gold_keys = {tuple(r[c] for c in self.cols) for r in task.train}
+        self.old_train_accuracy: float | None = None
+
+    def train_set(self, rows: list[dict], train_tok):
+        """`train_tok` (the tokenised `rows`, same order) with the cached old-model columns."""
+        logits = self.cache.logits_for(rows)
+        gold = [tuple(r[c] for c in self.cols) in self.gold_keys for r in rows]
+        right = old_right_flags(logits, [int(r["label"]) for r in rows], gold)
+        if self.old_train_accuracy is None:
+            self.old_train_accuracy = float(right.sum() / max(1, sum(gold)))
+        return with_old_outputs(train_tok, logits, right)
+
+    def describe(self) -> dict:
+        """For report.json (finetune's `congruent` key)."""
+        f = self.focal
+        return {"old_model": self.name, "lambda": f.lam, "alpha": f.alpha, "beta": f.beta, "divergence": f.divergence,
+                "temperature": f.temperature if f.divergence == "kl" else None, "old_labels_remapped": self.old.remapped,
+                "old_rows_computed": self.cache.computed, "old_train_accuracy": self.old_train_accuracy}
 
 
 class FocalDistillTrainer(Trainer):
