@@ -89,6 +89,8 @@ class Settings:
     with_distill: bool
     with_int8: bool
     first_seed: int
+    distill: tuple = ()  # TaskDistillArguments overrides of the task-distilled point, as (name, value) pairs
+    first_seed_only: tuple = ()  # points trained at the first seed only (to fit a run in the time; see --help)
 
 
 # --- splits -----------------------------------------------------------------------------------------------------
@@ -131,19 +133,31 @@ def distill_available() -> str | None:
     return None
 
 
-def distill_kwargs() -> dict:
-    """HOOK: the extra finetune() argument of mode 'distill' (TaskDistillArguments with bortify's defaults), found by
-    name in finetune's signature; {} when finetune takes none."""
-    import inspect
+def distill_arguments(settings: Settings):
+    """The TaskDistillArguments of the task-distilled point: bortify's defaults + the run's --distill overrides."""
+    from bortify.finetuning.arguments import TaskDistillArguments
 
-    from bortify.finetuning.finetune import finetune
+    return TaskDistillArguments(**dict(settings.distill))
 
-    name = next((n for n in inspect.signature(finetune).parameters if "distill" in n), None)
-    if name is None:
-        return {}
-    from bortify.finetuning.distill import TaskDistillArguments
 
-    return {name: TaskDistillArguments()}
+def parse_overrides(pairs: list[str]) -> tuple:
+    """--distill NAME=VALUE ... -> ((name, typed value), ...), checked against TaskDistillArguments before any work."""
+    import dataclasses
+
+    from bortify.finetuning.arguments import TaskDistillArguments
+
+    fields = {f.name: f for f in dataclasses.fields(TaskDistillArguments)}
+    out = []
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        name = name if name.startswith("distill_") else f"distill_{name}"
+        if not sep or name not in fields:
+            raise SystemExit(f"--distill {pair!r}: expected NAME=VALUE with NAME one of {sorted(fields)}.")
+        value = None if raw.lower() in ("none", "") else json.loads(raw) if raw[:1].isdigit() or raw[:1] in "-." \
+            else {"true": True, "false": False}.get(raw.lower(), raw)
+        out.append((name, value))
+    TaskDistillArguments(**dict(out))  # fails here, before any work, on a bad value
+    return tuple(out)
 
 
 def int8_available() -> str | None:
@@ -159,9 +173,45 @@ def int8_point(model_dir: Path, out_dir: Path) -> Path:  # pragma: no cover - HO
 
 # --- one unit of work: one task, one train size, one seed ------------------------------------------------------
 
+def point_inputs(name: str, config: dict) -> dict:
+    """What a point's result depends on (besides the unit's split and seed): a finished point of an earlier run is
+    reused when these are equal, so a run that changes, e.g., only the distillation settings retrains only the
+    task-distilled point (the teacher it needs is kept on disk)."""
+    st = config["settings"]
+    split = {"data": config["data"], "plan": config["plan"]}
+    teacher = {**split, "teacher_epochs": st["teacher_epochs"], "teacher_learning_rate": st["teacher_learning_rate"]}
+    student = {**split, "student": st["student"]}
+    if name == "teacher":
+        return teacher
+    if name == "plain":
+        return {**student, "epochs": st["epochs"], "learning_rates": st["learning_rates"]}
+    if name == "agora":
+        return {**teacher, **student, "epochs": st["epochs"], "learning_rates": st["learning_rates"],
+                "max_rounds": st["max_rounds"], "k": st["k"], "labeler_min_dev_score": st["labeler_min_dev_score"]}
+    if name == "distill":
+        return {**teacher, **student, "distill": st.get("distill")}
+    if name in ("frozen_lr", "model2vec_lr"):
+        return {**split, "model2vec_dir": st["model2vec_dir"]}
+    return {**split, "settings": st}  # int8 and anything new: the whole configuration
+
+
+def reusable_points(unit: Path, config: dict) -> dict:
+    """Finished points of an earlier run of this unit whose inputs equal this run's (and whose model, when the
+    run keeps it, is still on disk)."""
+    if not (unit / "unit.json").exists():
+        return {}
+    old = json.loads((unit / "unit.json").read_text())
+    if old.get("config", {}).get("data") != config["data"]:
+        raise SystemExit(f"{unit} holds another split than this run's; use a fresh --work_dir.")
+    return {name: point for name, point in old.get("points", {}).items()
+            if point_inputs(name, old["config"]) == point_inputs(name, config)
+            and ("model_dir" not in point or Path(point["model_dir"]).exists())}
+
+
 def run_unit(settings: Settings, plan: TaskPlan, data: dict, seed: int) -> dict:
-    """Trains every model of one (task, size, seed) and scores it on test. Writes unit.json last (a re-run with the
-    same --work_dir skips finished units). Models are kept for the first seed only (they are timed later)."""
+    """Trains every model of one (task, size, seed) and scores it on test. Writes unit.json after every point; a
+    re-run with the same --work_dir reuses every point whose inputs did not change (point_inputs). Student models
+    are kept for the first seed only (they are timed later); teachers are kept (they label for Agora/distill)."""
     torch.set_num_threads(1)
     from bortify.finetuning.arguments import (AgoraArguments, FinetuneDataArguments, FinetuneGridArguments,
                                               FinetuneModelArguments)
@@ -171,36 +221,49 @@ def run_unit(settings: Settings, plan: TaskPlan, data: dict, seed: int) -> dict:
 
     unit = Path(settings.work) / f"{panel_key(plan.key, data['max_train_samples'])}-seed{seed}"
     config = json.loads(json.dumps({"data": data, "plan": asdict(plan), "settings": asdict(settings)}))
-    if (unit / "unit.json").exists():
-        done = json.loads((unit / "unit.json").read_text())
-        if done.get("config") != config:
-            raise SystemExit(f"{unit} was made with other settings or splits than this run's; use a fresh "
-                             "--work_dir (or the same command as before to resume).")
-        return done
+    reuse = reusable_points(unit, config)
     unit.mkdir(parents=True, exist_ok=True)
     task = prepare_task(**data)
     max_len = plan.max_length
     record = {"task": plan.key, "train_rows": len(task.train), "seed": seed, "config": config, "splits": task.splits,
               "label_names": task.label_names, "points": {}}
     points = record["points"]
-    print(f"[{unit.name}] train {len(task.train)} dev {len(task.dev)} test {len(task.test)}", flush=True)
+    first = seed == settings.first_seed
+    wanted = [n for n in ("teacher", "plain", "agora", "distill", "int8", "frozen_lr", "model2vec_lr")
+              if (n != "distill" or settings.with_distill) and (n != "int8" or settings.with_int8)
+              and (first or n not in settings.first_seed_only + ("frozen_lr", "model2vec_lr"))]
+    print(f"[{unit.name}] train {len(task.train)} dev {len(task.dev)} test {len(task.test)}; "
+          f"reused: {', '.join(n for n in wanted if n in reuse) or 'none'}", flush=True)
 
-    # the fine-tuned teacher (also Agora's labeler, as in bench_agora.py)
-    t0 = time.perf_counter()
-    lab = build_labeler(task, labeler=None, teacher=TEACHER, max_length=max_len, seed=seed,
-                        epochs=settings.teacher_epochs, learning_rate=settings.teacher_learning_rate, batch_size=16,
-                        min_dev_score=-1.0)  # a benchmark peer: scored whatever its dev accuracy
-    lab.model.save_pretrained(unit / "teacher")
-    lab.tokenizer.save_pretrained(unit / "teacher")
-    points["teacher"] = {"test": lab.evaluate(task.test), "dev": lab.dev_score, "seconds": time.perf_counter() - t0,
-                         "model_dir": str(unit / "teacher")}
-    del lab
+    def save() -> None:
+        write_json_atomic(unit / "unit.json", record)
+
+    def ready(name: str) -> bool:
+        if name in reuse:
+            points[name] = reuse[name]
+            return True
+        return name not in wanted
+
+    # the fine-tuned teacher (also Agora's labeler and the distillation teacher, as in bench_agora.py)
+    if not ready("teacher"):
+        t0 = time.perf_counter()
+        lab = build_labeler(task, labeler=None, teacher=TEACHER, max_length=max_len, seed=seed,
+                            epochs=settings.teacher_epochs, learning_rate=settings.teacher_learning_rate,
+                            batch_size=16, min_dev_score=-1.0)  # a benchmark peer: scored whatever its dev accuracy
+        lab.model.save_pretrained(unit / "teacher")
+        lab.tokenizer.save_pretrained(unit / "teacher")
+        points["teacher"] = {"test": lab.evaluate(task.test), "dev": lab.dev_score,
+                             "seconds": time.perf_counter() - t0, "model_dir": str(unit / "teacher")}
+        del lab
+        save()
 
     common = dict(max_length=max_len, seed=seed, overwrite=True)
     grid = FinetuneGridArguments(learning_rates=list(settings.learning_rates), weight_decays=[0.01],
                                  warmup_ratios=[0.1], batch_sizes=[16], num_train_epochs=settings.epochs)
 
     def bortify_point(name: str, mode: str, agora_args: AgoraArguments, **extra) -> None:
+        if ready(name):
+            return
         t0 = time.perf_counter()
         try:
             rep = finetune(FinetuneModelArguments(model=settings.student, output_dir=str(unit / name), mode=mode,
@@ -209,22 +272,24 @@ def run_unit(settings: Settings, plan: TaskPlan, data: dict, seed: int) -> dict:
         except LabelerError as exc:  # bortify refuses a labeler under its dev threshold: that is the result
             points[name] = {"refused": str(exc), "seconds": time.perf_counter() - t0}
             print(f"[{unit.name}] {name}: refused: {exc}", flush=True)
+            save()
             return
         points[name] = {"test": rep["test"][rep["metric"]], "dev": rep["dev"][rep["metric"]],
                         "seconds": time.perf_counter() - t0, "model_dir": str(unit / name),
                         "best_round": rep["best_round"], "examples_added": rep["examples_added"],
                         "num_parameters": rep["num_parameters"]}
+        if rep.get("distill"):
+            points[name]["distill"] = {k: rep["distill"].get(k) for k in ("transfer_set", "teacher_agreement",
+                                                                            "seconds", "examples_seen")}
+        save()
 
     bortify_point("plain", "plain", AgoraArguments())
     agora_args = dict(max_rounds=settings.max_rounds, k=settings.k, labeler=str(unit / "teacher"),
                       labeler_min_dev_score=settings.labeler_min_dev_score)
     bortify_point("agora", "agora", AgoraArguments(**agora_args))
-    if settings.with_distill:
-        # HOOK (task-distilled point, docs/methods.md §7): mode 'distill' is being built (bortify/finetuning/
-        # distill.py). Assumed: the fine-tuned teacher comes in the way Agora's labeler does, and finetune() takes
-        # the TaskDistillArguments (its defaults) as an extra argument. Check both when it lands.
-        bortify_point("distill", "distill", AgoraArguments(**agora_args), **distill_kwargs())
-    if settings.with_int8 and "model_dir" in points.get("agora", {}):
+    # the task-distilled point (docs/methods.md §7): the fine-tuned teacher comes in as Agora's labeler does
+    bortify_point("distill", "distill", AgoraArguments(**agora_args), **distill_kwargs(settings))
+    if not ready("int8") and "model_dir" in points.get("agora", {}):
         from pareto_peers import classifier_predictor
 
         int8_dir = int8_point(Path(points["agora"]["model_dir"]), unit / "int8")  # HOOK
@@ -232,17 +297,29 @@ def run_unit(settings: Settings, plan: TaskPlan, data: dict, seed: int) -> dict:
         preds = [int(p) for i in range(0, len(task.test), 32) for p in predict(task.test["text"][i:i + 32])]
         points["int8"] = {"test": float(np.mean(np.asarray(preds) == np.asarray(task.test["label"]))),
                           "model_dir": str(int8_dir), "of": "agora", "seconds": 0.0}
+        save()
 
-    if seed == settings.first_seed:  # deterministic given the split: once per panel
-        points.update(logistic_peers(settings, task, max_len, unit))
-    else:  # only the first seed's models are timed
-        for name in ("teacher", "plain", "agora", "distill", "int8"):
+    if first:  # deterministic given the split: once per panel
+        if not (ready("frozen_lr") and ready("model2vec_lr")):
+            points.update(logistic_peers(settings, task, max_len, unit))
+    else:  # only the first seed's students are timed
+        for name in ("plain", "agora", "distill", "int8"):
             shutil.rmtree(unit / name, ignore_errors=True)
             points.get(name, {}).pop("model_dir", None)
-    write_json_atomic(unit / "unit.json", record)
+    save()
     print(f"[{unit.name}] " + ", ".join(f"{k} {v['test']:.3f}" for k, v in points.items() if "test" in v),
           flush=True)
     return record
+
+
+def distill_kwargs(settings: Settings) -> dict:
+    """The extra finetune() argument of mode 'distill', found by name in finetune's signature."""
+    import inspect
+
+    from bortify.finetuning.finetune import finetune
+
+    name = next((n for n in inspect.signature(finetune).parameters if "distill" in n), None)
+    return {name: distill_arguments(settings)} if name else {}
 
 
 def logistic_peers(settings: Settings, task, max_len: int, unit: Path) -> dict:
@@ -373,7 +450,12 @@ def parse_args(argv):
     p.add_argument("--teacher_learning_rate", type=float, default=1e-4)
     p.add_argument("--labeler_min_dev_score", type=float, default=None,
                    help="Agora's labeler threshold (default bortify's: chance + (1 - chance)/3)")
-    p.add_argument("--with_distill", action="store_true", help="HOOK: add the task-distilled point (mode 'distill')")
+    p.add_argument("--with_distill", action="store_true", help="add the task-distilled point (mode 'distill')")
+    p.add_argument("--distill", nargs="+", default=[], metavar="NAME=VALUE",
+                   help="TaskDistillArguments overrides of the task-distilled point, e.g. augment_k=8 (default: "
+                        "bortify's defaults)")
+    p.add_argument("--first_seed_only", nargs="+", default=[], choices=["plain", "agora", "distill", "teacher"],
+                   help="points trained at the first seed only (when 3 seeds of everything do not fit the time)")
     p.add_argument("--with_int8", action="store_true", help="HOOK: add the int8 point (not available yet)")
     p.add_argument("--timing_repeats", type=int, default=3)
     p.add_argument("--jobs", type=int, default=2, help="units (task, size, seed) trained in this many processes")
@@ -423,7 +505,8 @@ def main(argv=None) -> int:
                         learning_rates=tuple(args.learning_rates), max_rounds=args.max_rounds, k=args.k,
                         teacher_epochs=args.teacher_epochs, teacher_learning_rate=args.teacher_learning_rate,
                         labeler_min_dev_score=args.labeler_min_dev_score, with_distill=args.with_distill,
-                        with_int8=args.with_int8, first_seed=args.seeds[0])
+                        with_int8=args.with_int8, first_seed=args.seeds[0], distill=parse_overrides(args.distill),
+                        first_seed_only=tuple(args.first_seed_only))
     panels = []  # (plan, requested size, prepare_task arguments)
     for key in args.tasks:
         plan = TASK_PLANS[key] if args.dev_rows is None else replace(TASK_PLANS[key], dev_rows=args.dev_rows)

@@ -1,0 +1,74 @@
+"""The Pareto benchmark's bookkeeping (benchmarks/bench_pareto.py): which finished points a re-run may reuse, and
+the --distill overrides of the task-distilled point. No model is trained here."""
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench_pareto  # noqa: E402
+
+
+def _config(tmp_path, **changes):
+    settings = bench_pareto.Settings(
+        student="runs/demo/pretrain", student_name="s", work=str(tmp_path), model2vec_dir=str(tmp_path / "m2v"),
+        max_test_rows=1000, min_test_rows=250, epochs=3.0, learning_rates=(1e-3,), max_rounds=3, k=8,
+        teacher_epochs=6.0, teacher_learning_rate=1e-4, labeler_min_dev_score=None, with_distill=True,
+        with_int8=False, first_seed=1)
+    plan = bench_pareto.TASK_PLANS["debates"]
+    data = {"dataset": plan.dataset, "max_train_samples": 300, "split_seed": 42}
+    config = {"data": data, "plan": asdict(plan), "settings": {**asdict(settings), **changes}}
+    return json.loads(json.dumps(config))
+
+
+def _unit(tmp_path, config, names=("teacher", "plain", "agora", "distill")):
+    unit = tmp_path / "unit"
+    points = {}
+    for name in names:
+        (unit / name).mkdir(parents=True, exist_ok=True)
+        points[name] = {"test": 0.5, "model_dir": str(unit / name)}
+    (unit / "unit.json").write_text(json.dumps({"config": config, "points": points}))
+    return unit
+
+
+def test_changing_the_distillation_settings_retrains_only_the_distilled_point(tmp_path):
+    old = _config(tmp_path)
+    new = _config(tmp_path, distill=[["distill_augment_k", 8]])
+    unit = _unit(tmp_path, old)
+    assert sorted(bench_pareto.reusable_points(unit, old)) == ["agora", "distill", "plain", "teacher"]
+    assert sorted(bench_pareto.reusable_points(unit, new)) == ["agora", "plain", "teacher"]
+
+
+def test_changing_the_teacher_retrains_everything_that_uses_it(tmp_path):
+    old = _config(tmp_path)
+    unit = _unit(tmp_path, old)
+    assert sorted(bench_pareto.reusable_points(unit, _config(tmp_path, teacher_epochs=3.0))) == ["plain"]
+
+
+def test_a_point_whose_model_is_gone_is_retrained(tmp_path):
+    old = _config(tmp_path)
+    unit = _unit(tmp_path, old)
+    (unit / "teacher").rmdir()
+    assert "teacher" not in bench_pareto.reusable_points(unit, old)
+
+
+def test_another_split_is_refused(tmp_path):
+    old = _config(tmp_path)
+    unit = _unit(tmp_path, old)
+    other = json.loads(json.dumps(old))
+    other["data"]["max_train_samples"] = 1000
+    with pytest.raises(SystemExit, match="another split"):
+        bench_pareto.reusable_points(unit, other)
+
+
+def test_distill_overrides_are_typed_and_checked_before_work():
+    assert bench_pareto.parse_overrides(["augment_k=8", "distill_epochs=4.5", "distill_unlabeled_file=none"]) == (
+        ("distill_augment_k", 8), ("distill_epochs", 4.5), ("distill_unlabeled_file", None))
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        bench_pareto.parse_overrides(["no_such_option=1"])
+    with pytest.raises(ValueError, match="distill_augment_k"):
+        bench_pareto.parse_overrides(["augment_k=-1"])
