@@ -70,7 +70,8 @@ def time_steps(student_dir, teacher, kd_mode, blocks, tokenizer, steps, warmup, 
     """Per-step seconds: KD trainer vs by-hand student MLM step + teacher forward vs plain HF MLM step."""
     from bortify.pretraining.arguments import DistillationArguments
     from bortify.pretraining.trainer import DistillationTrainer
-    from bortify.pretraining.losses import default_layer_map, default_relation_heads
+    from bortify.pretraining.losses import default_relation_heads
+    from bortify.slicing import default_layer_map
 
     config = BertConfig.from_pretrained(student_dir)
     teacher_path = resolve_model(teacher)
@@ -96,7 +97,7 @@ def time_steps(student_dir, teacher, kd_mode, blocks, tokenizer, steps, warmup, 
                                      save_strategy="no", logging_steps=10**6, disable_tqdm=True, learning_rate=lr)
         trainer = DistillationTrainer(model=wrapper, args=args, train_dataset=data, data_collator=collator,
                                       teacher=t_model, kd_mode=kd_mode, teacher_layers=layers, relation_heads=heads,
-                                      relation_teacher_layer=t_model.config.num_hidden_layers, callbacks=[timer])
+                                      relation_teacher_layer=t_model.config.num_hidden_layers - 1, callbacks=[timer])
         trainer.train()
     kd_step = _median_after_warmup(timer.times, warmup)
 

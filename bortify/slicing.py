@@ -70,10 +70,14 @@ def _mlm_head(model: nn.Module) -> nn.Module | None:
 
 
 def default_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
-    """Evenly spaced teacher layers, the last one always kept: 6 -> 2 gives [2, 5]; 24 -> 4 gives [5, 11, 17, 23]."""
-    if not 1 <= student_layers <= teacher_layers:
-        raise SlicingError(f"student has {student_layers} layers, teacher {teacher_layers}: need 1 <= student <= teacher.")
-    return [round((i + 1) * teacher_layers / student_layers) - 1 for i in range(student_layers)]
+    """Teacher layer (0-based) for each student layer: evenly spaced, the last one always kept, TinyBERT's uniform
+    g(m) = m·N/M (Jiao et al. 2020, §3.3; docs/methods.md §2) counted from 0. 6 -> 2 gives [2, 5]; 24 -> 4 gives
+    [5, 11, 17, 23]. bortify's one layer map: slicing initialises each student layer from this teacher layer and
+    representation KD (pretraining) distils it from the same one. A student deeper than its teacher (KD only;
+    slicing refuses it) repeats teacher layers."""
+    if student_layers < 1 or teacher_layers < 1:
+        raise SlicingError(f"student has {student_layers} layers, teacher {teacher_layers}: both need at least one.")
+    return [max(0, round((m + 1) * teacher_layers / student_layers) - 1) for m in range(student_layers)]
 
 
 def _sq(t: torch.Tensor, dim: int) -> torch.Tensor:

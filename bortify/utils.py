@@ -81,6 +81,15 @@ TORCH_THREADS_HELP = ("CPU threads for torch during this stage (torch.set_num_th
                       "default (unset): torch's choice. 1-2 is much faster on a CPU shared with other jobs.")
 
 
+def help_field(text: str, **kw):
+    """A dataclass field documented for HfArgumentParser's --help: `help_field("What it is.", default=3)`."""
+    return field(metadata={"help": text}, **kw)
+
+
+# The files that make a saved tokenizer loadable (any one of them); the card and push stages check for them.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+
+
 def overwrite_field():
     """The `overwrite: bool = False` field of a stage's arguments dataclass."""
     return field(default=False, metadata={"help": OVERWRITE_HELP})
@@ -182,6 +191,18 @@ def redact_secrets(obj: Any, tokens: list[str] | None = None) -> Any:
         return value
 
     return clean(obj)
+
+
+def is_hub_repo_id(spec: str) -> bool:
+    """Whether `spec` is a valid Hugging Face Hub repo id (`name` or `owner/name`), by huggingface_hub's own rule
+    (`validate_repo_id`). A spec that is not one and does not exist on disk can only be a missing local path."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(str(spec))
+    except HFValidationError:
+        return False
+    return True
 
 
 def is_same_or_nested(a: str | os.PathLike, b: str | os.PathLike) -> str | None:

@@ -7,12 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from bortify.pretraining.losses import (
+    IGNORE_INDEX,
     attention_relation_kd_loss,
-    default_layer_map,
     default_relation_heads,
     hidden_mse_loss,
     kd_kl_divergence,
     logit_kd_loss,
+    masked_cross_entropy,
+    scale_to_global_tokens,
 )
 
 
@@ -140,11 +142,54 @@ def test_attention_relation_ignores_padded_keys_and_queries():
     assert attention_relation_kd_loss([x_s], [x_t2], 2, mask).item() == pytest.approx(base.item(), rel=1e-5)
 
 
-def test_layer_maps_and_relation_heads():
-    assert default_layer_map(2, 6) == [3, 6]
-    assert default_layer_map(3, 6) == [2, 4, 6]
-    assert default_layer_map(4, 24) == [6, 12, 18, 24]
-    assert default_layer_map(6, 6) == [1, 2, 3, 4, 5, 6]
+def test_relation_heads():
     assert default_relation_heads(256, 384, 12) == 8
     assert default_relation_heads(384, 384, 12) == 12
     assert default_relation_heads(32, 384, 12) == 8
+
+
+def test_masked_cross_entropy_counts_labelled_positions_only():
+    logits = _logits(2, 5, 30)
+    labels = torch.full((2, 5), IGNORE_INDEX)
+    labels[0, 1], labels[1, 3], labels[1, 4] = 4, 7, 29
+    keep = labels != IGNORE_INDEX
+    per_token = F.cross_entropy(logits[keep], labels[keep], reduction="none")
+    assert masked_cross_entropy(logits, labels).item() == pytest.approx(per_token.mean().item(), rel=1e-6)
+    assert masked_cross_entropy(logits, labels, reduction="sum").item() == pytest.approx(per_token.sum().item(), rel=1e-6)
+    assert torch.allclose(masked_cross_entropy(logits, labels, reduction="none"), per_token)
+    # gathered form (N, V) / (N,) gives the same; changing an unlabelled position's logits changes nothing
+    assert masked_cross_entropy(logits[keep], labels[keep]).item() == pytest.approx(per_token.mean().item(), rel=1e-6)
+    other = logits.clone()
+    other[0, 0] += 100.0
+    assert masked_cross_entropy(other, labels).item() == pytest.approx(per_token.mean().item(), rel=1e-6)
+    # bf16 logits are scored in float32
+    assert masked_cross_entropy(logits.bfloat16(), labels).dtype == torch.float32
+
+
+def test_masked_cross_entropy_of_nothing_is_a_differentiable_zero():
+    logits = _logits(1, 4, 10).requires_grad_(True)
+    loss = masked_cross_entropy(logits, torch.full((1, 4), IGNORE_INDEX))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert logits.grad is not None and float(logits.grad.abs().sum()) == 0.0
+    assert masked_cross_entropy(logits, torch.full((1, 4), IGNORE_INDEX), reduction="none").numel() == 0
+    with pytest.raises(ValueError, match="reduction"):
+        masked_cross_entropy(logits, torch.zeros(1, 4, dtype=torch.long), reduction="max")
+
+
+def test_logit_kd_mlm_part_is_the_masked_cross_entropy():
+    s, t = _logits(3, 6, 20), _logits(3, 6, 20, seed=5)
+    labels = torch.randint(0, 20, (3, 6), generator=torch.Generator().manual_seed(1))
+    labels[:, ::2] = IGNORE_INDEX
+    assert logit_kd_loss(s, t, labels).mlm.item() == pytest.approx(masked_cross_entropy(s, labels).item(), rel=1e-6)
+
+
+def test_global_token_scaling_turns_micro_batch_means_into_the_step_mean():
+    """Two micro-batches (or ranks) with 3 and 1 labelled tokens: their scaled means sum to the 4-token mean."""
+    per_token = torch.tensor([1.0, 2.0, 3.0, 10.0])
+    a, b = per_token[:3].mean(), per_token[3:].mean()
+    step = scale_to_global_tokens(a, 3, 4) + scale_to_global_tokens(b, 1, 4)
+    assert step.item() == pytest.approx(per_token.mean().item())
+    assert (a + b).item() / 2 != pytest.approx(per_token.mean().item())  # the naive mean of means differs
+    # DDP averages gradients over processes: each rank's share is multiplied back by the world size
+    assert scale_to_global_tokens(a, 3, 4, num_processes=2).item() == pytest.approx(2 * 0.75 * a.item())

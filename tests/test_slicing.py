@@ -52,8 +52,20 @@ def test_default_layer_map_even_and_keeps_last():
     assert default_layer_map(2, 6) == [2, 5]
     assert default_layer_map(4, 24) == [5, 11, 17, 23]
     assert default_layer_map(1, 12) == [11]
+    assert default_layer_map(3, 6) == [1, 3, 5]
+    # deeper than the teacher (representation KD only): teacher layers repeat, in order, the last one kept
+    assert default_layer_map(7, 6) == [0, 1, 2, 2, 3, 4, 5]
     with pytest.raises(SlicingError):
-        default_layer_map(7, 6)
+        default_layer_map(0, 6)
+
+
+def test_a_student_deeper_than_its_teacher_is_refused_by_slicing(tiny_bert_config):
+    from transformers import BertConfig, BertModel
+
+    teacher = BertModel(tiny_bert_config)
+    deeper = BertConfig(**{**tiny_bert_config.to_dict(), "num_hidden_layers": tiny_bert_config.num_hidden_layers + 1})
+    with pytest.raises(SlicingError, match="num_hidden_layers"):
+        init_from_teacher(BertModel(deeper), teacher)
 
 
 def test_same_shape_student_is_identical_tiny_mlm(tiny_bert_config):

@@ -8,6 +8,13 @@ all-reduced over the `replicate` dimension (the second hop). On GPUs, accelerate
 `fully_shard` directly. It runs bortify's student (`DistillationStudent`) and KD loss (`logit_kd_loss`),
 and for comparison the same steps under DDP, on identical global batches and masks.
 
+What it is (our decision, docs/methods.md §6): the product's documented CPU path for the MiCS layout, not test
+scaffolding. It therefore owns no maths of its own: the student module, the masked-position teacher logits,
+the loss (`losses.logit_kd_loss`) and the rescaling to the step's global token count
+(`losses.scale_to_global_tokens`) are the ones `DistillationTrainer` uses; only the loop (which accelerate
+cannot drive on CPU with FSDP) is here. Logit KD only; `bortify pretrain` (the Trainer) is the path for
+everything else. tests/test_pretraining_distributed.py runs it with 4 real processes.
+
     torchrun --nproc_per_node 4 -m bortify.pretraining.distributed --student_config DIR \\
         --teacher embedded:splade-tiny --output_dir OUT --replicate 2 --shard 2 --strategies ddp,hsdp
 
@@ -33,7 +40,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM
 
 from bortify.data import resolve_model
 from bortify.pretraining.data import load_pretraining_data, make_collator
-from bortify.pretraining.losses import IGNORE_INDEX, logit_kd_loss
+from bortify.pretraining.losses import IGNORE_INDEX, logit_kd_loss, scale_to_global_tokens
 from bortify.pretraining.pretrain import load_student_config
 from bortify.pretraining.trainer import DistillationStudent, masked_teacher_logits
 from bortify.utils import write_json_atomic
@@ -54,15 +61,17 @@ def apply_hsdp(model: DistillationStudent, replicate: int, shard: int):
 
 
 def kd_step_loss(model, teacher, batch, n_global: int, world: int, args) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bort's KD loss on this rank's micro-batch, scaled to a per-token mean over the global batch (the same
-    scaling DistillationTrainer uses), and the unscaled-global contribution for logging."""
+    """Bort's KD loss on this rank's micro-batch, scaled to its share of the per-token mean over the global batch
+    (times the world size, as DDP/FSDP average gradients; the same scaling DistillationTrainer uses), and this
+    rank's share without that factor, for logging (summed over ranks: the step's per-token mean)."""
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
     keep = batch["labels"] != IGNORE_INDEX
     with torch.no_grad():
         t_logits = masked_teacher_logits(teacher, batch["input_ids"], batch["attention_mask"], keep)
     kd = logit_kd_loss(out.logits, t_logits, out.labels, temperature=args.temperature, w_mlm=args.w_mlm, w_kd=args.w_kd)
-    share = out.labels.numel() / n_global
-    return kd.loss * share * world, (kd.loss * share).detach()
+    n_local = out.labels.numel()
+    return (scale_to_global_tokens(kd.loss, n_local, n_global, world),
+            scale_to_global_tokens(kd.loss, n_local, n_global).detach())
 
 
 def run(strategy: str, args, config, teacher, blocks, collator, rank: int, world: int) -> tuple[list[float], object]:

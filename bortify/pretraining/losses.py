@@ -5,7 +5,13 @@
 - `hidden_mse_loss`: TinyBERT-style hidden-state MSE through a learned projection when widths differ.
 - `attention_relation_kd_loss`: MiniLMv2 self-attention relation distillation (Q-Q, K-K, V-V relations over
   a number of *relation heads* that need not equal either model's attention heads).
-- `default_layer_map`: which teacher layer each student layer learns from (uniform, TinyBERT's g(m) = m·N/M).
+- `masked_cross_entropy`: the masked-LM cross-entropy at the positions that carry a label (bortify's one
+  definition: the KD losses, the held-out score, the extraction estimator and task distillation use it).
+- `scale_to_global_tokens`: a micro-batch's per-token mean turned into its share of the optimiser step's
+  per-token mean (the Trainer path and the CPU HSDP path, distributed.py, use it).
+
+Which teacher layer each student layer learns from is `bortify.slicing.default_layer_map` (0-based; slicing
+initialises from the same layers).
 
 All losses return scalars averaged over the positions that count (masked tokens for logit KD, real tokens
 for the representation losses), so they do not change with batch size or padding.
@@ -35,6 +41,35 @@ def select_masked(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int 
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree on positions.")
     keep = labels != ignore_index
     return logits[keep], labels[keep]
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX,
+                         reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of `logits` against `labels` at the positions whose label is not `ignore_index`
+    (Devlin et al. 2019's masked-LM loss; docs/methods.md §2), in float32 whatever the logits' dtype.
+
+    `logits` (..., V) with `labels` (...), or already gathered at the masked positions ((N, V) with (N,)).
+    `reduction`: "mean" (per labelled position), "sum", or "none" (one value per labelled position). With no
+    labelled position, "mean"/"sum" give a zero that stays in the autograd graph (DDP and the Trainer expect a
+    differentiable loss) and "none" an empty tensor.
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+    s, gold = select_masked(logits, labels, ignore_index)
+    if gold.numel() == 0 and reduction != "none":
+        return logits.sum() * 0.0
+    return F.cross_entropy(s.float(), gold, reduction=reduction)
+
+
+def scale_to_global_tokens(loss: torch.Tensor, local_tokens: int, global_tokens, num_processes: int = 1):
+    """This micro-batch's share of the per-token mean over a whole optimiser step (docs/methods.md §2, §6).
+
+    `loss` is a mean over this micro-batch's `local_tokens` labelled positions; `global_tokens` counts them over
+    every micro-batch of the step on every process. Summing the returned values over the step's micro-batches
+    gives the step's true per-token mean, so world 2 x batch 4, world 1 x batch 8 and batch 4 x 2 accumulation
+    steps train identically. DDP / FSDP average gradients over processes, hence the factor `num_processes`
+    (what `Trainer.compute_loss` does for models when `average_tokens_across_devices` is on)."""
+    return loss * (local_tokens / global_tokens) * num_processes
 
 
 def kd_kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0,
@@ -83,17 +118,9 @@ def logit_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, la
     if gold.numel() == 0:  # a batch with nothing masked contributes nothing (but stays in the graph)
         zero = student_logits.sum() * 0.0
         return LogitKDLoss(zero, zero.detach(), zero.detach())
-    mlm = F.cross_entropy(s.float(), gold)
+    mlm = masked_cross_entropy(s, gold, ignore_index=ignore_index)
     kd = kd_kl_divergence(s, t.detach(), temperature, kd_reduction)
     return LogitKDLoss(w_mlm * mlm + w_kd * kd, mlm, kd)
-
-
-def default_layer_map(num_student_layers: int, num_teacher_layers: int) -> list[int]:
-    """Teacher layer (1-based, as in `hidden_states[i]`) for each student layer: uniform, g(m) = m·N/M
-    (TinyBERT §3.3), so the last student layer always learns from the last teacher layer."""
-    if num_student_layers < 1 or num_teacher_layers < 1:
-        raise ValueError("both models need at least one layer.")
-    return [max(1, round((m + 1) * num_teacher_layers / num_student_layers)) for m in range(num_student_layers)]
 
 
 def _token_mean(per_token: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

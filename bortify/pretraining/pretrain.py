@@ -4,6 +4,11 @@ Everything that can be wrong with the inputs (student config, teacher kind, voca
 before any weight is loaded for training; then the student is distilled through `DistillationTrainer` and
 written as a standard BertForMaskedLM checkpoint with the teacher's tokenizer, the training log
 (`trainer_state.json`) and `report.json` (the marker of a finished run; what the model card reads).
+
+The steps, in order (each a function here): `_guard_output_dir` (refuse a bad output, find the checkpoint to
+resume), `load_student_config`, `plan_distillation` (teacher config + tokenizer, KD mode, layer map, relation
+settings), `load_pretraining_data`, `prepare_output_dir`, `build_models`, `heldout_mlm_loss` (before),
+`DistillationTrainer.train`, `_save_final`, `heldout_mlm_loss` (after), `build_report`.
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
 import torch
 from torch import nn
 from transformers import (
@@ -25,19 +33,24 @@ from transformers import (
     AutoTokenizer,
     BertConfig,
     BertForMaskedLM,
+    PrinterCallback,
+    Trainer,
+    TrainingArguments,
     set_seed,
 )
 
 from bortify.data import resolve_model
+from bortify.resources import is_embedded
 from bortify.pretraining.arguments import DataArguments, DistillationArguments, ModelArguments
 from bortify.pretraining.data import load_pretraining_data, make_collator
-from bortify.pretraining.losses import default_layer_map, default_relation_heads
+from bortify.pretraining.losses import IGNORE_INDEX, default_relation_heads, masked_cross_entropy
 from bortify.pretraining.rundir import (
     RUN_ARGS_NAME,
     RunDirError,
     changed_run_args,
     check_not_foreign,
     checkpoint_problem,
+    checkpoint_step,
     find_resume_checkpoint,
     probe_writable,
     refuse_overlap,
@@ -46,7 +59,8 @@ from bortify.pretraining.rundir import (
 from bortify.pretraining.trainer import DistillationStudent, DistillationTrainer
 from bortify.reports import REPORT_FILE as REPORT_NAME
 from bortify.reports import PretrainReport, write_report
-from bortify.utils import check_output_dir, torch_threads, write_json_atomic
+from bortify.slicing import default_layer_map, init_from_teacher
+from bortify.utils import check_output_dir, is_hub_repo_id, torch_threads, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +70,13 @@ class PretrainError(ValueError):
 
 
 def _check_local(spec: str, what: str) -> None:
-    """A spec that looks like a local path must exist (otherwise the Hub client gives a confusing repo-id error)."""
-    looks_local = str(spec).startswith((".", "/", "~")) or str(spec).count("/") > 1
-    if looks_local and not os.path.exists(os.path.expanduser(str(spec))):
-        raise PretrainError(f"{what} {spec!r} does not exist. Give an existing directory/file, a Hub name, or an "
-                            "embedded model (bortify resources list).")
+    """A spec that is neither an existing path nor an embedded name nor a valid Hub repo id (huggingface_hub's
+    rule: `name` or `owner/name`) is a local path that does not exist; say so instead of the Hub's error."""
+    spec = str(spec)
+    if os.path.exists(os.path.expanduser(spec)) or is_embedded(spec) or is_hub_repo_id(spec):
+        return
+    raise PretrainError(f"{what} {spec!r} does not exist. Give an existing directory/file, a Hub name, or an "
+                        "embedded model (bortify resources list).")
 
 
 def load_student_config(spec: str) -> BertConfig:
@@ -113,34 +129,6 @@ def check_compatible(student_cfg: BertConfig, teacher_cfg, tokenizer, kd_mode: s
     t_max = getattr(teacher_cfg, "max_position_embeddings", None)
     if t_max is not None and seq_len > t_max - (2 if teacher_cfg.model_type in ("roberta", "xlm-roberta") else 0):
         raise PretrainError(f"seq_len {seq_len} exceeds what the teacher accepts ({t_max} positions); lower --seq_len.")
-
-
-@torch.no_grad()
-def heldout_mlm_loss(student: BertForMaskedLM, blocks, collator, batch_size: int = 16, device=None) -> float:
-    """Mean masked-LM cross-entropy of `student` over `blocks` (pass a static-masking collator so that two
-    calls score identical masks)."""
-    was_training = student.training
-    student.eval()
-    device = device or next(student.parameters()).device
-    total, count = 0.0, 0
-    for start in range(0, len(blocks), batch_size):
-        batch = collator([blocks[i] for i in range(start, min(start + batch_size, len(blocks)))])
-        labels = batch["labels"].to(device)
-        out = student.bert(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-        keep = labels != -100
-        logits = student.cls(out.last_hidden_state[keep])
-        total += float(nn.functional.cross_entropy(logits.float(), labels[keep], reduction="sum"))
-        count += int(keep.sum())
-    student.train(was_training)
-    return total / max(count, 1)
-
-
-def _teacher_layers(args: DistillationArguments, n_student: int, n_teacher: int) -> list[int]:
-    layers = args.parsed_layer_map() or default_layer_map(n_student, n_teacher)
-    if len(layers) != n_student or any(not 1 <= j <= n_teacher for j in layers):
-        raise PretrainError(f"layer_map {layers} must give one teacher layer in 1..{n_teacher} for each of the "
-                            f"student's {n_student} layers.")
-    return layers
 
 
 def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args: DistillationArguments, *,
@@ -198,151 +186,240 @@ def _resume_checkpoint(out: Path, requested, overwrite: bool) -> str | None:
     return str(found) if found else None
 
 
-def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_args: DistillationArguments,
-              overwrite: bool) -> PretrainReport | None:
-    out = Path(training_args.output_dir)
-    resume = _guard_output_dir(out, model_args, data_args, training_args, overwrite)
-    # --- cheap checks first: configs, tokenizer, corpus -------------------------------------------------
-    student_cfg = load_student_config(model_args.student_config)
-    _check_local(model_args.teacher, "teacher")
-    teacher_path = resolve_model(model_args.teacher)
+@dataclass
+class KDPlan:
+    """What the inputs decide before any weight is loaded: the teacher's kind, the KD mode and its layers."""
+
+    teacher_path: str
+    teacher_cfg: object
+    tokenizer: object
+    kind: str  # 'mlm' | 'encoder'
+    kd_mode: str  # 'logit' | 'representation'
+    teacher_layers: list[int] | None = None  # 0-based teacher layer per student layer (bortify.slicing.default_layer_map)
+    relation_heads: int | None = None
+    relation_layer: int | None = None  # 0-based teacher layer distilled by attention relations
+
+
+def load_teacher(spec: str, out: Path) -> tuple[str, object, object]:
+    """(local path, config, tokenizer) of the teacher; refuses an output directory that overlaps its local copy."""
+    _check_local(spec, "teacher")
+    teacher_path = resolve_model(spec)
     try:
         refuse_overlap(out, {"--teacher": teacher_path})  # a Hub/embedded teacher's local copy
     except RunDirError as exc:
         raise PretrainError(str(exc)) from exc
     try:
-        teacher_cfg = AutoConfig.from_pretrained(teacher_path)
-        tokenizer = AutoTokenizer.from_pretrained(teacher_path)
+        return teacher_path, AutoConfig.from_pretrained(teacher_path), AutoTokenizer.from_pretrained(teacher_path)
     except (OSError, ValueError) as exc:
-        raise PretrainError(f"Cannot load teacher {model_args.teacher!r}: {exc}") from exc
+        raise PretrainError(f"Cannot load teacher {spec!r}: {exc}") from exc
+
+
+def teacher_layers(args: DistillationArguments, n_student: int, n_teacher: int) -> list[int]:
+    """0-based teacher layer for each student layer: --layer_map (1-based, as `hidden_states[j]` numbers layers)
+    or the uniform default (bortify.slicing.default_layer_map, the same map slicing initialises from)."""
+    asked = args.parsed_layer_map()
+    if asked is None:
+        return default_layer_map(n_student, n_teacher)
+    if len(asked) != n_student or any(not 1 <= j <= n_teacher for j in asked):
+        raise PretrainError(f"layer_map {asked} must give one teacher layer in 1..{n_teacher} for each of the "
+                            f"student's {n_student} layers.")
+    return [j - 1 for j in asked]
+
+
+def relation_settings(args: DistillationArguments, student_cfg, teacher_cfg) -> tuple[int, int]:
+    """(relation heads, 0-based teacher layer) of MiniLMv2 attention-relation KD, checked against both models."""
+    n_teacher = teacher_cfg.num_hidden_layers
+    asked = n_teacher if args.relation_teacher_layer == -1 else args.relation_teacher_layer
+    if not 1 <= asked <= n_teacher:
+        raise PretrainError(f"relation_teacher_layer {asked} is outside 1..{n_teacher}.")
+    heads = args.relation_heads or default_relation_heads(
+        student_cfg.hidden_size, teacher_cfg.hidden_size,
+        max(student_cfg.num_attention_heads, teacher_cfg.num_attention_heads))
+    for width, who in ((student_cfg.hidden_size, "student"), (teacher_cfg.hidden_size, "teacher")):
+        if width % heads:
+            raise PretrainError(f"relation_heads {heads} does not divide the {who}'s width {width}.")
+    return heads, asked - 1
+
+
+def plan_distillation(student_cfg: BertConfig, model_args: ModelArguments, data_args: DataArguments,
+                      training_args: DistillationArguments, out: Path) -> KDPlan:
+    """Load the teacher's config and tokenizer and decide the KD mode and its layers; every check is cheap."""
+    teacher_path, teacher_cfg, tokenizer = load_teacher(model_args.teacher, out)
     kind = teacher_kind(teacher_cfg)
-    kd_mode = resolve_kd_mode(model_args.kd_mode, kind)
-    check_compatible(student_cfg, teacher_cfg, tokenizer, kd_mode, data_args.seq_len)
-    n_teacher = getattr(teacher_cfg, "num_hidden_layers", None)
-    teacher_layers = relation_heads = relation_layer = None
-    if kd_mode == "representation" or model_args.init == "teacher":
+    plan = KDPlan(teacher_path, teacher_cfg, tokenizer, kind, resolve_kd_mode(model_args.kd_mode, kind))
+    check_compatible(student_cfg, teacher_cfg, tokenizer, plan.kd_mode, data_args.seq_len)
+    representation = plan.kd_mode == "representation"
+    if representation or model_args.init == "teacher":
+        n_teacher = getattr(teacher_cfg, "num_hidden_layers", None)
         if not n_teacher:
             raise PretrainError(f"Teacher {model_args.teacher!r} does not say its num_hidden_layers.")
-        teacher_layers = _teacher_layers(training_args, student_cfg.num_hidden_layers, n_teacher)
-    if kd_mode == "representation":
-        if training_args.w_attn > 0:
-            relation_layer = n_teacher if training_args.relation_teacher_layer == -1 else training_args.relation_teacher_layer
-            if not 1 <= relation_layer <= n_teacher:
-                raise PretrainError(f"relation_teacher_layer {relation_layer} is outside 1..{n_teacher}.")
-            relation_heads = training_args.relation_heads or default_relation_heads(
-                student_cfg.hidden_size, teacher_cfg.hidden_size,
-                max(student_cfg.num_attention_heads, teacher_cfg.num_attention_heads))
-            for width, who in ((student_cfg.hidden_size, "student"), (teacher_cfg.hidden_size, "teacher")):
-                if width % relation_heads:
-                    raise PretrainError(f"relation_heads {relation_heads} does not divide the {who}'s width {width}.")
-    if model_args.init == "teacher":
-        try:
-            from bortify.slicing import init_from_teacher
-        except ImportError as exc:
-            raise PretrainError("init 'teacher' needs bortify.slicing (not installed here); use init 'random'.") from exc
+        plan.teacher_layers = teacher_layers(training_args, student_cfg.num_hidden_layers, n_teacher)
+    if representation and training_args.w_attn > 0:
+        plan.relation_heads, plan.relation_layer = relation_settings(training_args, student_cfg, teacher_cfg)
     if training_args.max_steps <= 0:
         raise PretrainError("max_steps must be > 0 (pretraining is budgeted in optimiser steps).")
+    return plan
 
-    train_blocks, held_blocks = load_pretraining_data(
-        data_args.corpus, tokenizer, seq_len=data_args.seq_len, text_column=data_args.text_column,
-        split=data_args.corpus_split, config=data_args.corpus_config, heldout_fraction=data_args.heldout_fraction,
-        max_heldout_blocks=data_args.max_heldout_blocks, max_train_texts=data_args.max_train_texts,
-        seed=training_args.seed, num_proc=data_args.preprocessing_num_workers)
 
-    # --- output directory: refuse a finished run, resume an unfinished one (checked above) ---------------
+def prepare_output_dir(out: Path, overwrite: bool, resume: str | None, process_index: int) -> None:
+    """Refuse a finished run (checked before, re-checked now that the slow data step is over), forget the old
+    report when overwriting, and say when the run resumes."""
     check_output_dir(out, overwrite, resumable=True, marker=REPORT_NAME)
-    if overwrite and training_args.process_index == 0:
+    if overwrite and process_index == 0:
         (out / REPORT_NAME).unlink(missing_ok=True)  # the old run no longer counts as finished
     if resume:
         logger.warning("Resuming the unfinished run in %s from %s.", out, resume)
         print(f"[bortify pretrain] resuming from {resume}", flush=True)
 
-    # --- models ------------------------------------------------------------------------------------------
+
+def build_models(student_cfg: BertConfig, plan: KDPlan, model_args: ModelArguments,
+                 training_args: DistillationArguments) -> tuple[nn.Module, DistillationStudent, dict | None]:
+    """(frozen teacher, the trained module: student + KD projections, slicing report or None), seeded."""
     set_seed(training_args.seed)
-    teacher_cls = AutoModelForMaskedLM if kind == "mlm" else AutoModel
-    teacher = teacher_cls.from_pretrained(teacher_path, use_safetensors=True).eval().requires_grad_(False)
+    teacher_cls = AutoModelForMaskedLM if plan.kind == "mlm" else AutoModel
+    teacher = teacher_cls.from_pretrained(plan.teacher_path, use_safetensors=True).eval().requires_grad_(False)
     student = BertForMaskedLM(student_cfg)  # N(0, initializer_range=0.02) as Bort
     init_report = None
-    if model_args.init == "teacher":
-        init_report = init_from_teacher(student, teacher, layer_map=[j - 1 for j in teacher_layers],
-                                        importance="magnitude")
-    projections = None
-    hidden_layers: list[int] = []
-    if kd_mode == "representation" and training_args.w_hidden > 0:
+    if model_args.init == "teacher":  # docs/methods.md §1: slicing, from the KD layer map's teacher layers
+        init_report = init_from_teacher(student, teacher, layer_map=plan.teacher_layers, importance="magnitude")
+    representation = plan.kd_mode == "representation"
+    projections, hidden_layers = None, []
+    if representation and training_args.w_hidden > 0:
         hidden_layers = list(range(student_cfg.num_hidden_layers))
-        if student_cfg.hidden_size != teacher_cfg.hidden_size:  # TinyBERT's learned W_h, one per layer pair
-            projections = nn.ModuleList(nn.Linear(student_cfg.hidden_size, teacher_cfg.hidden_size)
+        if student_cfg.hidden_size != plan.teacher_cfg.hidden_size:  # TinyBERT's learned W_h, one per layer pair
+            projections = nn.ModuleList(nn.Linear(student_cfg.hidden_size, plan.teacher_cfg.hidden_size)
                                         for _ in hidden_layers)
     wrapper = DistillationStudent(student, projections, hidden_layers,
-                                  relation=kd_mode == "representation" and training_args.w_attn > 0)
-    parameters = sum(p.numel() for p in student.parameters())
+                                  relation=representation and training_args.w_attn > 0)
+    return teacher, wrapper, init_report
 
-    eval_collator = make_collator(tokenizer, data_args.mlm_probability, "static", seed=training_args.seed)
-    is_main = training_args.process_index == 0
+
+def _block_loss_sums(outputs, labels: torch.Tensor) -> torch.Tensor:
+    """Trainer's `preprocess_logits_for_metrics`: per block, (sum of masked-LM cross-entropies, masked tokens).
+    `outputs` holds DistillationStudent's logits and labels at the masked positions, in row-major order."""
+    logits, gold = outputs[0], outputs[1]
+    per_token = masked_cross_entropy(logits, gold, reduction="none")
+    rows = (labels != IGNORE_INDEX).nonzero()[:, 0]
+    sums = torch.zeros(labels.shape[0], device=per_token.device).index_add_(0, rows, per_token)
+    counts = torch.zeros_like(sums).index_add_(0, rows, torch.ones_like(per_token))
+    return torch.stack([sums, counts], dim=1)
+
+
+def _per_token_mean(prediction) -> dict[str, float]:
+    """Trainer's `compute_metrics`: the mean over every masked token of the held-out set (not a mean of batch means)."""
+    sums = prediction.predictions
+    return {"mlm_loss": float(sums[:, 0].sum() / max(sums[:, 1].sum(), 1.0))}
+
+
+def heldout_mlm_loss(student: BertForMaskedLM, blocks: datasets.Dataset, collator, batch_size: int = 16, *,
+                     use_cpu: bool = False) -> float:
+    """Mean masked-LM cross-entropy of `student` over every masked token of `blocks`, by `Trainer.evaluate`
+    (pass the static-masking collator so that two calls score identical masks). The MLM head runs at masked
+    positions only (DistillationStudent). In a distributed run every process must call it (it gathers)."""
+    was_training = student.training
+    with tempfile.TemporaryDirectory(prefix="bortify-heldout-") as tmp:
+        args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size, report_to="none",
+                                 disable_tqdm=True, remove_unused_columns=False, label_names=["labels"],
+                                 dataloader_num_workers=0, use_cpu=use_cpu)
+        trainer = Trainer(model=DistillationStudent(student), args=args, data_collator=collator, eval_dataset=blocks,
+                          preprocess_logits_for_metrics=_block_loss_sums, compute_metrics=_per_token_mean)
+        trainer.remove_callback(PrinterCallback)  # the caller reports the number
+        metrics = trainer.evaluate()
+    student.train(was_training)
+    return metrics["eval_mlm_loss"]
+
+
+def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_args: DistillationArguments,
+              overwrite: bool) -> PretrainReport | None:
+    out = Path(training_args.output_dir)
+    resume = _guard_output_dir(out, model_args, data_args, training_args, overwrite)
+    student_cfg = load_student_config(model_args.student_config)  # cheap checks first: configs, tokenizer, corpus
+    plan = plan_distillation(student_cfg, model_args, data_args, training_args, out)
+    train_blocks, held_blocks = load_pretraining_data(
+        data_args.corpus, plan.tokenizer, seq_len=data_args.seq_len, text_column=data_args.text_column,
+        split=data_args.corpus_split, config=data_args.corpus_config, heldout_fraction=data_args.heldout_fraction,
+        max_heldout_blocks=data_args.max_heldout_blocks, max_train_texts=data_args.max_train_texts,
+        seed=training_args.seed, num_proc=data_args.preprocessing_num_workers)
+    prepare_output_dir(out, overwrite, resume, training_args.process_index)
+    teacher, wrapper, init_report = build_models(student_cfg, plan, model_args, training_args)
+    eval_collator = make_collator(plan.tokenizer, data_args.mlm_probability, "static", seed=training_args.seed)
     # Scored before training (a resumed run re-creates the same initial student from the seed first).
-    loss_before = heldout_mlm_loss(student, held_blocks, eval_collator) if is_main else None
-
-    trainer = DistillationTrainer(
-        model=wrapper, args=training_args, train_dataset=train_blocks, processing_class=tokenizer,
-        data_collator=make_collator(tokenizer, data_args.mlm_probability, data_args.masking, seed=training_args.seed),
-        teacher=teacher, kd_mode=kd_mode, teacher_layers=teacher_layers, relation_heads=relation_heads,
-        relation_teacher_layer=relation_layer,
-    )
-    if is_main:
+    loss_before = heldout_mlm_loss(wrapper.student, held_blocks, eval_collator, use_cpu=training_args.use_cpu)
+    if training_args.process_index == 0:
         write_json_atomic(out / RUN_ARGS_NAME, {**run_args_record(model_args, data_args, training_args),
                                                 "heldout_mlm_loss_before": loss_before})
+    trainer = DistillationTrainer(
+        model=wrapper, args=training_args, train_dataset=train_blocks, processing_class=plan.tokenizer,
+        data_collator=make_collator(plan.tokenizer, data_args.mlm_probability, data_args.masking,
+                                    seed=training_args.seed),
+        teacher=teacher, kd_mode=plan.kd_mode, teacher_layers=plan.teacher_layers,
+        relation_heads=plan.relation_heads, relation_teacher_layer=plan.relation_layer)
+    resumed_at = checkpoint_step(resume) if resume else 0  # read now: save_total_limit may delete it while training
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - start
     trainer.save_state()  # trainer_state.json: the log history
-
     _save_final(trainer, out)  # every rank takes part (FSDP / ZeRO-3 gather); rank 0 writes
+    student = trainer.accelerator.unwrap_model(trainer.model).student
+    loss_after = heldout_mlm_loss(student, held_blocks, eval_collator, use_cpu=training_args.use_cpu)
     if not trainer.is_world_process_zero():
         return None
-    student = trainer.accelerator.unwrap_model(trainer.model).student
-    loss_after = heldout_mlm_loss(student, held_blocks, eval_collator)
-    steps_run = trainer.state.global_step - (int(str(resume).rsplit("-", 1)[-1]) if resume else 0)
-    tokens = steps_run * training_args.train_batch_size * training_args.gradient_accumulation_steps \
-        * training_args.world_size * data_args.seq_len
-    report = PretrainReport.make({
-        "teacher": model_args.teacher,
-        "teacher_kind": kind,
-        "student_config": model_args.student_config,
-        "corpus": data_args.corpus,
-        "kd_mode": kd_mode,
-        "loss": _loss_report(training_args, kd_mode, teacher_layers, relation_heads, relation_layer),
-        "init": model_args.init,
-        "init_report": init_report,
-        "max_steps": training_args.max_steps,
-        "global_step": trainer.state.global_step,
-        "seq_len": data_args.seq_len,
-        "batch_size": training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
-        * training_args.world_size,
-        "world_size": training_args.world_size,
-        "learning_rate": training_args.learning_rate,
-        "train_blocks": len(train_blocks),
-        "heldout_blocks": len(held_blocks),
-        "train_seconds": round(train_seconds, 2),
-        "train_loss": result.training_loss,
-        "parameters": parameters,
-        "heldout_mlm_loss_before": loss_before,
-        "heldout_mlm_loss_after": loss_after,
-        "heldout_perplexity_after": math.exp(min(loss_after, 50.0)),
-        "tokens_per_second": round(tokens / train_seconds, 1) if train_seconds > 0 else None,
-        "resumed_from": str(resume) if resume else None,
-        "device": str(training_args.device),
-    }, output_dir=str(out))
+    run = {"train_loss": result.training_loss, "train_seconds": train_seconds, "resume": resume,
+           "resumed_at_step": resumed_at, "global_step": trainer.state.global_step, "loss_before": loss_before, "loss_after": loss_after,
+           "train_blocks": len(train_blocks), "heldout_blocks": len(held_blocks),
+           "parameters": sum(p.numel() for p in student.parameters())}
+    report = build_report(model_args, data_args, training_args, plan, init_report, run)
     write_report(out, report)  # written last: marks the run finished
     return report
 
 
-def _loss_report(args: DistillationArguments, kd_mode: str, teacher_layers, relation_heads, relation_layer) -> dict:
-    if kd_mode == "logit":
+def build_report(model_args: ModelArguments, data_args: DataArguments, training_args: DistillationArguments,
+                 plan: KDPlan, init_report: dict | None, run: dict) -> PretrainReport:
+    """The typed report of a finished run (`run`: what training measured)."""
+    resume, seconds = run["resume"], run["train_seconds"]
+    steps_run = run["global_step"] - run["resumed_at_step"]
+    batch_size = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps \
+        * training_args.world_size
+    tokens = steps_run * batch_size * data_args.seq_len
+    return PretrainReport.make({
+        "teacher": model_args.teacher,
+        "teacher_kind": plan.kind,
+        "student_config": model_args.student_config,
+        "corpus": data_args.corpus,
+        "kd_mode": plan.kd_mode,
+        "loss": _loss_report(training_args, plan),
+        "init": model_args.init,
+        "init_report": init_report,
+        "max_steps": training_args.max_steps,
+        "global_step": run["global_step"],
+        "seq_len": data_args.seq_len,
+        "batch_size": batch_size,
+        "world_size": training_args.world_size,
+        "learning_rate": training_args.learning_rate,
+        "train_blocks": run["train_blocks"],
+        "heldout_blocks": run["heldout_blocks"],
+        "train_seconds": round(seconds, 2),
+        "train_loss": run["train_loss"],
+        "parameters": run["parameters"],
+        "heldout_mlm_loss_before": run["loss_before"],
+        "heldout_mlm_loss_after": run["loss_after"],
+        "heldout_perplexity_after": math.exp(min(run["loss_after"], 50.0)),
+        "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else None,
+        "resumed_from": str(resume) if resume else None,
+        "device": str(training_args.device),
+    }, output_dir=str(training_args.output_dir))
+
+
+def _loss_report(args: DistillationArguments, plan: KDPlan) -> dict:
+    """The loss settings as the user gives them: layers 1-based (`--layer_map`, `--relation_teacher_layer`)."""
+    if plan.kd_mode == "logit":
         return {"w_mlm": args.mlm_weight("logit"), "w_kd": args.w_kd, "temperature": args.temperature,
                 "kd_reduction": args.kd_reduction, "positions": "masked only"}
+    one_based = [j + 1 for j in plan.teacher_layers] if plan.teacher_layers is not None else None
     return {"w_mlm": args.mlm_weight("representation"), "w_hidden": args.w_hidden, "w_attn": args.w_attn,
-            "layer_map": teacher_layers, "relation_heads": relation_heads,
-            "relation_teacher_layer": relation_layer, "positions": "mlm: masked; representation: all tokens"}
+            "layer_map": one_based, "relation_heads": plan.relation_heads,
+            "relation_teacher_layer": plan.relation_layer + 1 if plan.relation_layer is not None else None,
+            "positions": "mlm: masked; representation: all tokens"}
 
 
 def _save_final(trainer: DistillationTrainer, out: Path) -> None:

@@ -9,6 +9,7 @@ All checks here are cheap (paths, small JSON files, safetensors headers) and run
   pretraining run (no report.json, run_args.json or checkpoint-*) is someone else's: refuse.
 - `changed_run_args`: what an unfinished run was started with (run_args.json) against this invocation.
 - `find_resume_checkpoint`: the newest *complete* checkpoint-N (a save killed half-way is skipped).
+- `checkpoint_step`: the optimiser step a checkpoint was saved at, from its trainer_state.json.
 """
 
 from __future__ import annotations
@@ -127,6 +128,12 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
         if not zipfile.is_zipfile(file):
             return f"{file.name} is truncated or corrupt"
     return None
+
+
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The global step checkpoint `path` was saved at, read from its trainer_state.json (`TrainerState`), not
+    guessed from the folder's name."""
+    return TrainerState.load_from_json(str(Path(path) / TRAINER_STATE_NAME)).global_step
 
 
 def find_resume_checkpoint(out: str | os.PathLike) -> tuple[Path | None, list[tuple[Path, str]]]:

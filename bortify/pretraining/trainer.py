@@ -26,6 +26,8 @@ from bortify.pretraining.losses import (
     attention_relation_kd_loss,
     hidden_mse_loss,
     logit_kd_loss,
+    masked_cross_entropy,
+    scale_to_global_tokens,
 )
 
 PROJECTIONS_NAME = "kd_projections.safetensors"
@@ -73,6 +75,7 @@ def masked_teacher_logits(teacher: nn.Module, input_ids, attention_mask, keep: t
 class StudentOutput(ModelOutput):
     """A ModelOutput (a registered pytree), so DDP and FSDP2 find the tensors inside for their backward hooks."""
 
+    loss: torch.Tensor | None = None  # eval mode only: the masked-LM cross-entropy (what `Trainer.evaluate` reads)
     logits: torch.Tensor | None = None  # (N, V) at masked positions only
     labels: torch.Tensor | None = None  # (N,)
     hidden: tuple[torch.Tensor, ...] | None = None  # projected hidden states of the mapped layers (representation)
@@ -118,15 +121,19 @@ class DistillationStudent(nn.Module):
         if self.relation:  # recompute Q, K, V of the last layer from its input (no hooks needed)
             x = out.hidden_states[-2]
             qkv = tuple(lin(x) for lin in qkv_linears(self.student, self.student.config.num_hidden_layers - 1))
-        return StudentOutput(logits=logits, labels=labels[keep], hidden=hidden, qkv=qkv)
+        gold = labels[keep]
+        # In training DistillationTrainer.compute_loss builds the loss; in eval mode (Trainer.evaluate, the held-out
+        # score) the output carries the student's own masked-LM loss.
+        loss = None if self.training else masked_cross_entropy(logits, gold)
+        return StudentOutput(loss=loss, logits=logits, labels=gold, hidden=hidden, qkv=qkv)
 
 
 class DistillationTrainer(Trainer):
     """Trainer whose loss is Bort's logit KD or TinyBERT/MiniLMv2 representation KD (docs/methods.md §2).
 
     Args beyond Trainer's: `teacher` (a frozen model; never saved), `kd_mode` ('logit' | 'representation'),
-    `teacher_layers` (1-based teacher hidden state for each distilled student layer), `relation_heads` and
-    `relation_teacher_layer` (1-based) for attention-relation KD. Loss weights come from `args`
+    `teacher_layers` (the teacher layer, 0-based as `bortify.slicing.default_layer_map` gives it, that each
+    student layer distils), `relation_heads` and `relation_teacher_layer` (0-based) for attention-relation KD. Loss weights come from `args`
     (`DistillationArguments`).
     """
 
@@ -165,30 +172,27 @@ class DistillationTrainer(Trainer):
             with torch.no_grad():
                 t_out = self.teacher(input_ids=inputs["input_ids"], attention_mask=attention_mask,
                                      output_hidden_states=True, return_dict=True)
-            mlm = nn.functional.cross_entropy(student.logits.float(), student.labels) if student.labels.numel() \
-                else student.logits.sum() * 0.0
+            mlm = masked_cross_entropy(student.logits, student.labels)
             loss = args.mlm_weight("representation") * mlm
             parts["mlm"] = mlm
             if student.hidden:
-                hid = hidden_mse_loss(student.hidden, [t_out.hidden_states[j] for j in self.teacher_layers],
+                # hidden_states[0] is the embeddings' output, so teacher layer j's output is hidden_states[j + 1]
+                hid = hidden_mse_loss(student.hidden, [t_out.hidden_states[j + 1] for j in self.teacher_layers],
                                       attention_mask=attention_mask)
                 loss = loss + args.w_hidden * hid
                 parts["hidden_mse"] = hid
             if student.qkv:
-                layer = self.relation_teacher_layer  # 1-based: its input is hidden_states[layer - 1]
+                layer = self.relation_teacher_layer  # 0-based: its input is hidden_states[layer]
                 with torch.no_grad():
-                    x = t_out.hidden_states[layer - 1]
-                    t_qkv = tuple(lin(x) for lin in qkv_linears(self.accelerator.unwrap_model(self.teacher), layer - 1))
+                    x = t_out.hidden_states[layer]
+                    t_qkv = tuple(lin(x) for lin in qkv_linears(self.accelerator.unwrap_model(self.teacher), layer))
                 rel = attention_relation_kd_loss(student.qkv, t_qkv, self.relation_heads, attention_mask)
                 loss = loss + args.w_attn * rel
                 parts["attn_relation"] = rel
         if num_items_in_batch is not None and student.labels.numel():
-            # Per-token mean over the global step instead of over this micro-batch: the same loss and gradients
-            # for world 2 x batch 4, world 1 x batch 8 and batch 4 x 2 accumulation steps. DDP averages gradients
-            # over ranks, hence the factor num_processes (what Trainer.compute_loss does for models).
-            loss = loss * (student.labels.numel() / num_items_in_batch)
-            if args.average_tokens_across_devices:
-                loss = loss * self.accelerator.num_processes
+            # Per-token mean over the global step instead of over this micro-batch (losses.scale_to_global_tokens).
+            processes = self.accelerator.num_processes if args.average_tokens_across_devices else 1
+            loss = scale_to_global_tokens(loss, student.labels.numel(), num_items_in_batch, processes)
         if model.training:
             for key, value in parts.items():
                 self._kd_metrics[key].append(float(value.detach()))
