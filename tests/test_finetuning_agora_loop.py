@@ -1,7 +1,6 @@
 """The Agora loop (bortify/finetuning/agora.py, docs/methods.md §3) with fake models: pruning, stopping, replay,
-the labeler's labels (never dev gold) entering train, and the nearest-neighbour generator on real embeddings."""
-
-import random
+the labeler's labels (never dev gold) entering train, and the loop's named steps. The generator has its own file
+(test_finetuning_generators.py)."""
 
 import pytest
 
@@ -115,32 +114,6 @@ def test_empty_theta_is_an_error():
     train, dev = make_data()
     with pytest.raises(ValueError, match="Θ is empty"):
         run(FakeWorld(dev, {}), train, dev, [])
-
-
-@pytest.mark.slow
-def test_generator_substitutes_nearest_neighbours_on_real_embeddings(minilm_path):
-    from transformers import AutoModel, AutoTokenizer
-
-    from bortify.finetuning.generators import NearestNeighbourSubstitution, generate_rows
-
-    tok = AutoTokenizer.from_pretrained(minilm_path)
-    emb = AutoModel.from_pretrained(minilm_path).get_input_embeddings().weight
-    gen = NearestNeighbourSubstitution(tok, emb, rate=0.15, neighbours=8)
-    good = tok.convert_tokens_to_ids("good")
-    neighbours = tok.convert_ids_to_tokens(gen.nearest(good))
-    assert "good" not in neighbours and len(neighbours) == 8
-    assert {"great", "bad", "excellent"} & set(neighbours)  # semantically close words, real MiniLM table
-    assert all(t.isalpha() and not t.startswith("##") for t in neighbours)
-    text = "a dull and lifeless movie with a terrible script and wooden acting"
-    variants = gen(text, 5, random.Random(0))
-    assert len(variants) == len(set(variants)) == 5
-    n_words = len(text.split())
-    for v in variants:
-        assert v != text and "[" not in v  # never the original, never a special token
-        changed = sum(a != b for a, b in zip(v.split(), text.split()))
-        assert len(v.split()) == n_words and 1 <= changed <= max(1, round(0.15 * n_words)) + 1
-    rows = generate_rows([{"text": text}], ["text"], gen, 3, random.Random(1), exclude={variants[0]})
-    assert len(rows) <= 3 and all(r["text"] not in (text, variants[0]) for r in rows)
 
 
 def test_train_expansion_happens_once_after_round_one_and_dict_labels_carry_soft_targets():
@@ -310,3 +283,78 @@ def test_one_progress_line_per_round_with_the_counts_by_reason():
     assert lines[0].startswith("Agora round 1: dev 0.5000 (new best)") and "labeler_confidence 8" in lines[0]
     assert result.rounds[0].rejections["labeler_confidence"] == 8 and result.rounds[0].examples_added == 8
     assert "stopping: Θ is empty" in lines[-1] and result.stop_reason == "Θ is empty after pruning"
+
+
+# --- the loop's named steps ------------------------------------------------------------------------------------
+
+def test_fit_round_scores_every_theta_on_the_selection_part_in_the_order_of_theta():
+    from bortify.finetuning.agora import fit_round
+
+    train, dev = make_data()
+    world, said = FakeWorld(dev, {"a": 4, "b": 8}), []
+    results = fit_round(1, train, [{"name": "a"}, {"name": "b"}], fit=world.fit, dev_predict=world.dev_predict,
+                        dev_score=world.dev_score, select_idx=[4, 5, 6, 7], select_gold=[0, 1, 0, 1],
+                        progress=said.append, theta_label=lambda t: t["name"])
+    assert [(t["name"], s) for t, s, *_ in results] == [("a", 0.0), ("b", 1.0)]
+    assert len(results[0][3]) == len(dev) and said == ["r1 a dev 0.000", "r1 b dev 1.000"]
+
+
+@pytest.mark.parametrize("improved, replays_left, prune, first_round, expected", [
+    (False, 1, "worst", False, (["a", "b", "c"], True)),  # no improvement, a replay left: same Θ again
+    (False, 1, "worst", True, (["a", "b"], False)),  # round 1 is never a replay
+    (True, 1, "worst", False, (["a", "b"], False)),  # improved: prune the worst
+    (False, 0, "none", False, (["a", "b", "c"], False)),  # never prune
+])
+def test_next_thetas_replays_or_prunes(improved, replays_left, prune, first_round, expected):
+    from bortify.finetuning.agora import next_thetas
+
+    thetas = [{"name": n} for n in "abc"]
+    results = [(t, s) for t, s in zip(thetas, [0.9, 0.8, 0.1])]
+    got, replay = next_thetas(results, thetas, improved=improved, replays_left=replays_left, prune=prune,
+                              first_round=first_round)
+    assert ([t["name"] for t in got], replay) == expected
+
+
+def test_repair_mistakes_are_judged_over_dev_and_kept_in_the_repair_part_only():
+    from bortify.finetuning.acceptance import largest_errors
+    from bortify.finetuning.agora import repair_mistakes
+
+    dev = [{"text": str(i), "label": float(i)} for i in range(8)]
+    preds = [float(i) + (3.0 if i in (1, 6) else 0.0) for i in range(8)]  # rows 1 and 6 are off by 3
+    assert repair_mistakes(preds, dev, [0, 1, 2, 3], largest_errors) == [dev[1]]  # 6 is in the selection part
+    assert repair_mistakes([0, 1, 1, 1], dev[:4], [0, 1, 2, 3], lambda p, y: wrong_class(p, [0, 1, 0, 0])) == dev[2:4]
+
+
+def test_verified_mistakes_keeps_the_ones_the_labeler_gets_right_without_showing_it_the_label():
+    from bortify.finetuning.agora import verified_mistakes
+
+    seen = []
+    rows = [{"text": "x", "label": 1}, {"text": "y", "label": 0}]
+    kept = verified_mistakes(rows, lambda rs: seen.extend(rs) or [1, 1], wrong_class)
+    assert kept == [rows[0]] and all("label" not in r for r in seen)
+
+
+def test_labelled_rows_bans_duplicates_counts_rejections_and_adds_the_labelers_label():
+    from bortify.finetuning.acceptance import CLASS_CAP
+    from bortify.finetuning.agora import DUPLICATE, REASONS, REJECTED, Rejected, labelled_rows
+
+    def generate(rows, banned, rng):
+        return [{"text": "dup"}, {"text": "new1"}, {"text": "new1"}, {"text": "new2"}, {"text": "new3"}]
+
+    banned, rejections = {"dup"}, dict.fromkeys(REASONS, 0)
+    rows, generated, rejected = labelled_rows(
+        [{"text": "m"}], None, generate=generate, generate_train=None, label=lambda rs: [7, Rejected(CLASS_CAP), None],
+        key=lambda r: r["text"], banned=banned, rng=None, rejections=rejections)
+    assert rows == [{"text": "new1", "label": 7}] and (generated, rejected) == (5, 2)
+    assert rejections[DUPLICATE] == 2 and rejections[CLASS_CAP] == 1 and rejections[REJECTED] == 1
+    assert "new1" in banned and "new2" not in banned
+
+
+def test_repair_step_counts_verify_failures_and_expands_nothing_when_none_is_verified():
+    from bortify.finetuning.agora import VERIFY_FAILED, repair_step
+
+    wrong = [{"text": "x", "label": 1}]
+    repair = repair_step(wrong, None, verify=lambda rs: [0], mistakes=wrong_class,
+                         generate=lambda *a: pytest.fail("generated from an unverified mistake"), generate_train=None,
+                         label=None, key=lambda r: r["text"], banned=set(), rng=None)
+    assert repair.rows == [] and repair.expanded == 0 and repair.rejections[VERIFY_FAILED] == 1

@@ -208,6 +208,35 @@ def labelled_rows(mistake_rows: list[dict], train_rows: list[dict] | None, *, ge
     return rows, generated, rejected
 
 
+@dataclass
+class Repair:
+    """What one round's repair step did: the accepted rows, and the counts its RoundRecord reports."""
+
+    mistakes: list[dict]  # the repair part's mistakes
+    expanded: int = 0  # mistakes whose variants were generated (after `verify`)
+    rows: list[dict] = field(default_factory=list)  # generated, labelled and accepted rows
+    generated: int = 0
+    rejected: int = 0
+    rejections: dict = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+
+
+def repair_step(wrong: list[dict], train_rows: list[dict] | None, *, verify, mistakes, generate, generate_train,
+                label, key, banned: set, rng: random.Random) -> Repair:
+    """After a round that is not the last: verify the mistakes (optional, ours), then generate, label and accept
+    variants of them (and of `train_rows`, generate_train)."""
+    repair = Repair(wrong)
+    to_expand = wrong
+    if verify is not None and wrong:
+        to_expand = verified_mistakes(wrong, verify, mistakes)
+        repair.rejections[VERIFY_FAILED] = len(wrong) - len(to_expand)
+    repair.expanded = len(to_expand)
+    if to_expand or train_rows is not None:
+        repair.rows, repair.generated, repair.rejected = labelled_rows(
+            to_expand, train_rows, generate=generate, generate_train=generate_train, label=label, key=key,
+            banned=banned, rng=rng, rejections=repair.rejections)
+    return repair
+
+
 def agora(
     *,
     train: list[dict],
@@ -274,33 +303,27 @@ def agora(
                        "Θ is empty after pruning" if not new_theta_set else None)
         last_round = stop_reason is not None  # nothing is generated after the last round (it could not be used)
         wrong = repair_mistakes(preds_b, dev, repair_idx, mistakes)
-        to_expand = wrong
-        rejections = dict.fromkeys(REASONS, 0)
-        if verify is not None and wrong and not last_round:
-            to_expand = verified_mistakes(wrong, verify, mistakes)
-            rejections[VERIFY_FAILED] = len(wrong) - len(to_expand)
         expand_train = generate_train is not None and r == 1  # ours: variants of the original train rows, once
-        new_rows, generated, rejected = [], 0, 0
-        if (to_expand or expand_train) and not last_round:
-            new_rows, generated, rejected = labelled_rows(
-                to_expand, original_train if expand_train else None, generate=generate, generate_train=generate_train,
-                label=label, key=key, banned=banned, rng=rng, rejections=rejections)
-        if not last_round and not new_rows:
+        repair = Repair(wrong) if last_round else repair_step(
+            wrong, original_train if expand_train else None, verify=verify, mistakes=mistakes, generate=generate,
+            generate_train=generate_train, label=label, key=key, banned=banned, rng=rng)
+        if not last_round and not repair.rows:
             # train would be unchanged: the next round would re-fit the remaining θ on the same data (ours: stop)
-            stop_reason = _no_rows_reason(len(wrong), len(to_expand), generated, rejections, expand_train)
+            stop_reason = _no_rows_reason(len(wrong), repair.expanded, repair.generated, repair.rejections,
+                                          expand_train)
         rec = RoundRecord(
             round=r, thetas=[{"theta": t, "dev_score": s} for t, s, *_ in results], best_theta=theta_b,
-            dev_score=score_b, mistakes=len(wrong), examples_added=len(new_rows), train_size=len(train),
+            dev_score=score_b, mistakes=len(wrong), examples_added=len(repair.rows), train_size=len(train),
             examples_seen=seen, replay=do_replay, improved=improved, seconds=time.perf_counter() - start,
             repair_dev_score=(dev_score([preds_b[i] for i in repair_idx], repair_gold) if repair_fraction < 1
                               else None),
-            examples_rejected=rejected, mistakes_expanded=len(to_expand) if not last_round else 0,
-            generated=generated, rejections=rejections, stop_reason=stop_reason)
+            examples_rejected=repair.rejected, mistakes_expanded=repair.expanded, generated=repair.generated,
+            rejections=repair.rejections, stop_reason=stop_reason)
         rounds.append(rec)
         if log:
             log(round_line(rec))
-        train.extend(new_rows)
-        result.added_rows.extend(new_rows)
+        train.extend(repair.rows)
+        result.added_rows.extend(repair.rows)
         theta_set = new_theta_set
         del results
         if stop_reason is not None:
