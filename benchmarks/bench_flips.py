@@ -126,11 +126,12 @@ def table(results: list[dict]) -> str:
         def cell(f, spec=".3f"):
             mu, sd = m(f)
             return f"{mu:{spec}}" + (f" ± {sd:{spec}}" if len(rs) > 1 else "")
-        cut = 1 - m(lambda r: r["focal"]["nfr"])[0] / max(m(lambda r: r["plain"]["nfr"])[0], 1e-12)
+        plain_nfr = m(lambda r: r["plain"]["nfr"])[0]
+        cut = f"{1 - m(lambda r: r['focal']['nfr'])[0] / plain_nfr:.0%}" if plain_nfr > 0 else "n/a"
         lines.append(f"| {name} | {len(rs)} | {cell(lambda r: r['old_accuracy'])} | {cell(lambda r: r['plain']['accuracy'])} "
                      f"| {cell(lambda r: r['plain']['nfr'])} | {cell(lambda r: r['plain']['relative_nfr'], '.2f')} "
                      f"| {cell(lambda r: r['focal']['accuracy'])} | {cell(lambda r: r['focal']['nfr'])} "
-                     f"| {cell(lambda r: r['focal']['relative_nfr'], '.2f')} | {cut:.0%} "
+                     f"| {cell(lambda r: r['focal']['relative_nfr'], '.2f')} | {cut} "
                      f"| {cell(lambda r: r['plain']['train_seconds'], '.0f')} "
                      f"| {cell(lambda r: r['focal']['train_seconds'], '.0f')} "
                      f"(+{cell(lambda r: r['focal']['old_pass_seconds'], '.0f')}) |")

@@ -240,3 +240,28 @@ def test_run_gate_passes_and_the_card_states_the_nfr(tmp_path, capsys):
     line = next(x for x in card.splitlines() if x.startswith("Negative flip rate against the model"))
     assert f"**{report['nfr']:.4f}**" in line and "release gate NFR <= 1: passed" in line
     assert str(tmp_path) not in card  # the old model is a local path: the card names no local path
+
+
+@pytest.mark.slow
+def test_real_models_compare_on_rotten_tomatoes(tmp_path, minilm_path, splade_path):
+    """Real packaged models: MiniLM and splade-tiny, each fine-tuned briefly on the embedded sentiment task, saved,
+    then compared by the command on 300 test rows."""
+    from bortify.cli import main
+    from bortify.finetuning.tasks import prepare_task
+    from bortify.finetuning.trainer import fit, load_classifier, tokenize
+
+    task = prepare_task("embedded:rotten-tomatoes", max_train_samples=200, max_test_samples=300)
+    theta = {"learning_rate": 1e-4, "weight_decay": 0.0, "warmup_ratio": 0.1, "batch_size": 16}
+    for name, path in (("old", minilm_path), ("new", splade_path)):
+        model0, tok = load_classifier(path, task.label_names, False)
+        model = fit(model0, tok, tokenize(task.train, tok, ["text"], 40), theta, epochs=1, seed=0)
+        model.save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+    rc = main(["compare", str(tmp_path / "old"), str(tmp_path / "new"), "--output_dir", str(tmp_path / "cmp"),
+               "--max_train_samples", "200", "--max_test_samples", "300", "--max_length", "40", "--max_nfr", "1"])
+    assert rc == 0
+    report = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    assert report["rows"] == 300 and report["labels"] == ["rotten", "fresh"] and report["passed"] is True
+    assert report["new"]["accuracy"] - report["old"]["accuracy"] == pytest.approx(report["pfr"] - report["nfr"])
+    flips = (tmp_path / "cmp" / "negative_flips.jsonl").read_text().splitlines()
+    assert len(flips) == report["negative_flips"]
