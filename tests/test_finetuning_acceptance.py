@@ -207,3 +207,26 @@ def test_finetune_agora_on_a_three_class_task_adds_balanced_rows_and_reports_why
     out = capsys.readouterr().out
     assert out.count("Agora round ") == len(saved["rounds"]) and "Agora round 1:" in out
     assert report["rounds"][0]["rejections"] == first["rejections"]
+
+
+# --- what counts as a mistake ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("regression, preds, golds, expected", [
+    (False, [0, 1, 2, 1], [0, 2, 2, 0], [False, True, False, True]),  # a wrong class (the paper)
+    # regression (ours): the quarter with the largest absolute error, ties at the quantile included
+    (True, [0.0, 1.0, 2.5, 3.0], [0.0, 1.1, 2.0, 5.0], [False, False, False, True]),
+    (True, [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [True, True, True, True]),
+    (True, [], [], []),
+])
+def test_mistake_rule_of_the_task(regression, preds, golds, expected):
+    from bortify.finetuning.acceptance import mistake_rule
+
+    assert mistake_rule(regression)(preds, golds) == expected
+
+
+@pytest.mark.parametrize("rule", ["wrong_class", "largest_errors"])
+def test_mistake_rules_refuse_mismatched_lengths(rule):
+    import bortify.finetuning.acceptance as acceptance
+
+    with pytest.raises(ValueError, match="same length"):
+        getattr(acceptance, rule)([1, 2], [1])

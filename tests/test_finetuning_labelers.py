@@ -1,13 +1,21 @@
 """The labeler's dev gate (bortify/finetuning/labelers.py, docs/methods.md §3.2): the bar is the dev majority-class
 rate m plus a third of the rest, m + (1 - m)/3 (2/3 for a balanced binary task, the paper's bar), so a labeler that
-only predicts the most frequent class can never pass it, on a skewed binary task or a many-class one."""
+only predicts the most frequent class can never pass it, on a skewed binary task or a many-class one. Also the
+labeler's probabilities in the task's label order and Agora's labelling of generated rows (GeneratedRowLabeler)."""
+
+from types import SimpleNamespace
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
-from bortify.finetuning.labelers import LabelerError, build_labeler, default_threshold, majority_rate
+from bortify.finetuning.acceptance import CLASS_CAP, LABELER_CONFIDENCE
+from bortify.finetuning.agora import Rejected
+from bortify.finetuning.labelers import (GeneratedRowLabeler, Labeler, LabelerError, build_labeler, default_threshold,
+                                         majority_rate, tempered)
+from bortify.finetuning.losses import softmax_with_temperature
 from bortify.finetuning.tasks import TaskData
 
 WORDS = "a the film good bad movie plot was".split()
@@ -89,3 +97,60 @@ def test_an_explicit_bar_still_applies_and_the_gate_is_recorded(tmp_path):
     with pytest.raises(LabelerError, match=r"threshold 0\.750 \(labeler_min_dev_score; the dev majority-class rate "
                                            r"is 0\.700\)"):
         build_labeler(task, labeler=path, teacher="unused", max_length=16, seed=0, min_dev_score=0.75)
+
+
+# --- the labeler's probabilities and Agora's labelling of generated rows ---------------------------------------
+
+def test_labeler_probabilities_follow_the_task_label_order():
+    task = SimpleNamespace(regression=False, text_columns=["text"], num_labels=2)
+    lab = Labeler(None, None, task, max_length=8, id_map=[1, 0])  # labeler class 0 = task class 1
+    lab.logits = lambda rows: np.array([[3.0, 0.0]] * len(rows))
+    probs = lab.probabilities([{"text": "x"}])
+    assert probs[0, 1] > 0.9 and np.isclose(probs.sum(), 1)
+    both = lab.probabilities([{"text": "x"}, {"text": "y"}])
+    labels, conf = both.argmax(axis=1).tolist(), both.max(axis=1)
+    assert labels == [1, 1] and conf[0] == pytest.approx(probs[0, 1])
+
+
+def fixed_labeler(logits, id_map=None):
+    task = SimpleNamespace(regression=False, text_columns=["text"], num_labels=len(logits[0]))
+    lab = Labeler(None, None, task, max_length=8, id_map=id_map)
+    lab.logits = lambda rows: np.array(logits[:len(rows)], dtype=float)
+    return lab
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0, 5.0])
+def test_tempered_probabilities_equal_the_softmax_of_the_logits_over_t(temperature):
+    logits = np.array([[2.0, -1.0, 0.5], [0.0, 0.0, 3.0]])
+    assert np.allclose(tempered(softmax_with_temperature(logits), temperature),
+                       softmax_with_temperature(logits, temperature))
+
+
+def test_tempered_refuses_a_non_positive_temperature():
+    with pytest.raises(ValueError, match="temperature"):
+        tempered(np.array([[0.5, 0.5]]), 0)
+
+
+def test_generated_rows_get_the_labelers_class_and_soft_label_in_one_pass():
+    lab = fixed_labeler([[3.0, 0.0], [0.0, 1.0]], id_map=[1, 0])  # labeler class 0 = task class 1
+    calls = []
+    real = lab.logits
+    lab.logits = lambda rows: calls.append(len(rows)) or real(rows)
+    label = GeneratedRowLabeler(lab, [0.5, 0.5], balance=False, soft_labels=True, temperature=2.0)
+    out = label([{"text": "x"}, {"text": "y"}])
+    assert calls == [2]  # one labeler pass for labels, confidences and soft labels
+    assert [o["label"] for o in out] == [1, 0]
+    expected = softmax_with_temperature(np.array([[0.0, 3.0], [1.0, 0.0]]), 2.0)
+    assert np.allclose([o["soft_label"] for o in out], expected)
+    assert label([]) == []
+
+
+@pytest.mark.parametrize("kw, expected", [
+    ({"balance": False, "soft_labels": False}, [0, 0, 1]),  # hard labels, nothing rejected
+    ({"balance": False, "soft_labels": False, "min_confidence": 0.9},
+     [0, Rejected(LABELER_CONFIDENCE), Rejected(LABELER_CONFIDENCE)]),
+    ({"balance": True, "soft_labels": False}, [0, Rejected(CLASS_CAP), 1]),  # train ratio 1:1 -> one row per class
+])
+def test_generated_rows_follow_the_acceptance_rules(kw, expected):
+    lab = fixed_labeler([[4.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert GeneratedRowLabeler(lab, [0.5, 0.5], **kw)([{"text": t} for t in "abc"]) == expected

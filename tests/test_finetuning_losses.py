@@ -1,7 +1,7 @@
-"""Soft-label targets for Agora's generated rows (bortify/finetuning/losses.py) and their path through the Trainer."""
+"""Soft-label targets for Agora's generated rows (bortify/finetuning/losses.py) and their path through the Trainer.
+The labeler that produces them is tested in test_finetuning_labelers.py."""
 
 import math
-from types import SimpleNamespace
 
 import datasets
 import numpy as np
@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, BertForSequenceClassification
 
-from bortify.finetuning.labelers import Labeler
 from bortify.finetuning.losses import one_hot, soft_cross_entropy, softmax_with_temperature
 from bortify.finetuning.trainer import fit, predict, tokenize
 
@@ -52,17 +51,6 @@ def test_softmax_with_temperature_softens_and_checks_its_argument():
     assert one_hot(1, 3) == [0.0, 1.0, 0.0]
     with pytest.raises(ValueError):
         one_hot(3, 3)
-
-
-def test_labeler_probabilities_follow_the_task_label_order():
-    task = SimpleNamespace(regression=False, text_columns=["text"], num_labels=2)
-    lab = Labeler(None, None, task, max_length=8, id_map=[1, 0])  # labeler class 0 = task class 1
-    lab.logits = lambda rows: np.array([[3.0, 0.0]] * len(rows))
-    probs = lab.probabilities([{"text": "x"}])
-    assert probs[0, 1] > 0.9 and np.isclose(probs.sum(), 1)
-    both = lab.probabilities([{"text": "x"}, {"text": "y"}])
-    labels, conf = both.argmax(axis=1).tolist(), both.max(axis=1)
-    assert labels == [1, 1] and conf[0] == pytest.approx(probs[0, 1])
 
 
 @pytest.mark.slow

@@ -113,3 +113,96 @@ def test_recipes_glue_carry_the_paper_grid_and_demo_section_parses():
             assert data.task in TASKS and sorted(grid.learning_rates) == [9e-6, 1e-5, 1e-4]
             assert sorted(grid.weight_decays) == [0, 10, 100, 350] and sorted(grid.batch_sizes) == [8, 16]
             assert all(0.35 <= w <= 0.5 for w in grid.warmup_ratios) and len(grid.thetas()) == 48
+
+
+# --- prepare_task's named steps ---------------------------------------------------------------------------------
+
+def class_split(labels, names=("a", "b")):
+    return datasets.Dataset.from_dict({"text": [f"t{i}" for i in range(len(labels))], "label": labels},
+                                      features=datasets.Features({"text": datasets.Value("string"),
+                                                                  "label": datasets.ClassLabel(names=list(names))}))
+
+
+@pytest.mark.parametrize("labels, stratify, size", [
+    ([0] * 30 + [1] * 10, True, 8),  # stratified: 6 + 2 held out
+    ([0] * 30 + [1] * 10, False, 0.25),  # a plain seeded split
+    ([0] * 39 + [1], True, 8),  # a class of one row: no stratification possible, a plain split
+])
+def test_split_is_seeded_keeps_the_row_order_and_stratifies_when_it_can(labels, stratify, size):
+    from bortify.finetuning.tasks import _stratified_split
+
+    ds = class_split(labels)
+    rest, held = _stratified_split(ds, size, seed=3, stratify=stratify)
+    again = _stratified_split(ds, size, seed=3, stratify=stratify)[1]
+    assert list(held["text"]) == list(again["text"]) and len(held) == (size if isinstance(size, int) else round(size * 40))
+    assert sorted([*rest["text"], *held["text"]]) == sorted(ds["text"])
+    for part in (rest, held):
+        order = [int(t[1:]) for t in part["text"]]
+        assert order == sorted(order)  # the data's own order
+    if stratify and min(collections.Counter(labels).values()) >= 2:
+        assert collections.Counter(held["label"]) == {0: 6, 1: 2}
+
+
+@pytest.mark.parametrize("values, feature, expected", [
+    (["pos", "neg", "pos"], None, ["neg", "pos"]),
+    ([10, 2, 1], None, ["1", "2", "10"]),  # numbers in numeric order, as strings
+    ([0.0, 1.0, 0.0], None, ["0.0", "1.0"]),
+    ([1, 0], datasets.ClassLabel(names=["no", "yes"]), ["no", "yes"]),  # a ClassLabel keeps its names
+])
+def test_class_names(values, feature, expected):
+    from bortify.finetuning.tasks import _class_names
+
+    features = datasets.Features({"label": feature}) if feature else None
+    ds = datasets.Dataset.from_dict({"label": values}, features=features)
+    assert _class_names(ds, "label", "train", "'d'") == expected
+
+
+@pytest.mark.parametrize("values, error", [
+    (["pos", "pos"], "only one class"),
+    (["pos", None], "no label"),
+])
+def test_class_names_refuse_one_class_and_missing_labels(values, error):
+    from bortify.finetuning.tasks import _class_names
+
+    with pytest.raises(DataError, match=error):
+        _class_names(datasets.Dataset.from_dict({"label": values}), "label", "train", "'d'")
+
+
+def test_encode_classes_maps_values_and_other_classlabels_by_name():
+    from bortify.finetuning.tasks import _encode_classes, _Sources
+
+    where = _Sources("'d'", None)
+    names = ["neg", "pos"]
+    by_value = _encode_classes(datasets.Dataset.from_dict({"label": ["pos", "neg"]}), names, "dev", where)
+    assert list(by_value["label"]) == [1, 0] and by_value.features["label"].names == names
+    other = class_split([0, 1, 1], names=("pos", "neg"))  # the same classes in another order
+    assert list(_encode_classes(other, names, "test", where)["label"]) == [1, 0, 0]
+    with pytest.raises(DataError, match=r"label value\(s\) \['meh'\]"):
+        _encode_classes(datasets.Dataset.from_dict({"label": ["meh"]}), names, "dev", where)
+    with pytest.raises(DataError, match="outside"):
+        _encode_classes(class_split([0, -1], names=names), names, "test", where)
+
+
+@pytest.mark.parametrize("values, given, expected", [
+    ([0.5, 1.25, 3.0], None, True),
+    ([0.0, 1.0, 0.0], None, False),  # whole-number floats are class ids
+    (["a", "b"], None, False),
+    ([0.5, 1.25], False, False),  # as given
+])
+def test_is_regression(values, given, expected):
+    from bortify.finetuning.tasks import _is_regression
+
+    ds = datasets.Dataset.from_dict({"label": values})
+    assert _is_regression(given, None, ds, "label", "train") is expected
+
+
+def test_carve_splits_drops_duplicate_texts_first_and_records_how():
+    from bortify.finetuning.tasks import _carve_splits, _Sources
+
+    train = datasets.Dataset.from_dict({"text": [f"t{i % 45}" for i in range(50)], "label": [i % 2 for i in range(50)]})
+    how = {}
+    train, dev, test, dropped = _carve_splits(train, None, None, how, ["text"], stratify=False, fractions=(0.1, 0.2),
+                                              seed=1, train_split="train", where=_Sources("'d'", None))
+    assert dropped == 5 and (len(train), len(dev), len(test)) == (32, 4, 9)  # 10% / 20% of the 45 distinct rows
+    assert not set(train["text"]) & set([*dev["text"], *test["text"]]) and not set(dev["text"]) & set(test["text"])
+    assert how == {"test": "seeded split of 20% of 'train' (seed 1)", "dev": "seeded split of 10% of 'train' (seed 2)"}

@@ -472,13 +472,12 @@ def _encode_classes(ds: datasets.Dataset, label_names: list[str], split_name: st
             raise DataError(f"Split {split_name!r} has label ids {bad[:5]} outside {label_names}.")
         return ds
     to_name = feature.int2str if isinstance(feature, datasets.ClassLabel) else str
-    values = ds["label"]
-    names = [to_name(v) for v in values]
-    unknown = sorted(set(names) - set(label_names))
+    unknown = sorted({to_name(v) for v in ds["label"]} - set(label_names))
     if unknown:
         raise DataError(f"{where(split_name).capitalize()} has label value(s) {unknown[:5]} that the training data "
                         f"does not have (train labels: {label_names}). Fix the data or map the labels first.")
-    ds = ds.remove_columns("label").add_column("label", names)
+    as_names = datasets.Features({**ds.features, "label": datasets.Value("string")})
+    ds = ds.map(lambda batch: {"label": [to_name(v) for v in batch["label"]]}, batched=True, features=as_names)
     return ds.cast_column("label", datasets.ClassLabel(names=label_names))
 
 
