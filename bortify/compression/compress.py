@@ -259,7 +259,7 @@ def _compress_into(tmp: Path, model_dir: Path, task, ft_report, args: CompressAr
                                                         max_length, args)
     latency = _latency(timings, model.config, args)
     return CompressReport(
-        model_dir=str(model_dir), dataset=ft_report.dataset if ft_report else args.dataset, test_rows=len(test),
+        model_dir=str(model_dir), dataset=args.dataset or (ft_report and ft_report.dataset) or task.name, test_rows=len(test),
         metric=task.metrics[0], quantization={**asdict(quant), "levels": q.LEVELS, "scheme": "linear, [min, max] "
                                               "with 0 on the grid"},
         sizes=sizes, zero_fraction=weights.zero_fraction(), code_entropy_bits=q.code_entropy_bits(weights),
@@ -317,12 +317,12 @@ def _latency(timings: dict[str, Forward], config, args: CompressArguments) -> di
         return None
     from bortify.bench import time_calls
 
-    enc = latency_batch(config.vocab_size, args.latency_batch_size, args.latency_seq_len,
-                        bool(getattr(config, "type_vocab_size", 0)))
+    seq_len = min(args.latency_seq_len, getattr(config, "max_position_embeddings", None) or args.latency_seq_len)
+    enc = latency_batch(config.vocab_size, args.latency_batch_size, seq_len, bool(getattr(config, "type_vocab_size", 0)))
     rounds = 3
     timed = time_calls({k: (lambda f=f: f(enc)) for k, f in timings.items()}, threads=args.latency_threads,
                        rounds=rounds, min_run_time=args.latency_seconds / rounds)
-    return {"batch_size": args.latency_batch_size, "seq_len": args.latency_seq_len, "threads": args.latency_threads,
+    return {"batch_size": args.latency_batch_size, "seq_len": seq_len, "threads": args.latency_threads,
             "seconds": {k: t.median_s for k, t in timed.items()},
             "timer": "bortify.bench.time_calls (torch.utils.benchmark blocked_autorange, in alternation, median)"}
 
