@@ -139,6 +139,11 @@ def _check_dropped(root):
     assert report["splits"]["train"] + report["splits"]["dev"] + report["splits"]["test"] == 40
 
 
+def _check_no_checkpoints(root):
+    """Checkpoints of save_strategy live in the run's temporary directory: the output holds the usual files."""
+    assert (root / "out" / "report.json").exists() and not list((root / "out").glob("checkpoint-*"))
+
+
 _EMPTY_TEXT_TRAIN = sentiment_rows(40)
 _EMPTY_TEXT_TRAIN[5]["text"] = ""
 _EMPTY_TEXT_TRAIN[9]["text"] = "   "
@@ -238,6 +243,28 @@ CASES = [
          setup=with_model()),
     Case("zero-eval-batch-size", ft("--eval_batch_size", "0"), r"eval_batch_size must be >= 1", setup=with_model()),
     Case("zero-torch-threads", ft("--torch_threads", "0"), r"torch_threads must be >= 1", setup=with_model()),
+    Case("unknown-generator", ft("--mode", "agora", "--generator", "gpt"),
+         r"Unknown generator 'gpt'; available: nn-substitution", setup=with_model()),
+    # 3. the TrainingArguments of each run (bf16, accumulation, eval/save strategy, training_args) checked too
+    # ({{ }}: a literal brace in an argv template)
+    Case("zero-gradient-accumulation", ft("--gradient_accumulation_steps", "0"),
+         r"gradient_accumulation_steps must be >= 1", setup=with_model()),
+    Case("unknown-eval-strategy", ft("--eval_strategy", "sometimes"), r"eval_strategy must be one of no, steps, epoch",
+         setup=with_model()),
+    Case("training-args-not-json", ft("--training_args", "{{eval_steps: 5}}"), r"training_args is not valid JSON",
+         setup=with_model()),
+    Case("training-args-sets-theta", ft("--training_args", '{{"learning_rate": 0.1}}'),
+         r"training_args sets \['learning_rate'\].*use learning_rates", setup=with_model()),
+    Case("training-args-unknown-field", ft("--training_args", '{{"eval_stepz": 5}}'),
+         r"unknown TrainingArguments field\(s\) \['eval_stepz'\]", setup=with_model()),
+    Case("best-model-needs-matching-strategies", ft("--eval_strategy", "epoch", "--training_args",
+                                                    '{{"load_best_model_at_end": true}}'),
+         r"TrainingArguments are refused: .*load_best_model_at_end requires the save and eval strategy to match",
+         setup=with_model()),
+    Case("best-model-by-dev-loss-runs", ft("--eval_strategy", "epoch", "--save_strategy", "epoch",
+                                           "--gradient_accumulation_steps", "2", "--training_args",
+                                           '{{"load_best_model_at_end": true}}'),
+         r"test: accuracy", rc=0, trains=True, stream="stdout", setup=with_model(), check=_check_no_checkpoints),
     # 3. a model bortify cannot describe or batch is refused before training
     Case("gpt2-model", ft(), r"not a BERT-shaped encoder.*intermediate_size", setup=with_model(name="gpt2")),
     Case("tokenizer-without-pad-token", ft(), r"no pad token", setup=with_model(name="nopad")),

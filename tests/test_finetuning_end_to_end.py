@@ -120,20 +120,19 @@ def test_agora_writes_a_standard_checkpoint_and_reads_test_only_at_the_end(tmp_p
     assert clf("a wonderful film")[0]["label"] in ("rotten", "fresh")
 
 
-def test_labeler_with_another_label_set_is_refused_before_training(tmp_path, tiny_student, tiny_bert_config,
-                                                                   minilm_path, monkeypatch):
+@pytest.mark.parametrize("labeler, error", [
+    (["negative", "positive"], r"predicts labels \['negative', 'positive'\].*\['fresh', 'rotten'\]"),
+    (["rotten", "fresh"], "not above the threshold 0.667"),  # a random classifier: ~chance, under the default bar
+    (None, "not a sequence classifier"),  # the student itself: a masked LM
+])
+def test_a_labeler_with_another_label_set_a_weak_one_or_no_classifier_is_refused_before_training(
+        tmp_path, tiny_student, tiny_bert_config, minilm_path, monkeypatch, labeler, error):
     monkeypatch.setattr(ft_module, "fit", lambda *a, **k: pytest.fail("trained despite a bad labeler"))
-    data = {"dataset": small_sentiment_csv(tmp_path / "s.csv")}
-    # labels sorted as strings: ["fresh", "rotten"]
-    wrong = tiny_classifier(tmp_path, tiny_bert_config, minilm_path, ["negative", "positive"], name="wrong")
-    with pytest.raises(LabelerError, match=r"predicts labels \['negative', 'positive'\].*\['fresh', 'rotten'\]"):
-        ft_module.finetune(*args(tiny_student, tmp_path / "o1", labeler=wrong, data=data, labeler_min_dev_score=0.0))
-    weak = tiny_classifier(tmp_path, tiny_bert_config, minilm_path, ["rotten", "fresh"], name="weak")
-    with pytest.raises(LabelerError, match="not above the threshold 0.667"):  # a random classifier: ~chance
-        ft_module.finetune(*args(tiny_student, tmp_path / "o2", labeler=weak, data=data))
-    not_a_classifier = tiny_student
-    with pytest.raises(LabelerError, match="not a sequence classifier"):
-        ft_module.finetune(*args(tiny_student, tmp_path / "o3", labeler=not_a_classifier, data=data))
+    data = {"dataset": small_sentiment_csv(tmp_path / "s.csv")}  # labels sorted as strings: ["fresh", "rotten"]
+    path = tiny_classifier(tmp_path, tiny_bert_config, minilm_path, labeler) if labeler else tiny_student
+    bar = {"labeler_min_dev_score": 0.0} if labeler == ["negative", "positive"] else {}
+    with pytest.raises(LabelerError, match=error):
+        ft_module.finetune(*args(tiny_student, tmp_path / "out", labeler=path, data=data, **bar))
 
 
 def write_pairs_csv(path, n=60):
