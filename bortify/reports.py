@@ -397,6 +397,7 @@ class FinetuneReport(Report):
     labeler_seconds: float | None = None
     num_parameters: int | None = None
     nfr: float | dict | None = None  # docs/methods.md §4: negative flip rate against the replaced model (if measured)
+    congruent: dict | None = None  # --old_model: focal distillation settings and old-model pass (docs/methods.md §4.3)
     output_dir: str | None = _local()
 
     @classmethod

@@ -393,5 +393,44 @@ class TaskDistillArguments:
                                  f"{', '.join(UNLABELED_FORMATS)}.")
 
 
+PC_DIVERGENCES = ("l2", "kl")
+
+
+@dataclass
+class CongruentArguments:
+    """`--old_model`: positive-congruent fine-tuning, focal distillation against the model being replaced
+    (docs/methods.md §4.3). Plain and Agora modes; the other names start with `pc_`."""
+
+    old_model: str | None = _help("The classifier this fine-tuning replaces (its id2label names must be the task's "
+                                  "labels): train with focal distillation against it, L = CE + λ·mean[(α + β·1(old "
+                                  "right))·D(new, old)], so fewer examples it got right become wrong (negative flips). "
+                                  "Unset: plain training.", default=None)
+    pc_lambda: float = _help("λ: weight of the focal-distillation term.", default=1.0)
+    pc_alpha: float = _help("α: distillation weight of every row (0 does not work, the paper).", default=1.0)
+    pc_beta: float = _help("β: extra weight of the rows the old model gets right (0 = plain distillation).",
+                           default=5.0)
+    pc_divergence: str = _help("D: 'l2' (½‖logit difference‖², the paper's better variant) or 'kl' (τ²·KL at "
+                               "temperature pc_temperature).", default="l2")
+    pc_temperature: float = _help("τ of the 'kl' divergence (the paper: a high temperature, ~100).", default=100.0)
+    save_teacher: bool = _help("Keep the fine-tuned teacher (distill) / labeler (agora) as teacher/ in --output_dir, "
+                               "so `bortify compare` can measure the student's negative flips against it (its default "
+                               "old model).", default=False)
+
+    def __post_init__(self):
+        if self.pc_divergence not in PC_DIVERGENCES:
+            raise ValueError(f"pc_divergence must be one of {', '.join(PC_DIVERGENCES)}, got {self.pc_divergence!r}.")
+        if min(self.pc_lambda, self.pc_alpha, self.pc_beta) < 0:
+            raise ValueError(f"pc_lambda, pc_alpha and pc_beta must be >= 0, got {self.pc_lambda}, {self.pc_alpha}, "
+                             f"{self.pc_beta}.")
+        _positive(pc_temperature=self.pc_temperature)
+
+    def focal(self):
+        """The loss settings (bortify.finetuning.congruent.FocalDistillation)."""
+        from bortify.finetuning.congruent import FocalDistillation
+
+        return FocalDistillation(lam=self.pc_lambda, alpha=self.pc_alpha, beta=self.pc_beta,
+                                 divergence=self.pc_divergence, temperature=self.pc_temperature)
+
+
 ARGUMENT_CLASSES = (FinetuneModelArguments, FinetuneDataArguments, FinetuneGridArguments, AgoraArguments,
-                    TaskDistillArguments)
+                    TaskDistillArguments, CongruentArguments)

@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 
 from bortify.finetuning.acceptance import class_ratio, mistake_rule, split_dev
 from bortify.finetuning.agora import AgoraResult, RoundRecord, agora
-from bortify.finetuning.arguments import (AgoraArguments, FinetuneDataArguments, FinetuneGridArguments,
-                                          FinetuneModelArguments)
+from bortify.finetuning.arguments import (AgoraArguments, CongruentArguments, FinetuneDataArguments,
+                                          FinetuneGridArguments, FinetuneModelArguments)
 from bortify.finetuning.distill import TaskDistillArguments, distill
 from bortify.finetuning.generators import GENERATORS, generate_rows
 from bortify.finetuning.labelers import GeneratedRowLabeler, build_labeler
@@ -152,7 +152,7 @@ def check_output_is_not_an_input(out: Path, inputs: dict[str, str | None]) -> No
 OUR_FILES = {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
              "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
              "sentencepiece.bpe.model", "chat_template.jinja", "agora_added.jsonl", "rounds.png", REPORT,
-             "stage_done.json"}
+             "stage_done.json", "teacher"}  # teacher/: save_teacher
 
 
 def check_finished_output(out: Path, overwrite: bool) -> None:
@@ -221,26 +221,30 @@ def dev_parts(task: TaskData, model_args: FinetuneModelArguments, agora_args: Ag
 
 def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments,
              grid_args: FinetuneGridArguments, agora_args: AgoraArguments,
-             distill_args: TaskDistillArguments | None = None) -> FinetuneReport:
+             distill_args: TaskDistillArguments | None = None,
+             congruent_args: CongruentArguments | None = None) -> FinetuneReport:
     """Fine-tune (plain, Agora or task distillation) and write the checkpoint + report.json + rounds.png.
-    Returns the report. `distill_args` (mode 'distill'; default: TaskDistillArguments()) sets the distillation.
+    Returns the report. `distill_args` (mode 'distill'; default: TaskDistillArguments()) sets the distillation;
+    `congruent_args.old_model` trains with focal distillation against the replaced model (docs/methods.md §4.3).
 
     `torch_threads` applies for the call and is restored afterwards."""
     with torch_threads(model_args.torch_threads):
-        return _finetune(model_args, data_args, grid_args, agora_args, distill_args or TaskDistillArguments())
+        return _finetune(model_args, data_args, grid_args, agora_args, distill_args or TaskDistillArguments(),
+                         congruent_args or CongruentArguments())
 
 
 def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments,
               grid_args: FinetuneGridArguments, agora_args: AgoraArguments,
-              distill_args: TaskDistillArguments) -> FinetuneReport:
+              distill_args: TaskDistillArguments, congruent_args: CongruentArguments) -> FinetuneReport:
     """The steps in the order of the module docstring: checks, labeler, selection on train/dev, test, output."""
     import transformers
 
     t_start = time.perf_counter()
     out = Path(model_args.output_dir)
-    check_output(out, model_args, agora_args)
+    check_output(out, model_args, agora_args, congruent_args.old_model)
     thetas = grid_args.thetas()
     task = load_task(data_args)
+    check_congruent(congruent_args, model_args, task)
     # Seed before anything random is drawn: the classifier head (and pooler) are initialised at load time.
     transformers.set_seed(model_args.seed)
     student0, tokenizer, load_note = load_classifier_with_note(model_args.model, task.label_names, task.regression)
@@ -255,6 +259,11 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
 
     # --- fine-tuning on train, selection on dev (the test split is not touched here) ---------------------------
     runs = Runs(student0, tokenizer, task, model_args, grid_args)
+    if congruent_args.old_model:  # --old_model: every run trains with focal distillation (docs/methods.md §4.3)
+        from bortify.finetuning.congruent import CongruentRuns
+
+        runs.congruent = CongruentRuns(congruent_args.old_model, task, congruent_args.focal(),
+                                       max_length=model_args.max_length, batch_size=model_args.eval_batch_size)
     distill_info = None
     if model_args.mode == "agora":
         result = agora_search(runs, thetas, agora_args, labeler, generator)
@@ -298,18 +307,55 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
         "train_seconds": round(train_seconds, 1),
         "labeler_seconds": round(labeler.seconds, 1) if labeler else 0.0,
         "num_parameters": sum(p.numel() for p in result.best_model.parameters()),
+        "congruent": runs.congruent.describe() if runs.congruent is not None else None,
     }, output_dir=model_args.output_dir)
+    if congruent_args.save_teacher and labeler is not None:  # beside the student, for `bortify compare`
+        save_teacher(out, labeler, report)
     _write_output(out, result.best_model, tokenizer, result.added_rows, scores.rounds, task.main_metric, report)
     return report
 
 
-def check_output(out: Path, model_args: FinetuneModelArguments, agora_args: AgoraArguments) -> None:
-    """Step 1's output checks: not an input checkpoint (model, labeler, teacher), not a finished output."""
-    inputs = {"model": model_args.model}
+def check_output(out: Path, model_args: FinetuneModelArguments, agora_args: AgoraArguments,
+                 old_model: str | None = None) -> None:
+    """Step 1's output checks: not an input checkpoint (model, labeler, teacher, old model), not a finished output."""
+    inputs = {"model": model_args.model, "old model": old_model}
     if model_args.mode in ("agora", "distill"):
         inputs.update(labeler=agora_args.labeler, teacher=None if agora_args.labeler else agora_args.teacher)
     check_output_is_not_an_input(out, inputs)
     check_finished_output(out, model_args.overwrite)
+
+
+def check_congruent(args: CongruentArguments, model_args: FinetuneModelArguments, task: TaskData) -> None:
+    """--old_model needs a classification task in plain or Agora mode (before any model is loaded)."""
+    if not args.old_model:
+        return
+    if model_args.mode == "distill":
+        raise ValueError("--old_model (focal distillation) works with --mode plain or agora; task distillation "
+                         "already distils from its teacher. Drop --old_model or choose another mode.")
+    if task.regression:
+        raise ValueError("--old_model (focal distillation) needs a classification task: negative flips are defined "
+                         "for classes. Drop --old_model for this regression task.")
+    from bortify.finetuning.old_model import label_names, label_order
+
+    label_order(label_names(args.old_model, "old model"), task.label_names, "old model")  # config only, by name
+
+
+TEACHER_DIR = "teacher"  # save_teacher: the fine-tuned teacher / labeler beside the student
+
+
+def save_teacher(out: Path, labeler, report: FinetuneReport) -> None:
+    """The labeler's model + tokenizer as out/teacher (staged, then moved in); the report's labeler records it."""
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-teacher-"))
+    try:
+        labeler.model.to("cpu").save_pretrained(staging, safe_serialization=True)
+        tokenizer_for_saving(labeler.tokenizer).save_pretrained(staging)
+        make_shareable(staging)
+        if (out / TEACHER_DIR).is_dir():
+            shutil.rmtree(out / TEACHER_DIR)
+        os.replace(staging, out / TEACHER_DIR)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    report.labeler["saved_to"] = TEACHER_DIR
 
 
 def load_task(data_args: FinetuneDataArguments) -> TaskData:
@@ -355,6 +401,7 @@ class Runs:
         self.bar = tqdm(total=len(grid_args.thetas()) if model_args.mode == "plain" else None,
                         desc=f"finetune ({model_args.mode})", unit="run", dynamic_ncols=True)
         self._train_tok: dict[int, datasets.Dataset] = {}
+        self.congruent = None  # congruent.CongruentRuns with --old_model
 
     def fit(self, rows: list[dict], theta: dict):
         """A fresh copy of the student fine-tuned on `rows` with θ (trainer.fit)."""
@@ -362,8 +409,17 @@ class Runs:
             self._train_tok.clear()
             self._train_tok[len(rows)] = tokenize(_to_dataset(rows, self.task), self.tokenizer,
                                                   self.task.text_columns, self.max_length)
-        model = fit(self.student0, self.tokenizer, self._train_tok[len(rows)], theta, epochs=self.grid.num_train_epochs,
-                    max_steps=self.grid.max_steps, seed=self.seed, training=self.training, eval_tok=self.dev_tok)
+        if self.congruent is not None:  # focal distillation against the old model (docs/methods.md §4.3)
+            from bortify.finetuning.congruent import fit_congruent
+
+            model = fit_congruent(self.student0, self.tokenizer,
+                                  self.congruent.train_set(rows, self._train_tok[len(rows)]), theta,
+                                  self.congruent.focal, epochs=self.grid.num_train_epochs, max_steps=self.grid.max_steps,
+                                  seed=self.seed, training=self.training)
+        else:
+            model = fit(self.student0, self.tokenizer, self._train_tok[len(rows)], theta,
+                        epochs=self.grid.num_train_epochs, max_steps=self.grid.max_steps, seed=self.seed,
+                        training=self.training, eval_tok=self.dev_tok)
         self.bar.update(1)
         return model
 
@@ -382,6 +438,28 @@ class Runs:
         """Training examples one run over `n` rows processes (an optimiser step takes batch × accumulation rows)."""
         batch = int(theta["batch_size"]) * self.grid.gradient_accumulation_steps
         return examples_seen(n, batch, self.grid.num_train_epochs, self.grid.max_steps)
+
+
+# (restored: the fine-tuning refactor's commit calls it but had dropped it)
+def _distill_result(task: TaskData, student0, tokenizer, labeler, distill_args: TaskDistillArguments,
+                    model_args: FinetuneModelArguments, generator, dev_score_of, bar) -> tuple[AgoraResult, dict]:
+    """Mode 'distill' (docs/methods.md §7): one distillation run, recorded as round 1 so the report, the rounds
+    plot and the card read it like the other modes."""
+    start = time.perf_counter()
+    model, info = distill(task, student0, tokenizer, labeler, distill_args, generator=generator, seed=model_args.seed,
+                          max_length=model_args.max_length, progress=lambda msg: (bar.set_postfix_str(msg), say(msg)))
+    bar.update(1)
+    dev = dev_score_of(model)
+    settings = {k.removeprefix("distill_"): v for k, v in info["settings"].items()
+                if k in ("distill_temperature", "distill_alpha", "distill_learning_rate", "distill_epochs",
+                         "distill_batch_size")}
+    counts = info["transfer_set"]
+    record = RoundRecord(round=1, thetas=[{"theta": settings, "dev_score": dev}], best_theta=settings, dev_score=dev,
+                         mistakes=0, examples_added=counts["total"] - counts["gold"], train_size=counts["total"],
+                         examples_seen=info["examples_seen"], seconds=round(time.perf_counter() - start, 1))
+    return AgoraResult(best_model=model, best_round=1, best_dev_score=dev, rounds=[record], round_models={1: model},
+                       examples_seen=info["examples_seen"]), info
+
 
 
 def plain_search(runs: Runs, thetas: list[dict]) -> AgoraResult:

@@ -1,0 +1,126 @@
+"""`bortify finetune --old_model` (focal distillation, docs/methods.md §4.3) in plain and Agora mode, save_teacher
++ `bortify compare`'s default old model, and the bad-input rows, on tiny models (plus one real-model run)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from casetable import Case, run_case  # noqa: E402
+from test_compare import DATA, MODELS, models, setup, tiny_models, write_data  # noqa: E402,F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+FAST = ["--learning_rates", "1e-3", "--num_train_epochs", "1", "--batch_sizes", "8", "--max_length", "16"]
+
+
+def _finetune(*argv):
+    from bortify.cli import main
+
+    return main(["finetune", *argv])
+
+
+def test_plain_mode_with_old_model_trains_with_focal_distillation(tmp_path, monkeypatch):
+    from bortify.finetuning import congruent
+
+    files = write_data(tmp_path)
+    paths = models(tmp_path, "old", "mlm")
+    losses = []
+    original = congruent.focal_distillation_loss
+
+    def spy(*a, **k):
+        parts = original(*a, **k)
+        losses.append(parts)
+        return parts
+
+    monkeypatch.setattr(congruent, "focal_distillation_loss", spy)
+    rc = _finetune("--model", paths["mlm"], "--output_dir", str(tmp_path / "out"), "--mode", "plain",
+                   "--old_model", paths["old"], "--pc_beta", "3", *[a.format(**files) for a in DATA], *FAST)
+    assert rc == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    info = report["congruent"]
+    assert info["old_model"] == paths["old"] and info["beta"] == 3.0 and info["lambda"] == 1.0
+    assert info["old_rows_computed"] == report["splits"]["train"] == 40  # once per train text
+    assert losses and all(p.fd.item() > 0 for p in losses)  # the loss ran, with a distillation term
+
+
+def test_agora_mode_with_old_model_computes_generated_rows_once(tmp_path):
+    files = write_data(tmp_path)
+    paths = models(tmp_path, "old", "mlm")
+    rc = _finetune("--model", paths["mlm"], "--output_dir", str(tmp_path / "out"), "--mode", "agora",
+                   "--old_model", paths["old"], "--labeler", paths["old"], "--labeler_min_dev_score", "0",
+                   "--max_rounds", "2", "--k", "2", "--verify_mistakes", "false", "--balance_classes", "false",
+                   *[a.format(**files) for a in DATA], *FAST)
+    assert rc == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    added = report["examples_added"]
+    assert report["congruent"]["old_rows_computed"] == 40 + added  # train + each generated text, once
+
+
+def test_save_teacher_is_compares_default_old_model(tmp_path, capsys):
+    from bortify.cli import main
+
+    files = write_data(tmp_path)
+    paths = models(tmp_path, "mlm")
+    rc = _finetune("--model", paths["mlm"], "--output_dir", str(tmp_path / "out"), "--mode", "distill",
+                   "--teacher", paths["mlm"], "--labeler_epochs", "1", "--labeler_min_dev_score", "0",
+                   "--distill_epochs", "1", "--save_teacher", "true", *[a.format(**files) for a in DATA], *FAST)
+    assert rc == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["labeler"]["saved_to"] == "teacher"
+    assert (tmp_path / "out" / "teacher" / "model.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["compare", "--new_model", str(tmp_path / "out"), "--output_dir", str(tmp_path / "cmp"),
+                 *[a.format(**files) for a in DATA]]) == 0
+    cmp = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    assert cmp["old_model"] == str(tmp_path / "out" / "teacher")
+    # the teacher's test accuracy in the finetune report is the compare report's old accuracy
+    assert cmp["old"]["accuracy"] == pytest.approx(report["labeler"]["test_accuracy"])
+
+
+def ft(*argv):
+    return ["finetune", "--model", "{mlm}", "--output_dir", "{root}/out", *DATA, *FAST, *argv]
+
+
+CASES = [
+    Case("old-model-with-distill", ft("--mode", "distill", "--old_model", "{old}"), r"plain or agora",
+         setup=setup("old", "mlm")),
+    Case("old-model-other-labels", ft("--mode", "plain", "--old_model", "{other_labels}"),
+         r"old model predicts labels \['neg', 'pos'\].*match by name", setup=setup("other_labels", "mlm")),
+    Case("old-model-not-a-classifier", ft("--mode", "plain", "--old_model", "{mlm}"), r"not a sequence classifier",
+         setup=setup("mlm")),
+    Case("old-model-is-the-output", ["finetune", "--model", "{mlm}", "--output_dir", "{old}", *DATA, *FAST, "--mode",
+                                     "plain", "--old_model", "{old}"], r"old model", setup=setup("old", "mlm")),
+    Case("bad-divergence", ft("--old_model", "{old}", "--pc_divergence", "mse"), r"pc_divergence must be one of",
+         setup=setup("old", "mlm")),
+    Case("negative-beta", ft("--old_model", "{old}", "--pc_beta", "-1"), r"pc_beta must be >= 0",
+         setup=setup("old", "mlm")),
+]
+
+
+@pytest.mark.parametrize("case", [c.param() for c in CASES])
+def test_bad_input(case, tmp_path, monkeypatch, capsys):
+    run_case(case, tmp_path, monkeypatch, capsys)
+
+
+@pytest.mark.slow
+def test_real_models_focal_distillation(tmp_path, minilm_path, splade_path):
+    """splade-tiny fine-tuned with focal distillation against MiniLM fine-tuned on the embedded sentiment task."""
+    from bortify.finetuning.tasks import prepare_task
+    from bortify.finetuning.trainer import fit, load_classifier, tokenize
+
+    task = prepare_task("embedded:rotten-tomatoes", max_train_samples=200, max_test_samples=200)
+    old0, tok = load_classifier(minilm_path, task.label_names, False)
+    old = fit(old0, tok, tokenize(task.train, tok, ["text"], 40),
+              {"learning_rate": 1e-4, "weight_decay": 0.0, "warmup_ratio": 0.1, "batch_size": 16}, epochs=1, seed=0)
+    old.save_pretrained(tmp_path / "old")
+    tok.save_pretrained(tmp_path / "old")
+    rc = _finetune("--model", splade_path, "--output_dir", str(tmp_path / "out"), "--mode", "plain",
+                   "--old_model", str(tmp_path / "old"), "--max_train_samples", "200", "--max_test_samples", "200",
+                   "--max_length", "40", "--num_train_epochs", "1", "--learning_rates", "1e-4", "--torch_threads", "2")
+    assert rc == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["congruent"]["old_rows_computed"] == 200 and 0 < report["congruent"]["old_train_accuracy"] <= 1
+    assert 0 <= report["test"]["accuracy"] <= 1
