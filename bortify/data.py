@@ -12,6 +12,7 @@ from pathlib import Path
 import datasets
 
 from bortify.resources import is_embedded, load_embedded_dataset, resolve_model
+from bortify.utils import is_hub_repo_id
 
 __all__ = ["resolve_model", "load_any_dataset", "load_text_corpus"]
 
@@ -102,9 +103,10 @@ def _is_saved_dataset(directory: str) -> bool:
 
 
 def _looks_local(spec: str) -> bool:
-    """A spec that can only mean a local path (a Hub name is `name` or `owner/name`): ./, /, ~ or a file extension."""
+    """A spec that can only mean a local path: not a valid Hub repo id (huggingface_hub's rule: `name` or
+    `owner/name`), or a data-file extension (reviews.csv is a valid repo id, but means a file)."""
     suffixes = [s for s in Path(spec).suffixes if s not in (".gz", ".bz2", ".xz", ".zst")]
-    return spec.startswith((".", "/", "~")) or bool(suffixes and suffixes[-1].lower() in _EXTENSION_BUILDERS)
+    return not is_hub_repo_id(spec) or bool(suffixes and suffixes[-1].lower() in _EXTENSION_BUILDERS)
 
 
 def _load_files(files_by_split: dict[str, list[str]]) -> datasets.DatasetDict:

@@ -86,7 +86,7 @@ STAGES: tuple[StageSpec, ...] = (
             "states its ε-guarantee. Writes the winner's config.json (a plain BertConfig), report.json with every "
             "candidate, and pareto.png. Re-running with the same --output_dir resumes."),
         arguments=("bortify.extraction.arguments:ExtractionArguments", "bortify.extraction.arguments:EstimatorArguments"),
-        run="bortify.extraction.run:extract",
+        run="bortify.extraction.extract:extract",
     ),
     StageSpec(
         "pretrain",

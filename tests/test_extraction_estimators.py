@@ -5,6 +5,7 @@ import pytest
 import torch
 from transformers import BertForMaskedLM
 
+from bortify.extraction.arguments import EstimatorArguments
 from bortify.extraction.costs import Shape
 from bortify.extraction.estimators import (
     EstimatorError,
@@ -61,7 +62,47 @@ def test_budget_and_unknown_estimator_errors():
     with pytest.raises(EstimatorError, match="learning_rates"):
         TrainingBudget(learning_rates=()).check()
     with pytest.raises(EstimatorError, match="Unknown error estimator"):
-        make_estimator("bleu", None)
+        make_estimator("bleu", None, "embedded:all-MiniLM-L6-v2", EstimatorArguments())
+
+
+@pytest.mark.parametrize("field, value, match", [("train_steps", 0, "train_steps"), ("train_batch_size", 0, "train_steps"),
+                                                 ("max_seq_length", 4, "max_seq_length"),
+                                                 ("learning_rates", [1e-3, 0.0], "learning_rates"),
+                                                 ("clip_value", -1.0, "clip_value"), ("importance", "random", "importance")])
+def test_estimator_settings_have_one_validation(field, value, match):
+    """EstimatorArguments runs the estimators' own check (TrainingBudget.check): one rule, one message."""
+    with pytest.raises(ValueError, match=match):
+        EstimatorArguments(**{field: value})
+    if field != "importance":
+        settings = EstimatorArguments()
+        setattr(settings, field, value)  # e.g. changed after parsing: the library check says the same
+        with pytest.raises(EstimatorError, match=match):
+            TrainingBudget.from_settings(settings).check()
+
+
+def test_the_factory_builds_each_estimator_from_the_arguments():
+    source = load_source_config("x", InlineSource(layers=2, heads=2, hidden=64, intermediate=128, vocab_size=30522))
+    settings = EstimatorArguments(train_steps=7, train_batch_size=4, learning_rates=[1e-3], max_seq_length=16,
+                                  clip_value=2.0, seed=5, task="embedded:rotten-tomatoes", importance="magnitude",
+                                  corpus="embedded:corpus", train_samples=64, eval_samples=32)
+    assert make_estimator("none", source, "src", settings).fingerprint() == {"error_estimator": "none"}
+    mlm = make_estimator("mlm", source, "src", settings)
+    assert isinstance(mlm, MLMEstimator) and mlm.tokenizer_name == "src" and mlm.corpus == "embedded:corpus"
+    sliced = make_estimator("sliced-task", source, "src", settings)
+    assert isinstance(sliced, SlicedTaskEstimator) and sliced.source == "src" and sliced.importance == "magnitude"
+    for est in (mlm, sliced):
+        assert est.budget == TrainingBudget(steps=7, batch_size=4, learning_rates=(1e-3,), max_seq_length=16,
+                                            clip_value=2.0, seed=5)
+        assert (est.train_samples, est.eval_samples) == (64, 32)
+
+
+def test_candidate_runs_use_the_shared_run_arguments():
+    from bortify.extraction.estimators import _training_args
+
+    args = _training_args("unused-dir", 1e-3, TrainingBudget(steps=40, batch_size=8, seed=3))
+    assert (args.max_steps, args.per_device_train_batch_size, args.learning_rate, args.warmup_steps) == (40, 8, 1e-3, 4)
+    assert (args.seed, args.data_seed, args.weight_decay, args.max_grad_norm) == (3, 3, 0.01, 1.0)
+    assert args.save_strategy == "no" and args.per_device_eval_batch_size == 64
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@
 
 Files: space.py (candidates), costs.py (p, effective p, ops, measured latency), fptas.py (T, W, ε-buckets,
 the search loop), constraints.py (--max_error_increase / --latency_budget_ms modes), estimators.py (ê),
-report.py (the ExtractReport of bortify.reports, pareto.png), run.py (extract()); the command and the
+report.py (the ExtractReport of bortify.reports, pareto.png), extract.py (extract()); the command and the
 pipeline stage are its entry in the stage table (bortify/stages.py).
 """
 
@@ -18,7 +18,7 @@ from bortify.extraction.costs import (
     parameter_count,
 )
 from bortify.extraction.fptas import epsilon_buckets, run_fptas, w_coefficient
-from bortify.extraction.run import extract
+from bortify.extraction.extract import extract
 
 __all__ = [
     "extract", "ExtractionArguments", "EstimatorArguments", "Shape", "parameter_count", "effective_parameter_count",

@@ -6,16 +6,14 @@ from a dict by `bortify run` (bortify.recipes.args_from_dict). Validation happen
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from bortify.extraction.constraints import OBJECTIVES
-from bortify.extraction.estimators import ESTIMATORS
+from bortify.extraction.estimators import ESTIMATORS, TrainingBudget
+from bortify.slicing import IMPORTANCE_KINDS
 from bortify.utils import check_torch_threads, overwrite_field, torch_threads_field
-
-
-def _help(text: str, **kw):
-    return field(metadata={"help": text}, **kw)
+from bortify.utils import help_field as _help
 
 
 @dataclass
@@ -148,9 +146,6 @@ class EstimatorArguments:
     seed: int = _help("Seed for data order, masking and initialisation (same for every candidate).", default=0)
 
     def __post_init__(self):
-        if self.train_steps < 1 or self.train_batch_size < 1:
-            raise ValueError("--train_steps and --train_batch_size must be >= 1.")
-        if not self.learning_rates or any(lr <= 0 for lr in self.learning_rates):
-            raise ValueError(f"--learning_rates (Θ) must be positive numbers; got {self.learning_rates}.")
-        if self.importance not in ("activation", "magnitude", "first"):
-            raise ValueError(f"--importance must be activation, magnitude or first; got {self.importance!r}.")
+        TrainingBudget.from_settings(self).check()  # the estimators' own validation (EstimatorError: a ValueError)
+        if self.importance not in IMPORTANCE_KINDS:
+            raise ValueError(f"--importance must be one of {', '.join(IMPORTANCE_KINDS)}; got {self.importance!r}.")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from bortify.extraction.costs import Shape, bert_config
+from bortify.pretraining.losses import IGNORE_INDEX, masked_cross_entropy
+from bortify.trainer import run_arguments
 
 ESTIMATORS = ("none", "mlm", "sliced-task")
 
@@ -50,16 +52,15 @@ class ErrorEstimator(Protocol):
 
 # ------------------------------------------------------------------------------------------ pure maths
 def masked_lm_loss(sequence_output: torch.Tensor, labels: torch.Tensor, head: torch.nn.Module) -> torch.Tensor:
-    """Cross-entropy of the MLM head at masked positions only (labels != -100).
+    """Cross-entropy of the MLM head at masked positions only (labels != -100; pretraining.losses.masked_cross_entropy).
 
     Same value as BertForMaskedLM's loss, but the V-way output layer runs on the ~15% masked tokens
     instead of every position (docs/methods.md §1 "Measured here": that layer dominates CPU time, ~7x saving).
     """
-    mask = labels != -100
+    mask = labels != IGNORE_INDEX
     if not bool(mask.any()):
         return sequence_output.sum() * 0.0
-    logits = head(sequence_output[mask])
-    return F.cross_entropy(logits.float(), labels[mask])
+    return masked_cross_entropy(head(sequence_output[mask]), labels[mask])
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -125,14 +126,13 @@ class MaskedPositionsMLMTrainer(Trainer):
 
 
 def _training_args(out_dir: str, lr: float, budget: "TrainingBudget") -> TrainingArguments:
-    steps, seed = budget.steps, budget.seed
-    return TrainingArguments(
-        output_dir=out_dir, max_steps=steps, per_device_train_batch_size=budget.batch_size, per_device_eval_batch_size=64,
-        learning_rate=lr, weight_decay=0.01, warmup_steps=max(0, int(round(budget.warmup_ratio * steps))),
-        lr_scheduler_type="linear", max_grad_norm=1.0, use_cpu=not torch.cuda.is_available(), report_to=[],
-        save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True, seed=seed, data_seed=seed,
-        dataloader_num_workers=0, remove_unused_columns=True,
-    )
+    """One candidate's truncated run: bortify's quiet in-memory run (bortify.trainer.run_arguments) with the
+    budget's steps, batch size and seed, AdamW weight decay 0.01, linear warm-up over `warmup_ratio` of the steps
+    (rounded to whole steps) and decay, clipping at 1.0; evaluation in batches of 64."""
+    return run_arguments(out_dir, batch_size=budget.batch_size, learning_rate=lr, weight_decay=0.01,
+                         warmup=max(0, int(round(budget.warmup_ratio * budget.steps))), epochs=1,
+                         seed=budget.seed, max_steps=budget.steps,
+                         extra={"per_device_eval_batch_size": 64, "max_grad_norm": 1.0})
 
 
 def _best_learning_rate(budget: "TrainingBudget", error_at: Callable[[float], float]) -> dict:
@@ -156,12 +156,23 @@ class TrainingBudget:
     warmup_ratio: float = 0.1
     seed: int = 0
 
+    @classmethod
+    def from_settings(cls, settings) -> "TrainingBudget":
+        """The budget that `settings` (an `EstimatorArguments`: train_steps, train_batch_size, ...) describes."""
+        return cls(steps=settings.train_steps, batch_size=settings.train_batch_size,
+                   learning_rates=tuple(settings.learning_rates), max_seq_length=settings.max_seq_length,
+                   clip_value=settings.clip_value, seed=settings.seed)
+
     def check(self) -> None:
+        """The one validation of the estimator's training settings (EstimatorArguments runs it when parsed)."""
         if self.steps < 1 or self.batch_size < 1 or self.max_seq_length < 8:
-            raise EstimatorError(f"train_steps, batch_size must be >= 1 and max_seq_length >= 8 (got {self.steps}, "
-                                 f"{self.batch_size}, {self.max_seq_length}).")
+            raise EstimatorError(f"--train_steps and --train_batch_size must be >= 1 and --max_seq_length >= 8 (got "
+                                 f"{self.steps}, {self.batch_size}, {self.max_seq_length}).")
         if not self.learning_rates or any(not (lr > 0) for lr in self.learning_rates):
-            raise EstimatorError(f"learning_rates (Θ) must be a non-empty list of positive numbers; got {list(self.learning_rates)}.")
+            raise EstimatorError(f"--learning_rates (Θ) must be a non-empty list of positive numbers; got "
+                                 f"{list(self.learning_rates)}.")
+        if self.clip_value < 0:
+            raise EstimatorError(f"--clip_value must be >= 0 (0 disables clipping); got {self.clip_value}.")
 
 
 # --------------------------------------------------------------------------------------- estimators
@@ -354,11 +365,18 @@ class SlicedTaskEstimator:
         return _best_learning_rate(self.budget, dev_error)
 
 
-def make_estimator(name: str, source_config, **kwargs: Any) -> ErrorEstimator:
+def make_estimator(name: str, source_config, source: str, settings) -> ErrorEstimator:
+    """bortify's one estimator factory: estimator `name` (one of ESTIMATORS) for a search over `source`
+    (`source_config`, its config), configured by `settings` (an `EstimatorArguments`)."""
+    if name not in ESTIMATORS:
+        raise EstimatorError(f"Unknown error estimator {name!r}; choose one of {ESTIMATORS}.")
     if name == "none":
         return NoneEstimator()
+    budget = TrainingBudget.from_settings(settings)
+    common = dict(text_column=settings.text_column, budget=budget, train_samples=settings.train_samples,
+                  eval_samples=settings.eval_samples)
     if name == "mlm":
-        return MLMEstimator(source_config, **kwargs)
-    if name == "sliced-task":
-        return SlicedTaskEstimator(source_config, **kwargs)
-    raise EstimatorError(f"Unknown error estimator {name!r}; choose one of {ESTIMATORS}.")
+        return MLMEstimator(source_config, tokenizer=settings.tokenizer or source, corpus=settings.corpus,
+                            corpus_config=settings.corpus_config, **common)
+    return SlicedTaskEstimator(source_config, source=source, task=settings.task, label_column=settings.label_column,
+                               importance=settings.importance, train_embeddings=settings.train_embeddings, **common)

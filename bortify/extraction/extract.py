@@ -26,12 +26,7 @@ from bortify.extraction.constraints import (
     run_max_error_increase,
 )
 from bortify.extraction.costs import Shape, bert_config, measure_latency
-from bortify.extraction.estimators import (
-    MLMEstimator,
-    NoneEstimator,
-    SlicedTaskEstimator,
-    TrainingBudget,
-)
+from bortify.extraction.estimators import make_estimator
 from bortify.extraction.fptas import Candidate, make_candidate, run_fptas
 from bortify.extraction.report import build_report, plot_pareto
 from bortify.extraction.space import InlineSource, SpaceError, build_space, load_source_config
@@ -39,22 +34,6 @@ from bortify.reports import PLOT_FILE, REPORT_FILE, ExtractReport, write_report
 from bortify.utils import OutputExistsError, check_output_dir, torch_threads, write_json_atomic
 
 PARTIAL_NAME = "partial_results.json"
-
-
-def make_estimator_from_args(args: ExtractionArguments, est: EstimatorArguments, source_config):
-    budget = TrainingBudget(steps=est.train_steps, batch_size=est.train_batch_size,
-                            learning_rates=tuple(est.learning_rates), max_seq_length=est.max_seq_length,
-                            clip_value=est.clip_value, seed=est.seed)
-    if args.error == "none":
-        return NoneEstimator()
-    if args.error == "mlm":
-        return MLMEstimator(source_config, tokenizer=est.tokenizer or args.source, corpus=est.corpus,
-                            corpus_config=est.corpus_config, text_column=est.text_column, budget=budget, train_samples=est.train_samples,
-                            eval_samples=est.eval_samples)
-    return SlicedTaskEstimator(source_config, source=args.source, task=est.task, text_column=est.text_column,
-                               label_column=est.label_column, budget=budget, train_samples=est.train_samples,
-                               eval_samples=est.eval_samples, importance=est.importance,
-                               train_embeddings=est.train_embeddings)
 
 
 def _load_partial(path: Path, fingerprint: dict) -> dict:
@@ -96,7 +75,7 @@ def extract(args: ExtractionArguments, est_args: EstimatorArguments | None = Non
     space = build_space(source_config, args.depths, args.heads, args.hidden_sizes, args.intermediate_sizes)
     out = check_output_dir(args.output_dir, args.overwrite, resumable=True, marker=REPORT_FILE)
     if estimator is None:
-        estimator = make_estimator_from_args(args, est_args, source_config)
+        estimator = make_estimator(args.error, source_config, args.source, est_args)
     name = getattr(estimator, "name", type(estimator).__name__)
     fingerprint = {**(estimator.fingerprint() if hasattr(estimator, "fingerprint") else {"error_estimator": name}),
                    "seq_len": args.seq_len, "cost": args.cost}

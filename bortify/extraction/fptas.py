@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
@@ -162,8 +162,4 @@ def run_fptas(candidates: list[Candidate], T: Candidate, estimate: ErrorFn, epsi
     return max(evaluated, key=lambda c: (c.W, -c.parameters))
 
 
-def records(candidates: Iterable[Candidate]) -> list[dict]:
-    return [c.record() for c in candidates]
-
-
-__all__ = ["Candidate", "make_candidate", "gain", "w_coefficient", "epsilon_buckets", "evaluate", "run_fptas", "records"]
+__all__ = ["Candidate", "make_candidate", "gain", "w_coefficient", "epsilon_buckets", "evaluate", "run_fptas"]

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bortify.pretraining.losses import IGNORE_INDEX, masked_cross_entropy
+
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean over rows of -Σ_c targets_c · log_softmax(logits)_c. `targets` rows are distributions (sum to 1);
@@ -52,7 +54,7 @@ def one_hot(label: int, num_labels: int) -> list[float]:
 # teacher's logits on a transfer set: the gold train rows, augmented variants of them and unlabelled in-domain
 # text. Rows without a gold label carry `labels = IGNORE_INDEX` and contribute the KD term only.
 
-IGNORE_INDEX = -100
+# IGNORE_INDEX (-100, the rows without a gold label) is pretraining.losses' own: one convention for every loss.
 
 
 class TaskKDLoss(NamedTuple):
@@ -110,6 +112,6 @@ def task_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.T
             kd = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean() * temperature**2
         else:
             kd = zero
-        gold = F.cross_entropy(s[keep], labels[keep].long()) if n_gold else zero
+        gold = masked_cross_entropy(s[keep], labels[keep].long(), ignore_index=ignore_index)  # 0 (in the graph) if none
     loss = alpha * gold + (1.0 - alpha) * kd
     return TaskKDLoss(loss, gold.detach(), kd.detach(), n_gold)

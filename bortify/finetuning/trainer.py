@@ -17,6 +17,7 @@ from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTo
 from transformers.utils import logging as hf_logging
 
 from bortify.finetuning.losses import soft_cross_entropy
+from bortify.trainer import run_arguments  # noqa: F401  (its home is bortify/trainer.py; imported from here too)
 from bortify.metrics import compute_metrics
 from bortify.resources import resolve_model
 
@@ -186,38 +187,6 @@ class SoftTargetTrainer(Trainer):
         outputs = model(**inputs)
         loss = soft_cross_entropy(outputs.logits, targets)
         return (loss, outputs) if return_outputs else loss
-
-
-def run_arguments(output_dir: str, *, batch_size: int, learning_rate: float, weight_decay: float, warmup: float,
-                  epochs: float, seed: int, max_steps: int = -1, keep_columns: bool = False,
-                  extra: dict | None = None) -> TrainingArguments:
-    """The TrainingArguments of one quiet in-memory fine-tuning run (fit, the labeler, task distillation): AdamW
-    with linear warm-up (`warmup` < 1 is a ratio of the steps) and decay, seeded data order, nothing saved or
-    logged, the Trainer's bar off (StepBar shows the steps). `keep_columns` keeps dataset columns that are not
-    forward() arguments (soft labels, teacher logits) for a custom loss. `extra`: further TrainingArguments fields
-    chosen by the user (FinetuneGridArguments.training_arguments: bf16, gradient accumulation, eval/save
-    strategy, ...); they override the quiet defaults but never the θ fields above (arguments.py refuses those)."""
-    kwargs = dict(
-        output_dir=output_dir,
-        per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        warmup_steps=warmup,
-        lr_scheduler_type="linear",
-        num_train_epochs=epochs,
-        max_steps=max_steps if max_steps and max_steps > 0 else -1,
-        seed=seed,
-        data_seed=seed,
-        save_strategy="no",
-        eval_strategy="no",
-        logging_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=False,
-        remove_unused_columns=not keep_columns,
-    )
-    return TrainingArguments(**{**kwargs, **(extra or {})})
 
 
 def fit(model0, tokenizer, train_tok: datasets.Dataset, theta: dict, *, epochs: float, max_steps: int = -1,
