@@ -12,10 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bortify.utils import check_torch_threads, overwrite_field, torch_threads_field
-
-
-def _help(text: str, **kw):
-    return field(metadata={"help": text}, **kw)
+from bortify.utils import help_field as _help
 
 
 # Argument checks, run in each dataclass's __post_init__: a bad value is refused before any data is loaded or any

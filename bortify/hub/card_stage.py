@@ -33,8 +33,8 @@ from typing import Optional
 from bortify.hub.card import (REPO_PLACEHOLDER, CardError, CardOptions, collect_evidence, example_literal, fmt_params,
                                render_card, shape_text, speed_text)
 from bortify.reports import CardReport, Record
-from bortify.utils import (OutputExistsError, check_output_dir, is_same_or_nested, make_shareable, overwrite_field,
-                           redact_secrets, write_bytes_atomic, write_json_atomic)
+from bortify.utils import (TOKENIZER_FILES, OutputExistsError, check_output_dir, is_same_or_nested, make_shareable,
+                           overwrite_field, redact_secrets, write_bytes_atomic, write_json_atomic)
 
 # What a release folder holds from a checkpoint directory (globs); nothing else is copied.
 CHECKPOINT_FILES = [
@@ -42,7 +42,6 @@ CHECKPOINT_FILES = [
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
     "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja",
 ]
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 MARKER = "README.md"
 EVIDENCE = "card_evidence.json"
 # Everything a release folder made by bortify may hold (stage_done.json: the pipeline's record in folders

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
 from bortify.reports import PushReport, left_out_text
-from bortify.utils import redact_secrets
+from bortify.utils import TOKENIZER_FILES, redact_secrets
 
 T = TypeVar("T")
 
@@ -46,7 +46,6 @@ REPO_PLACEHOLDER = "YOUR_NAME/MODEL_NAME"  # the card's how-to-load snippet befo
 # The card's sentence about the placeholder (bortify.hub.card templates), dropped once the id is filled in.
 REPO_NOTE = re.compile(r"<!-- bortify:repo-note -->.*?<!-- /bortify:repo-note -->\n*", re.S)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
 # Exception class names of connection-level failures (httpx flavours that huggingface_hub uses).
 TRANSIENT_EXCEPTIONS = {"TimeoutException", "NetworkError", "RemoteProtocolError", "ConnectError", "ReadError",
