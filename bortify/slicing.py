@@ -224,6 +224,56 @@ def _copy_layernorm(dst: nn.LayerNorm, src: nn.LayerNorm, idx, name: str) -> Non
     _copy(dst.bias, src.bias.index_select(0, idx), name + ".bias")
 
 
+def _slice_embeddings(se: nn.Module, te: nn.Module, hid: torch.Tensor) -> None:
+    """Embeddings: keep channels `hid`; positions / token types truncated to the student's table sizes."""
+    _copy(se.word_embeddings.weight, te.word_embeddings.weight.index_select(1, hid), "embeddings.word_embeddings")
+    n_pos, n_type = se.position_embeddings.weight.shape[0], se.token_type_embeddings.weight.shape[0]
+    _copy(se.position_embeddings.weight, te.position_embeddings.weight[:n_pos].index_select(1, hid), "embeddings.position")
+    _copy(se.token_type_embeddings.weight, te.token_type_embeddings.weight[:n_type].index_select(1, hid), "embeddings.token_type")
+    _copy_layernorm(se.LayerNorm, te.LayerNorm, hid, "embeddings.LayerNorm")
+
+
+def _slice_layer(sl: nn.Module, tl: nn.Module, layer_scores: dict, hid: torch.Tensor, heads: tuple[int, int, int],
+                 importance: str, name: str) -> tuple[list[int], int]:
+    """One transformer layer: attention heads / dims and FFN neurons by importance, channels `hid` everywhere.
+    `heads` = (teacher heads, student heads, student head size). Returns (teacher heads used, FFN neurons kept)."""
+    a_t, a_s, d_s = heads
+    d_t = tl.attention.self.query.weight.shape[0] // a_t
+    qk_idx, v_idx, used = _attention_index(layer_scores["qk"], layer_scores["v"], a_t, a_s, d_s, importance)
+    scale = math.sqrt(d_s / d_t)  # keep each q·k term at the teacher's 1/sqrt(d_t) (module docstring)
+    _copy_linear(sl.attention.self.query, tl.attention.self.query, qk_idx, hid, name + ".query", scale)
+    _copy_linear(sl.attention.self.key, tl.attention.self.key, qk_idx, hid, name + ".key")
+    _copy_linear(sl.attention.self.value, tl.attention.self.value, v_idx, hid, name + ".value")
+    _copy_linear(sl.attention.output.dense, tl.attention.output.dense, hid, v_idx, name + ".attention.output")
+    _copy_layernorm(sl.attention.output.LayerNorm, tl.attention.output.LayerNorm, hid, name + ".attention.LayerNorm")
+    ffn = _top(layer_scores["ffn"], sl.intermediate.dense.weight.shape[0], importance)
+    _copy_linear(sl.intermediate.dense, tl.intermediate.dense, ffn, hid, name + ".intermediate")
+    _copy_linear(sl.output.dense, tl.output.dense, hid, ffn, name + ".output")
+    _copy_layernorm(sl.output.LayerNorm, tl.output.LayerNorm, hid, name + ".output.LayerNorm")
+    return used, int(ffn.numel())
+
+
+def _slice_heads(student: nn.Module, teacher: nn.Module, s_base: nn.Module, t_base: nn.Module,
+                 hid: torch.Tensor) -> tuple[bool, bool]:
+    """The pooler and the MLM head where both models have them; returns (pooler copied, MLM head copied)."""
+    pooler = getattr(s_base, "pooler", None) is not None and getattr(t_base, "pooler", None) is not None
+    if pooler:
+        _copy_linear(s_base.pooler.dense, t_base.pooler.dense, hid, hid, "pooler")
+    s_head, t_head = _mlm_head(student), _mlm_head(teacher)
+    mlm = s_head is not None and t_head is not None
+    if mlm:
+        _copy_linear(s_head.transform.dense, t_head.transform.dense, hid, hid, "cls.transform")
+        _copy_layernorm(s_head.transform.LayerNorm, t_head.transform.LayerNorm, hid, "cls.transform.LayerNorm")
+        s_dec, t_dec = s_head.decoder, t_head.decoder
+        if s_dec.weight.data_ptr() != s_base.embeddings.word_embeddings.weight.data_ptr():  # untied: slice it too
+            _copy(s_dec.weight, t_dec.weight.index_select(1, hid), "cls.decoder")
+        bias = getattr(t_head, "bias", None)
+        if bias is None:
+            bias = t_dec.bias
+        _copy(s_head.bias if getattr(s_head, "bias", None) is not None else s_dec.bias, bias, "cls.bias")
+    return pooler, mlm
+
+
 def _check_shapes(s_cfg, t_cfg) -> None:
     if s_cfg.vocab_size != t_cfg.vocab_size:
         raise SlicingError(
@@ -304,51 +354,14 @@ def init_from_teacher(
         scores = _weight_scores(t_base, kept_layers)
     hid = _top(scores["hidden"], h_s, importance)
 
-    # Embeddings: keep channels `hid`; positions / token types truncated to the student's table sizes.
-    se, te = s_base.embeddings, t_base.embeddings
-    _copy(se.word_embeddings.weight, te.word_embeddings.weight.index_select(1, hid), "embeddings.word_embeddings")
-    n_pos, n_type = se.position_embeddings.weight.shape[0], se.token_type_embeddings.weight.shape[0]
-    _copy(se.position_embeddings.weight, te.position_embeddings.weight[:n_pos].index_select(1, hid), "embeddings.position")
-    _copy(se.token_type_embeddings.weight, te.token_type_embeddings.weight[:n_type].index_select(1, hid), "embeddings.token_type")
-    _copy_layernorm(se.LayerNorm, te.LayerNorm, hid, "embeddings.LayerNorm")
-
+    _slice_embeddings(s_base.embeddings, t_base.embeddings, hid)
     heads_used, ffn_kept = [], []
     for s_i, t_i in enumerate(layer_map):
-        sl, tl = s_base.encoder.layer[s_i], t_base.encoder.layer[t_i]
-        name = f"encoder.layer.{s_i}<-{t_i}"
-        d_t = tl.attention.self.query.weight.shape[0] // a_t
-        layer_scores = scores["layers"][t_i]
-        qk_idx, v_idx, heads = _attention_index(layer_scores["qk"], layer_scores["v"], a_t, a_s, d_s, importance)
+        heads, ffn = _slice_layer(s_base.encoder.layer[s_i], t_base.encoder.layer[t_i], scores["layers"][t_i], hid,
+                                  (a_t, a_s, d_s), importance, f"encoder.layer.{s_i}<-{t_i}")
         heads_used.append(heads)
-        scale = math.sqrt(d_s / d_t)  # keep each q·k term at the teacher's 1/sqrt(d_t) (module docstring)
-        _copy_linear(sl.attention.self.query, tl.attention.self.query, qk_idx, hid, name + ".query", scale)
-        _copy_linear(sl.attention.self.key, tl.attention.self.key, qk_idx, hid, name + ".key")
-        _copy_linear(sl.attention.self.value, tl.attention.self.value, v_idx, hid, name + ".value")
-        _copy_linear(sl.attention.output.dense, tl.attention.output.dense, hid, v_idx, name + ".attention.output")
-        _copy_layernorm(sl.attention.output.LayerNorm, tl.attention.output.LayerNorm, hid, name + ".attention.LayerNorm")
-        inter = tl.intermediate.dense
-        ffn = _top(layer_scores["ffn"], sl.intermediate.dense.weight.shape[0], importance)
-        ffn_kept.append(int(ffn.numel()))
-        _copy_linear(sl.intermediate.dense, inter, ffn, hid, name + ".intermediate")
-        _copy_linear(sl.output.dense, tl.output.dense, hid, ffn, name + ".output")
-        _copy_layernorm(sl.output.LayerNorm, tl.output.LayerNorm, hid, name + ".output.LayerNorm")
-
-    pooler = getattr(s_base, "pooler", None) is not None and getattr(t_base, "pooler", None) is not None
-    if pooler:
-        _copy_linear(s_base.pooler.dense, t_base.pooler.dense, hid, hid, "pooler")
-
-    s_head, t_head = _mlm_head(student), _mlm_head(teacher)
-    mlm = s_head is not None and t_head is not None
-    if mlm:
-        _copy_linear(s_head.transform.dense, t_head.transform.dense, hid, hid, "cls.transform")
-        _copy_layernorm(s_head.transform.LayerNorm, t_head.transform.LayerNorm, hid, "cls.transform.LayerNorm")
-        s_dec, t_dec = s_head.decoder, t_head.decoder
-        if s_dec.weight.data_ptr() != se.word_embeddings.weight.data_ptr():  # untied decoder: slice it too
-            _copy(s_dec.weight, t_dec.weight.index_select(1, hid), "cls.decoder")
-        bias = getattr(t_head, "bias", None)
-        if bias is None:
-            bias = t_dec.bias
-        _copy(s_head.bias if getattr(s_head, "bias", None) is not None else s_dec.bias, bias, "cls.bias")
+        ffn_kept.append(ffn)
+    pooler, mlm = _slice_heads(student, teacher, s_base, t_base, hid)
 
     identity = (
         layer_map == list(range(t_layers)) and h_s == t_cfg.hidden_size and a_s == a_t
