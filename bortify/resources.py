@@ -20,7 +20,6 @@ import bz2
 import csv
 import gzip
 import hashlib
-import io
 import os
 import shutil
 import subprocess
