@@ -41,7 +41,7 @@ from transformers import (  # noqa: E402
 )
 
 from bortify.pretraining.data import load_pretraining_data, make_collator  # noqa: E402
-from bortify.pretraining.losses import IGNORE_INDEX  # noqa: E402
+from bortify.pretraining.losses import IGNORE_INDEX, masked_cross_entropy  # noqa: E402
 from bortify.pretraining.stage import run_stage  # noqa: E402
 from bortify.pretraining.trainer import DistillationStudent, masked_teacher_logits  # noqa: E402
 from bortify.resources import load_embedded_dataset, resolve_model  # noqa: E402
@@ -110,7 +110,7 @@ def time_steps(student_dir, teacher, kd_mode, blocks, tokenizer, steps, warmup, 
         t0 = time.perf_counter()
         b = collator([data[j] for j in range(i * batch, (i + 1) * batch)])
         out = student(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"])
-        loss = torch.nn.functional.cross_entropy(out.logits, out.labels)
+        loss = masked_cross_entropy(out.logits, out.labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optim.step()
