@@ -181,3 +181,10 @@ def test_copy_into_release_puts_encoder_in_subfolder(tmp_path, tiny_bert_config)
     assert encoder == "0_Transformer" and proj.out_features == 8
     assert (dst / "0_Transformer/sentence_bert_config.json").is_file()
     assert copy_sentence_folder(tmp_path / "empty", dst, []) == []
+
+
+def test_dense_weights_use_sentence_transformers_key_names(tmp_path):
+    from safetensors.torch import load_file
+
+    write_sentence_folder(tmp_path, hidden_size=4, spec=SentenceSpec(), projection=nn.Linear(4, 2))
+    assert set(load_file(tmp_path / "2_Dense/model.safetensors")) == {"linear.weight", "linear.bias"}

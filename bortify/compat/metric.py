@@ -67,7 +67,7 @@ def retrieval_scores(query, query_labels, gallery, gallery_labels, *, knn_k: int
     out = {"knn_accuracy": knn_accuracy(query, query_labels, gallery, gallery_labels, knn_k)}
     for k in recall_ks:
         out[f"recall@{k}"] = recall_at_k(query, query_labels, gallery, gallery_labels, k)
-    return out
+    return {k: round(v, 4) for k, v in out.items()}
 
 
 def compatibility_table(new_query: torch.Tensor, old_query: torch.Tensor, query_labels: torch.Tensor,
@@ -141,7 +141,7 @@ def _mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float | None:
     """Mean cosine between the two models' embeddings of the same texts (None when widths differ)."""
     if a.shape != b.shape:
         return None
-    return float(F.cosine_similarity(a.float(), b.float(), dim=-1).mean())
+    return round(float(F.cosine_similarity(a.float(), b.float(), dim=-1).mean()), 4)
 
 
 def _safe_scores(query, query_labels, gallery, gallery_labels, **kw) -> dict[str, float]:

@@ -132,7 +132,8 @@ def _load_dense(sub: Path) -> nn.Linear:
     if not weights.is_file():
         raise SentenceFolderError(f"{sub} has no model.safetensors (bortify loads safetensors only).")
     layer = nn.Linear(int(cfg["in_features"]), int(cfg["out_features"]), bias=bool(cfg.get("bias", True)))
-    layer.load_state_dict(safetensors.torch.load_file(str(weights)))
+    state = safetensors.torch.load_file(str(weights))
+    layer.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
     return layer
 
 
@@ -165,7 +166,8 @@ def write_sentence_folder(folder: str | Path, *, hidden_size: int, spec: Sentenc
         write_json_atomic(folder / rel, obj)
     written = list(files)
     if projection is not None:
-        state = {k: v.detach().cpu().contiguous() for k, v in projection.state_dict().items()}
+        # sentence-transformers' Dense keeps its nn.Linear as `linear`: keys linear.weight / linear.bias
+        state = {f"linear.{k}": v.detach().cpu().contiguous() for k, v in projection.state_dict().items()}
         write_bytes_atomic(folder / DENSE_DIR / "model.safetensors", safetensors.torch.save(state, {"format": "pt"}))
         written.append(f"{DENSE_DIR}/model.safetensors")
     write_json_atomic(folder / MODULES_FILE, mods)  # last: a folder with modules.json is complete
@@ -223,13 +225,19 @@ class SentenceEncoder:
         device = next(self.encoder.parameters()).device
         out = []
         max_len = min(self.spec.max_seq_length, _max_positions(self.encoder))
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths together: less padding
         for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(list(texts[start:start + self.batch_size]), padding=True, truncation=True,
-                                   max_length=max_len, return_tensors="pt").to(device)
+            chunk = [texts[i] for i in order[start:start + self.batch_size]]
+            batch = self.tokenizer(chunk, padding=True, truncation=True, max_length=max_len,
+                                   return_tensors="pt").to(device)
             hidden = self.encoder(**batch, return_dict=True).last_hidden_state
             out.append(sentence_embedding(hidden, batch["attention_mask"], self.spec, self.projection).float().cpu())
         self.encoder.train(was_training)
-        return torch.cat(out) if out else torch.zeros(0, 0)
+        if not out:
+            return torch.zeros(0, 0)
+        result = torch.empty_like(torch.cat(out))
+        result[torch.as_tensor(order)] = torch.cat(out)
+        return result
 
 
 def _max_positions(encoder: nn.Module) -> int:

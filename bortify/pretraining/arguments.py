@@ -44,6 +44,15 @@ class ModelArguments:
                   "weights where shapes allow: chosen layers, width slices by weight magnitude; our addition, "
                   "needs bortify.slicing)."},
     )
+    compatible_with: str | None = field(
+        default=None,
+        metadata={"help": "Backward-compatible embeddings (BCT, docs/methods.md §4): an OLD sentence encoder (Hub "
+                  "name, local directory or embedded name; e.g. embedded:all-MiniLM-L6-v2) whose index the student "
+                  "must be able to query with no re-indexing. The student also learns a projection (Dense) from its "
+                  "mean-pooled embedding to the old model's space, trained on the old model's embeddings of the "
+                  "corpus texts (computed once, before training); the output loads with sentence-transformers and "
+                  "report.json holds BCT's compatibility test. Default: unset (off)."},
+    )
 
     torch_threads: int | None = torch_threads_field()
     overwrite: bool = overwrite_field()  # an unfinished run resumes from its newest complete checkpoint
@@ -90,6 +99,14 @@ class DataArguments:
                   "block's mask is a function of its tokens and --seed: reproducible across world sizes)."},
     )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenisation."})
+    compat_eval_dataset: str = field(
+        default="embedded:rotten-tomatoes",
+        metadata={"help": "With --compatible_with: labelled dataset (text and label columns) for BCT's compatibility "
+                  "test after training (gallery embedded by the old model, queries by the student); 'none' skips it."},
+    )
+    compat_eval_gallery: int = field(default=2000, metadata={"help": "Compatibility test: gallery size (old model)."})
+    compat_eval_queries: int = field(default=500, metadata={"help": "Compatibility test: queries (the student)."})
+    compat_eval_k: int = field(default=10, metadata={"help": "Compatibility test: k of the kNN classification."})
 
     def __post_init__(self):
         if self.seq_len < 8:
@@ -100,6 +117,9 @@ class DataArguments:
             raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}.")
         if self.masking not in MASKING_MODES:
             raise ValueError(f"masking must be one of {MASKING_MODES}, got {self.masking!r}.")
+        for name in ("compat_eval_gallery", "compat_eval_queries", "compat_eval_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
 
 
 @dataclass
@@ -141,6 +161,17 @@ class DistillationArguments(TrainingArguments):
     relation_teacher_layer: int = field(
         default=-1, metadata={"help": "Representation mode: teacher layer (1-based; -1 = last) for relation KD."}
     )
+    w_compat: float = field(
+        default=1.0, metadata={"help": "With --compatible_with: weight of the compatibility loss between the student's "
+                               "projected sentence embedding and the old model's (docs/methods.md §4)."})
+    compat_loss: str = field(
+        default="cosine", metadata={"help": "With --compatible_with: 'cosine' (1 - cos, for cosine indexes; the "
+                                    "default) or 'mse' (squared error, for Euclidean / dot-product indexes)."})
+    compat_batch_size: int = field(
+        default=32, metadata={"help": "With --compatible_with: corpus sentences per step for the compatibility loss."})
+    compat_texts: int | None = field(
+        default=None, metadata={"help": "With --compatible_with: corpus texts whose old-model embeddings are computed "
+                                "(once, before training). Default: max_steps x compat_batch_size (each seen once)."})
     # Bort's optimisation defaults (docs/methods.md §2) in place of Trainer's.
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW peak learning rate (Bort: 1e-4)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay, none on LayerNorm/bias (Bort: 0.01)."})
@@ -162,7 +193,13 @@ class DistillationArguments(TrainingArguments):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
         if self.kd_reduction not in KD_REDUCTIONS:
             raise ValueError(f"kd_reduction must be one of {KD_REDUCTIONS}, got {self.kd_reduction!r}.")
-        for name in ("w_kd", "w_hidden", "w_attn"):
+        from bortify.compat.losses import COMPAT_LOSSES
+
+        if self.compat_loss not in COMPAT_LOSSES:
+            raise ValueError(f"compat_loss must be one of {COMPAT_LOSSES}, got {self.compat_loss!r}.")
+        if self.compat_batch_size < 1 or (self.compat_texts is not None and self.compat_texts < 1):
+            raise ValueError("compat_batch_size and compat_texts must be >= 1.")
+        for name in ("w_kd", "w_hidden", "w_attn", "w_compat"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.w_mlm is not None and self.w_mlm < 0:

@@ -17,12 +17,16 @@ model's sentence embedding of the same text (`bortify.compat.losses.compatibilit
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from torch import nn
 
 from bortify.compat.metric import run_compatibility_test, split_gallery_queries
-from bortify.compat.sentence import SentenceEncoder, SentenceSpec, load_sentence_encoder, read_sentence_folder
+from bortify.utils import BortifyError
+from bortify.compat.sentence import (SentenceEncoder, SentenceSpec, load_sentence_encoder, read_sentence_folder,
+                                     sentence_embedding, write_sentence_folder)
 
 
 @dataclass
@@ -123,3 +127,172 @@ def compatibility_evaluation(old: SentenceEncoder, new: SentenceEncoder, texts: 
     """BCT's empirical compatibility test (bortify.compat.metric) on a seeded gallery/query split."""
     split = split_gallery_queries(texts, labels, gallery_size, query_size, seed)
     return run_compatibility_test(old, new, split, knn_k=knn_k, recall_ks=(1, 5), baseline=baseline)
+
+
+class CompatHead(nn.Module):
+    """The learned projection (sentence-transformers' Dense) from the student's pooled embedding to the old model's
+    width, with the old model's pooling / normalisation: embedding = normalize(W·pool(student(x)) + b)."""
+
+    def __init__(self, student_width: int, old_width: int, spec: SentenceSpec):
+        super().__init__()
+        self.projection = nn.Linear(student_width, old_width)
+        self.spec = spec
+
+    def forward(self, encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
+        return sentence_embedding(hidden, attention_mask, self.spec, self.projection)
+
+    def save(self, folder: str | Path, state: dict | None = None) -> list[str]:
+        """The sentence-transformers files of `folder` (whose root holds the student checkpoint); `state` is this
+        module's state dict when the caller has it gathered (FSDP / ZeRO-3)."""
+        projection = self.projection
+        if state:
+            projection = nn.Linear(self.projection.in_features, self.projection.out_features)
+            projection.load_state_dict({k.split("projection.", 1)[-1]: v for k, v in state.items()})
+        return write_sentence_folder(folder, hidden_size=self.projection.in_features, spec=self.spec,
+                                     projection=projection)
+
+    def load(self, folder: str | Path) -> None:
+        """Load the projection back from a checkpoint's 2_Dense (resuming)."""
+        read = read_sentence_folder(folder)
+        if read is None or read[2] is None:
+            raise ValueError(f"Checkpoint {folder} has no sentence-transformers Dense layer (2_Dense) but this run "
+                             "trains one (--compatible_with): it was made by a different configuration.")
+        self.projection.load_state_dict(read[2].state_dict())
+
+
+def old_width(old: SentenceEncoder) -> int:
+    """The width of the old model's sentence embedding (its Dense output when it has one)."""
+    if old.projection is not None:
+        return int(old.projection.out_features)
+    return int(old.encoder.config.hidden_size)
+
+
+def compat_record(old_model: str, head: CompatHead, data: CompatData, loss: str, w_compat: float,
+                  evaluation: dict | None, eval_dataset: str | None) -> dict:
+    """The pretrain report's `compatibility` part (bortify.reports.CompatibilityRecord)."""
+    ev = evaluation or {}
+    return {"old_model": old_model, "pooling": head.spec.pooling, "normalized": head.spec.normalize,
+            "projection": [head.projection.in_features, head.projection.out_features], "loss": loss,
+            "w_compat": w_compat, "train_texts": len(data.input_ids), "targets_seconds": data.seconds,
+            "eval_dataset": eval_dataset if evaluation else None,
+            **{k: ev.get(k) for k in ("gallery", "queries", "knn_k", "criterion_met", "mean_cosine_new_old")},
+            **{k: ev.get(k) or {} for k in ("new_old", "old_old", "new_new")}, "baseline": ev.get("baseline")}
+
+
+# ---- the pretrain stage's steps (bortify.pretraining.pretrain calls these) -------------------------------------
+
+class CompatError(BortifyError):
+    """Bad --compatible_with input, reported before any training."""
+
+
+@dataclass
+class CompatPlan:
+    """What `--compatible_with` needs, checked before any weight is loaded for training."""
+
+    old_model: str  # as the user gave it
+    old_path: str  # its local copy (or Hub name)
+    spec: SentenceSpec
+    eval_dataset: str | None = None
+    eval_texts: list[str] | None = None
+    eval_labels: list[int] | None = None
+
+
+def plan_compat(compatible_with: str | None, eval_dataset: str) -> CompatPlan | None:
+    """None without the option; otherwise the old model's pooling (from its sentence-transformers modules) and the
+    labelled texts of the compatibility test, with a clear error for an old model or dataset that cannot be read."""
+    if not compatible_with:
+        return None
+    from transformers import AutoConfig
+
+    from bortify.data import DataError, resolve_model
+
+    try:
+        path = resolve_model(compatible_with)
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise CompatError(f"Cannot load --compatible_with {compatible_with!r}: {exc}. Give the old sentence encoder "
+                          "as a local directory, a Hub name or an embedded model (bortify resources list).") from exc
+    if not getattr(config, "hidden_size", None):
+        raise CompatError(f"--compatible_with {compatible_with!r} ({config.model_type}) does not say its hidden_size; "
+                          "give a transformers encoder (BERT-like) or a sentence-transformers folder around one.")
+    plan = CompatPlan(compatible_with, str(path), old_spec(str(path)))
+    if str(eval_dataset).lower() not in ("", "none"):
+        try:
+            plan.eval_texts, plan.eval_labels = labelled_texts(eval_dataset)
+        except (DataError, OSError, ValueError) as exc:
+            raise CompatError(f"Cannot load --compat_eval_dataset {eval_dataset!r}: {exc}. Give a labelled dataset "
+                              "with text and label columns, or 'none' to skip the compatibility test.") from exc
+        plan.eval_dataset = eval_dataset
+    return plan
+
+
+def old_encoder_for(plan: CompatPlan, teacher: nn.Module | None, teacher_path: str) -> SentenceEncoder:
+    """The old model as a SentenceEncoder; the already loaded teacher is reused when the old model IS the teacher
+    (an encoder loaded by AutoModel) and has no Dense of its own."""
+    from transformers import AutoTokenizer
+
+    read = read_sentence_folder(plan.old_path)
+    same = Path(plan.old_path).resolve() == Path(teacher_path).resolve() if Path(plan.old_path).exists() else \
+        plan.old_path == teacher_path
+    if same and teacher is not None and hasattr(teacher, "encoder") and (read is None or read[0] == "") \
+            and (read is None or read[2] is None):
+        return SentenceEncoder(teacher, AutoTokenizer.from_pretrained(plan.old_path), plan.spec)
+    return load_old_encoder(plan.old_path)
+
+
+def evaluate_compat(plan: CompatPlan, head: CompatHead, student_encoder: nn.Module, tokenizer, old: SentenceEncoder,
+                    data: CompatData, *, loss: str, w_compat: float, gallery: int, queries: int, knn_k: int,
+                    seed: int) -> dict:
+    """The report's `compatibility` part: settings plus BCT's compatibility test (when an eval dataset is set)."""
+    evaluation = None
+    if plan.eval_texts is not None:
+        new = SentenceEncoder(student_encoder, tokenizer, head.spec, head.projection)
+        evaluation = compatibility_evaluation(old, new, plan.eval_texts, plan.eval_labels, gallery_size=gallery,
+                                              query_size=queries, knn_k=knn_k, seed=seed)
+    return compat_record(plan.old_model, head, data, loss, w_compat, evaluation, plan.eval_dataset)
+
+
+@dataclass
+class CompatRun:
+    """A run's compatibility state between setup and report."""
+
+    plan: CompatPlan
+    collator: CompatCollator
+    data: CompatData
+    old: SentenceEncoder
+    tokenizer: Any
+
+
+def setup_compat(plan: CompatPlan, wrapper: nn.Module, base_collator, tokenizer, teacher: nn.Module,
+                 teacher_path: str, data_args, training_args) -> CompatRun:
+    """Before training: the old model's embeddings of the corpus's training texts (once), the student's CompatHead
+    and the collator that adds a compat batch to each MLM batch."""
+    from bortify.pretraining.data import split_corpus_texts
+
+    old = old_encoder_for(plan, teacher, teacher_path)
+    train_texts, _ = split_corpus_texts(data_args.corpus, text_column=data_args.text_column,
+                                        split=data_args.corpus_split, config=data_args.corpus_config,
+                                        heldout_fraction=data_args.heldout_fraction,
+                                        max_train_texts=data_args.max_train_texts, seed=training_args.seed)
+    n = training_args.compat_texts or training_args.max_steps * training_args.compat_batch_size \
+        * training_args.gradient_accumulation_steps
+    texts = train_texts.shuffle(seed=training_args.seed).select(range(min(n, len(train_texts))))[data_args.text_column]
+    print(f"[bortify pretrain] --compatible_with {plan.old_model}: embedding {len(texts)} corpus texts with the old "
+          "model (once)", flush=True)
+    data = build_compat_data(texts, old, tokenizer, max_length=data_args.seq_len)
+    student_cfg = wrapper.student.config
+    spec = SentenceSpec(plan.spec.pooling, plan.spec.normalize,
+                        min(plan.spec.max_seq_length, student_cfg.max_position_embeddings))
+    wrapper.compat = CompatHead(student_cfg.hidden_size, int(data.targets.shape[1]), spec)
+    collator = CompatCollator(base_collator, data, training_args.compat_batch_size, tokenizer.pad_token_id or 0,
+                              training_args.seed + training_args.process_index)
+    return CompatRun(plan, collator, data, old, tokenizer)
+
+
+def finish_compat(run: CompatRun, wrapper: nn.Module, data_args, training_args) -> dict:
+    """After training (main process): the report's `compatibility` part, BCT's test included."""
+    return evaluate_compat(run.plan, wrapper.compat, wrapper.student.bert, run.tokenizer, run.old, run.data,
+                           loss=training_args.compat_loss, w_compat=training_args.w_compat,
+                           gallery=data_args.compat_eval_gallery, queries=data_args.compat_eval_queries,
+                           knn_k=data_args.compat_eval_k, seed=training_args.seed)

@@ -69,6 +69,20 @@ def _load_corpus(corpus: str, text_column: str, split: str, config: str | None) 
                         "or a csv/json/parquet file with a text column.") from exc
 
 
+def split_corpus_texts(corpus: str, *, text_column: str = "text", split: str = "train", config: str | None = None,
+                       heldout_fraction: float = 0.05, max_train_texts: int | None = None,
+                       seed: int = 42) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train texts, held-out texts) of a corpus, split before packing (also what --compatible_with trains on)."""
+    texts = _load_corpus(corpus, text_column, split, config)
+    if len(texts) < 2:
+        raise DataError(f"Corpus {corpus!r} has {len(texts)} text(s); need at least 2 (train + held-out).")
+    parts = texts.train_test_split(test_size=heldout_fraction, seed=seed)
+    train_texts, held_texts = parts["train"], parts["test"]
+    if max_train_texts is not None:
+        train_texts = train_texts.select(range(min(max_train_texts, len(train_texts))))
+    return train_texts, held_texts
+
+
 def load_pretraining_data(corpus: str, tokenizer: PreTrainedTokenizerBase, *, seq_len: int, text_column: str = "text",
                           split: str = "train", config: str | None = None, heldout_fraction: float = 0.05,
                           max_heldout_blocks: int = 128, max_train_texts: int | None = None, seed: int = 42,
@@ -77,13 +91,9 @@ def load_pretraining_data(corpus: str, tokenizer: PreTrainedTokenizerBase, *, se
     check_tokenizer(tokenizer)
     if seq_len > tokenizer.model_max_length and tokenizer.model_max_length < 10**6:
         raise DataError(f"seq_len {seq_len} exceeds the tokenizer's model_max_length {tokenizer.model_max_length}.")
-    texts = _load_corpus(corpus, text_column, split, config)
-    if len(texts) < 2:
-        raise DataError(f"Corpus {corpus!r} has {len(texts)} text(s); need at least 2 (train + held-out).")
-    parts = texts.train_test_split(test_size=heldout_fraction, seed=seed)
-    train_texts, held_texts = parts["train"], parts["test"]
-    if max_train_texts is not None:
-        train_texts = train_texts.select(range(min(max_train_texts, len(train_texts))))
+    train_texts, held_texts = split_corpus_texts(corpus, text_column=text_column, split=split, config=config,
+                                                 heldout_fraction=heldout_fraction, max_train_texts=max_train_texts,
+                                                 seed=seed)
     train = build_blocks(train_texts, tokenizer, seq_len, text_column, num_proc, "packing train blocks")
     held = build_blocks(held_texts, tokenizer, seq_len, text_column, num_proc, "packing held-out blocks")
     if len(train) == 0:

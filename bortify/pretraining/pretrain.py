@@ -42,6 +42,7 @@ from transformers import (
 from bortify.data import resolve_model
 from bortify.resources import is_embedded
 from bortify.pretraining.arguments import DataArguments, DistillationArguments, ModelArguments
+from bortify.pretraining.compat import finish_compat, plan_compat, setup_compat
 from bortify.pretraining.data import load_pretraining_data, make_collator
 from bortify.pretraining.losses import IGNORE_INDEX, default_relation_heads, masked_cross_entropy
 from bortify.pretraining.rundir import (
@@ -149,7 +150,7 @@ def _guard_output_dir(out: Path, model_args: ModelArguments, data_args: DataArgu
     foreign run, or holds an unfinished run started with other arguments. Returns the checkpoint to resume."""
     try:
         refuse_overlap(out, {"--teacher": model_args.teacher, "--student_config": model_args.student_config,
-                             "--corpus": data_args.corpus})
+                             "--corpus": data_args.corpus, "--compatible_with": model_args.compatible_with})
         probe_writable(out)
         if not overwrite:
             if (out / REPORT_NAME).exists():
@@ -335,6 +336,7 @@ def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_arg
     resume = _guard_output_dir(out, model_args, data_args, training_args, overwrite)
     student_cfg = load_student_config(model_args.student_config)  # cheap checks first: configs, tokenizer, corpus
     plan = plan_distillation(student_cfg, model_args, data_args, training_args, out)
+    compat_plan = plan_compat(model_args.compatible_with, data_args.compat_eval_dataset)  # docs/methods.md §4
     train_blocks, held_blocks = load_pretraining_data(
         data_args.corpus, plan.tokenizer, seq_len=data_args.seq_len, text_column=data_args.text_column,
         split=data_args.corpus_split, config=data_args.corpus_config, heldout_fraction=data_args.heldout_fraction,
@@ -348,10 +350,12 @@ def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_arg
     if training_args.process_index == 0:
         write_json_atomic(out / RUN_ARGS_NAME, {**run_args_record(model_args, data_args, training_args),
                                                 "heldout_mlm_loss_before": loss_before})
+    collator = make_collator(plan.tokenizer, data_args.mlm_probability, data_args.masking, seed=training_args.seed)
+    compat = setup_compat(compat_plan, wrapper, collator, plan.tokenizer, teacher, plan.teacher_path, data_args,
+                          training_args) if compat_plan else None
     trainer = DistillationTrainer(
         model=wrapper, args=training_args, train_dataset=train_blocks, processing_class=plan.tokenizer,
-        data_collator=make_collator(plan.tokenizer, data_args.mlm_probability, data_args.masking,
-                                    seed=training_args.seed),
+        data_collator=compat.collator if compat else collator,
         teacher=teacher, kd_mode=plan.kd_mode, teacher_layers=plan.teacher_layers,
         relation_heads=plan.relation_heads, relation_teacher_layer=plan.relation_layer)
     resumed_at = checkpoint_step(resume) if resume else 0  # read now: save_total_limit may delete it while training
@@ -368,6 +372,9 @@ def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_arg
            "resumed_at_step": resumed_at, "global_step": trainer.state.global_step, "loss_before": loss_before, "loss_after": loss_after,
            "train_blocks": len(train_blocks), "heldout_blocks": len(held_blocks),
            "parameters": sum(p.numel() for p in student.parameters())}
+    if compat:
+        run["compatibility"] = finish_compat(compat, trainer.accelerator.unwrap_model(trainer.model), data_args,
+                                             training_args)
     report = build_report(model_args, data_args, training_args, plan, init_report, run)
     write_report(out, report)  # written last: marks the run finished
     return report
@@ -407,6 +414,7 @@ def build_report(model_args: ModelArguments, data_args: DataArguments, training_
         "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else None,
         "resumed_from": str(resume) if resume else None,
         "device": str(training_args.device),
+        "compatibility": run.get("compatibility"),
     }, output_dir=str(training_args.output_dir))
 
 
@@ -431,5 +439,7 @@ def _save_final(trainer: DistillationTrainer, out: Path) -> None:
     trainer.save_model(str(tmp))
     if trainer.is_world_process_zero():
         for item in sorted(tmp.iterdir()):
+            if item.is_dir() and (out / item.name).is_dir():  # a sentence-transformers module folder of an old run
+                shutil.rmtree(out / item.name)
             os.replace(item, out / item.name)
         shutil.rmtree(tmp, ignore_errors=True)

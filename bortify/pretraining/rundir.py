@@ -33,8 +33,9 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # overwrite and preprocessing_num_workers change only how it runs; max_steps may grow to extend a run.
 IGNORED_ON_RESUME = {"torch_threads", "overwrite", "preprocessing_num_workers"}
 TRAINING_KEYS = ("seed", "temperature", "w_mlm", "w_kd", "kd_reduction", "w_hidden", "w_attn", "layer_map",
-                 "relation_heads", "relation_teacher_layer")
-_PATH_KEYS = {"student_config", "teacher", "corpus"}
+                 "relation_heads", "relation_teacher_layer", "w_compat", "compat_loss", "compat_batch_size",
+                 "compat_texts")
+_PATH_KEYS = {"student_config", "teacher", "corpus", "compatible_with"}
 
 
 class RunDirError(ValueError):

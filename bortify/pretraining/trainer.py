@@ -21,6 +21,7 @@ from transformers import BertForMaskedLM, Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import ModelOutput
 
+from bortify.compat.losses import compatibility_loss
 from bortify.pretraining.losses import (
     IGNORE_INDEX,
     attention_relation_kd_loss,
@@ -80,6 +81,7 @@ class StudentOutput(ModelOutput):
     labels: torch.Tensor | None = None  # (N,)
     hidden: tuple[torch.Tensor, ...] | None = None  # projected hidden states of the mapped layers (representation)
     qkv: tuple[torch.Tensor, ...] | None = None  # last layer's query/key/value (representation, w_attn > 0)
+    compat: torch.Tensor | None = None  # projected sentence embeddings of the compat batch (--compatible_with)
 
 
 class DistillationStudent(nn.Module):
@@ -95,18 +97,20 @@ class DistillationStudent(nn.Module):
     accepts_loss_kwargs = True
 
     def __init__(self, student: BertForMaskedLM, projections: nn.ModuleList | None = None,
-                 hidden_layers: list[int] | None = None, relation: bool = False):
+                 hidden_layers: list[int] | None = None, relation: bool = False, compat: nn.Module | None = None):
         super().__init__()
         self.student = student
         self.projections = projections if projections is not None and len(projections) else None
         self.hidden_layers = list(hidden_layers or [])
         self.relation = relation
+        self.compat = compat  # bortify.pretraining.compat.CompatHead: Dense(pool(student)) into the old model's space
 
     @property
     def config(self):
         return self.student.config
 
-    def forward(self, input_ids, attention_mask=None, labels=None, token_type_ids=None, **_) -> StudentOutput:
+    def forward(self, input_ids, attention_mask=None, labels=None, token_type_ids=None, compat_input_ids=None,
+                compat_attention_mask=None, **_) -> StudentOutput:
         want_hidden = bool(self.hidden_layers) or self.relation
         out = self.student.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                 output_hidden_states=want_hidden, return_dict=True)
@@ -125,7 +129,10 @@ class DistillationStudent(nn.Module):
         # In training DistillationTrainer.compute_loss builds the loss; in eval mode (Trainer.evaluate, the held-out
         # score) the output carries the student's own masked-LM loss.
         loss = None if self.training else masked_cross_entropy(logits, gold)
-        return StudentOutput(loss=loss, logits=logits, labels=gold, hidden=hidden, qkv=qkv)
+        compat = None
+        if self.compat is not None and compat_input_ids is not None:  # clean single texts (docs/methods.md §4)
+            compat = self.compat(self.student.bert, compat_input_ids, compat_attention_mask)
+        return StudentOutput(loss=loss, logits=logits, labels=gold, hidden=hidden, qkv=qkv, compat=compat)
 
 
 class DistillationTrainer(Trainer):
@@ -155,7 +162,9 @@ class DistillationTrainer(Trainer):
         args = self.args
         attention_mask = inputs.get("attention_mask")
         student: StudentOutput = model(input_ids=inputs["input_ids"], attention_mask=attention_mask,
-                                       labels=inputs["labels"], token_type_ids=inputs.get("token_type_ids"))
+                                       labels=inputs["labels"], token_type_ids=inputs.get("token_type_ids"),
+                                       compat_input_ids=inputs.get("compat_input_ids"),
+                                       compat_attention_mask=inputs.get("compat_attention_mask"))
         representation = self.kd_mode == "representation"
         parts: dict[str, torch.Tensor] = {}
         if not representation:
@@ -189,6 +198,12 @@ class DistillationTrainer(Trainer):
                 rel = attention_relation_kd_loss(student.qkv, t_qkv, self.relation_heads, attention_mask)
                 loss = loss + args.w_attn * rel
                 parts["attn_relation"] = rel
+        if student.compat is not None:
+            # Backward-compatible embeddings (BCT, docs/methods.md §4): the projected sentence embedding onto the
+            # old model's, precomputed once (inputs["compat_target"]).
+            comp = compatibility_loss(student.compat, inputs["compat_target"], args.compat_loss)
+            loss = loss + args.w_compat * comp
+            parts["compat"] = comp
         if num_items_in_batch is not None and student.labels.numel():
             # Per-token mean over the global step instead of over this micro-batch (losses.scale_to_global_tokens).
             processes = self.accelerator.num_processes if args.average_tokens_across_devices else 1
@@ -220,6 +235,8 @@ class DistillationTrainer(Trainer):
         wrapper.student.save_pretrained(output_dir, state_dict=student_sd)
         if proj_sd:
             safetensors.torch.save_file(proj_sd, os.path.join(output_dir, PROJECTIONS_NAME), metadata={"format": "pt"})
+        if wrapper.compat is not None:  # the sentence-transformers files (modules.json, 1_Pooling, 2_Dense, ...)
+            wrapper.compat.save(output_dir, {k[len("compat."):]: v for k, v in state_dict.items() if k.startswith("compat.")})
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
@@ -236,3 +253,5 @@ class DistillationTrainer(Trainer):
                 raise ValueError(f"Checkpoint {resume_from_checkpoint} has no {PROJECTIONS_NAME} but this run uses "
                                  "KD projections: it was made by a different configuration.")
             wrapper.projections.load_state_dict(safetensors.torch.load_file(proj_file))
+        if wrapper.compat is not None:
+            wrapper.compat.load(resume_from_checkpoint)
