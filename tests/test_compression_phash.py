@@ -189,13 +189,15 @@ def test_encoding_pairs_truncation_padding(small):
         small("hello", "world", truncation=True, max_length=2)
 
 
-@pytest.mark.parametrize("na,nb,budget", [(10, 3, 3), (10, 3, 5), (4, 4, 3), (4, 4, 5), (2, 9, 6), (3, 3, 10)])
-def test_truncate_longest_first_matches_tokenizers(na, nb, budget):
+# (len a, len b, budget) -> kept lengths, as the packaged MiniLM's fast tokenizer truncates pairs (measured)
+@pytest.mark.parametrize("na,nb,budget,kept", [
+    (10, 3, 3, (2, 1)), (10, 3, 5, (3, 2)), (10, 3, 7, (4, 3)), (4, 4, 3, (1, 2)), (4, 4, 5, (2, 3)),
+    (2, 9, 6, (2, 4)), (3, 3, 10, (3, 3)),
+])
+def test_truncate_longest_first_matches_tokenizers(na, nb, budget, kept):
     a, b = list(range(na)), list(range(100, 100 + nb))
     ta, tb = truncate_longest_first(a, b, budget)
-    assert len(ta) + len(tb) == min(budget, na + nb) and ta == a[:len(ta)] and tb == b[:len(tb)]
-    shorter = min(na, nb)
-    assert min(len(ta), len(tb)) == min(shorter, budget // 2) or na + nb <= budget
+    assert (len(ta), len(tb)) == kept and ta == a[:len(ta)] and tb == b[:len(tb)]
 
 
 def test_special_token_missing_from_vocab_is_refused():
