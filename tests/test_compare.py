@@ -265,3 +265,16 @@ def test_real_models_compare_on_rotten_tomatoes(tmp_path, minilm_path, splade_pa
     assert report["new"]["accuracy"] - report["old"]["accuracy"] == pytest.approx(report["pfr"] - report["nfr"])
     flips = (tmp_path / "cmp" / "negative_flips.jsonl").read_text().splitlines()
     assert len(flips) == report["negative_flips"]
+
+
+def test_demo_recipe_compare_section_parses_and_keeps_the_teacher():
+    from bortify.compare import CompareArguments
+    from bortify.finetuning.arguments import FinetuneDataArguments
+    from bortify.recipes import args_from_dict, load_recipe
+
+    recipe = load_recipe(Path(__file__).parents[1] / "recipes" / "demo.yaml")
+    args, _ = args_from_dict((CompareArguments, FinetuneDataArguments), {**recipe["compare"], "output_dir": "o"})
+    assert args.old_model is None and 0 < args.max_nfr < 1  # old model: the teacher the finetune stage keeps
+    assert recipe["finetune"]["save_teacher"] is True
+    names = [s for s in recipe if s in ("finetune", "compress", "compare", "card", "push")]
+    assert names.index("compare") > names.index("finetune") and names.index("compare") < names.index("card")
