@@ -451,6 +451,12 @@ class FinetuneReport(Report):
                          f"{counts['unlabeled']} unlabelled rows under the teacher's soft labels; teacher "
                          f"({self.labeler['name']}) test score "
                          + (f"{teacher_test:.4f}" if teacher_test is not None else "not measured"))
+        if self.congruent:  # --old_model (docs/methods.md §4.3)
+            c = self.congruent
+            lines.append(f"focal distillation against {c.get('old_model')} (λ {c.get('lambda')}, α {c.get('alpha')}, "
+                         f"β {c.get('beta')}, D {c.get('divergence')}); old model right on "
+                         f"{_g(c.get('old_train_accuracy'), '.1%')} of the train rows; measure the flips with "
+                         "`bortify compare`")
         if splits.get("dropped_empty"):
             lines.append(f"{splits['dropped_empty']} train row(s) with an empty text were dropped")
         lines.append(f"checkpoint, {REPORT_FILE}, rounds.png in {self.output_dir}")
