@@ -195,14 +195,30 @@ def point_inputs(name: str, config: dict) -> dict:
     return {**split, "settings": st}  # int8 and anything new: the whole configuration
 
 
-def reusable_points(unit: Path, config: dict) -> dict:
+def split_fingerprint(task) -> str:
+    """A hash of the split's texts (train, dev, test): prepare_task's arguments alone do not pin the split (a code
+    change to the splitting moves rows between train and test)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for split in (task.train, task.dev, task.test):
+        digest.update("\x1e".join(sorted(" ".join(map(str, (r[c] for c in task.text_columns))) for r in split))
+                      .encode("utf-8") + b"\x1d")
+    return digest.hexdigest()[:16]
+
+
+def reusable_points(unit: Path, config: dict, fingerprint: str | None = None) -> dict:
     """Finished points of an earlier run of this unit whose inputs equal this run's (and whose model, when the
-    run keeps it, is still on disk)."""
+    run keeps it, is still on disk). None when the earlier run's split texts differ (`fingerprint`)."""
     if not (unit / "unit.json").exists():
         return {}
     old = json.loads((unit / "unit.json").read_text())
     if old.get("config", {}).get("data") != config["data"]:
         raise SystemExit(f"{unit} holds another split than this run's; use a fresh --work_dir.")
+    if fingerprint is not None and old.get("split_fingerprint") != fingerprint:
+        print(f"[{unit.name}] the earlier run's split texts differ from this run's (prepare_task changed): "
+              "retraining every point", flush=True)
+        return {}
     return {name: point for name, point in old.get("points", {}).items()
             if point_inputs(name, old["config"]) == point_inputs(name, config)
             and ("model_dir" not in point or Path(point["model_dir"]).exists())}
@@ -221,12 +237,13 @@ def run_unit(settings: Settings, plan: TaskPlan, data: dict, seed: int) -> dict:
 
     unit = Path(settings.work) / f"{panel_key(plan.key, data['max_train_samples'])}-seed{seed}"
     config = json.loads(json.dumps({"data": data, "plan": asdict(plan), "settings": asdict(settings)}))
-    reuse = reusable_points(unit, config)
-    unit.mkdir(parents=True, exist_ok=True)
     task = prepare_task(**data)
+    fingerprint = split_fingerprint(task)
+    reuse = reusable_points(unit, config, fingerprint)
+    unit.mkdir(parents=True, exist_ok=True)
     max_len = plan.max_length
     record = {"task": plan.key, "train_rows": len(task.train), "seed": seed, "config": config, "splits": task.splits,
-              "label_names": task.label_names, "points": {}}
+              "split_fingerprint": fingerprint, "label_names": task.label_names, "points": {}}
     points = record["points"]
     first = seed == settings.first_seed
     wanted = [n for n in ("teacher", "plain", "agora", "distill", "int8", "frozen_lr", "model2vec_lr")
@@ -458,6 +475,11 @@ def parse_args(argv):
                    help="points trained at the first seed only (when 3 seeds of everything do not fit the time)")
     p.add_argument("--with_int8", action="store_true", help="HOOK: add the int8 point (not available yet)")
     p.add_argument("--timing_repeats", type=int, default=3)
+    p.add_argument("--timings_from", default=None,
+                   help="take sentences/s from this earlier results JSON (same models' architectures) instead of "
+                        "timing again, e.g. when the machine is not quiet")
+    p.add_argument("--assemble_only", action="store_true",
+                   help="train nothing: assemble the results from the units --work_dir holds so far")
     p.add_argument("--jobs", type=int, default=2, help="units (task, size, seed) trained in this many processes")
     p.add_argument("--work_dir", default=None, help="keep models and finished units here; a re-run resumes")
     p.add_argument("--quick", action="store_true",
@@ -513,18 +535,24 @@ def main(argv=None) -> int:
         n = unique_rows(plan.dataset)
         for size in args.sizes:
             panels.append((plan, size, split_plan(plan, size, n, args.max_test_rows, args.min_test_rows)))
-    jobs = [(settings, plan, data, seed) for plan, _, data in panels for seed in args.seeds]
+    # seed-major: every panel's first seed first, so an interrupted run still has whole panels to show
+    jobs = [(settings, plan, data, seed) for seed in args.seeds for plan, _, data in panels]
     t_train = time.perf_counter()
-    units = run_units(jobs, args.jobs)
+    units = finished_units(jobs) if args.assemble_only else run_units(jobs, args.jobs)
     train_seconds = time.perf_counter() - t_train
 
     t_time = time.perf_counter()
     timings = {}
+    earlier = earlier_timings(args.timings_from) if args.timings_from else {}
+    panels = [(plan, size, data) for plan, size, data in panels  # --assemble_only: panels with a first-seed unit
+              if any(u["task"] == plan.key and u["seed"] == settings.first_seed
+                     and u["splits"]["max_samples"]["train"] == data["max_train_samples"] for u in units)]
     for plan, _, data in panels:
         first = next(u for u in units if u["task"] == plan.key and u["seed"] == settings.first_seed
                      and u["splits"]["max_samples"]["train"] == data["max_train_samples"])
-        timings[panel_key(plan.key, first["train_rows"])] = time_panel(settings, plan, data, first,
-                                                                        args.timing_repeats)
+        key = panel_key(plan.key, first["train_rows"])
+        timings[key] = earlier[key] if args.timings_from else time_panel(settings, plan, data, first,
+                                                                         args.timing_repeats)
     timing_seconds = time.perf_counter() - t_time
 
     results = {
@@ -547,6 +575,36 @@ def main(argv=None) -> int:
     print(f"\nwrote {args.out} and {args.plot}; {results['seconds']['total']:.0f} s in all "
           f"({train_seconds:.0f} s training with {args.jobs} job(s), {timing_seconds:.0f} s timing)")
     return 0
+
+
+def finished_units(jobs: list) -> list[dict]:
+    """--assemble_only: the unit.json files this run's jobs have written so far (points finished so far), with
+    the points the configuration no longer asks for left out; nothing is trained."""
+    units = []
+    for settings, plan, data, seed in jobs:
+        path = Path(settings.work) / f"{panel_key(plan.key, data['max_train_samples'])}-seed{seed}" / "unit.json"
+        if path.exists():
+            from bortify.finetuning.tasks import prepare_task
+
+            unit = json.loads(path.read_text())
+            if unit.get("split_fingerprint") != split_fingerprint(prepare_task(**data)):
+                continue  # an earlier run's unit on another split, not retrained yet
+            config = json.loads(json.dumps({"data": data, "plan": asdict(plan), "settings": asdict(settings)}))
+            unit["points"] = {n: p for n, p in unit["points"].items()
+                              if point_inputs(n, unit["config"]) == point_inputs(n, config)}
+            units.append(unit)
+    return units
+
+
+def earlier_timings(path: str) -> dict:
+    """--timings_from: sentences/s per panel and point from an earlier results JSON. Valid when the models have the
+    same architectures (speed does not depend on the weights): the same student, teacher and peers."""
+    earlier = json.loads(Path(path).read_text())
+    out = {}
+    for panel in earlier["panels"]:
+        out[panel_key(panel["task"], panel["train_rows"])] = {
+            p["name"]: {**p["timing"], "from": path} for p in panel["points"] if "timing" in p}
+    return out
 
 
 def run_units(jobs: list, n_jobs: int) -> list[dict]:

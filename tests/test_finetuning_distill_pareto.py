@@ -72,3 +72,12 @@ def test_distill_overrides_are_typed_and_checked_before_work():
         bench_pareto.parse_overrides(["no_such_option=1"])
     with pytest.raises(ValueError, match="distill_augment_k"):
         bench_pareto.parse_overrides(["augment_k=-1"])
+
+
+def test_points_made_on_other_split_texts_are_not_reused(tmp_path):
+    config = _config(tmp_path)
+    unit = _unit(tmp_path, config)
+    data = json.loads((unit / "unit.json").read_text())
+    (unit / "unit.json").write_text(json.dumps({**data, "split_fingerprint": "aaaa"}))
+    assert sorted(bench_pareto.reusable_points(unit, config, "aaaa")) == ["agora", "distill", "plain", "teacher"]
+    assert bench_pareto.reusable_points(unit, config, "bbbb") == {}
