@@ -222,9 +222,11 @@ def predict(model, tokenizer, ds_tok: datasets.Dataset, batch_size: int = 64) ->
     if len(inputs) == 0:
         return np.zeros((0, model.config.num_labels), dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="bortify-predict-") as tmp:
+        # remove_unused_columns off: the inputs are the tokenizer's columns already, and a wrapped forward(*args,
+        # **kwargs) (e.g. a counting wrapper) has no signature for the Trainer to match them against
         args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size, report_to="none",
                                  disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=False,
-                                 save_strategy="no", logging_strategy="no")
+                                 save_strategy="no", logging_strategy="no", remove_unused_columns=False)
         trainer = Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer))
         logits = trainer.predict(inputs).predictions
     logits = logits[0] if isinstance(logits, tuple) else logits
