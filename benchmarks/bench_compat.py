@@ -94,10 +94,13 @@ def run(args) -> dict:
     write_json_atomic(student_config, STUDENT)
     old = load_old_encoder(__import__("bortify.data", fromlist=["resolve_model"]).resolve_model(OLD))
     tasks = {t: labelled_texts(t) for t in args.tasks}
-    results = {"old_model": OLD, "student": STUDENT, "pretrain": DEMO_PRETRAIN, "gallery": args.gallery,
+    results = {"command": " ".join(sys.argv), "old_model": OLD, "student": STUDENT, "pretrain": DEMO_PRETRAIN,
+               "compat": {"w_compat": args.w_compat, "compat_batch_size": args.compat_batch_size,
+                          "compat_init": args.compat_init}, "gallery": args.gallery,
                "queries": args.queries, "knn_k": args.knn_k, "runs": []}
     for steps in args.steps:
-        extra = {"w_compat": args.w_compat, "compat_batch_size": args.compat_batch_size}
+        extra = {"w_compat": args.w_compat, "compat_batch_size": args.compat_batch_size,
+                 "compat_init": args.compat_init}
         row = {"steps": steps}
         for compatible in (False, True):
             out = work / f"{'compat' if compatible else 'plain'}-{steps}"
@@ -128,6 +131,7 @@ def main(argv=None) -> int:
     parser.add_argument("--knn_k", type=int, default=10)
     parser.add_argument("--w_compat", type=float, default=1.0)
     parser.add_argument("--compat_batch_size", type=int, default=32)
+    parser.add_argument("--compat_init", default="lstsq", choices=["lstsq", "random"])
     parser.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     run(parser.parse_args(argv))

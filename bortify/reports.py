@@ -681,6 +681,7 @@ class CompatibilityRecord(Record):
     projection: list | None = None  # [student width, old width] of the Dense layer (sentence-transformers 2_Dense)
     loss: str | None = None  # "cosine" or "mse"
     w_compat: float | None = None
+    init: str | None = None  # the projection's start: "lstsq" (ridge read-out) or "random"
     train_texts: int | None = None  # texts whose old embeddings were computed once, before training
     targets_seconds: float | None = None
     eval_dataset: str | None = None

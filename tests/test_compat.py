@@ -188,3 +188,17 @@ def test_dense_weights_use_sentence_transformers_key_names(tmp_path):
 
     write_sentence_folder(tmp_path, hidden_size=4, spec=SentenceSpec(), projection=nn.Linear(4, 2))
     assert set(load_file(tmp_path / "2_Dense/model.safetensors")) == {"linear.weight", "linear.bias"}
+
+
+def test_least_squares_projection_recovers_a_linear_map():
+    from bortify.compat.losses import least_squares_projection
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 4, generator=g)
+    w_true, b_true = torch.randn(3, 4, generator=g), torch.randn(3, generator=g)
+    w, b = least_squares_projection(x, x @ w_true.T + b_true, ridge=0.0)
+    assert torch.allclose(w, w_true, atol=1e-4) and torch.allclose(b, b_true, atol=1e-4)
+    w_r, _ = least_squares_projection(x, x @ w_true.T + b_true, ridge=10.0)
+    assert w_r.norm() < w.norm()  # the ridge shrinks
+    with pytest.raises(ValueError, match="same number"):
+        least_squares_projection(x, x[:5])

@@ -63,6 +63,34 @@ def test_head_is_pool_dense_normalize_and_round_trips(tmp_path, tiny_bert_config
         CompatHead(32, 12, SentenceSpec()).load(tmp_path / "missing")
 
 
+def test_least_squares_init_starts_the_projection_near_the_old_space(tiny_bert_config):
+    from transformers import BertModel
+
+    from bortify.compat.losses import compatibility_loss
+    from bortify.pretraining.compat import init_projection
+
+    torch.manual_seed(0)
+    student = BertModel(tiny_bert_config, add_pooling_layer=False).eval()
+    old = BertModel(tiny_bert_config, add_pooling_layer=False).eval()
+    ids = [[101, *torch.randint(1000, 2000, (n,)).tolist(), 102] for n in range(3, 43)]
+    spec = SentenceSpec("mean", True)
+    with torch.no_grad():  # the "old model": another network's pooled states through a fixed map, normalised
+        fixed = nn.Linear(32, 16)
+        targets = torch.cat([nn.functional.normalize(fixed(old(input_ids=torch.tensor([r])).last_hidden_state.mean(1)),
+                                                     dim=-1) for r in ids])
+    data = CompatData(ids, targets, spec)
+    head = CompatHead(32, 16, spec)
+
+    def loss():
+        with torch.no_grad():
+            emb = torch.cat([head(student, torch.tensor([r]), torch.ones(1, len(r), dtype=torch.long)) for r in ids])
+        return float(compatibility_loss(emb, targets))
+
+    before = loss()
+    init_projection(head, student, data, pad_token_id=0, batch_size=7)
+    assert loss() < before - 0.1
+
+
 def test_plan_reads_the_old_models_pooling(tmp_path, tiny_bert_config):
     from transformers import BertModel
 
@@ -173,6 +201,7 @@ def test_tiny_run_writes_a_sentence_transformers_student(tmp_path, tiny_teacher,
     c = report.compatibility
     assert c.projection == [32, 24] and c.pooling == "mean" and c.normalized is False
     assert c.train_texts == 12 * 16 and c.eval_dataset == "embedded:rotten-tomatoes"
+    assert c.init == "lstsq"
     assert set(c.new_old) == {"knn_accuracy", "recall@1", "recall@5"} and c.gallery == 120 and c.queries == 60
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     compat = [h["loss_compat"] for h in history if "loss_compat" in h]

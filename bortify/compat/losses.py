@@ -71,3 +71,19 @@ def influence_loss(new_embedding: torch.Tensor, old_classifier: Callable[[torch.
         raise ValueError(f"{new_embedding.shape[0]} embeddings for {labels.shape[0]} labels.")
     logits = old_classifier(new_embedding)
     return F.cross_entropy(logits.float(), labels.long())
+
+
+def least_squares_projection(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) minimising ‖x·Wᵀ + b − y‖² + ridge·N·‖W‖² (ridge regression, closed form; b unpenalised): the
+    projection's starting point before training (our choice, docs/methods.md §4): the student already carries
+    much of the old model's space (it was distilled from, often sliced out of, it), and a linear read-out of it
+    is one solve away. `x` (N, H_new) pooled student embeddings, `y` (N, D_old) the old embeddings."""
+    if x.shape[0] != y.shape[0] or x.shape[0] < 2:
+        raise ValueError(f"need the same number (>= 2) of student ({x.shape[0]}) and old ({y.shape[0]}) embeddings.")
+    x, y = x.double(), y.double()
+    mx, my = x.mean(0), y.mean(0)
+    xc, yc = x - mx, y - my
+    gram = xc.T @ xc + ridge * x.shape[0] * torch.eye(x.shape[1], dtype=x.dtype)
+    w = torch.linalg.solve(gram, xc.T @ yc).T  # (D_old, H_new)
+    b = my - w @ mx
+    return w.float(), b.float()

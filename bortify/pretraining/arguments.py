@@ -169,6 +169,10 @@ class DistillationArguments(TrainingArguments):
                                     "default) or 'mse' (squared error, for Euclidean / dot-product indexes)."})
     compat_batch_size: int = field(
         default=32, metadata={"help": "With --compatible_with: corpus sentences per step for the compatibility loss."})
+    compat_init: str = field(
+        default="lstsq", metadata={"help": "With --compatible_with: the projection's start, 'lstsq' (ridge regression "
+                                   "of the old embeddings on the initial student's pooled embeddings, one solve; ours) "
+                                   "or 'random' (nn.Linear's default)."})
     compat_texts: int | None = field(
         default=None, metadata={"help": "With --compatible_with: corpus texts whose old-model embeddings are computed "
                                 "(once, before training). Default: max_steps x compat_batch_size (each seen once)."})
@@ -197,6 +201,8 @@ class DistillationArguments(TrainingArguments):
 
         if self.compat_loss not in COMPAT_LOSSES:
             raise ValueError(f"compat_loss must be one of {COMPAT_LOSSES}, got {self.compat_loss!r}.")
+        if self.compat_init not in ("lstsq", "random"):
+            raise ValueError(f"compat_init must be 'lstsq' or 'random', got {self.compat_init!r}.")
         if self.compat_batch_size < 1 or (self.compat_texts is not None and self.compat_texts < 1):
             raise ValueError("compat_batch_size and compat_texts must be >= 1.")
         for name in ("w_kd", "w_hidden", "w_attn", "w_compat"):

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from bortify.compat.losses import POOLINGS, least_squares_projection
 from bortify.compat.metric import run_compatibility_test, split_gallery_queries
 from bortify.utils import BortifyError
 from bortify.compat.sentence import (SentenceEncoder, SentenceSpec, load_sentence_encoder, read_sentence_folder,
@@ -161,6 +162,30 @@ class CompatHead(nn.Module):
         self.projection.load_state_dict(read[2].state_dict())
 
 
+@torch.no_grad()
+def init_projection(head: CompatHead, encoder: nn.Module, data: CompatData, pad_token_id: int,
+                    batch_size: int = 64) -> None:
+    """Start the projection at the ridge-regression read-out of the old embeddings from the initial student's pooled
+    embeddings of the same texts (bortify.compat.losses.least_squares_projection; docs/methods.md §4)."""
+    was_training = encoder.training
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    pooled = []
+    for start in range(0, len(data.input_ids), batch_size):
+        rows = data.input_ids[start:start + batch_size]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)], mask[i, :len(r)] = torch.as_tensor(r), 1
+        hidden = encoder(input_ids=ids.to(device), attention_mask=mask.to(device), return_dict=True).last_hidden_state
+        pooled.append(POOLINGS[head.spec.pooling](hidden, mask.to(device)).float().cpu())
+    encoder.train(was_training)
+    weight, bias = least_squares_projection(torch.cat(pooled), data.targets.float())
+    head.projection.weight.copy_(weight.to(head.projection.weight.device))
+    head.projection.bias.copy_(bias.to(head.projection.bias.device))
+
+
 def old_width(old: SentenceEncoder) -> int:
     """The width of the old model's sentence embedding (its Dense output when it has one)."""
     if old.projection is not None:
@@ -169,12 +194,12 @@ def old_width(old: SentenceEncoder) -> int:
 
 
 def compat_record(old_model: str, head: CompatHead, data: CompatData, loss: str, w_compat: float,
-                  evaluation: dict | None, eval_dataset: str | None) -> dict:
+                  evaluation: dict | None, eval_dataset: str | None, init: str | None = None) -> dict:
     """The pretrain report's `compatibility` part (bortify.reports.CompatibilityRecord)."""
     ev = evaluation or {}
     return {"old_model": old_model, "pooling": head.spec.pooling, "normalized": head.spec.normalize,
             "projection": [head.projection.in_features, head.projection.out_features], "loss": loss,
-            "w_compat": w_compat, "train_texts": len(data.input_ids), "targets_seconds": data.seconds,
+            "w_compat": w_compat, "init": init, "train_texts": len(data.input_ids), "targets_seconds": data.seconds,
             "eval_dataset": eval_dataset if evaluation else None,
             **{k: ev.get(k) for k in ("gallery", "queries", "knn_k", "criterion_met", "mean_cosine_new_old")},
             **{k: ev.get(k) or {} for k in ("new_old", "old_old", "new_new")}, "baseline": ev.get("baseline")}
@@ -243,14 +268,14 @@ def old_encoder_for(plan: CompatPlan, teacher: nn.Module | None, teacher_path: s
 
 def evaluate_compat(plan: CompatPlan, head: CompatHead, student_encoder: nn.Module, tokenizer, old: SentenceEncoder,
                     data: CompatData, *, loss: str, w_compat: float, gallery: int, queries: int, knn_k: int,
-                    seed: int) -> dict:
+                    seed: int, init: str | None = None) -> dict:
     """The report's `compatibility` part: settings plus BCT's compatibility test (when an eval dataset is set)."""
     evaluation = None
     if plan.eval_texts is not None:
         new = SentenceEncoder(student_encoder, tokenizer, head.spec, head.projection)
         evaluation = compatibility_evaluation(old, new, plan.eval_texts, plan.eval_labels, gallery_size=gallery,
                                               query_size=queries, knn_k=knn_k, seed=seed)
-    return compat_record(plan.old_model, head, data, loss, w_compat, evaluation, plan.eval_dataset)
+    return compat_record(plan.old_model, head, data, loss, w_compat, evaluation, plan.eval_dataset, init)
 
 
 @dataclass
@@ -285,6 +310,8 @@ def setup_compat(plan: CompatPlan, wrapper: nn.Module, base_collator, tokenizer,
     spec = SentenceSpec(plan.spec.pooling, plan.spec.normalize,
                         min(plan.spec.max_seq_length, student_cfg.max_position_embeddings))
     wrapper.compat = CompatHead(student_cfg.hidden_size, int(data.targets.shape[1]), spec)
+    if training_args.compat_init == "lstsq":
+        init_projection(wrapper.compat, wrapper.student.bert, data, tokenizer.pad_token_id or 0)
     collator = CompatCollator(base_collator, data, training_args.compat_batch_size, tokenizer.pad_token_id or 0,
                               training_args.seed + training_args.process_index)
     return CompatRun(plan, collator, data, old, tokenizer)
@@ -295,4 +322,4 @@ def finish_compat(run: CompatRun, wrapper: nn.Module, data_args, training_args) 
     return evaluate_compat(run.plan, wrapper.compat, wrapper.student.bert, run.tokenizer, run.old, run.data,
                            loss=training_args.compat_loss, w_compat=training_args.w_compat,
                            gallery=data_args.compat_eval_gallery, queries=data_args.compat_eval_queries,
-                           knn_k=data_args.compat_eval_k, seed=training_args.seed)
+                           knn_k=data_args.compat_eval_k, seed=training_args.seed, init=training_args.compat_init)

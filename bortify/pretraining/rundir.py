@@ -34,7 +34,7 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 IGNORED_ON_RESUME = {"torch_threads", "overwrite", "preprocessing_num_workers"}
 TRAINING_KEYS = ("seed", "temperature", "w_mlm", "w_kd", "kd_reduction", "w_hidden", "w_attn", "layer_map",
                  "relation_heads", "relation_teacher_layer", "w_compat", "compat_loss", "compat_batch_size",
-                 "compat_texts")
+                 "compat_texts", "compat_init")
 _PATH_KEYS = {"student_config", "teacher", "corpus", "compatible_with"}
 
 
