@@ -108,6 +108,9 @@ def test_minilm_vocab_is_at_most_40_percent_of_vocab_txt(minilm_path, minilm_voc
     vocab_txt = (Path(minilm_path) / "vocab.txt").stat().st_size
     assert hashed_bytes <= 0.40 * vocab_txt, (hashed_bytes, vocab_txt)
     assert hv.false_positive_rate < 2.0 ** -16
+    figures = hv.describe()
+    assert figures["bytes"] == hv.nbytes == (tmp_path / PHASH_FILE).stat().st_size
+    assert figures["levels"] == hv.levels >= 8 and figures["n_keys"] == 30522 and figures["bits_per_key"] < 20
 
 
 def test_bad_vocabularies_and_configs_are_refused(tmp_path):

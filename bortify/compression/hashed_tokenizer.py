@@ -151,7 +151,8 @@ class HashedWordPiece:
         """Load what `save` wrote: vocab.phash and hashed_tokenizer.json (no token strings needed)."""
         path = Path(directory) / CONFIG_FILE
         if not path.is_file():
-            raise PhashError(f"no {CONFIG_FILE} in {directory}; make one with HashedWordPiece.from_tokenizer_files(...).save(dir)")
+            raise PhashError(f"no {CONFIG_FILE} in {directory}; make one with "
+                             "HashedWordPiece.from_tokenizer_files(...).save(dir)")
         try:
             config = HashedTokenizerConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (ValueError, TypeError) as exc:
@@ -398,7 +399,8 @@ def read_bert_tokenizer(directory: str | os.PathLike) -> tuple[dict[str, int], H
         if settings.get("do_basic_tokenize") is False:
             raise PhashError(f"{tc}: do_basic_tokenize=false is not supported by the hashed tokenizer")
     else:
-        raise PhashError(f"{directory} has neither tokenizer.json nor vocab.txt: pass a BERT WordPiece tokenizer folder")
+        raise PhashError(f"{directory} has neither tokenizer.json nor vocab.txt: "
+                         "pass a BERT WordPiece tokenizer folder")
     return vocab, config
 
 
@@ -409,7 +411,8 @@ def _from_tokenizer_json(data: dict, config: HashedTokenizerConfig, path: Path) 
     if norm.get("type") != "BertNormalizer":
         raise PhashError(f"{path}: normalizer {norm.get('type')!r}; the hashed tokenizer only copies BertNormalizer")
     if pre.get("type") != "BertPreTokenizer":
-        raise PhashError(f"{path}: pre_tokenizer {pre.get('type')!r}; the hashed tokenizer only copies BertPreTokenizer")
+        raise PhashError(f"{path}: pre_tokenizer {pre.get('type')!r}; "
+                         "the hashed tokenizer only copies BertPreTokenizer")
     config.lowercase = bool(norm.get("lowercase", True))
     config.strip_accents = norm.get("strip_accents")
     config.handle_chinese_chars = bool(norm.get("handle_chinese_chars", True))

@@ -58,7 +58,8 @@ def _mmh3():
     try:
         import mmh3
     except ImportError as exc:  # an optional dependency: `import bortify` stays light
-        raise PhashError("the perfect-hashed vocabulary needs MurmurHash3: pip install bortify[compress] (mmh3)") from exc
+        raise PhashError("the perfect-hashed vocabulary needs MurmurHash3: "
+                         "pip install bortify[compress] (mmh3)") from exc
     return mmh3
 
 
@@ -191,8 +192,10 @@ class HashedVocab:
         idx = self.index(key)
         if idx is None:
             return None
-        if self.fingerprint_bits and self.fingerprint_at(idx) != self._mmh3.hash(key, self.fingerprint_seed, signed=False) & self._fp_mask:
-            return None
+        if self.fingerprint_bits:
+            expected = self._mmh3.hash(key, self.fingerprint_seed, signed=False) & self._fp_mask
+            if self.fingerprint_at(idx) != expected:
+                return None
         return idx
 
     def __contains__(self, key: str) -> bool:
@@ -230,6 +233,13 @@ class HashedVocab:
             miss_all *= 1.0 - ones / size
         return (1.0 - miss_all) * 2.0 ** -self.fingerprint_bits
 
+    def describe(self) -> dict:
+        """The figures a report needs: keys, levels, bits, bytes on disk, fingerprint bits, false-positive rate."""
+        nbytes = self.nbytes
+        return {"n_keys": self.n_keys, "levels": self.levels, "cascade_bits": self.total_bits,
+                "bytes": nbytes, "bits_per_key": 8 * nbytes / self.n_keys,
+                "fingerprint_bits": self.fingerprint_bits, "false_positive_rate": self.false_positive_rate}
+
     def to_bytes(self) -> bytes:
         header = json.dumps(self.header, sort_keys=True, separators=(",", ":")).encode()
         return (MAGIC + len(header).to_bytes(4, "little") + header
@@ -264,13 +274,15 @@ class HashedVocab:
     @classmethod
     def from_bytes(cls, data: bytes, permutation: np.ndarray | None = None, *, source: str = "data") -> "HashedVocab":
         if not data.startswith(MAGIC):
-            raise PhashError(f"{source} is not a bortify hashed vocabulary (bad magic); rebuild it with build_hashed_vocab")
+            raise PhashError(f"{source} is not a bortify hashed vocabulary (bad magic); "
+                             "rebuild it with build_hashed_vocab")
         try:
             hlen = int.from_bytes(data[len(MAGIC):len(MAGIC) + 4], "little")
             start = len(MAGIC) + 4
             header = json.loads(data[start:start + hlen])
             if header.get("format") != FORMAT_VERSION:
-                raise PhashError(f"{source}: format {header.get('format')!r}, this bortify reads {FORMAT_VERSION}; rebuild it")
+                raise PhashError(f"{source}: format {header.get('format')!r}, this bortify reads "
+                                 f"{FORMAT_VERSION}; rebuild it")
             n_words = sum(header["level_sizes"]) // _WORD
             body = start + hlen
             words = np.frombuffer(data, dtype="<u8", count=n_words, offset=body)
@@ -340,7 +352,8 @@ def build_hashed_vocab(vocab: Mapping[str, int], config: PhashConfig | None = No
     permutation[new_id] = np.fromiter((vocab[t] for t in tokens), dtype=np.int64, count=len(tokens))
     fp = np.zeros(len(keys), dtype=np.uint64)
     if config.fingerprint_bits:
-        fp[new_id] = _hash_all(mmh3, keys, _fingerprint_seed(config.seed)) & np.uint64((1 << config.fingerprint_bits) - 1)
+        mask = np.uint64((1 << config.fingerprint_bits) - 1)
+        fp[new_id] = _hash_all(mmh3, keys, _fingerprint_seed(config.seed)) & mask
     header = {
         "format": FORMAT_VERSION, "kind": "bortify-mphf-cascade", "hash": "murmur3_32",
         "n_keys": len(keys), "seed": config.seed, "gamma": config.gamma,
