@@ -95,7 +95,10 @@ STAGES: tuple[StageSpec, ...] = (
             "Pretrain a BERT student by knowledge distillation (Bort, docs/methods.md §2): logit KD from a "
             "masked-LM teacher (w_mlm·CE + w_kd·T²·KL on masked tokens) or representation KD from an encoder "
             "teacher (hidden-state MSE through a learned projection + MiniLMv2 attention relations + the student's "
-            "own MLM loss). Writes a standard BertForMaskedLM checkpoint, the training log and report.json. An "
+            "own MLM loss). Writes a standard BertForMaskedLM checkpoint, the training log and report.json. "
+            "--compatible_with OLD also trains the student's sentence embedding into OLD's space (BCT, "
+            "docs/methods.md §4.4): the output then loads with sentence-transformers and report.json holds BCT's "
+            "compatibility test. An "
             "unfinished run in --output_dir resumes from its newest complete checkpoint (--overwrite starts "
             "again). All Trainer options (TrainingArguments) apply as well."),
         arguments=("bortify.pretraining.arguments:ModelArguments", "bortify.pretraining.arguments:DataArguments",
