@@ -261,3 +261,17 @@ CASES = [
 @pytest.mark.parametrize("case", [c.param() for c in CASES])
 def test_bad_input(case, tmp_path, monkeypatch, capsys):
     run_case(case, tmp_path, monkeypatch, capsys)
+
+
+def test_bortify_run_wires_bench_between_finetune_and_card(tmp_path):
+    """In a run, bench measures the finetune output against extract's source, and the card reads bench's report."""
+    from bortify.pipeline import stage_config
+    from bortify.stages import BY_NAME, STAGE_NAMES
+
+    assert STAGE_NAMES.index("finetune") < STAGE_NAMES.index("bench") < STAGE_NAMES.index("card")
+    recipe = {"extract": {"source": "embedded:all-MiniLM-L6-v2"}, "bench": {"seq_lens": [128]}, "card": {}}
+    outputs = {"finetune": str(tmp_path / "finetune"), "bench": str(tmp_path / "bench")}
+    bench_config = stage_config(BY_NAME["bench"], recipe, outputs, tmp_path)
+    assert bench_config == {"seq_lens": [128], "output_dir": str(tmp_path / "bench"),
+                            "model": str(tmp_path / "finetune"), "source": "embedded:all-MiniLM-L6-v2"}
+    assert stage_config(BY_NAME["card"], recipe, outputs, tmp_path)["bench_dir"] == str(tmp_path / "bench")
