@@ -327,7 +327,8 @@ def test_distill_computes_teacher_logits_once_per_row_and_student_moves_toward_t
     before = _agreement(student0, teacher_model, tokenizer, held)
     counter.rows = 0
     args = TaskDistillArguments(distill_alpha=0.0, distill_epochs=10, distill_learning_rate=5e-3,
-                                distill_batch_size=16, distill_warmup=0.0, distill_max_unlabeled=None)
+                                distill_batch_size=16, distill_warmup=0.0, distill_max_unlabeled=None,
+                                distill_augment_k=0)
     model, info = distill(task, student0, tokenizer, teacher, args, seed=0, max_length=24)
     # one teacher forward per transfer-set row (and none in the training loop)
     assert {k: info["transfer_set"][k] for k in ("gold", "augmented", "unlabeled", "total")} == {
@@ -345,6 +346,21 @@ def test_distill_computes_teacher_logits_once_per_row_and_student_moves_toward_t
     assert agree >= 0.85, agree
     # student0 is untouched (distill trains a copy)
     assert _agreement(student0, teacher_model, tokenizer, held) == pytest.approx(before)
+
+
+@pytest.mark.parametrize("max_k, until, n_train, n_unlabeled, expected", [
+    (8, 4000, 300, 0, 8),        # debates at 300 rows, no unused rows: the most variants
+    (8, 4000, 605, 0, 6),        # ceil(3395 / 605)
+    (8, 4000, 300, 11151, 0),    # Rotten Tomatoes: the pool alone reaches 4,000 rows
+    (8, 4000, 1000, 2990, 1),    # one row short: one variant each
+    (8, 0, 1000, 20000, 8),      # until 0: always max_k
+    (0, 4000, 300, 0, 0),        # augmentation off
+    (8, 4000, 0, 0, 0),          # no train rows to vary
+])
+def test_variants_fill_a_small_transfer_set_up_to_augment_until(max_k, until, n_train, n_unlabeled, expected):
+    from bortify.finetuning.distill import variants_per_row
+
+    assert variants_per_row(max_k, until, n_train, n_unlabeled) == expected
 
 
 def test_teacher_logits_come_back_in_row_order(small_config, tokenizer):

@@ -43,7 +43,10 @@ def test_distill_mode_trains_on_train_plus_the_unused_rows_under_the_teachers_la
     assert counts["total"] == counts["gold"] + counts["augmented"] + counts["unlabeled"]
     assert report["rounds"][0]["train_size"] == counts["total"]
     assert report["labeler"]["name"].endswith("teacher") and "test_accuracy" in report["labeler"]
-    assert "transfer set: 20 gold + 0 augmented + 40 unlabelled" in stdout
+    # a small transfer set (20 + 40 rows < distill_augment_until 4,000) gets distill_augment_k = 8 variants per
+    # train row, the teacher labels them (variants equal to another text are dropped)
+    assert counts["variants_per_row"] == 8 and 0 < counts["augmented"] <= 8 * 20
+    assert f"transfer set: 20 gold + {counts['augmented']} augmented + 40 unlabelled" in stdout
     assert report["theta"] is None and report["best_theta"]["alpha"] == 0.5
     from transformers import AutoModelForSequenceClassification
 
@@ -71,5 +74,7 @@ def test_distill_card_states_the_transfer_set_and_the_teachers_score(tmp_path, c
     evidence = collect_evidence({"finetune": str(out)}, out, CardOptions(measure_latency=False))
     text = str(render_card(evidence, CardOptions(measure_latency=False)))
     assert "task-distillation fine-tuning" in text
-    assert "20 labelled train rows, 0 generated variants and 40 unlabelled in-domain texts" in text
+    n_variants = report["distill"]["transfer_set"]["augmented"]
+    assert n_variants > 0
+    assert f"20 labelled train rows, {n_variants} generated variants and 40 unlabelled in-domain texts" in text
     assert "The teacher's own test score" in text

@@ -343,9 +343,14 @@ class TaskDistillArguments:
     distill_alpha: float = _help("Weight α of the gold-label cross-entropy (on the rows that have a gold label); "
                                  "the KD term gets 1 - α. 0 = soft labels only, 1 = plain fine-tuning on the gold "
                                  "rows.", default=0.5)
-    distill_augment_k: int = _help("Augmented variants of every train row added to the transfer set (Agora's "
-                                   "nearest-neighbour substitution, no gold label; the teacher labels them). 0 = "
-                                   "none.", default=0)
+    distill_augment_k: int = _help("At most this many augmented variants of every train row in the transfer set "
+                                   "(Agora's nearest-neighbour substitution, no gold label; the teacher labels them), "
+                                   "as many as distill_augment_until asks for. 0 = none.", default=8)
+    distill_augment_until: int = _help("Variants fill a small transfer set up to this many rows: each train row gets "
+                                       "min(distill_augment_k, ceil((N - train rows - unlabelled rows) / train rows)) "
+                                       "variants, none when the train rows and the unlabelled pool reach N already "
+                                       "(BENCHMARKS.md, task distillation on debates). 0 = always distill_augment_k.",
+                                       default=4000)
     distill_use_unlabeled: bool = _help("Add the task's unused train rows (those max_train_samples left out), labels "
                                         "stripped, to the transfer set.", default=True)
     distill_unlabeled_file: str | None = _help("Extra unlabelled in-domain text: a .txt (one text per line; single-"
@@ -369,6 +374,9 @@ class TaskDistillArguments:
             raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}.")
         if self.distill_augment_k < 0:
             raise ValueError(f"distill_augment_k must be >= 0, got {self.distill_augment_k}.")
+        if self.distill_augment_until < 0:
+            raise ValueError(f"distill_augment_until must be >= 0 (0 = always distill_augment_k variants), got "
+                             f"{self.distill_augment_until}.")
         if self.distill_max_unlabeled is not None and self.distill_max_unlabeled < 0:
             raise ValueError(f"distill_max_unlabeled must be >= 0 (or unset for all), got {self.distill_max_unlabeled}.")
         if self.distill_epochs <= 0:

@@ -5,7 +5,9 @@ simple networks"): once the teacher is fine-tuned on the task, its logits are a 
 student can be trained on far more text than the gold rows:
 
     transfer set = gold train rows                           (label: gold, + the teacher's logits)
-                 + k augmented variants of every train row     (no gold label; Agora's generator, docs/methods.md §3)
+                 + k augmented variants of every train row     (no gold label; Agora's generator, docs/methods.md §3;
+                                                                k fills a small transfer set up to
+                                                                distill_augment_until rows: variants_per_row)
                  + an unlabelled in-domain pool                (no gold label: the dataset's unused train rows,
                                                                 labels stripped, and/or a user file)
     loss         = α·CE(student, gold) on gold rows + (1-α)·T²·KL(teacher^T ‖ student^T) on every row
@@ -183,6 +185,20 @@ def build_transfer_set(task, *, augment_k: int = 0, generator=None, unlabeled_ro
     return TransferSet(rows, counts)
 
 
+def variants_per_row(max_k: int, until: int, n_train: int, n_unlabeled: int) -> int:
+    """How many generated variants each train row gets (distill_augment_k / distill_augment_until): enough to bring
+    the transfer set (train rows + unlabelled rows + variants) up to `until` rows, at most `max_k`; 0 when the train
+    rows and the pool reach it already. `until` 0 = always `max_k`. Variants help when there is little text for the
+    teacher to label (debates, no unused rows) and add little where an unlabelled pool exists (Rotten Tomatoes):
+    BENCHMARKS.md, task distillation."""
+    if max_k <= 0 or n_train <= 0:
+        return 0
+    if until <= 0:
+        return max_k
+    missing = until - n_train - n_unlabeled
+    return 0 if missing <= 0 else min(max_k, -(-missing // n_train))
+
+
 def teacher_logits_for(teacher, rows: list[dict], text_columns: list[str]) -> np.ndarray:
     """The teacher's logits (task label order) for every row, ONE forward per row: the rows go through
     `Labeler.task_logits` sorted by length (less padding per batch), and come back in the original order."""
@@ -316,14 +332,19 @@ def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, g
         from_file = load_unlabeled_file(args.distill_unlabeled_file, cols)
         pool += from_file
         sources.append(f"{len(from_file)} rows of {Path(args.distill_unlabeled_file).name}")
-    if args.distill_augment_k > 0 and generator is None:
+    n_pool = len(_clean(pool, cols))  # before de-duplication
+    if args.distill_max_unlabeled is not None:
+        n_pool = min(n_pool, args.distill_max_unlabeled)
+    augment_k = variants_per_row(args.distill_augment_k, args.distill_augment_until, len(task.train), n_pool)
+    if augment_k > 0 and generator is None:
         from bortify.finetuning.generators import NearestNeighbourSubstitution
 
         generator = NearestNeighbourSubstitution(teacher.tokenizer, teacher.model.get_input_embeddings().weight)
 
-    say("building the transfer set")
-    transfer = build_transfer_set(task, augment_k=args.distill_augment_k, generator=generator, unlabeled_rows=pool,
+    say(f"building the transfer set ({augment_k} generated variant(s) per train row)")
+    transfer = build_transfer_set(task, augment_k=augment_k, generator=generator, unlabeled_rows=pool,
                                   max_unlabeled=args.distill_max_unlabeled, seed=seed)
+    transfer.counts["variants_per_row"] = augment_k
     t1 = time.perf_counter()
     say(f"teacher logits for {len(transfer.rows)} rows")
     logits = teacher_logits_for(teacher, transfer.rows, cols)
