@@ -228,6 +228,7 @@ def test_card_latency_line_comes_from_the_bench_report(tmp_path):
     assert evidence["latency"]["timer"] == "bench" and evidence["latency"]["speedup"] == pytest.approx(12.0)
     text = str(render_card(evidence, options))
     assert "**80.0 ms** for this model vs 960.0 ms" in text and "by `bortify bench`" in text
+    assert "Forward pass of the model (as released, head included), batch 8 × 128" in text
     assert "multiply-add ratio 12.5×" in text and f"int8 ({DEFAULT_INT8_PATH}): 32.0 ms, 30.0× faster" in text
 
 

@@ -734,7 +734,8 @@ def _latency_values(evidence: dict) -> dict:
             "model_ms": f"{lat['model_seconds'] * 1e3:.1f}", "source_ms": f"{lat['source_seconds'] * 1e3:.1f}",
             "speedup": speed_text(lat["speedup"]), "source": lat["source"], "batch_size": lat["batch_size"],
             "seq_len": lat["seq_len"], "repeats": lat.get("repeats", lat.get("rounds")), "threads": lat["threads"],
-            "how": latency_how(lat), "extra": latency_extra(lat)},
+            "how": latency_how(lat), "extra": latency_extra(lat),
+            "what": "the model (as released, head included)" if lat.get("timer") == "bench" else "the encoder"},
         "latency_note": f" ({evidence['latency_error']})" if evidence.get("latency_error") else "",
     }
 
