@@ -7,9 +7,9 @@ and the speed goals, all in one run with bortify's own bench (bortify/bench.py, 
     echo $PWD/.venv/lib/python3.11/site-packages > /tmp/taovenv/lib/python3.11/site-packages/zz_bortify.pth
     PYTHONPATH=$PWD /tmp/taovenv/bin/python benchmarks/bench_speed.py
 
-(a) shapes: the Bort shape ⟨4, 8, 768, 1024⟩ against BERT-large ⟨24, 16, 1024, 4096⟩, random weights (latency depends
-    on the shape only), BertForSequenceClassification with 2 labels, the grid batch {1, 8} x length {32, 128, 512},
-    fp32 and every int8 path installed, Bort and BERT-large timed in alternation cell by cell (torch.utils.benchmark
+(a) shapes: the Bort shape ⟨4, 8, 768, 1024⟩ against BERT-large ⟨24, 16, 1024, 4096⟩, random weights
+    (latency depends on the shape only), BertForSequenceClassification with 2 labels, the grid batch {1, 8} x
+    length {32, 128, 512}, fp32 and every int8 path installed, Bort and BERT-large timed in alternation cell by cell (torch.utils.benchmark
     blocked_autorange, medians), at 1 thread.
 (b) demo: `bortify bench` on the demo task model (runs/demo/finetune; else a random model of the demo student's
     shape, 3/4/128/768) against its extraction source all-MiniLM-L6-v2, the same grid, and sentences/s on 256 real

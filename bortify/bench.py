@@ -82,7 +82,8 @@ def time_calls(fns: dict[str, Callable[[], Any]], *, threads: int = 1, rounds: i
     from torch.utils.benchmark import Timer
 
     if rounds < 1 or warmup < 0 or min_run_time < 0:
-        raise ValueError(f"rounds must be >= 1, warmup >= 0, min_run_time >= 0 (got {rounds}, {warmup}, {min_run_time}).")
+        raise ValueError(f"rounds must be >= 1, warmup >= 0, min_run_time >= 0 (got {rounds}, {warmup}, "
+                         f"{min_run_time}).")
     threads = threads if threads > 0 else torch.get_num_threads()
     times: dict[str, list[float]] = {name: [] for name in fns}
     calls = dict.fromkeys(fns, 0)
@@ -304,7 +305,8 @@ class BenchArguments:
     warmup: int = field(default=1, metadata={"help": "Untimed calls of each runner before a grid cell is timed."})
     dataset: Optional[str] = field(default="embedded:rotten-tomatoes", metadata={
         "help": "Real texts for sentences/s (a dataset spec as finetune takes; its first text column). Empty: skip."})
-    text_column: Optional[str] = field(default=None, metadata={"help": "Text column (default: 'text'/'sentence'/first string column)."})
+    text_column: Optional[str] = field(default=None, metadata={
+        "help": "Text column (default: 'text', 'sentence', else the first string column)."})
     max_texts: int = field(default=256, metadata={"help": "Texts timed for sentences/s."})
     text_batch_size: int = field(default=8, metadata={"help": "Batch size for sentences/s (dynamic padding)."})
     max_length: int = field(default=128, metadata={"help": "Truncation length for sentences/s."})
@@ -375,7 +377,8 @@ def source_model(spec: str, like) -> Any:
 def check_lengths(seq_lens: list[int], *models) -> None:
     limit = min(getattr(m.config, "max_position_embeddings", 512) for m in models)
     if max(seq_lens) > limit:
-        raise BenchError(f"--seq_lens {max(seq_lens)} exceeds max_position_embeddings={limit}; pass lengths <= {limit}.")
+        raise BenchError(f"--seq_lens {max(seq_lens)} exceeds max_position_embeddings={limit}; "
+                         f"pass lengths <= {limit}.")
 
 
 def macs(model, seq_len: int) -> int:

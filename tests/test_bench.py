@@ -138,7 +138,8 @@ def _check_report(report, out, paths, model_cfg, source_cfg):
     for c in report.grid:
         assert c.model_ms > 0 and c.source_ms > 0 and c.model_calls >= 1
         assert c.speedup == pytest.approx(c.source_ms / c.model_ms)
-        ratio = operation_count(Shape.from_config(source_cfg), c.seq_len) / operation_count(Shape.from_config(model_cfg), c.seq_len)
+        ops = [operation_count(Shape.from_config(cfg), c.seq_len) for cfg in (source_cfg, model_cfg)]
+        ratio = ops[0] / ops[1]
         assert c.macs_ratio == pytest.approx(ratio) and c.macs_ratio > 1
         fp32 = report.cell("fp32", c.batch_size, c.seq_len)
         assert c.speedup_vs_source_fp32 == pytest.approx(fp32.source_ms / c.model_ms)
@@ -197,7 +198,8 @@ def _bench_report(tmp_path):
     cells = []
     for path, model_ms, source_ms in (("fp32", 10.0, 120.0), (DEFAULT_INT8_PATH, 4.0, 40.0)):
         for b, L in ((1, 32), (8, 128)):
-            cells.append({"path": path, "batch_size": b, "seq_len": L, "model_ms": model_ms * b, "source_ms": source_ms * b,
+            cells.append({"path": path, "batch_size": b, "seq_len": L, "model_ms": model_ms * b,
+                          "source_ms": source_ms * b,
                           "macs_ratio": 12.5, "speedup": source_ms / model_ms,
                           "speedup_vs_source_fp32": 120.0 / model_ms})
     report = BenchReport.make({"model": "m", "source": "embedded:all-MiniLM-L6-v2", "threads": 1, "rounds": 3,
