@@ -188,8 +188,8 @@ def point_inputs(name: str, config: dict) -> dict:
     if name == "agora":
         return {**teacher, **student, "epochs": st["epochs"], "learning_rates": st["learning_rates"],
                 "max_rounds": st["max_rounds"], "k": st["k"], "labeler_min_dev_score": st["labeler_min_dev_score"]}
-    if name == "distill":
-        return {**teacher, **student, "distill": st.get("distill")}
+    if name == "distill":  # bortify's defaults as resolved by that run + its overrides
+        return {**teacher, **student, "distill": config.get("distill_arguments")}
     if name in ("frozen_lr", "model2vec_lr"):
         return {**split, "model2vec_dir": st["model2vec_dir"]}
     return {**split, "settings": st}  # int8 and anything new: the whole configuration
@@ -224,6 +224,14 @@ def reusable_points(unit: Path, config: dict, fingerprint: str | None = None) ->
             and ("model_dir" not in point or Path(point["model_dir"]).exists())}
 
 
+def unit_config(settings: Settings, plan: TaskPlan, data: dict) -> dict:
+    """The inputs of a unit, as JSON: the split, the task plan, the run's settings and the task-distillation
+    arguments in full (a change of bortify's defaults retrains the task-distilled point)."""
+    config = {"data": data, "plan": asdict(plan), "settings": asdict(settings),
+              "distill_arguments": asdict(distill_arguments(settings)) if settings.with_distill else None}
+    return json.loads(json.dumps(config))
+
+
 def run_unit(settings: Settings, plan: TaskPlan, data: dict, seed: int) -> dict:
     """Trains every model of one (task, size, seed) and scores it on test. Writes unit.json after every point; a
     re-run with the same --work_dir reuses every point whose inputs did not change (point_inputs). Student models
@@ -236,7 +244,7 @@ def run_unit(settings: Settings, plan: TaskPlan, data: dict, seed: int) -> dict:
     from bortify.finetuning.tasks import prepare_task
 
     unit = Path(settings.work) / f"{panel_key(plan.key, data['max_train_samples'])}-seed{seed}"
-    config = json.loads(json.dumps({"data": data, "plan": asdict(plan), "settings": asdict(settings)}))
+    config = unit_config(settings, plan, data)
     task = prepare_task(**data)
     fingerprint = split_fingerprint(task)
     reuse = reusable_points(unit, config, fingerprint)
@@ -530,11 +538,11 @@ def main(argv=None) -> int:
                         with_int8=args.with_int8, first_seed=args.seeds[0], distill=parse_overrides(args.distill),
                         first_seed_only=tuple(args.first_seed_only))
     panels = []  # (plan, requested size, prepare_task arguments)
-    for key in args.tasks:
-        plan = TASK_PLANS[key] if args.dev_rows is None else replace(TASK_PLANS[key], dev_rows=args.dev_rows)
-        n = unique_rows(plan.dataset)
-        for size in args.sizes:
-            panels.append((plan, size, split_plan(plan, size, n, args.max_test_rows, args.min_test_rows)))
+    for size in args.sizes:  # the smallest train size of every task first (an interrupted run shows those)
+        for key in args.tasks:
+            plan = TASK_PLANS[key] if args.dev_rows is None else replace(TASK_PLANS[key], dev_rows=args.dev_rows)
+            panels.append((plan, size, split_plan(plan, size, unique_rows(plan.dataset), args.max_test_rows,
+                                                  args.min_test_rows)))
     # seed-major: every panel's first seed first, so an interrupted run still has whole panels to show
     jobs = [(settings, plan, data, seed) for seed in args.seeds for plan, _, data in panels]
     t_train = time.perf_counter()
@@ -589,7 +597,7 @@ def finished_units(jobs: list) -> list[dict]:
             unit = json.loads(path.read_text())
             if unit.get("split_fingerprint") != split_fingerprint(prepare_task(**data)):
                 continue  # an earlier run's unit on another split, not retrained yet
-            config = json.loads(json.dumps({"data": data, "plan": asdict(plan), "settings": asdict(settings)}))
+            config = unit_config(settings, plan, data)
             unit["points"] = {n: p for n, p in unit["points"].items()
                               if point_inputs(n, unit["config"]) == point_inputs(n, config)}
             units.append(unit)

@@ -21,8 +21,8 @@ def _config(tmp_path, **changes):
         with_int8=False, first_seed=1)
     plan = bench_pareto.TASK_PLANS["debates"]
     data = {"dataset": plan.dataset, "max_train_samples": 300, "split_seed": 42}
-    config = {"data": data, "plan": asdict(plan), "settings": {**asdict(settings), **changes}}
-    return json.loads(json.dumps(config))
+    settings = bench_pareto.Settings(**{**asdict(settings), **changes})
+    return bench_pareto.unit_config(settings, plan, data)
 
 
 def _unit(tmp_path, config, names=("teacher", "plain", "agora", "distill")):
@@ -37,7 +37,7 @@ def _unit(tmp_path, config, names=("teacher", "plain", "agora", "distill")):
 
 def test_changing_the_distillation_settings_retrains_only_the_distilled_point(tmp_path):
     old = _config(tmp_path)
-    new = _config(tmp_path, distill=[["distill_augment_k", 8]])
+    new = _config(tmp_path, distill=(("distill_augment_k", 2),))
     unit = _unit(tmp_path, old)
     assert sorted(bench_pareto.reusable_points(unit, old)) == ["agora", "distill", "plain", "teacher"]
     assert sorted(bench_pareto.reusable_points(unit, new)) == ["agora", "plain", "teacher"]
