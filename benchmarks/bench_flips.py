@@ -50,6 +50,8 @@ def parse(argv=None):
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--beta", type=float, default=5.0)
     p.add_argument("--divergence", default="l2", choices=["l2", "kl"])
+    p.add_argument("--agora", action="store_true", help="also Agora mode (labeler = the old model), with and "
+                   "without --old_model, through the library's finetune() (max_rounds 3, k 4)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "results" / "flips.json"))
     return p.parse_args(argv)
@@ -109,8 +111,43 @@ def run_task(name: str, seed: int, args) -> dict:
     evaluate(model, "focal", time.perf_counter() - t)
     out["focal"]["old_pass_seconds"] = round(cache_s, 1)
     out["focal"]["settings"] = {"lam": args.lam, "alpha": args.alpha, "beta": args.beta, "divergence": args.divergence}
+    if args.agora:
+        for key, old_model in (("agora", None), ("agora_focal", "old")):
+            t = time.perf_counter()
+            new_test = agora_run(name, task, labeler, old_model, seed, args)
+            stats = flip_statistics(gold, old_test.tolist(), new_test.tolist())
+            out[key] = {"accuracy": stats["accuracy_new"], "nfr": stats["nfr"], "relative_nfr": stats["relative_nfr"],
+                        "pfr": stats["pfr"], "train_seconds": round(time.perf_counter() - t, 1)}
     del datasets
     return out
+
+
+def agora_run(name: str, task, labeler, old_model, seed: int, args):
+    """Agora (docs/methods.md §3) through `finetune()`, the labeler being the old model (saved once), optionally with
+    focal distillation against it; returns the best model's test predictions (task label order)."""
+    import tempfile
+
+    from bortify.finetuning.arguments import (AgoraArguments, CongruentArguments, FinetuneDataArguments,
+                                              FinetuneGridArguments, FinetuneModelArguments)
+    from bortify.finetuning.finetune import finetune
+    from bortify.finetuning.old_model import load_task_classifier
+
+    with tempfile.TemporaryDirectory(prefix="bench-flips-") as tmp:
+        old_dir = Path(tmp) / "old"
+        labeler.model.save_pretrained(old_dir)
+        labeler.tokenizer.save_pretrained(old_dir)
+        report = finetune(
+            FinetuneModelArguments(model=args.student, output_dir=str(Path(tmp) / "new"), mode="agora", seed=seed,
+                                   max_length=args.max_length),
+            FinetuneDataArguments(dataset=name, max_train_samples=args.max_train,
+                                  max_test_samples=args.max_test),
+            FinetuneGridArguments(learning_rates=[args.learning_rate], weight_decays=[0.01], warmup_ratios=[0.1],
+                                  batch_sizes=[args.batch_size], num_train_epochs=args.epochs),
+            AgoraArguments(labeler=str(old_dir), max_rounds=3, k=4, labeler_min_dev_score=0.0), None,
+            CongruentArguments(old_model=str(old_dir) if old_model else None, pc_lambda=args.lam, pc_alpha=args.alpha,
+                               pc_beta=args.beta, pc_divergence=args.divergence))
+        new = load_task_classifier(report.output_dir, task.label_names, "new model")
+        return new.logits(task.test, task.text_columns, max_length=args.max_length).argmax(1)
 
 
 def table(results: list[dict]) -> str:
@@ -135,6 +172,13 @@ def table(results: list[dict]) -> str:
                      f"| {cell(lambda r: r['plain']['train_seconds'], '.0f')} "
                      f"| {cell(lambda r: r['focal']['train_seconds'], '.0f')} "
                      f"(+{cell(lambda r: r['focal']['old_pass_seconds'], '.0f')}) |")
+    for r in results:  # Agora mode (--agora), per run
+        if "agora" in r:
+            lines.append(f"| {r['task']} seed {r['seed']} Agora | | | {r['agora']['accuracy']:.3f} | "
+                         f"{r['agora']['nfr']:.3f} | {r['agora']['relative_nfr']:.2f} | "
+                         f"{r['agora_focal']['accuracy']:.3f} | {r['agora_focal']['nfr']:.3f} | "
+                         f"{r['agora_focal']['relative_nfr']:.2f} | | {r['agora']['train_seconds']:.0f} | "
+                         f"{r['agora_focal']['train_seconds']:.0f} |")
     return "\n".join(lines)
 
 

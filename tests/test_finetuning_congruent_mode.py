@@ -124,3 +124,30 @@ def test_real_models_focal_distillation(tmp_path, minilm_path, splade_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["congruent"]["old_rows_computed"] == 200 and 0 < report["congruent"]["old_train_accuracy"] <= 1
     assert 0 <= report["test"]["accuracy"] <= 1
+
+
+def test_run_wires_finetune_teacher_into_compare_and_the_card(tmp_path):
+    """`bortify run` with finetune (save_teacher) -> compare (no models named: the student and its teacher) ->
+    card: the compare stage borrows the finetune section's data, and the card states the NFR."""
+    import yaml
+
+    from bortify.pipeline import main
+
+    files = write_data(tmp_path)
+    paths = models(tmp_path, "mlm")
+    recipe = {
+        "finetune": {"model": paths["mlm"], "mode": "distill", "teacher": paths["mlm"], "labeler_epochs": 1,
+                     "labeler_min_dev_score": 0, "distill_epochs": 1, "save_teacher": True, "train_file": files["train"],
+                     "dev_file": files["dev"], "test_file": files["test"], "learning_rates": [1e-3],
+                     "batch_sizes": [8], "max_length": 16},
+        "compare": {"max_nfr": 1.0},
+        "card": {"measure_latency": False, "model_name": "tiny"},
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert main([str(tmp_path / "recipe.yaml"), "--output_dir", str(tmp_path / "run")]) == 0
+    cmp = json.loads((tmp_path / "run" / "compare" / "report.json").read_text())
+    assert cmp["old_model"] == str(tmp_path / "run" / "finetune" / "teacher")
+    assert cmp["new_model"] == str(tmp_path / "run" / "finetune") and cmp["rows"] == 40 and cmp["passed"] is True
+    card = (tmp_path / "run" / "card" / "README.md").read_text()
+    assert f"**{cmp['nfr']:.4f}** against `<run>/finetune/teacher`" in card
+    assert not (tmp_path / "run" / "card" / "teacher").exists()  # the release folder does not carry the teacher
