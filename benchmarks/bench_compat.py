@@ -83,6 +83,20 @@ def baseline_encoder(folder: Path, old):
     return SentenceEncoder(model, AutoTokenizer.from_pretrained(str(folder)), old.spec, projection)
 
 
+def memoized(encoder):
+    """The old encoder with its gallery/query embeddings kept between runs (the same texts every time)."""
+    cache = {}
+
+    def encode(texts):
+        key = tuple(texts)
+        if key not in cache:
+            cache[key] = encoder(texts)
+        return cache[key]
+
+    encode.spec = encoder.spec
+    return encode
+
+
 def run(args) -> dict:
     from bortify.compat.sentence import load_sentence_encoder
     from bortify.pretraining.compat import compatibility_evaluation, labelled_texts, load_old_encoder
@@ -92,15 +106,26 @@ def run(args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     student_config = work / "student_config.json"
     write_json_atomic(student_config, STUDENT)
-    old = load_old_encoder(__import__("bortify.data", fromlist=["resolve_model"]).resolve_model(OLD))
+    old = memoized(load_old_encoder(__import__("bortify.data", fromlist=["resolve_model"]).resolve_model(OLD)))
     tasks = {t: labelled_texts(t) for t in args.tasks}
+    corpus = {}
+    if args.in_domain:  # pretrain (both runs) on the first task's texts that are in neither its gallery nor its queries
+        from bortify.compat.metric import split_gallery_queries
+
+        texts, labels = tasks[args.tasks[0]]
+        split = split_gallery_queries(texts, labels, args.gallery, args.queries, seed=0)
+        held = set(split.gallery_texts) | set(split.query_texts)
+        (work / "in_domain.txt").write_text("\n".join(t.replace("\n", " ") for t in texts if t not in held) + "\n")
+        corpus = {"corpus": str(work / "in_domain.txt")}
     results = {"command": " ".join(sys.argv), "old_model": OLD, "student": STUDENT, "pretrain": DEMO_PRETRAIN,
                "compat": {"w_compat": args.w_compat, "compat_batch_size": args.compat_batch_size,
-                          "compat_init": args.compat_init}, "gallery": args.gallery,
+                          "compat_init": args.compat_init, "compat_texts": args.compat_texts},
+               "in_domain": args.in_domain,
+               "gallery": args.gallery,
                "queries": args.queries, "knn_k": args.knn_k, "runs": []}
     for steps in args.steps:
-        extra = {"w_compat": args.w_compat, "compat_batch_size": args.compat_batch_size,
-                 "compat_init": args.compat_init}
+        extra = {**corpus, "w_compat": args.w_compat, "compat_batch_size": args.compat_batch_size,
+                 "compat_init": args.compat_init, "compat_texts": args.compat_texts}
         row = {"steps": steps}
         for compatible in (False, True):
             out = work / f"{'compat' if compatible else 'plain'}-{steps}"
@@ -132,6 +157,10 @@ def main(argv=None) -> int:
     parser.add_argument("--w_compat", type=float, default=1.0)
     parser.add_argument("--compat_batch_size", type=int, default=32)
     parser.add_argument("--compat_init", default="lstsq", choices=["lstsq", "random"])
+    parser.add_argument("--compat_texts", type=int, default=None,
+                        help="old-model embeddings computed before training (default: steps x batch, each seen once)")
+    parser.add_argument("--in_domain", action="store_true",
+                        help="pretrain on the first task's texts outside its gallery and queries instead of embedded:corpus")
     parser.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     run(parser.parse_args(argv))

@@ -89,3 +89,21 @@ def test_no_compat_section_without_the_option(tmp_path, finetune_dir):
     _release(out, finetune_dir=finetune_dir)
     assert not (out / "modules.json").exists()
     assert "Backward-compatible" not in (out / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_release_loads_with_sentence_transformers_as_the_pretrained_student(tmp_path, pretrain_dir, finetune_dir):
+    """SentenceTransformer(RELEASE) encodes with the pretrained encoder + projection (not the fine-tuned root), the
+    same vectors as SentenceTransformer(PRETRAIN_DIR) and as bortify's own forward."""
+    from sentence_transformers import SentenceTransformer
+
+    from bortify.compat.sentence import load_sentence_encoder
+
+    out = tmp_path / "card"
+    _release(out, pretrain_dir=pretrain_dir, finetune_dir=finetune_dir)
+    texts = ["A gripping, beautifully acted film.", "Dull and far too long."]
+    released = torch.as_tensor(SentenceTransformer(str(out), device="cpu").encode(texts))
+    student = torch.as_tensor(SentenceTransformer(str(pretrain_dir), device="cpu").encode(texts))
+    assert released.shape == (2, 8)
+    assert torch.allclose(released, student, atol=1e-5)
+    assert torch.allclose(released, load_sentence_encoder(out)(texts), atol=1e-5)
