@@ -107,3 +107,12 @@ def test_release_loads_with_sentence_transformers_as_the_pretrained_student(tmp_
     assert released.shape == (2, 8)
     assert torch.allclose(released, student, atol=1e-5)
     assert torch.allclose(released, load_sentence_encoder(out)(texts), atol=1e-5)
+
+
+def test_card_says_not_measured_when_the_test_was_skipped():
+    from bortify.hub.card import _compat_values
+
+    text = _compat_values(PretrainReport.make({"compatibility": {**COMPAT, "eval_dataset": None, "new_old": {},
+                                                                 "old_old": {}, "new_new": {}}}))["compat_text"]
+    assert "not measured (`--compat_eval_dataset none`)" in text and "criterion" not in text
+    assert _compat_values(PretrainReport.make({}))["compat_text"] == ""

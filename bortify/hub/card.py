@@ -593,6 +593,11 @@ def _compat_values(pt: PretrainReport) -> dict:
         f"{' and normalised' if c.normalized else ''}, was trained into that model's embedding space, so that queries embedded "
         "by this model can search an index built by the old one with no re-indexing. `SentenceTransformer(...)` loads "
         "that encoder (the pretrained student, before fine-tuning) with its projection from this folder.",
+    ]
+    if not c.eval_dataset:
+        return {"compat_text": "\n".join(lines + ["", f"BCT's compatibility test: {NOT_MEASURED} "
+                                                       "(`--compat_eval_dataset none`)."])}
+    lines += [
         "",
         f"BCT's compatibility test on {public_name(c.eval_dataset, 'dataset')} ({c.gallery} gallery texts embedded "
         f"by the old model, {c.queries} queries; kNN accuracy with k = {c.knn_k}):",
