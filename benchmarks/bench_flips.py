@@ -58,7 +58,6 @@ def parse(argv=None):
 
 
 def run_task(name: str, seed: int, args) -> dict:
-    import datasets
     import transformers
 
     from bortify.finetuning.congruent import (FocalDistillation, OldOutputCache, fit_congruent, old_right_flags,
@@ -118,7 +117,6 @@ def run_task(name: str, seed: int, args) -> dict:
             stats = flip_statistics(gold, old_test.tolist(), new_test.tolist())
             out[key] = {"accuracy": stats["accuracy_new"], "nfr": stats["nfr"], "relative_nfr": stats["relative_nfr"],
                         "pfr": stats["pfr"], "train_seconds": round(time.perf_counter() - t, 1)}
-    del datasets
     return out
 
 
@@ -151,8 +149,8 @@ def agora_run(name: str, task, labeler, old_model, seed: int, args):
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| task | runs | old acc | plain acc | plain NFR | plain rNFR | focal acc | focal NFR | focal rNFR | NFR cut | "
-             "plain s | focal s (+ old pass) |", "|" + "---|" * 12]
+    lines = ["| task | runs | old acc | plain acc | plain NFR | plain rNFR | focal acc | focal NFR | focal rNFR | "
+             "NFR cut | plain s | focal s (+ old pass) |", "|" + "---|" * 12]
     for name in dict.fromkeys(r["task"] for r in results):
         rs = [r for r in results if r["task"] == name]
 
@@ -165,7 +163,8 @@ def table(results: list[dict]) -> str:
             return f"{mu:{spec}}" + (f" ± {sd:{spec}}" if len(rs) > 1 else "")
         plain_nfr = m(lambda r: r["plain"]["nfr"])[0]
         cut = f"{1 - m(lambda r: r['focal']['nfr'])[0] / plain_nfr:.0%}" if plain_nfr > 0 else "n/a"
-        lines.append(f"| {name} | {len(rs)} | {cell(lambda r: r['old_accuracy'])} | {cell(lambda r: r['plain']['accuracy'])} "
+        lines.append(f"| {name} | {len(rs)} | {cell(lambda r: r['old_accuracy'])} "
+                     f"| {cell(lambda r: r['plain']['accuracy'])} "
                      f"| {cell(lambda r: r['plain']['nfr'])} | {cell(lambda r: r['plain']['relative_nfr'], '.2f')} "
                      f"| {cell(lambda r: r['focal']['accuracy'])} | {cell(lambda r: r['focal']['nfr'])} "
                      f"| {cell(lambda r: r['focal']['relative_nfr'], '.2f')} | {cut} "

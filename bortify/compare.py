@@ -53,7 +53,8 @@ class CompareArguments:
         "The model being replaced: a fine-tuned classifier (directory, Hub or embedded name) whose id2label names are "
         "the task's labels. Default: the teacher the new model was distilled from, when its `bortify finetune` output "
         "kept it (save_teacher).", default=None)
-    new_model: str | None = _help("The replacing classifier (e.g. a `bortify finetune` output directory).", default=None)
+    new_model: str | None = _help("The replacing classifier (e.g. a `bortify finetune` output directory).",
+                                  default=None)
     output_dir: str = _help("Where report.json and negative_flips.jsonl are written.", default=None)
     max_nfr: float | None = _help(
         "Release gate: fail (exit code 3) when the negative flip rate exceeds this, e.g. 0.02. Unset: report only.",

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from casetable import Case, run_case  # noqa: E402
-from test_compare import DATA, MODELS, models, setup, tiny_models, write_data  # noqa: E402,F401
+from test_compare import DATA, models, setup, tiny_models, write_data  # noqa: E402,F401 (tiny_models: the fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -137,9 +137,9 @@ def test_run_wires_finetune_teacher_into_compare_and_the_card(tmp_path):
     paths = models(tmp_path, "mlm")
     recipe = {
         "finetune": {"model": paths["mlm"], "mode": "distill", "teacher": paths["mlm"], "labeler_epochs": 1,
-                     "labeler_min_dev_score": 0, "distill_epochs": 1, "save_teacher": True, "train_file": files["train"],
-                     "dev_file": files["dev"], "test_file": files["test"], "learning_rates": [1e-3],
-                     "batch_sizes": [8], "max_length": 16},
+                     "labeler_min_dev_score": 0, "distill_epochs": 1, "save_teacher": True,
+                     "train_file": files["train"], "dev_file": files["dev"], "test_file": files["test"],
+                     "learning_rates": [1e-3], "batch_sizes": [8], "max_length": 16},
         "compare": {"max_nfr": 1.0},
         "card": {"measure_latency": False, "model_name": "tiny"},
     }

@@ -203,7 +203,8 @@ class CongruentRuns:
         """For report.json (finetune's `congruent` key)."""
         f = self.focal
         return {"old_model": self.name, "lambda": f.lam, "alpha": f.alpha, "beta": f.beta, "divergence": f.divergence,
-                "temperature": f.temperature if f.divergence == "kl" else None, "old_labels_remapped": self.old.remapped,
+                "temperature": f.temperature if f.divergence == "kl" else None,
+                "old_labels_remapped": self.old.remapped,
                 "old_rows_computed": self.cache.computed, "old_train_accuracy": self.old_train_accuracy}
 
 

@@ -37,8 +37,8 @@ def label_names(name: str, what: str) -> list[str]:
     """The class names of a sequence classifier, in its index order (config only: nothing is loaded)."""
     config = _config(name, what)
     if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
-        raise LabelSetError(f"The {what} {name!r} is not a sequence classifier (architectures: {config.architectures}); "
-                            "give a fine-tuned classification checkpoint.")
+        raise LabelSetError(f"The {what} {name!r} is not a sequence classifier (architectures: "
+                            f"{config.architectures}); give a fine-tuned classification checkpoint.")
     if getattr(config, "problem_type", None) == "regression" or config.num_labels < 2:
         raise LabelSetError(f"The {what} {name!r} is a regression model: flips are defined for classifiers only.")
     return [str(config.id2label[i]) for i in range(config.num_labels)]
