@@ -59,7 +59,7 @@ def pretrain_run(out: Path, steps: int, compatible: bool, student_config: Path, 
     report = run_config("pretrain", config, overwrite=True)
     return {"seconds": round(time.perf_counter() - start, 1), "train_seconds": report.train_seconds,
             "heldout_mlm_loss_after": report.heldout_mlm_loss_after,
-            "compat_targets_seconds": (report.compatibility or {}).get("targets_seconds") if report.compatibility else None}
+            "compat_targets_seconds": report.compatibility.targets_seconds if report.compatibility else None}
 
 
 def baseline_encoder(folder: Path, old):
@@ -160,7 +160,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compat_texts", type=int, default=None,
                         help="old-model embeddings computed before training (default: steps x batch, each seen once)")
     parser.add_argument("--in_domain", action="store_true",
-                        help="pretrain on the first task's texts outside its gallery and queries instead of embedded:corpus")
+                        help="pretrain on the first task's texts outside its gallery and queries instead of "
+                             "embedded:corpus")
     parser.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     run(parser.parse_args(argv))

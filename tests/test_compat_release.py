@@ -47,7 +47,8 @@ def _release(out, **dirs):
     from bortify.hub.card import CardOptions
     from bortify.hub.card_stage import CardArguments, build_release
 
-    return build_release(CardArguments(output_dir=str(out), **{k: v if isinstance(v, bool) else str(v) for k, v in dirs.items()}),
+    dirs = {k: v if isinstance(v, bool) else str(v) for k, v in dirs.items()}
+    return build_release(CardArguments(output_dir=str(out), **dirs),
                          CardOptions(measure_latency=False))
 
 
@@ -65,7 +66,8 @@ def test_release_carries_the_pretrained_encoder_and_projection(tmp_path, pretrai
     assert release_folder_problems(out) == []
     keep, left_out = release_files(out)
     for name in ("modules.json", "1_Pooling/config.json", "2_Dense/model.safetensors", "2_Dense/config.json",
-                 "3_Normalize/config.json", "0_Transformer/model.safetensors", "0_Transformer/sentence_bert_config.json",
+                 "3_Normalize/config.json", "0_Transformer/model.safetensors",
+                 "0_Transformer/sentence_bert_config.json",
                  "config_sentence_transformers.json"):
         assert name in keep
     card = (out / "README.md").read_text()

@@ -73,7 +73,8 @@ def influence_loss(new_embedding: torch.Tensor, old_classifier: Callable[[torch.
     return F.cross_entropy(logits.float(), labels.long())
 
 
-def least_squares_projection(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+def least_squares_projection(x: torch.Tensor, y: torch.Tensor,
+                             ridge: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
     """(W, b) minimising ‖x·Wᵀ + b − y‖² + ridge·N·‖W‖² (ridge regression, closed form; b unpenalised): the
     projection's starting point before training (our choice, docs/methods.md §4): the student already carries
     much of the old model's space (it was distilled from, often sliced out of, it), and a linear read-out of it

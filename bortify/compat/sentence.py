@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -28,9 +28,6 @@ ST_CONFIG_FILE = "config_sentence_transformers.json"
 TRANSFORMER_CONFIG_FILE = "sentence_bert_config.json"
 POOLING_DIR, DENSE_DIR, NORMALIZE_DIR = "1_Pooling", "2_Dense", "3_Normalize"
 ENCODER_DIR = "0_Transformer"  # the encoder inside a release folder whose root holds another model (a classifier)
-# What a folder's sentence-transformers part is made of (copied into release folders, accepted by push).
-ST_FILES = (MODULES_FILE, ST_CONFIG_FILE, TRANSFORMER_CONFIG_FILE)
-ST_DIRS = (ENCODER_DIR, POOLING_DIR, DENSE_DIR, NORMALIZE_DIR)
 _TYPES = {"transformer": "sentence_transformers.models.Transformer", "pooling": "sentence_transformers.models.Pooling",
           "dense": "sentence_transformers.models.Dense", "normalize": "sentence_transformers.models.Normalize"}
 _POOLING_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens",
@@ -52,7 +49,8 @@ class SentenceSpec:
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
-            raise SentenceFolderError(f"pooling {self.pooling!r} is not supported; bortify implements {sorted(POOLINGS)}.")
+            raise SentenceFolderError(f"pooling {self.pooling!r} is not supported; bortify implements "
+                                      f"{sorted(POOLINGS)}.")
 
 
 def sentence_embedding(hidden: torch.Tensor, attention_mask: torch.Tensor | None, spec: SentenceSpec,
@@ -146,7 +144,8 @@ def write_sentence_folder(folder: str | Path, *, hidden_size: int, spec: Sentenc
     folder = Path(folder)
     mods = [{"idx": 0, "name": "0", "path": encoder_path, "type": _TYPES["transformer"]},
             {"idx": 1, "name": "1", "path": POOLING_DIR, "type": _TYPES["pooling"]}]
-    pooling = {"word_embedding_dimension": hidden_size, **{key: name == spec.pooling for name, key in _POOLING_KEYS.items()}}
+    pooling = {"word_embedding_dimension": hidden_size,
+               **{key: name == spec.pooling for name, key in _POOLING_KEYS.items()}}
     files = {f"{POOLING_DIR}/config.json": pooling,
              f"{encoder_path}/{TRANSFORMER_CONFIG_FILE}".lstrip("/"): {"max_seq_length": spec.max_seq_length,
                                                                       "do_lower_case": False}}
@@ -154,12 +153,14 @@ def write_sentence_folder(folder: str | Path, *, hidden_size: int, spec: Sentenc
         if projection.in_features != hidden_size:
             raise ValueError(f"projection takes {projection.in_features} features, the encoder gives {hidden_size}.")
         mods.append({"idx": len(mods), "name": str(len(mods)), "path": DENSE_DIR, "type": _TYPES["dense"]})
-        files[f"{DENSE_DIR}/config.json"] = {"in_features": projection.in_features, "out_features": projection.out_features,
+        files[f"{DENSE_DIR}/config.json"] = {"in_features": projection.in_features,
+                                             "out_features": projection.out_features,
                                              "bias": projection.bias is not None,
                                              "activation_function": "torch.nn.modules.linear.Identity"}
     if spec.normalize:
         mods.append({"idx": len(mods), "name": str(len(mods)), "path": NORMALIZE_DIR, "type": _TYPES["normalize"]})
-        files[f"{NORMALIZE_DIR}/config.json"] = {}  # sentence-transformers needs none; a file keeps the folder on the Hub
+        # sentence-transformers needs no config here; a file keeps the folder in a Hub repository
+        files[f"{NORMALIZE_DIR}/config.json"] = {}
     files[ST_CONFIG_FILE] = {"__version__": {"bortify": _bortify_version()}, "prompts": {}, "default_prompt_name": None,
                              "similarity_fn_name": "cosine" if spec.normalize else "dot"}
     for rel, obj in files.items():
@@ -252,11 +253,11 @@ def load_sentence_encoder(path: str | Path, *, default_spec: SentenceSpec | None
 
     path = Path(path)
     read = read_sentence_folder(path)
-    encoder_dir, spec, projection = (path / read[0], read[1], read[2]) if read else (path, default_spec or SentenceSpec(), None)
+    if read:
+        encoder_dir, spec, projection = path / read[0], read[1], read[2]
+    else:
+        encoder_dir, spec, projection = path, default_spec or SentenceSpec(), None
     model = AutoModel.from_pretrained(str(encoder_dir), use_safetensors=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
     return SentenceEncoder(model, tokenizer, spec, projection, batch_size)
 
-
-def spec_dict(spec: SentenceSpec) -> dict:
-    return asdict(spec)

@@ -1,4 +1,4 @@
-"""`bortify pretrain --compatible_with OLD`: backward-compatible embeddings during pretraining (BCT; docs/methods.md §4).
+"""`bortify pretrain --compatible_with OLD`: backward-compatible embeddings in pretraining (BCT; docs/methods.md §4).
 
 Besides the KD loss, each step embeds a batch of clean corpus sentences with the student — Dense(mean_pool(student))
 through a learned projection to the old model's width, normalised like the old model — and pulls it onto the OLD
@@ -184,13 +184,6 @@ def init_projection(head: CompatHead, encoder: nn.Module, data: CompatData, pad_
     weight, bias = least_squares_projection(torch.cat(pooled), data.targets.float())
     head.projection.weight.copy_(weight.to(head.projection.weight.device))
     head.projection.bias.copy_(bias.to(head.projection.bias.device))
-
-
-def old_width(old: SentenceEncoder) -> int:
-    """The width of the old model's sentence embedding (its Dense output when it has one)."""
-    if old.projection is not None:
-        return int(old.projection.out_features)
-    return int(old.encoder.config.hidden_size)
 
 
 def compat_record(old_model: str, head: CompatHead, data: CompatData, loss: str, w_compat: float,
