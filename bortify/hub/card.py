@@ -590,8 +590,9 @@ def _compat_values(pt: PretrainReport) -> dict:
     lines = [
         f"Trained with `--compatible_with {public_name(c.old_model, 'model')}` (BCT, Shen et al. 2020): its "
         f"{c.pooling}-pooled embedding, through a learned {' → '.join(map(str, c.projection or []))} projection"
-        f"{' and normalised' if c.normalized else ''}, was trained into that model's embedding space, so that queries embedded "
-        "by this model can search an index built by the old one with no re-indexing. `SentenceTransformer(...)` loads "
+        f"{' and normalised' if c.normalized else ''}, was trained into that model's embedding space, so that "
+        "queries embedded by this model can search an index built by the old one with no re-indexing. "
+        "`SentenceTransformer(...)` loads "
         "that encoder (the pretrained student, before fine-tuning) with its projection from this folder.",
     ]
     if not c.eval_dataset:

@@ -236,7 +236,8 @@ class DistillationTrainer(Trainer):
         if proj_sd:
             safetensors.torch.save_file(proj_sd, os.path.join(output_dir, PROJECTIONS_NAME), metadata={"format": "pt"})
         if wrapper.compat is not None:  # the sentence-transformers files (modules.json, 1_Pooling, 2_Dense, ...)
-            wrapper.compat.save(output_dir, {k[len("compat."):]: v for k, v in state_dict.items() if k.startswith("compat.")})
+            compat_sd = {k[len("compat."):]: v for k, v in state_dict.items() if k.startswith("compat.")}
+            wrapper.compat.save(output_dir, compat_sd)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
