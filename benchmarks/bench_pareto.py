@@ -189,7 +189,8 @@ def point_inputs(name: str, config: dict) -> dict:
         return {**teacher, **student, "epochs": st["epochs"], "learning_rates": st["learning_rates"],
                 "max_rounds": st["max_rounds"], "k": st["k"], "labeler_min_dev_score": st["labeler_min_dev_score"]}
     if name == "distill":  # bortify's defaults as resolved by that run + its overrides
-        return {**teacher, **student, "distill": config.get("distill_arguments")}
+        return {**teacher, **student, "distill": config.get("distill_arguments"),
+                "labeler_min_dev_score": st["labeler_min_dev_score"]}  # the teacher passes bortify's gate or not
     if name in ("frozen_lr", "model2vec_lr"):
         return {**split, "model2vec_dir": st["model2vec_dir"]}
     return {**split, "settings": st}  # int8 and anything new: the whole configuration

@@ -66,7 +66,7 @@ def test_save_teacher_is_compares_default_old_model(tmp_path, capsys):
     paths = models(tmp_path, "mlm")
     rc = _finetune("--model", paths["mlm"], "--output_dir", str(tmp_path / "out"), "--mode", "distill",
                    "--teacher", paths["mlm"], "--labeler_epochs", "1", "--labeler_min_dev_score", "0",
-                   "--distill_epochs", "1", "--save_teacher", "true", *[a.format(**files) for a in DATA], *FAST)
+                   "--distill_epochs", "1", "--distill_min_examples", "0", "--save_teacher", "true", *[a.format(**files) for a in DATA], *FAST)
     assert rc == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["labeler"]["saved_to"] == "teacher"

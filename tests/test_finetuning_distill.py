@@ -292,7 +292,7 @@ def rule_teacher(config, tokenizer, texts):
     model0 = tiny_classifier(config, seed=1)
     rows = [{"text": t, "label": rule_label(t)} for t in texts]
     train_tok = tokenize_transfer(rows, np.zeros((len(rows), 2)), tokenizer, ["text"], 24, False)
-    args = TaskDistillArguments(distill_alpha=1.0, distill_epochs=40, distill_learning_rate=3e-3,
+    args = TaskDistillArguments(distill_alpha=1.0, distill_epochs=40, distill_min_examples=0, distill_learning_rate=3e-3,
                                 distill_batch_size=16, distill_warmup=0.1)
     return train_distilled(model0, tokenizer, train_tok, args, seed=0)[0]
 
@@ -326,7 +326,7 @@ def test_distill_computes_teacher_logits_once_per_row_and_student_moves_toward_t
     student0 = tiny_classifier(small_config, seed=2)
     before = _agreement(student0, teacher_model, tokenizer, held)
     counter.rows = 0
-    args = TaskDistillArguments(distill_alpha=0.0, distill_epochs=10, distill_learning_rate=5e-3,
+    args = TaskDistillArguments(distill_alpha=0.0, distill_epochs=10, distill_min_examples=0, distill_learning_rate=5e-3,
                                 distill_batch_size=16, distill_warmup=0.0, distill_max_unlabeled=None,
                                 distill_augment_k=0)
     model, info = distill(task, student0, tokenizer, teacher, args, seed=0, max_length=24)
@@ -335,7 +335,7 @@ def test_distill_computes_teacher_logits_once_per_row_and_student_moves_toward_t
         "gold": 16, "augmented": 0, "unlabeled": 200, "total": 216}
     assert counter.rows == 216
     assert set(info["seconds"]) == {"transfer_set", "teacher_logits", "train", "total"}
-    assert info["settings"]["distill_alpha"] == 0.0 and info["examples_seen"] == 10 * 216
+    assert info["settings"]["distill_alpha"] == 0.0 and info["examples_seen"] == 10 * 216  # 2,160 >= min_examples
     assert 0 < info["train_loss"] < 1
     fidelity = info["teacher_agreement"]
     assert fidelity["rows"] == 216 and fidelity["agreement"] >= 0.85 and fidelity["student_classes"] == 2
@@ -361,6 +361,18 @@ def test_variants_fill_a_small_transfer_set_up_to_augment_until(max_k, until, n_
     from bortify.finetuning.distill import variants_per_row
 
     assert variants_per_row(max_k, until, n_train, n_unlabeled) == expected
+
+
+@pytest.mark.parametrize("epochs, min_examples, n_rows, expected", [
+    (3.0, 20000, 2686, 7.45),     # debates at 300 rows + 8 variants each: raised
+    (3.0, 20000, 11451, 3.0),     # Rotten Tomatoes at 300 rows + the pool: 34k rows seen already
+    (3.0, 0, 300, 3.0),           # 0 = the epochs as given
+    (10.0, 20000, 8000, 10.0),    # never lowered
+])
+def test_small_transfer_sets_train_for_more_epochs(epochs, min_examples, n_rows, expected):
+    from bortify.finetuning.distill import epochs_for
+
+    assert epochs_for(epochs, min_examples, n_rows) == expected
 
 
 def test_teacher_logits_come_back_in_row_order(small_config, tokenizer):
@@ -415,7 +427,8 @@ def test_real_minilm_teacher_distils_into_a_sliced_student_on_rotten_tomatoes(mi
     torch.manual_seed(0)
     student0 = BertForSequenceClassification(cfg)
     init_from_teacher(student0, AutoModel.from_pretrained(minilm_path, use_safetensors=True))
-    common_args = dict(distill_epochs=6, distill_learning_rate=1e-3, distill_batch_size=32)
+    common_args = dict(distill_epochs=6, distill_learning_rate=1e-3, distill_batch_size=32, distill_augment_k=0,
+                       distill_min_examples=0)  # the transfer set as given, 6 epochs
     distilled, info = distill(task, student0, tokenizer, teacher, TaskDistillArguments(distill_alpha=0.5, **common_args),
                               unlabeled_rows=pool, seed=0, max_length=32)
     gold_only, _ = distill(task, student0, tokenizer, teacher, TaskDistillArguments(distill_alpha=1.0, **common_args),
@@ -445,7 +458,7 @@ def test_regression_task_distils_through_the_trainer(small_config, tokenizer):
     torch.manual_seed(2)
     student0 = BertForSequenceClassification(cfg)
     pool = [{"s1": f"pool left {i}", "s2": f"pool right {i}"} for i in range(8)] + [{"s1": "dev a", "s2": "dev b"}]
-    model, info = distill(task, student0, tokenizer, teacher, TaskDistillArguments(distill_epochs=2, distill_warmup=0.0,
+    model, info = distill(task, student0, tokenizer, teacher, TaskDistillArguments(distill_epochs=2, distill_min_examples=0, distill_warmup=0.0,
                                                                                 distill_batch_size=8),
                           seed=0, unlabeled_rows=pool, max_length=16)
     assert info["transfer_set"]["unlabeled"] == 8 and info["transfer_set"]["unlabeled_dropped_dev_test"] == 1
@@ -468,7 +481,8 @@ def test_teacher_agreement_flags_a_student_that_collapsed_to_one_class(small_con
     monkeypatch.setattr(distill_module, "train_distilled", lambda *a, **k: (collapsed, 0.69))
     with caplog.at_level("WARNING", logger="bortify.finetuning.distill"):
         _, info = distill(task, tiny_classifier(small_config, 2), tokenizer, teacher,
-                          TaskDistillArguments(distill_epochs=1), seed=0, max_length=24)
+                          TaskDistillArguments(distill_epochs=1, distill_min_examples=0), seed=0,
+                          max_length=24)
     fidelity = info["teacher_agreement"]
     assert fidelity["student_classes"] == 1 and fidelity["teacher_classes"] == 2, fidelity
     assert "collapsed" in caplog.text and "distill_learning_rate" in caplog.text

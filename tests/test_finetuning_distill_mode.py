@@ -26,7 +26,8 @@ def _run(tmp_path, capsys, *extra):
     rc = main(["finetune", "--mode", "distill", "--model", student, "--labeler", teacher,
                "--train_file", str(tmp_path / "data" / "train.csv"), "--dev_file", str(tmp_path / "data" / "dev.csv"),
                "--test_file", str(tmp_path / "data" / "test.csv"), "--max_train_samples", "20",
-               "--labeler_min_dev_score", "0", "--distill_epochs", "1", "--distill_batch_size", "8",
+               "--labeler_min_dev_score", "0", "--distill_epochs", "1", "--distill_min_examples", "0",
+               "--distill_batch_size", "8",
                "--max_length", "16", "--output_dir", str(out), *extra])
     captured = capsys.readouterr()
     assert rc == 0, captured.err

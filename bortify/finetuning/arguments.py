@@ -359,7 +359,10 @@ class TaskDistillArguments:
     distill_max_unlabeled: int | None = _help("At most this many unlabelled rows (a seeded sample of the pool, "
                                               "after removing dev/test texts and duplicates); unset = all.",
                                               default=20000)
-    distill_epochs: float = _help("Epochs over the transfer set.", default=3.0)
+    distill_epochs: float = _help("Epochs over the transfer set (at least; see distill_min_examples).", default=3.0)
+    distill_min_examples: int = _help("Raise the epochs of a small transfer set until the student sees at least this "
+                                      "many rows in all (3 epochs over 300 gold rows is a few dozen steps). 0 = "
+                                      "distill_epochs as given.", default=20000)
     distill_learning_rate: float = _help("Peak learning rate of the student (AdamW, linear decay). 5e-4 measured "
                                          "stable for the demo's H128 student; 1e-3 sometimes collapsed to one class "
                                          "(BENCHMARKS.md, task distillation).", default=5e-4)
@@ -379,6 +382,9 @@ class TaskDistillArguments:
                              f"{self.distill_augment_until}.")
         if self.distill_max_unlabeled is not None and self.distill_max_unlabeled < 0:
             raise ValueError(f"distill_max_unlabeled must be >= 0 (or unset for all), got {self.distill_max_unlabeled}.")
+        if self.distill_min_examples < 0:
+            raise ValueError(f"distill_min_examples must be >= 0 (0 = distill_epochs as given), got "
+                             f"{self.distill_min_examples}.")
         if self.distill_epochs <= 0:
             raise ValueError(f"distill_epochs must be > 0, got {self.distill_epochs}.")
         if self.distill_learning_rate <= 0:
