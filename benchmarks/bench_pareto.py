@@ -686,8 +686,8 @@ def markdown(results: dict) -> str:
             rows += f" ({panel['train_rows_requested']} asked)"
         for p in panel["points"]:
             if "accuracy_mean" in p:
-                acc = f"{p['accuracy_mean']:.3f}" + ("" if p["deterministic"] else
-                                                      f" ± {p['accuracy_sd']:.3f} (n={len(p['seeds'])})")
+                acc = f"{p['accuracy_mean']:.3f}" + ("" if p["deterministic"] else " (1 seed)" if len(p["seeds"]) == 1
+                                                      else f" ± {p['accuracy_sd']:.3f} (n={len(p['seeds'])})")
             else:
                 acc = "refused: " + p["refused"][0]["why"].split(":")[0] if p["refused"] else "—"
             speed = f"{p['sentences_per_s']:,.0f}" if "sentences_per_s" in p else "—"
