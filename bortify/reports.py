@@ -398,6 +398,7 @@ class FinetuneReport(Report):
     num_parameters: int | None = None
     nfr: float | dict | None = None  # docs/methods.md §4: negative flip rate against the replaced model (if measured)
     congruent: dict | None = None  # --old_model: focal distillation settings and old-model pass (docs/methods.md §4.3)
+    compatibility: CompatibilityRecord | None = None  # --compatible_with: BCT's influence loss + test (§4.4)
     output_dir: str | None = _local()
 
     @classmethod
@@ -457,6 +458,8 @@ class FinetuneReport(Report):
                          f"β {c.get('beta')}, D {c.get('divergence')}); old model right on "
                          f"{_g(c.get('old_train_accuracy'), '.1%')} of the train rows; measure the flips with "
                          "`bortify compare`")
+        if self.compatibility:  # --compatible_with (docs/methods.md §4.4)
+            lines.append(self.compatibility.summary_line())
         if splits.get("dropped_empty"):
             lines.append(f"{splits['dropped_empty']} train row(s) with an empty text were dropped")
         lines.append(f"checkpoint, {REPORT_FILE}, rounds.png in {self.output_dir}")

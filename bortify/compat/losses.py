@@ -6,11 +6,13 @@
   BCT: the old model's *embedding* is the target, which needs no classifier and works for any old encoder.
 - `influence_loss`: BCT's influence loss as published (Shen et al. 2020, eq. 4): the new embedding, through the
   OLD model's frozen classifier w_old, must classify x correctly: CE(w_old(φ_new(x)), y).
+- `bct_finetune_loss`: BCT's whole fine-tuning objective, L = CE(new head(e_new), y) + λ·CE(w_old(φ(e_new)), y)
+  (`bortify finetune --compatible_with`, docs/methods.md §4.4).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +73,47 @@ def influence_loss(new_embedding: torch.Tensor, old_classifier: Callable[[torch.
         raise ValueError(f"{new_embedding.shape[0]} embeddings for {labels.shape[0]} labels.")
     logits = old_classifier(new_embedding)
     return F.cross_entropy(logits.float(), labels.long())
+
+
+class BCTLoss(NamedTuple):
+    loss: torch.Tensor  # CE_new + λ·influence: what is back-propagated
+    ce: torch.Tensor  # the new head's task term (detached)
+    influence: torch.Tensor  # BCT's influence term, before λ (detached)
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor | None, soft_targets: torch.Tensor | None):
+    """CE against class ids, or against row distributions (Agora's soft labels)."""
+    if labels is not None:
+        return F.cross_entropy(logits.float(), labels.long())
+    return -(soft_targets.float() * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+
+
+def bct_finetune_loss(new_logits: torch.Tensor, projected_embedding: torch.Tensor,
+                      old_classifier: Callable[[torch.Tensor], torch.Tensor], *, labels: torch.Tensor | None = None,
+                      soft_targets: torch.Tensor | None = None, w_compat: float = 1.0) -> BCTLoss:
+    """BCT's fine-tuning objective (Shen et al. 2020, eq. 3-4): the new model's own head learns the task, and the
+    new embedding projected to the old width, φ(e_new) (`projected_embedding`, (B, D_old)), must be classified
+    correctly by the old model's frozen head (`old_classifier`, logits in the TASK's class order):
+
+        L = CE(new_logits, y) + w_compat · CE(w_old(φ(e_new)), y)
+
+    Targets are class ids (`labels`) or row distributions (`soft_targets`: Agora's generated rows); exactly one."""
+    if (labels is None) == (soft_targets is None):
+        raise ValueError("give exactly one of labels / soft_targets.")
+    if w_compat < 0:
+        raise ValueError(f"w_compat must be >= 0, got {w_compat}.")
+    params = list(getattr(old_classifier, "parameters", lambda: [])())
+    if any(p.requires_grad for p in params):
+        raise ValueError("the old classifier must be frozen (requires_grad_(False)): BCT keeps w_old fixed.")
+    if projected_embedding.shape[0] != new_logits.shape[0]:
+        raise ValueError(f"{projected_embedding.shape[0]} embeddings for {new_logits.shape[0]} rows.")
+    old_logits = old_classifier(projected_embedding)
+    if old_logits.shape != new_logits.shape:
+        raise ValueError(f"the old head gives {tuple(old_logits.shape)} logits, the new one {tuple(new_logits.shape)}: "
+                         "old and new must classify the same label set.")
+    ce = _cross_entropy(new_logits, labels, soft_targets)
+    influence = _cross_entropy(old_logits, labels, soft_targets)
+    return BCTLoss(ce + w_compat * influence, ce.detach(), influence.detach())
 
 
 def least_squares_projection(x: torch.Tensor, y: torch.Tensor,

@@ -443,5 +443,48 @@ class CongruentArguments:
                                  divergence=self.pc_divergence, temperature=self.pc_temperature)
 
 
+COMPAT_INITS = ("lstsq", "random")
+
+
+@dataclass
+class CompatibleArguments:
+    """`--compatible_with`: backward-compatible embeddings in fine-tuning, BCT's influence loss through the old
+    classifier's frozen head (docs/methods.md §4.4). Plain and Agora modes; the other names start with `compat_` /
+    `w_compat`, as in `bortify pretrain --compatible_with`."""
+
+    compatible_with: str | None = _help("The fine-tuned classifier (same task labels, by name) whose embedding space "
+                                        "the new model must join (BCT, Shen et al. 2020): its [CLS] embedding, "
+                                        "through a learned projection to the old width, must be classified right by "
+                                        "the OLD model's frozen head: L = CE(new) + w_compat·CE(w_old(φ(e_new))). The "
+                                        "output gains sentence-transformers files (cls pooling + the projection) and "
+                                        "report.json BCT's compatibility test on the test split. Unset: off.",
+                                        default=None)
+    w_compat: float = _help("With --compatible_with: weight λ of BCT's influence loss.", default=1.0)
+    compat_init: str = _help("With --compatible_with: the projection's start, 'lstsq' (ridge regression of the old "
+                             "model's embeddings of the train texts on the initial student's) or 'random'.",
+                             default="lstsq")
+    compat_eval_gallery: int = _help("Compatibility test: gallery size (test texts embedded by the old model).",
+                                     default=2000)
+    compat_eval_queries: int = _help("Compatibility test: queries (test texts embedded by the new model).",
+                                     default=500)
+    compat_eval_k: int = _help("Compatibility test: k of the kNN classification.", default=10)
+
+    def __post_init__(self):
+        if self.compat_init not in COMPAT_INITS:
+            raise ValueError(f"compat_init must be one of {', '.join(COMPAT_INITS)}, got {self.compat_init!r}.")
+        if self.w_compat < 0:
+            raise ValueError(f"w_compat must be >= 0, got {self.w_compat}.")
+        _at_least(1, compat_eval_gallery=self.compat_eval_gallery, compat_eval_queries=self.compat_eval_queries,
+                  compat_eval_k=self.compat_eval_k)
+
+    def settings(self):
+        """The run's settings (bortify.compat.finetune.CompatSettings)."""
+        from bortify.compat.finetune import CompatSettings
+
+        return CompatSettings(old_model=self.compatible_with, w_compat=self.w_compat, init=self.compat_init,
+                              gallery=self.compat_eval_gallery, queries=self.compat_eval_queries,
+                              knn_k=self.compat_eval_k)
+
+
 ARGUMENT_CLASSES = (FinetuneModelArguments, FinetuneDataArguments, FinetuneGridArguments, AgoraArguments,
-                    TaskDistillArguments, CongruentArguments)
+                    TaskDistillArguments, CongruentArguments, CompatibleArguments)

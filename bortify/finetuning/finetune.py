@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 
 from bortify.finetuning.acceptance import class_ratio, mistake_rule, split_dev
 from bortify.finetuning.agora import AgoraResult, RoundRecord, agora
-from bortify.finetuning.arguments import (AgoraArguments, CongruentArguments, FinetuneDataArguments,
-                                          FinetuneGridArguments, FinetuneModelArguments)
+from bortify.finetuning.arguments import (AgoraArguments, CompatibleArguments, CongruentArguments,
+                                          FinetuneDataArguments, FinetuneGridArguments, FinetuneModelArguments)
 from bortify.finetuning.distill import TaskDistillArguments, distill
 from bortify.finetuning.generators import GENERATORS, generate_rows
 from bortify.finetuning.labelers import GeneratedRowLabeler, build_labeler
@@ -153,6 +153,10 @@ OUR_FILES = {"config.json", "model.safetensors", "generation_config.json", "toke
              "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
              "sentencepiece.bpe.model", "chat_template.jinja", "agora_added.jsonl", "rounds.png", REPORT,
              "stage_done.json", "teacher"}  # teacher/: save_teacher
+# --compatible_with: the sentence-transformers files (bortify.compat.sentence) beside the classifier
+SENTENCE_FILES = ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json", "1_Pooling",
+                  "2_Dense")
+OUR_FILES |= set(SENTENCE_FILES)
 
 
 def check_finished_output(out: Path, overwrite: bool) -> None:
@@ -222,20 +226,23 @@ def dev_parts(task: TaskData, model_args: FinetuneModelArguments, agora_args: Ag
 def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments,
              grid_args: FinetuneGridArguments, agora_args: AgoraArguments,
              distill_args: TaskDistillArguments | None = None,
-             congruent_args: CongruentArguments | None = None) -> FinetuneReport:
+             congruent_args: CongruentArguments | None = None,
+             compat_args: CompatibleArguments | None = None) -> FinetuneReport:
     """Fine-tune (plain, Agora or task distillation) and write the checkpoint + report.json + rounds.png.
     Returns the report. `distill_args` (mode 'distill'; default: TaskDistillArguments()) sets the distillation;
-    `congruent_args.old_model` trains with focal distillation against the replaced model (docs/methods.md §4.3).
+    `congruent_args.old_model` trains with focal distillation against the replaced model (docs/methods.md §4.3);
+    `compat_args.compatible_with` with BCT's influence loss through its frozen head (docs/methods.md §4.4).
 
     `torch_threads` applies for the call and is restored afterwards."""
     with torch_threads(model_args.torch_threads):
         return _finetune(model_args, data_args, grid_args, agora_args, distill_args or TaskDistillArguments(),
-                         congruent_args or CongruentArguments())
+                         congruent_args or CongruentArguments(), compat_args or CompatibleArguments())
 
 
 def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments,
               grid_args: FinetuneGridArguments, agora_args: AgoraArguments,
-              distill_args: TaskDistillArguments, congruent_args: CongruentArguments) -> FinetuneReport:
+              distill_args: TaskDistillArguments, congruent_args: CongruentArguments,
+              compat_args: CompatibleArguments) -> FinetuneReport:
     """The steps in the order of the module docstring: checks, labeler, selection on train/dev, test, output."""
     import transformers
 
@@ -245,6 +252,8 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
     thetas = grid_args.thetas()
     task = load_task(data_args)
     check_congruent(congruent_args, model_args, task)
+    check_compatible(compat_args, congruent_args, model_args, task)
+    check_output_is_not_an_input(out, {"old model (--compatible_with)": compat_args.compatible_with})
     # Seed before anything random is drawn: the classifier head (and pooler) are initialised at load time.
     transformers.set_seed(model_args.seed)
     student0, tokenizer, load_note = load_classifier_with_note(model_args.model, task.label_names, task.regression)
@@ -264,6 +273,12 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
 
         runs.congruent = CongruentRuns(congruent_args.old_model, task, congruent_args.focal(),
                                        max_length=model_args.max_length, batch_size=model_args.eval_batch_size)
+    if compat_args.compatible_with:  # BCT's influence loss through the old model's frozen head (docs/methods.md §4.4)
+        from bortify.compat.finetune import CompatFinetune
+
+        say(f"--compatible_with {compat_args.compatible_with}: embedding the train texts with the old model (once)")
+        runs.compat = CompatFinetune(compat_args.settings(), task, student0, tokenizer,
+                                     max_length=model_args.max_length, batch_size=model_args.eval_batch_size)
     distill_info = None
     if model_args.mode == "agora":
         result = agora_search(runs, thetas, agora_args, labeler, generator)
@@ -278,6 +293,8 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
     # --- the end: now, and only now, the test split ----------------------------------------------------------
     scores = score_result(runs, result, model_args, agora_args)
     labeler_test = labeler.evaluate(task.test) if labeler is not None else None  # for the card and the benchmark
+    compatibility = (runs.compat.evaluate(result.best_model, tokenizer, task_fields(task, model_args, data_args)
+                                          ["dataset"], model_args.seed) if runs.compat is not None else None)
     report = FinetuneReport.make({
         **task_fields(task, model_args, data_args),
         "mode": model_args.mode,
@@ -308,10 +325,14 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
         "labeler_seconds": round(labeler.seconds, 1) if labeler else 0.0,
         "num_parameters": sum(p.numel() for p in result.best_model.parameters()),
         "congruent": runs.congruent.describe() if runs.congruent is not None else None,
+        "compatibility": compatibility,  # --compatible_with: BCT settings and compatibility test (§4.4)
     }, output_dir=model_args.output_dir)
     if congruent_args.save_teacher and labeler is not None:  # beside the student, for `bortify compare`
         save_teacher(out, labeler, report)
-    _write_output(out, result.best_model, tokenizer, result.added_rows, scores.rounds, task.main_metric, report)
+    sentence = ((lambda folder: runs.compat.write_sentence_files(result.best_model, folder))
+                if runs.compat is not None else None)
+    _write_output(out, result.best_model, tokenizer, result.added_rows, scores.rounds, task.main_metric, report,
+                  sentence)
     return report
 
 
@@ -338,6 +359,31 @@ def check_congruent(args: CongruentArguments, model_args: FinetuneModelArguments
     from bortify.finetuning.old_model import label_names, label_order
 
     label_order(label_names(args.old_model, "old model"), task.label_names, "old model")  # config only, by name
+
+
+def check_compatible(args: CompatibleArguments, congruent: CongruentArguments, model_args: FinetuneModelArguments,
+                     task: TaskData) -> None:
+    """--compatible_with needs a single-text classification task in plain or Agora mode and an old sequence
+    classifier with the task's label names (config only: before any model is loaded)."""
+    if not args.compatible_with:
+        return
+    if model_args.mode == "distill":
+        raise ValueError("--compatible_with (BCT's influence loss) works with --mode plain or agora; task "
+                         "distillation trains on its teacher's soft labels. Drop --compatible_with or choose another "
+                         "mode.")
+    if congruent.old_model:
+        raise ValueError("--compatible_with and --old_model cannot be combined yet (each trains with its own loss); "
+                         "choose one.")
+    if task.regression:
+        raise ValueError("--compatible_with (BCT's influence loss) needs a classification task: the old model's "
+                         "head must classify the new embedding. Drop --compatible_with for this regression task.")
+    if len(task.text_columns) != 1:
+        raise ValueError(f"--compatible_with needs a single-text task (an index holds single texts); this task has "
+                         f"text columns {task.text_columns}. Drop --compatible_with.")
+    from bortify.finetuning.old_model import label_names, label_order
+
+    what = "old model (--compatible_with)"
+    label_order(label_names(args.compatible_with, what), task.label_names, what)  # config only, by name
 
 
 TEACHER_DIR = "teacher"  # save_teacher: the fine-tuned teacher / labeler beside the student
@@ -402,6 +448,7 @@ class Runs:
                         desc=f"finetune ({model_args.mode})", unit="run", dynamic_ncols=True)
         self._train_tok: dict[int, datasets.Dataset] = {}
         self.congruent = None  # congruent.CongruentRuns with --old_model
+        self.compat = None  # bortify.compat.finetune.CompatFinetune with --compatible_with
 
     def fit(self, rows: list[dict], theta: dict):
         """A fresh copy of the student fine-tuned on `rows` with θ (trainer.fit)."""
@@ -416,6 +463,10 @@ class Runs:
                                   self.congruent.train_set(rows, self._train_tok[len(rows)]), theta,
                                   self.congruent.focal, epochs=self.grid.num_train_epochs, max_steps=self.grid.max_steps,
                                   seed=self.seed, training=self.training)
+        elif self.compat is not None:  # BCT's influence loss (docs/methods.md §4.4)
+            model = self.compat.fit(self.student0, self.tokenizer, self._train_tok[len(rows)], theta,
+                                    epochs=self.grid.num_train_epochs, max_steps=self.grid.max_steps, seed=self.seed,
+                                    training=self.training)
         else:
             model = fit(self.student0, self.tokenizer, self._train_tok[len(rows)], theta,
                         epochs=self.grid.num_train_epochs, max_steps=self.grid.max_steps, seed=self.seed,
@@ -597,7 +648,7 @@ def agora_fields(agora_args: AgoraArguments, task: TaskData, result: AgoraResult
 
 
 def _write_output(out: Path, model, tokenizer, added_rows: list[dict], rounds: list[dict], metric: str,
-                  report: FinetuneReport) -> None:
+                  report: FinetuneReport, sentence=None) -> None:
     """Checkpoint files are written into a staging dir INSIDE the output dir (same file system, so the final
     renames cannot fail across devices, e.g. when the output is a mount point), then moved in; report.json last."""
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
@@ -610,12 +661,14 @@ def _write_output(out: Path, model, tokenizer, added_rows: list[dict], rounds: l
                     f.write(json.dumps(row) + "\n")
         if rounds:
             plot_rounds(rounds, metric, staging / "rounds.png")
+        if sentence is not None:  # --compatible_with: the sentence-transformers files (bortify.compat.finetune)
+            sentence(staging)
         make_shareable(staging)  # mkdtemp is 0700: the files get ordinary modes
         if (out / REPORT).exists():
             (out / REPORT).unlink()  # (overwrite) an interrupted replacement must not look finished
-        for stale in ("agora_added.jsonl", "rounds.png"):  # outputs of an earlier run this one does not make
+        for stale in ("agora_added.jsonl", "rounds.png", *SENTENCE_FILES):  # an earlier run's, not this one's
             if (out / stale).exists() and not (staging / stale).exists():
-                (out / stale).unlink()
+                shutil.rmtree(out / stale) if (out / stale).is_dir() else (out / stale).unlink()
         for item in staging.iterdir():
             target = out / item.name
             if target.is_dir() and not target.is_symlink():
