@@ -11,6 +11,15 @@ training seconds.
     .venv/bin/python benchmarks/bench_flips.py --seeds 0 --max_train 600 --max_test 1000      # ~6 min on 2 cores
     .venv/bin/python benchmarks/bench_flips.py --seeds 0 1 2 --tasks embedded:rotten-tomatoes embedded:debates
 
+`--mode distill` (the product's fine-tuning mode, docs/methods.md §7 + §4.3): old = the fine-tuned teacher; new =
+the student task-distilled from it (transfer set = the train rows + the unused train rows / generated variants, as
+`bortify finetune --mode distill` builds it with its defaults) plainly (β = 0: plain distillation) and with focal
+weights λ·(α + β·1(teacher right)) on the gold rows' KD term (`--old_model teacher`), for every β of
+--distill_betas (λ of --distill_lams). One teacher pass over the transfer set is shared by all variants.
+
+    .venv/bin/python benchmarks/bench_flips.py --mode distill --threads 1 --tasks embedded:rotten-tomatoes \
+        --out benchmarks/results/flips_distill_rt.json
+
 Writes benchmarks/results/flips.json (after every run) and prints a markdown table.
 """
 
@@ -52,6 +61,12 @@ def parse(argv=None):
     p.add_argument("--divergence", default="l2", choices=["l2", "kl"])
     p.add_argument("--agora", action="store_true", help="also Agora mode (labeler = the old model), with and "
                    "without --old_model, through the library's finetune() (max_rounds 3, k 4)")
+    p.add_argument("--mode", default="plain", choices=["plain", "distill"],
+                   help="plain: fine-tuning with / without focal distillation; distill: task distillation with / "
+                   "without focal weights (old = the teacher)")
+    p.add_argument("--distill_betas", nargs="+", type=float, default=[5.0], help="--mode distill: β of each focal "
+                   "variant (β = 0 with λ = α = 1 is the plain distillation baseline, always run)")
+    p.add_argument("--distill_lams", nargs="+", type=float, default=[1.0], help="--mode distill: λ of each variant")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "results" / "flips.json"))
     return p.parse_args(argv)
@@ -118,6 +133,100 @@ def run_task(name: str, seed: int, args) -> dict:
             out[key] = {"accuracy": stats["accuracy_new"], "nfr": stats["nfr"], "relative_nfr": stats["relative_nfr"],
                         "pfr": stats["pfr"], "train_seconds": round(time.perf_counter() - t, 1)}
     return out
+
+
+def run_task_distill(name: str, seed: int, args) -> dict:
+    """--mode distill: one teacher, one transfer set and one teacher pass; the student distilled plainly and with
+    focal weights for every (λ, β); test accuracy / NFR / relative NFR / PFR against the teacher."""
+    import transformers
+
+    from bortify.finetuning.arguments import TaskDistillArguments
+    from bortify.finetuning.congruent import FocalDistillation, old_right_flags
+    from bortify.finetuning.distill import (build_transfer_set, epochs_for, teacher_logits_for, tokenize_transfer,
+                                            train_distilled, variants_per_row)
+    from bortify.finetuning.generators import NearestNeighbourSubstitution
+    from bortify.finetuning.labelers import build_labeler
+    from bortify.finetuning.tasks import prepare_task
+    from bortify.finetuning.trainer import load_classifier, predict, tokenize
+    from bortify.metrics.flips.flips import flip_statistics
+
+    task = prepare_task(name, max_train_samples=args.max_train, max_test_samples=args.max_test, split_seed=42)
+    cols = task.text_columns
+    t0 = time.perf_counter()
+    teacher = build_labeler(task, labeler=None, teacher=TEACHER, max_length=args.max_length, seed=seed,
+                            epochs=args.teacher_epochs, learning_rate=args.teacher_learning_rate, min_dev_score=0.0)
+    teacher_s = time.perf_counter() - t0
+    old_test = teacher.task_logits([{c: r[c] for c in cols} for r in task.test]).argmax(1)
+    gold = list(task.test["label"])
+
+    dargs = TaskDistillArguments()  # the product's defaults (as the demo recipe: T 2, α 0.5, lr 5e-4, batch 32)
+    pool = [{c: r[c] for c in cols} for r in task.unlabeled] if task.unlabeled is not None else []
+    k = variants_per_row(dargs.distill_augment_k, dargs.distill_augment_until, len(task.train),
+                         min(len(pool), dargs.distill_max_unlabeled))
+    generator = (NearestNeighbourSubstitution(teacher.tokenizer, teacher.model.get_input_embeddings().weight)
+                 if k else None)
+    transfer = build_transfer_set(task, augment_k=k, generator=generator, unlabeled_rows=pool,
+                                  max_unlabeled=dargs.distill_max_unlabeled, seed=seed)
+    t = time.perf_counter()
+    logits = teacher_logits_for(teacher, transfer.rows, cols)
+    pass_s = time.perf_counter() - t
+    transformers.set_seed(seed)
+    student0, tok = load_classifier(args.student, task.label_names, False)
+    train_tok = tokenize_transfer(transfer.rows, logits, tok, cols, args.max_length, False)
+    dargs.distill_epochs = epochs_for(dargs.distill_epochs, dargs.distill_min_examples, len(train_tok))
+    is_gold = [r["source"] == "gold" for r in transfer.rows]
+    right = old_right_flags(logits, [int(r["label"]) if g else 0 for r, g in zip(transfer.rows, is_gold)], is_gold)
+    focal_tok = train_tok.add_column("old_right", right.tolist())
+    test_tok = tokenize(task.test, tok, cols, args.max_length)
+    out = {"task": name, "seed": seed, "mode": "distill", "train": len(task.train), "test": len(task.test),
+           "transfer_set": transfer.counts, "variants_per_row": k, "epochs": dargs.distill_epochs,
+           "teacher_seconds": round(teacher_s, 1), "teacher_pass_seconds": round(pass_s, 1),
+           "old_accuracy": float((old_test == gold).mean()),
+           "teacher_right_on_gold_train": float(right.sum() / max(1, sum(is_gold)))}
+
+    def evaluate(key, focal):
+        t = time.perf_counter()
+        model, _ = train_distilled(student0, tok, focal_tok if focal else train_tok, dargs, seed=seed, focal=focal)
+        seconds = time.perf_counter() - t
+        new_test = predict(model, tok, test_tok).argmax(1)
+        stats = flip_statistics(gold, old_test.tolist(), new_test.tolist())
+        out[key] = {"accuracy": stats["accuracy_new"], "nfr": stats["nfr"], "relative_nfr": stats["relative_nfr"],
+                    "pfr": stats["pfr"], "train_seconds": round(seconds, 1),
+                    "settings": vars(focal) if focal else {"beta": 0.0}}
+        print(json.dumps({"task": name, "seed": seed, key: out[key]}), flush=True)
+
+    evaluate("plain", None)
+    for lam in args.distill_lams:
+        for beta in args.distill_betas:
+            evaluate(f"focal_l{lam:g}_b{beta:g}", FocalDistillation(lam=lam, alpha=1.0, beta=beta))
+    return out
+
+
+def distill_table(results: list[dict]) -> str:
+    """One row per task and variant (mean ± sd over seeds); NFR cut = 1 - NFR / plain distillation's NFR."""
+    lines = ["| task | variant | seeds | teacher acc | student acc | Δacc vs plain | NFR | rNFR | NFR cut | train s |",
+             "|" + "---|" * 10]
+    for name in dict.fromkeys(r["task"] for r in results):
+        rs = [r for r in results if r["task"] == name]
+        keys = [k for k in rs[0] if k == "plain" or k.startswith("focal_")]
+
+        def mean(f):
+            vals = [f(r) for r in rs]
+            return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+        def cell(f, spec=".3f"):
+            mu, sd = mean(f)
+            return f"{mu:{spec}}" + (f" ± {sd:{spec}}" if len(rs) > 1 else "")
+        base_nfr, base_acc = mean(lambda r: r["plain"]["nfr"])[0], mean(lambda r: r["plain"]["accuracy"])[0]
+        for key in keys:
+            nfr, acc = mean(lambda r: r[key]["nfr"])[0], mean(lambda r: r[key]["accuracy"])[0]
+            cut = f"{1 - nfr / base_nfr:.0%}" if base_nfr > 0 and key != "plain" else ""
+            delta = f"{100 * (acc - base_acc):+.1f} pt" if key != "plain" else ""
+            lines.append(f"| {name} | {'plain distillation (β 0)' if key == 'plain' else key} | {len(rs)} "
+                         f"| {cell(lambda r: r['old_accuracy'])} | {cell(lambda r: r[key]['accuracy'])} | {delta} "
+                         f"| {cell(lambda r: r[key]['nfr'])} | {cell(lambda r: r[key]['relative_nfr'], '.2f')} "
+                         f"| {cut} | {cell(lambda r: r[key]['train_seconds'], '.0f')} |")
+    return "\n".join(lines)
 
 
 def agora_run(name: str, task, labeler, old_model, seed: int, args):
@@ -193,11 +302,11 @@ def main(argv=None) -> int:
     results = []
     for name in args.tasks:
         for seed in args.seeds:
-            results.append(run_task(name, seed, args))
+            results.append((run_task_distill if args.mode == "distill" else run_task)(name, seed, args))
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")
             print(json.dumps(results[-1]), flush=True)
-    print(table(results))
+    print(distill_table(results) if args.mode == "distill" else table(results))
     return 0
 
 

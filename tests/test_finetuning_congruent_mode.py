@@ -1,4 +1,5 @@
-"""`bortify finetune --old_model` (focal distillation, docs/methods.md §4.3) in plain and Agora mode, save_teacher
+"""`bortify finetune --old_model` (focal distillation, docs/methods.md §4.3) in plain and Agora mode (distill mode:
+test_finetuning_congruent_distill.py), save_teacher
 + `bortify compare`'s default old model, and the bad-input rows, on tiny models (plus one real-model run)."""
 
 import json
@@ -85,8 +86,8 @@ def ft(*argv):
 
 
 CASES = [
-    Case("old-model-with-distill", ft("--mode", "distill", "--old_model", "{old}"), r"plain or agora",
-         setup=setup("old", "mlm")),
+    Case("old-model-teacher-outside-distill", ft("--mode", "plain", "--old_model", "teacher"),
+         r"old_model teacher names the teacher of --mode distill", setup=setup("mlm")),
     Case("old-model-other-labels", ft("--mode", "plain", "--old_model", "{other_labels}"),
          r"old model predicts labels \['neg', 'pos'\].*match by name", setup=setup("other_labels", "mlm")),
     Case("old-model-not-a-classifier", ft("--mode", "plain", "--old_model", "{mlm}"), r"not a sequence classifier",

@@ -410,12 +410,14 @@ PC_DIVERGENCES = ("l2", "kl")
 @dataclass
 class CongruentArguments:
     """`--old_model`: positive-congruent fine-tuning, focal distillation against the model being replaced
-    (docs/methods.md §4.3). Plain and Agora modes; the other names start with `pc_`."""
+    (docs/methods.md §4.3). Plain, Agora and distill modes; the other names start with `pc_`."""
 
     old_model: str | None = _help("The classifier this fine-tuning replaces (its id2label names must be the task's "
                                   "labels): train with focal distillation against it, L = CE + λ·mean[(α + β·1(old "
                                   "right))·D(new, old)], so fewer examples it got right become wrong (negative flips). "
-                                  "Unset: plain training.", default=None)
+                                  "--mode distill: 'teacher' (or the --labeler path) = the run's own teacher, whose "
+                                  "cached logits are reused: its KD term on gold rows is weighted λ·(α + β·1(teacher "
+                                  "right)), λ·α elsewhere. Unset: plain training.", default=None)
     pc_lambda: float = _help("λ: weight of the focal-distillation term.", default=1.0)
     pc_alpha: float = _help("α: distillation weight of every row (0 does not work, the paper).", default=1.0)
     pc_beta: float = _help("β: extra weight of the rows the old model gets right (0 = plain distillation).",

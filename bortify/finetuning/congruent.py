@@ -227,3 +227,117 @@ class FocalDistillTrainer(Trainer):
                                         labels=None if soft is not None else labels, soft_targets=soft,
                                         settings=self.focal)
         return (parts.loss, outputs) if return_outputs else parts.loss
+
+
+# --- focal distillation inside task distillation (`bortify finetune --mode distill --old_model`) ---------------
+# docs/methods.md §4.3. Task distillation (§7) already trains the student towards its fine-tuned teacher on every
+# transfer-set row: L = a·CE(gold rows) + (1-a)·mean_i KD_i. When the model being replaced IS that teacher (the
+# common case: a small model replaces the big one it was distilled from; `--old_model teacher`, or the --labeler
+# path), the focal weights go onto the KD term itself, with no second pass over the transfer set:
+#
+#     L = a·CE + (1-a) · mean_i [λ·(α + β·1(gold_i ∧ old right on x_i))] · KD_i
+#
+# λ = α = 1, β = 0 is plain task distillation exactly. Rows without a gold label (augmented variants, the
+# unlabelled pool) get λ·α: "old right" needs a gold label, and judging the teacher against its own label would
+# make every such row "right" — a uniform bonus, i.e. a larger λ, with no focus on what the old model got right.
+# Another old model (a path that is not the teacher) adds the plain-mode focal term against its own cached logits:
+#
+#     L = a·CE + (1-a)·mean_i KD_i + λ · mean_i [(α + β·1(gold_i ∧ old right))] · D(z_new_i, z_old_i)
+
+OLD_IS_TEACHER = "teacher"  # `--old_model teacher` (distill mode): the run's own fine-tuned teacher
+
+
+class FocalTaskKDLoss(NamedTuple):
+    loss: torch.Tensor  # what is back-propagated
+    gold: torch.Tensor  # CE on the gold rows (detached)
+    kd: torch.Tensor  # the KD term towards the teacher, weighted when the old model is the teacher (detached)
+    fd: torch.Tensor  # the separate focal term against another old model, before λ; 0 when old = teacher
+
+
+def distill_focal_weights(labels: torch.Tensor, old_right: torch.Tensor, focal: FocalDistillation,
+                          ignore_index: int = -100) -> torch.Tensor:
+    """α + β·1(gold ∧ old right) per row: a row without a gold label (`labels` == ignore_index) gets α."""
+    gold = (labels != ignore_index).float()
+    return focal_weights(old_right.float() * gold.to(old_right.device), focal.alpha, focal.beta)
+
+
+def focal_task_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                                 old_right: torch.Tensor, *, focal: FocalDistillation, alpha: float = 0.5,
+                                 temperature: float = 2.0,
+                                 old_logits: torch.Tensor | None = None) -> FocalTaskKDLoss:
+    """One batch of task distillation (losses.task_distillation_loss: `alpha`, `temperature`) with focal weights
+    (the block comment above). `old_logits` None = the old model is the teacher: the KD term is weighted by
+    λ·(α + β·1(gold ∧ old right)); else a λ-weighted focal term D(new, old) is added."""
+    from bortify.finetuning.losses import IGNORE_INDEX, task_distillation_loss
+
+    if old_right.shape[0] != student_logits.shape[0]:
+        raise ValueError(f"{old_right.shape[0]} old_right flags for {student_logits.shape[0]} rows.")
+    weights = distill_focal_weights(labels, old_right, focal, IGNORE_INDEX)
+    if old_logits is None:
+        parts = task_distillation_loss(student_logits, teacher_logits, labels, alpha=alpha, temperature=temperature,
+                                       kd_weights=focal.lam * weights)
+        return FocalTaskKDLoss(parts.loss, parts.gold, parts.kd, torch.zeros(()))
+    if old_logits.shape != student_logits.shape:
+        raise ValueError(f"new logits {tuple(student_logits.shape)} and old logits {tuple(old_logits.shape)} differ: "
+                         "old and new must have the same label set.")
+    parts = task_distillation_loss(student_logits, teacher_logits, labels, alpha=alpha, temperature=temperature)
+    d = divergence(student_logits, old_logits, focal.divergence, focal.temperature)
+    fd = (weights.to(d) * d).mean()
+    return FocalTaskKDLoss(parts.loss + focal.lam * fd, parts.gold, parts.kd, fd.detach())
+
+
+def is_teacher(old_model: str | None, labeler: str | None) -> bool:
+    """Whether `--old_model` names distill mode's teacher: the word 'teacher', or the --labeler path itself."""
+    from pathlib import Path
+
+    if old_model == OLD_IS_TEACHER:
+        return True
+    return bool(old_model and labeler) and Path(old_model).resolve() == Path(labeler).resolve()
+
+
+class DistillFocal:
+    """What `--old_model` adds to task distillation (distill.distill): the `old_right` column for every transfer-
+    set row (gold rows only; 0 elsewhere) and, for an old model that is not the teacher, its `old_logits` column
+    (one pass per row through the old model, OldOutputCache). With old = teacher the teacher's logits are reused:
+    no second pass."""
+
+    def __init__(self, old_model: str, task, focal: FocalDistillation, *, teacher: bool, max_length: int = 128,
+                 batch_size: int = 64):
+        self.name, self.focal, self.teacher = old_model, focal, teacher
+        self.cols = list(task.text_columns)
+        self.cache = None
+        if not teacher:
+            from bortify.finetuning.old_model import load_task_classifier
+
+            old = load_task_classifier(old_model, task.label_names, "old model")
+            self.cache = OldOutputCache(old, self.cols, max_length=max_length, batch_size=batch_size)
+        self.old_train_accuracy: float | None = None
+        self.gold_rows = 0
+
+    def add_columns(self, train_tok, rows: list[dict], teacher_logits: np.ndarray):
+        """`train_tok` (the tokenised transfer set, same order as `rows`) plus `old_right` (and `old_logits`)."""
+        old_logits = np.asarray(teacher_logits) if self.teacher else self.cache.logits_for(rows)
+        gold = [r.get("source", "gold") == "gold" for r in rows]
+        labels = [int(r["label"]) if g else 0 for r, g in zip(rows, gold)]
+        right = old_right_flags(old_logits, labels, gold)
+        self.gold_rows = sum(gold)
+        self.old_train_accuracy = float(right.sum() / max(1, self.gold_rows))
+        if "old_right" in train_tok.column_names:
+            train_tok = train_tok.remove_columns("old_right")
+        train_tok = train_tok.add_column("old_right", right.tolist())
+        if not self.teacher:
+            if "old_logits" in train_tok.column_names:
+                train_tok = train_tok.remove_columns("old_logits")
+            train_tok = train_tok.add_column("old_logits", np.asarray(old_logits, np.float32).tolist())
+        return train_tok
+
+    def describe(self) -> dict:
+        """For report.json (finetune's `congruent` key)."""
+        f = self.focal
+        return {"old_model": self.name, "old_is_teacher": self.teacher, "lambda": f.lam, "alpha": f.alpha,
+                "beta": f.beta,
+                # old = teacher: the KD term's own divergence (KL at distill_temperature) is the D that is weighted
+                "divergence": "kd" if self.teacher else f.divergence,
+                "temperature": None if self.teacher or f.divergence != "kl" else f.temperature,
+                "old_rows_computed": self.cache.computed if self.cache else 0,
+                "old_train_accuracy": self.old_train_accuracy, "gold_rows": self.gold_rows}

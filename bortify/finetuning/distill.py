@@ -227,14 +227,24 @@ class DistillTrainer(Trainer):
     """Trainer whose loss is `losses.task_distillation_loss`: each batch carries `labels` (IGNORE_INDEX where the
     row has no gold label) and the teacher's precomputed `teacher_logits` (the teacher is not run here)."""
 
-    def __init__(self, *args, alpha: float = 0.5, temperature: float = 2.0, regression: bool = False, **kwargs):
+    def __init__(self, *args, alpha: float = 0.5, temperature: float = 2.0, regression: bool = False, focal=None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.kd_alpha, self.kd_temperature, self.kd_regression = alpha, temperature, regression
+        self.focal = focal  # congruent.FocalDistillation with --old_model (docs/methods.md §4.3)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher_logits = inputs.pop("teacher_logits")
         labels = inputs.pop("labels")
+        old_right, old_logits = inputs.pop("old_right", None), inputs.pop("old_logits", None)
         outputs = model(**inputs)
+        if self.focal is not None and old_right is not None:  # focal weights (congruent.py)
+            from bortify.finetuning.congruent import focal_task_distillation_loss
+
+            parts = focal_task_distillation_loss(outputs.logits, teacher_logits, labels, old_right, focal=self.focal,
+                                                 alpha=self.kd_alpha, temperature=self.kd_temperature,
+                                                 old_logits=old_logits)
+            return (parts.loss, outputs) if return_outputs else parts.loss
         parts = task_distillation_loss(outputs.logits, teacher_logits, labels, alpha=self.kd_alpha,
                                        temperature=self.kd_temperature, regression=self.kd_regression)
         return (parts.loss, outputs) if return_outputs else parts.loss
@@ -255,9 +265,10 @@ def tokenize_transfer(rows: list[dict], logits: np.ndarray, tokenizer, text_colu
 
 
 def train_distilled(student0, tokenizer, train_tok: datasets.Dataset, args: TaskDistillArguments, *,
-                    regression: bool = False, seed: int = 42, callbacks=None):
+                    regression: bool = False, seed: int = 42, callbacks=None, focal=None):
     """Train a copy of `student0` on a tokenised transfer set (student0 is left untouched); returns (the model in
-    eval mode, its mean training loss)."""
+    eval mode, its mean training loss). `focal` (congruent.FocalDistillation): focal weights from the set's
+    `old_right` (/`old_logits`) columns (congruent.DistillFocal.add_columns)."""
     model = copy.deepcopy(student0)
     with tempfile.TemporaryDirectory(prefix="bortify-distill-") as tmp:
         targs = run_arguments(tmp, batch_size=args.distill_batch_size, learning_rate=args.distill_learning_rate,
@@ -267,7 +278,7 @@ def train_distilled(student0, tokenizer, train_tok: datasets.Dataset, args: Task
         trainer = DistillTrainer(model=model, args=targs, train_dataset=train_tok,
                                  data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
                                  callbacks=[StepBar("student"), *(callbacks or [])], alpha=args.distill_alpha,
-                                 temperature=args.distill_temperature, regression=regression)
+                                 temperature=args.distill_temperature, regression=regression, focal=focal)
         train_output = trainer.train()
     model.eval()
     return model, float(train_output.training_loss)
@@ -283,7 +294,8 @@ def teacher_agreement(model, tokenizer, train_tok: datasets.Dataset, logits: np.
 
     n = len(train_tok)
     idx = sorted(np.random.default_rng(seed).permutation(n)[:max_rows].tolist())
-    rows = train_tok.select(idx).remove_columns([c for c in ("labels", "teacher_logits") if c in train_tok.column_names])
+    rows = train_tok.select(idx).remove_columns([c for c in ("labels", "teacher_logits", "old_right", "old_logits")
+                                                 if c in train_tok.column_names])
     collator = DataCollatorWithPadding(tokenizer)
     device = next(model.parameters()).device
     out = []
@@ -316,7 +328,7 @@ def _check(task, student0, teacher) -> None:
 
 def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, generator=None,
             unlabeled_rows: list[dict] | None = None, seed: int = 42, max_length: int = 128,
-            progress: Callable[[str], None] | None = None):
+            progress: Callable[[str], None] | None = None, focal=None):
     """Distil the fine-tuned `teacher` (a labelers.Labeler) into a copy of `student0` on the task's transfer set.
 
     `unlabeled_rows`: rows with the task's text column(s) (labels, if any, are ignored); None = the task's
@@ -324,7 +336,8 @@ def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, g
     `generator`: Agora's text generator for `distill_augment_k` (default: nearest-neighbour substitution over the
     teacher's input embeddings). Returns (model, info) with info = transfer-set sizes by source, seconds by
     step and the settings, for report.json. Only train/dev/test TEXTS are read here (dev/test to keep them out
-    of the transfer set); no model is scored.
+    of the transfer set); no model is scored. `focal` (congruent.DistillFocal, `--old_model`): focal weights
+    against the model being replaced (docs/methods.md §4.3); info["congruent"] describes them.
     """
     t0 = time.perf_counter()
     say = progress or (lambda msg: None)
@@ -360,11 +373,14 @@ def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, g
     logits = teacher_logits_for(teacher, transfer.rows, cols)
     t2 = time.perf_counter()
     train_tok = tokenize_transfer(transfer.rows, logits, tokenizer, cols, max_length, task.regression)
+    if focal is not None:  # old = teacher reuses `logits` (no second pass)
+        train_tok = focal.add_columns(train_tok, transfer.rows, logits)
     epochs = epochs_for(args.distill_epochs, args.distill_min_examples, len(train_tok))
     if epochs != args.distill_epochs:  # the settings below (report, card) state the epochs actually run
         args = replace(args, distill_epochs=epochs)
     say(f"training the student on {len(train_tok)} rows for {epochs:g} epoch(s)")
-    model, train_loss = train_distilled(student0, tokenizer, train_tok, args, regression=task.regression, seed=seed)
+    model, train_loss = train_distilled(student0, tokenizer, train_tok, args, regression=task.regression, seed=seed,
+                                        focal=focal.focal if focal is not None else None)
     fidelity = teacher_agreement(model, tokenizer, train_tok, logits, regression=task.regression, seed=seed)
     if not task.regression and fidelity["student_classes"] == 1 < fidelity["teacher_classes"]:
         logger.warning("The distilled student predicts one class on every transfer-set row sampled while its teacher "
@@ -382,4 +398,6 @@ def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, g
                     "train": round(t3 - t2, 1), "total": round(t3 - t0, 1)},
         "settings": {**asdict(args), "seed": seed, "max_length": max_length},
     }
+    if focal is not None:
+        info["congruent"] = focal.describe()
     return model, info

@@ -29,6 +29,7 @@ from bortify.finetuning.acceptance import class_ratio, mistake_rule, split_dev
 from bortify.finetuning.agora import AgoraResult, RoundRecord, agora
 from bortify.finetuning.arguments import (AgoraArguments, CompatibleArguments, CongruentArguments,
                                           FinetuneDataArguments, FinetuneGridArguments, FinetuneModelArguments)
+from bortify.finetuning.congruent import OLD_IS_TEACHER
 from bortify.finetuning.distill import TaskDistillArguments, distill
 from bortify.finetuning.generators import GENERATORS, generate_rows
 from bortify.finetuning.labelers import GeneratedRowLabeler, build_labeler
@@ -248,10 +249,11 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
 
     t_start = time.perf_counter()
     out = Path(model_args.output_dir)
-    check_output(out, model_args, agora_args, congruent_args.old_model)
+    check_output(out, model_args, agora_args,
+                 None if congruent_args.old_model == OLD_IS_TEACHER else congruent_args.old_model)
     thetas = grid_args.thetas()
     task = load_task(data_args)
-    check_congruent(congruent_args, model_args, task)
+    check_congruent(congruent_args, model_args, task, agora_args)
     check_compatible(compat_args, congruent_args, model_args, task)
     check_output_is_not_an_input(out, {"old model (--compatible_with)": compat_args.compatible_with})
     # Seed before anything random is drawn: the classifier head (and pooler) are initialised at load time.
@@ -268,7 +270,14 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
 
     # --- fine-tuning on train, selection on dev (the test split is not touched here) ---------------------------
     runs = Runs(student0, tokenizer, task, model_args, grid_args)
-    if congruent_args.old_model:  # --old_model: every run trains with focal distillation (docs/methods.md §4.3)
+    distill_focal = None
+    if congruent_args.old_model and model_args.mode == "distill":  # focal weights inside distillation (§4.3)
+        from bortify.finetuning.congruent import DistillFocal, is_teacher
+
+        distill_focal = DistillFocal(congruent_args.old_model, task, congruent_args.focal(),
+                                     teacher=is_teacher(congruent_args.old_model, agora_args.labeler),
+                                     max_length=model_args.max_length, batch_size=model_args.eval_batch_size)
+    elif congruent_args.old_model:  # --old_model: every run trains with focal distillation (docs/methods.md §4.3)
         from bortify.finetuning.congruent import CongruentRuns
 
         runs.congruent = CongruentRuns(congruent_args.old_model, task, congruent_args.focal(),
@@ -284,7 +293,8 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
         result = agora_search(runs, thetas, agora_args, labeler, generator)
     elif model_args.mode == "distill":
         result, distill_info = _distill_result(task, student0, tokenizer, labeler, distill_args, model_args,
-                                               generator, lambda m: runs.dev_main_score(runs.dev_predict(m)), runs.bar)
+                                               generator, lambda m: runs.dev_main_score(runs.dev_predict(m)), runs.bar,
+                                               focal=distill_focal)
     else:
         result = plain_search(runs, thetas)
     runs.bar.close()
@@ -324,7 +334,8 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
         "train_seconds": round(train_seconds, 1),
         "labeler_seconds": round(labeler.seconds, 1) if labeler else 0.0,
         "num_parameters": sum(p.numel() for p in result.best_model.parameters()),
-        "congruent": runs.congruent.describe() if runs.congruent is not None else None,
+        "congruent": (runs.congruent.describe() if runs.congruent is not None
+                      else distill_focal.describe() if distill_focal is not None else None),
         "compatibility": compatibility,  # --compatible_with: BCT settings and compatibility test (§4.4)
     }, output_dir=model_args.output_dir)
     if congruent_args.save_teacher and labeler is not None:  # beside the student, for `bortify compare`
@@ -346,18 +357,23 @@ def check_output(out: Path, model_args: FinetuneModelArguments, agora_args: Agor
     check_finished_output(out, model_args.overwrite)
 
 
-def check_congruent(args: CongruentArguments, model_args: FinetuneModelArguments, task: TaskData) -> None:
-    """--old_model needs a classification task in plain or Agora mode (before any model is loaded)."""
+def check_congruent(args: CongruentArguments, model_args: FinetuneModelArguments, task: TaskData,
+                    agora_args: AgoraArguments | None = None) -> None:
+    """--old_model needs a classification task (before any model is loaded); 'teacher' is distill mode's own."""
+    from bortify.finetuning.congruent import is_teacher
+
     if not args.old_model:
         return
-    if model_args.mode == "distill":
-        raise ValueError("--old_model (focal distillation) works with --mode plain or agora; task distillation "
-                         "already distils from its teacher. Drop --old_model or choose another mode.")
+    if args.old_model == OLD_IS_TEACHER and model_args.mode != "distill":
+        raise ValueError(f"--old_model {OLD_IS_TEACHER} names the teacher of --mode distill; in {model_args.mode} "
+                         "mode give the old classifier's directory.")
     if task.regression:
         raise ValueError("--old_model (focal distillation) needs a classification task: negative flips are defined "
                          "for classes. Drop --old_model for this regression task.")
     from bortify.finetuning.old_model import label_names, label_order
 
+    if model_args.mode == "distill" and is_teacher(args.old_model, agora_args.labeler if agora_args else None):
+        return  # the teacher is checked against the task by build_labeler
     label_order(label_names(args.old_model, "old model"), task.label_names, "old model")  # config only, by name
 
 
@@ -493,12 +509,14 @@ class Runs:
 
 # (restored: the fine-tuning refactor's commit calls it but had dropped it)
 def _distill_result(task: TaskData, student0, tokenizer, labeler, distill_args: TaskDistillArguments,
-                    model_args: FinetuneModelArguments, generator, dev_score_of, bar) -> tuple[AgoraResult, dict]:
+                    model_args: FinetuneModelArguments, generator, dev_score_of, bar,
+                    focal=None) -> tuple[AgoraResult, dict]:
     """Mode 'distill' (docs/methods.md §7): one distillation run, recorded as round 1 so the report, the rounds
     plot and the card read it like the other modes."""
     start = time.perf_counter()
     model, info = distill(task, student0, tokenizer, labeler, distill_args, generator=generator, seed=model_args.seed,
-                          max_length=model_args.max_length, progress=lambda msg: (bar.set_postfix_str(msg), say(msg)))
+                          max_length=model_args.max_length, progress=lambda msg: (bar.set_postfix_str(msg), say(msg)),
+                          focal=focal)
     bar.update(1)
     dev = dev_score_of(model)
     settings = {k.removeprefix("distill_"): v for k, v in info["settings"].items()

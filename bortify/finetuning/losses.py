@@ -72,9 +72,14 @@ def _gold_mask(labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
     return keep
 
 
+def _row_mean(per_row: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """mean_i(per_row_i), or mean_i(w_i · per_row_i) with per-row weights."""
+    return per_row.mean() if weights is None else (weights.to(per_row) * per_row).mean()
+
+
 def task_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
                            alpha: float = 0.5, temperature: float = 2.0, regression: bool = False,
-                           ignore_index: int = IGNORE_INDEX) -> TaskKDLoss:
+                           ignore_index: int = IGNORE_INDEX, kd_weights: torch.Tensor | None = None) -> TaskKDLoss:
     """Hinton et al. 2015 / Tang et al. 2019 for a classifier, one batch (docs/methods.md §7):
 
         L = α · CE(z_s, y)  over the rows with a gold label
@@ -84,6 +89,8 @@ def task_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.T
     without gold rows (augmented / unlabelled text only) has a zero gold term (kept in the graph). Regression
     (`regression=True`, logits (B, 1) or (B,)): L = α · MSE(z_s, y) over gold rows + (1 - α) · MSE(z_s, z_t) over
     all rows (Tang et al. 2019 distil logits by MSE); T is not used. The teacher is never back-propagated into.
+    `kd_weights` (B,): the KD term becomes mean_i(w_i · KD_i), e.g. focal distillation's α + β·1(old right)
+    (congruent.focal_task_distillation_loss, docs/methods.md §4.3); None = every row 1.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha (the gold-label weight) must be in [0, 1], got {alpha}.")
@@ -94,6 +101,8 @@ def task_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.T
                          f"{tuple(teacher_logits.shape)} differ: student and teacher must have the same label set.")
     if labels.shape[0] != student_logits.shape[0]:
         raise ValueError(f"{labels.shape[0]} labels for {student_logits.shape[0]} rows.")
+    if kd_weights is not None and kd_weights.shape != (student_logits.shape[0],):
+        raise ValueError(f"kd_weights {tuple(kd_weights.shape)} must hold one weight per row ({student_logits.shape[0]}).")
     s = student_logits.float()
     t = teacher_logits.detach().float()
     keep = _gold_mask(labels, ignore_index)
@@ -101,7 +110,7 @@ def task_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.T
     zero = s.sum() * 0.0  # a zero that stays in the graph (DDP / the Trainer expect a differentiable loss)
     if regression:
         s, t = s.reshape(len(s), -1)[:, 0], t.reshape(len(t), -1)[:, 0]
-        kd = F.mse_loss(s, t) if len(s) else zero
+        kd = _row_mean((s - t) ** 2, kd_weights) if len(s) else zero
         gold = F.mse_loss(s[keep], labels[keep].float()) if n_gold else zero
     else:
         if s.dim() != 2:
@@ -109,7 +118,7 @@ def task_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.T
         if len(s):
             log_p_s = F.log_softmax(s / temperature, dim=-1)
             log_p_t = F.log_softmax(t / temperature, dim=-1)
-            kd = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean() * temperature**2
+            kd = _row_mean((log_p_t.exp() * (log_p_t - log_p_s)).sum(-1), kd_weights) * temperature**2
         else:
             kd = zero
         gold = masked_cross_entropy(s[keep], labels[keep].long(), ignore_index=ignore_index)  # 0 (in the graph) if none
