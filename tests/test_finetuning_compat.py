@@ -175,6 +175,25 @@ def test_plain_mode_trains_with_the_influence_loss_and_writes_a_sentence_folder(
     assert folder.projection.out_features == 16 and folder.spec.pooling == "cls" and not folder.spec.normalize
 
 
+def test_card_renders_the_compatibility_table_and_ships_the_projection(tmp_path):
+    from bortify.cli import main
+    from bortify.compat.sentence import load_sentence_encoder
+
+    files = write_data(tmp_path)
+    paths = models(tmp_path, "old", "mlm")
+    out = tmp_path / "out"
+    assert _finetune("--model", paths["mlm"], "--output_dir", str(out), "--compatible_with", paths["old"],
+                     *[a.format(**files) for a in DATA], *FAST) == 0
+    c = json.loads((out / "report.json").read_text())["compatibility"]
+    rel = tmp_path / "release"
+    assert main(["card", "--finetune_dir", str(out), "--output_dir", str(rel), "--measure_latency", "false"]) == 0
+    card = (rel / "README.md").read_text()
+    assert "Fine-tuned with `--compatible_with" in card and "BCT's influence loss" in card
+    assert f"knn accuracy {c['new_old']['knn_accuracy']:.4f}" in card
+    assert f"**{'met' if c['criterion_met'] else 'not met'}**" in card
+    torch.testing.assert_close(load_sentence_encoder(rel)(TEXTS), load_sentence_encoder(out)(TEXTS))
+
+
 def test_projection_trains_and_starts_at_the_ridge_solution(tmp_path):
     from bortify.compat.finetune import CompatFinetune, CompatSettings, cls_encoder
     from bortify.compat.losses import least_squares_projection

@@ -508,7 +508,7 @@ def template_values(evidence: dict, options: CardOptions, *, load_from: str, ima
     return {**_usage_values(evidence, options, load_from), **_architecture_values(evidence),
             **_extract_values(evidence["extract"], evidence, images), **_pretrain_values(evidence["pretrain"], evidence),
             **_finetune_values(evidence["finetune"], evidence, images), **_evaluation_values(evidence),
-            **_latency_values(evidence), **_compat_values(evidence["pretrain"]),
+            **_latency_values(evidence), **_compat_values(evidence["pretrain"], evidence["finetune"]),
             "compression": compress_lines(evidence.get("compress")), "not_measured": NOT_MEASURED}
 
 
@@ -578,15 +578,20 @@ def _pretrain_values(pt: PretrainReport, evidence: dict) -> dict:
     }
 
 
-def _compat_values(pt: PretrainReport) -> dict:
-    """The backward-compatible-embeddings paragraph (docs/methods.md §4), only when the option was used."""
+def _compat_values(pt: PretrainReport, ft: FinetuneReport | None = None) -> dict:
+    """The backward-compatible-embeddings paragraph (docs/methods.md §4), only when the option was used
+    (fine-tuning's `--compatible_with`, §4.4, when both were: the released model is the fine-tuned one)."""
+    if ft and getattr(ft, "compatibility", None):
+        return _compat_table(ft.compatibility, [
+            f"Fine-tuned with `--compatible_with {public_name(ft.compatibility.old_model, 'model')}` (BCT's influence "
+            "loss, Shen et al. 2020): its [CLS] embedding, through a learned "
+            f"{' → '.join(map(str, ft.compatibility.projection or []))} projection, was trained to be classified "
+            "correctly by that old classifier's frozen head, so that queries embedded by this model can search an "
+            "index of the old model's [CLS] embeddings (by cosine) with no re-indexing. `SentenceTransformer(...)` "
+            "loads this model with cls pooling and the projection from this folder."])
     c = pt.compatibility if pt else None
     if not c:
         return {"compat_text": ""}
-
-    def row(d: dict) -> str:
-        return ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in d.items()) or NOT_MEASURED
-    base = (c.baseline or {}).get("new_old")
     lines = [
         f"Trained with `--compatible_with {public_name(c.old_model, 'model')}` (BCT, Shen et al. 2020): its "
         f"{c.pooling}-pooled embedding, through a learned {' → '.join(map(str, c.projection or []))} projection"
@@ -595,9 +600,17 @@ def _compat_values(pt: PretrainReport) -> dict:
         "`SentenceTransformer(...)` loads "
         "that encoder (the pretrained student, before fine-tuning) with its projection from this folder.",
     ]
+    return _compat_table(c, lines)
+
+
+def _compat_table(c, lines: list[str]) -> dict:
+    """BCT's compatibility test as a table under the paragraph `lines`."""
+    def row(d: dict) -> str:
+        return ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in d.items()) or NOT_MEASURED
+    base = (c.baseline or {}).get("new_old")
     if not c.eval_dataset:
-        return {"compat_text": "\n".join(lines + ["", f"BCT's compatibility test: {NOT_MEASURED} "
-                                                       "(`--compat_eval_dataset none`)."])}
+        why = "(`--compat_eval_dataset none`)" if c.loss != "influence" else "(the test split was too small)"
+        return {"compat_text": "\n".join(lines + ["", f"BCT's compatibility test: {NOT_MEASURED} {why}."])}
     lines += [
         "",
         f"BCT's compatibility test on {public_name(c.eval_dataset, 'dataset')} ({c.gallery} gallery texts embedded "

@@ -94,6 +94,18 @@ def _copy_sentence_transformer(pretrain_dir: str | None, model_dir: Path, dst: P
     return copy_sentence_folder(pretrain_dir, dst, CHECKPOINT_FILES, encoder_path="" if same else "0_Transformer")
 
 
+def _copy_finetune_sentence(finetune_dir: str | None, model_dir: Path, dst: Path) -> list[str]:
+    """`bortify finetune --compatible_with`'s sentence-transformers files (docs/methods.md §4.4), when the release's
+    root is that fine-tuned model: cls pooling + the projection trained with it, at the root."""
+    from bortify.compat.sentence import MODULES_FILE, copy_sentence_folder
+
+    if not finetune_dir or not (Path(finetune_dir) / MODULES_FILE).is_file():
+        return []
+    if Path(finetune_dir).resolve() != model_dir.resolve():
+        return []
+    return copy_sentence_folder(finetune_dir, dst, CHECKPOINT_FILES, encoder_path="")
+
+
 def _copy_onnx(compress_dir: str | None, dst: Path) -> list[str]:
     """`bortify compress`'s onnx/model.onnx and onnx/model_quantized.onnx, where optimum and transformers.js look."""
     src = Path(compress_dir) / "onnx" if compress_dir else None
@@ -145,7 +157,8 @@ def build_release(args: CardArguments, options: CardOptions) -> CardReport:
                     copied += [f for f in _copy_checkpoint(Path(other), tmp) if f not in ("config.json",) and "safetensors" not in f]
                     break
         release_tokenizer(tmp / "tokenizer.json")
-        copied += _copy_sentence_transformer(stage_dirs.get("pretrain"), model_dir, tmp)
+        copied += (_copy_finetune_sentence(stage_dirs.get("finetune"), model_dir, tmp)
+                   or _copy_sentence_transformer(stage_dirs.get("pretrain"), model_dir, tmp))
         copied += _copy_onnx(stage_dirs.get("compress"), tmp)
         evidence = collect_evidence(stage_dirs, tmp, options)
         images = {}
