@@ -116,7 +116,9 @@ STAGES: tuple[StageSpec, ...] = (
             "nearest-neighbour token substitution and labelled by a second model), or by task distillation "
             "(--mode distill, docs/methods.md §7: a teacher fine-tuned on the task labels the train texts and "
             "unlabelled in-domain text with soft labels the student learns). --old_model OLD adds focal "
-            "distillation against the model being replaced (docs/methods.md §4.3: fewer negative flips). Writes a "
+            "distillation against the model being replaced (docs/methods.md §4.3: fewer negative flips); "
+            "--compatible_with OLD adds BCT's influence loss through OLD's frozen head (docs/methods.md §4.4: "
+            "embeddings that search OLD's index, sentence-transformers files beside the checkpoint). Writes a "
             "standard AutoModelForSequenceClassification checkpoint, report.json and rounds.png."),
         arguments=("bortify.finetuning.arguments:ARGUMENT_CLASSES",),
         run="bortify.finetuning.finetune:finetune",

@@ -152,8 +152,9 @@ def test_plain_mode_trains_with_the_influence_loss_and_writes_a_sentence_folder(
 
     monkeypatch.setattr(compat_ft, "bct_finetune_loss", spy)
     out = tmp_path / "out"
-    rc = _finetune("--model", paths["mlm"], "--output_dir", str(out), "--compatible_with", paths["old"],
-                   "--w_compat", "0.5", "--compat_eval_gallery", "20", "--compat_eval_queries", "10",
+    rc = _finetune("--model", paths["mlm"], "--output_dir", str(out), "--mode", "plain",
+                   "--compatible_with", paths["old"], "--w_compat", "0.5", "--compat_eval_gallery", "20",
+                   "--compat_eval_queries", "10",
                    "--compat_eval_k", "3", *[a.format(**files) for a in DATA], *FAST)
     assert rc == 0
     assert seen and all(p.influence.item() > 0 for p in seen)  # the loss ran, with the influence term
@@ -182,8 +183,8 @@ def test_card_renders_the_compatibility_table_and_ships_the_projection(tmp_path)
     files = write_data(tmp_path)
     paths = models(tmp_path, "old", "mlm")
     out = tmp_path / "out"
-    assert _finetune("--model", paths["mlm"], "--output_dir", str(out), "--compatible_with", paths["old"],
-                     *[a.format(**files) for a in DATA], *FAST) == 0
+    assert _finetune("--model", paths["mlm"], "--output_dir", str(out), "--mode", "plain",
+                     "--compatible_with", paths["old"], *[a.format(**files) for a in DATA], *FAST) == 0
     c = json.loads((out / "report.json").read_text())["compatibility"]
     rel = tmp_path / "release"
     assert main(["card", "--finetune_dir", str(out), "--output_dir", str(rel), "--measure_latency", "false"]) == 0
@@ -230,7 +231,8 @@ def test_a_plain_rerun_without_the_option_removes_the_sentence_files(tmp_path):
     files = write_data(tmp_path)
     paths = models(tmp_path, "old", "mlm")
     out = tmp_path / "out"
-    args = ["--model", paths["mlm"], "--output_dir", str(out), *[a.format(**files) for a in DATA], *FAST]
+    args = ["--model", paths["mlm"], "--output_dir", str(out), "--mode", "plain", *[a.format(**files) for a in DATA],
+            *FAST]
     assert _finetune(*args, "--compatible_with", paths["old"]) == 0
     assert _finetune(*args, "--overwrite", "true") == 0
     assert not (out / "modules.json").exists() and not (out / "2_Dense").exists()
@@ -240,7 +242,7 @@ def test_a_plain_rerun_without_the_option_removes_the_sentence_files(tmp_path):
 # ---- bad input ---------------------------------------------------------------------------------------------
 
 def ft(*argv):
-    return ["finetune", "--model", "{mlm}", "--output_dir", "{root}/out", *DATA, *FAST, *argv]
+    return ["finetune", "--model", "{mlm}", "--output_dir", "{root}/out", "--mode", "plain", *DATA, *FAST, *argv]
 
 
 CASES = [
@@ -286,7 +288,8 @@ def test_real_models_influence_loss(tmp_path, minilm_path, splade_path):
     old.save_pretrained(tmp_path / "old")
     tok.save_pretrained(tmp_path / "old")
     out = tmp_path / "out"
-    rc = _finetune("--model", splade_path, "--output_dir", str(out), "--compatible_with", str(tmp_path / "old"),
+    rc = _finetune("--model", splade_path, "--output_dir", str(out), "--mode", "plain",
+                   "--compatible_with", str(tmp_path / "old"),
                    "--max_train_samples", "200", "--max_test_samples", "200", "--max_length", "40",
                    "--num_train_epochs", "1", "--learning_rates", "1e-4", "--torch_threads", "2")
     assert rc == 0

@@ -508,7 +508,8 @@ def template_values(evidence: dict, options: CardOptions, *, load_from: str, ima
     return {**_usage_values(evidence, options, load_from), **_architecture_values(evidence),
             **_extract_values(evidence["extract"], evidence, images), **_pretrain_values(evidence["pretrain"], evidence),
             **_finetune_values(evidence["finetune"], evidence, images), **_evaluation_values(evidence),
-            **_latency_values(evidence), **_compat_values(evidence["pretrain"], evidence["finetune"]),
+            **_latency_values(evidence),
+            **_compat_values(evidence["pretrain"], evidence["finetune"]),
             "compression": compress_lines(evidence.get("compress")), "not_measured": NOT_MEASURED}
 
 
