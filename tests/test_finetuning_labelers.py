@@ -70,6 +70,17 @@ def test_default_threshold_is_a_third_of_the_way_from_the_dev_majority_rate_to_o
     assert default_threshold(make_task([0.1, 0.5, 0.9], 1, regression=True)) == 0.5
 
 
+def test_a_distillation_teacher_must_only_beat_the_trivial_predictor():
+    # debates at 300 rows: a teacher at dev 0.585 was refused by Agora's bar (0.41 + 0.59/3 = 0.607) although the
+    # student distilled from it matched it on test; as a teacher it needs only beat the majority rate 0.41
+    dev = [0] * 41 + [1] * 30 + [2] * 29
+    assert default_threshold(make_task(dev, 3), role="teacher") == pytest.approx(0.41)
+    assert default_threshold(make_task(dev, 3), role="labeler") == pytest.approx(0.41 + 0.59 / 3)
+    assert default_threshold(make_task([0.1, 0.5, 0.9], 1, regression=True), role="teacher") == 0.0
+    with pytest.raises(ValueError, match="role"):
+        default_threshold(make_task(dev, 3), role="student")
+
+
 @pytest.mark.parametrize("dev, num_labels", [
     ([0] * 70 + [1] * 30, 2),  # a skewed binary dev: always "0" scores 0.70, above the old bar 0.667
     ([0] * 36 + [c % 44 + 1 for c in range(64)], 45),  # 45 classes: always "0" scores 0.36, above the old 0.348

@@ -306,9 +306,10 @@ class AgoraArguments:
     labeler_max_train_samples: int | None = _help("Fine-tune the labeler on at most this many train rows.",
                                                   default=None)
     labeler_min_dev_score: float | None = _help("The labeler's dev accuracy (Pearson r for regression) must exceed "
-                                                "this; default: m + (1 - m)/3 with m the dev majority-class "
-                                                "rate (2/3 for a balanced binary task, the paper), 0.5 r for "
-                                                "regression.", default=None)
+                                                "this; default in Agora mode: m + (1 - m)/3 with m the dev "
+                                                "majority-class rate (2/3 for a balanced binary task, the paper), "
+                                                "0.5 r for regression; in distill mode: m (r 0 for regression), "
+                                                "the teacher must beat the trivial predictor.", default=None)
 
     def __post_init__(self):
         if self.prune not in ("worst", "none"):

@@ -440,7 +440,8 @@ def make_labeler(task: TaskData, model_args: FinetuneModelArguments, agora_args:
         task, labeler=agora_args.labeler, teacher=agora_args.teacher, max_length=model_args.max_length,
         seed=model_args.seed, epochs=agora_args.labeler_epochs, learning_rate=agora_args.labeler_learning_rate,
         batch_size=agora_args.labeler_batch_size, max_train_samples=agora_args.labeler_max_train_samples,
-        min_dev_score=agora_args.labeler_min_dev_score, eval_batch_size=model_args.eval_batch_size)
+        min_dev_score=agora_args.labeler_min_dev_score, eval_batch_size=model_args.eval_batch_size,
+        role="teacher" if model_args.mode == "distill" else "labeler")
     say(f"{'teacher' if model_args.mode == 'distill' else 'labeler'} ready: {labeler.source}, "
         f"dev score {labeler.dev_score:.4f}")
     return labeler
