@@ -702,8 +702,8 @@ def compress_lines(compress) -> list[str]:
 
     lines = [f"8-bit weights (the linear 256-interval quantisation of Strimel et al. 2018, "
              f"{'per output channel' if c.quantization.get('per_channel') else 'per tensor'}): "
-             f"{s['q8_file'] / mib:.2f} MiB vs {s['fp32_file'] / mib:.2f} MiB in float32 ({fmt(c.ratio('q8'), 2)}x "
-             f"smaller; {fmt(c.ratio('q8_lzma'), 2)}x with lzma), {scored('q8')} vs {fmt(c.score('fp32'))} in float32."]
+             f"{s['q8_file'] / mib:.2f} MiB vs {s['fp32_file'] / mib:.2f} MiB in float32 ({fmt(c.ratio('q8'), 3)}x "
+             f"smaller; {fmt(c.ratio('q8_lzma'), 3)}x with lzma), {scored('q8')} vs {fmt(c.score('fp32'))} in float32."]
     if "onnx_int8" in c.forms:
         lines.append(f"ONNX: `onnx/model.onnx` (float32, {scored('onnx_fp32')}) and `onnx/model_quantized.onnx` "
                      f"(ONNX Runtime dynamic int8, {s['onnx_int8'] / mib:.2f} MiB, {scored('onnx_int8')}), the layout "
