@@ -81,6 +81,32 @@ TORCH_THREADS_HELP = ("CPU threads for torch during this stage (torch.set_num_th
                       "default (unset): torch's choice. 1-2 is much faster on a CPU shared with other jobs.")
 
 
+def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike, *, before_replace=None) -> None:
+    """Move the finished directory `tmp` to `final` atomically. A previous non-empty `final` is moved aside first
+    (after `before_replace(final)`, which may refuse by raising) and deleted only once `tmp` is in place; if the
+    move fails, the previous one is put back."""
+    import shutil
+
+    tmp, final = Path(tmp), Path(final)
+    old = None
+    if final.is_dir() and any(final.iterdir()):
+        if before_replace is not None:
+            before_replace(final)
+        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
+        os.replace(final, old / final.name)
+    elif final.is_dir():
+        final.rmdir()
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if old is not None and not final.exists():
+            os.replace(old / final.name, final)  # put the previous one back
+        raise
+    finally:
+        if old is not None and final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def help_field(text: str, **kw):
     """A dataclass field documented for HfArgumentParser's --help: `help_field("What it is.", default=3)`."""
     return field(metadata={"help": text}, **kw)

@@ -184,3 +184,24 @@ def test_is_hub_repo_id_follows_huggingface_hub(spec, valid):
     except HFValidationError:
         library = False
     assert library is valid  # the same rule as the library's, not a second guess
+
+
+def test_replace_dir_swaps_a_finished_directory_in_and_can_refuse_first(tmp_path):
+    from bortify.utils import replace_dir
+
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "new.txt").write_text("new")
+
+    def refuse(existing):
+        raise RuntimeError(f"keep {existing.name}")
+
+    with pytest.raises(RuntimeError, match="keep out"):
+        replace_dir(new, final, before_replace=refuse)
+    assert (final / "old.txt").read_text() == "old" and (new / "new.txt").exists()  # nothing moved
+    replace_dir(new, final)
+    assert sorted(p.name for p in final.iterdir()) == ["new.txt"] and not new.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the previous one is deleted, not left aside

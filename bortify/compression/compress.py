@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -31,7 +30,7 @@ import numpy as np
 from bortify.compression.arguments import CompressArguments
 from bortify.reports import REPORT_FILE, CompressReport, read_report
 from bortify.utils import (BortifyError, OutputExistsError, check_output_dir, is_same_or_nested, make_shareable,
-                           torch_threads, write_json_atomic)
+                           replace_dir, torch_threads, write_json_atomic)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 RUN_RECORD = "stage_done.json"  # bortify.pipeline.DONE_FILE: the recipe section the finetune stage ran with
@@ -216,7 +215,7 @@ def compress(args: CompressArguments) -> CompressReport:
             report.output_dir = str(out)
             write_json_atomic(tmp / REPORT_FILE, report.to_dict())
             make_shareable(tmp)
-            _move_into_place(tmp, final)
+            replace_dir(tmp, final)  # a previous compress output is deleted only once the new one is in place
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -325,22 +324,3 @@ def _latency(timings: dict[str, Forward], config, args: CompressArguments) -> di
     return {"batch_size": args.latency_batch_size, "seq_len": seq_len, "threads": args.latency_threads,
             "seconds": {k: t.median_s for k, t in timed.items()},
             "timer": "bortify.bench.time_calls (torch.utils.benchmark blocked_autorange, in alternation, median)"}
-
-
-def _move_into_place(tmp: Path, final: Path) -> None:
-    """tmp -> final; a previous compress output is moved aside first and deleted once tmp is in place."""
-    old = None
-    if final.is_dir() and any(final.iterdir()):
-        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
-        os.replace(final, old / final.name)
-    elif final.is_dir():
-        final.rmdir()
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        if old is not None and not final.exists():
-            os.replace(old / final.name, final)
-        raise
-    finally:
-        if old is not None and final.exists():
-            shutil.rmtree(old, ignore_errors=True)

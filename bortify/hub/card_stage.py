@@ -34,7 +34,7 @@ from bortify.hub.card import (REPO_PLACEHOLDER, CardError, CardOptions, collect_
                                render_card, shape_text, speed_text)
 from bortify.reports import CardReport, Record
 from bortify.utils import (TOKENIZER_FILES, OutputExistsError, check_output_dir, is_same_or_nested, make_shareable,
-                           overwrite_field, redact_secrets, write_bytes_atomic, write_json_atomic)
+                           overwrite_field, redact_secrets, replace_dir, write_bytes_atomic, write_json_atomic)
 
 # What a release folder holds from a checkpoint directory (globs); nothing else is copied.
 CHECKPOINT_FILES = [
@@ -220,25 +220,14 @@ def check_replaceable(out: Path) -> None:
 
 
 def _move_into_place(tmp: Path, final: Path, replace: bool) -> None:
-    """tmp -> final; an existing release folder is moved aside first and deleted only once tmp is in place."""
-    old = None
-    if final.is_dir() and any(final.iterdir()):
+    """tmp -> final (utils.replace_dir); an existing release folder is replaced only with --overwrite, and only if
+    it is still a bortify release folder."""
+    def before_replace(existing: Path) -> None:
         if not replace:
-            raise OutputExistsError(f"{final} appeared while the card was being made; nothing was replaced.")
-        check_replaceable(final)  # again: it may have changed while the card was made
-        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
-        os.replace(final, old / final.name)
-    elif final.is_dir():
-        final.rmdir()
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        if old is not None and not final.exists():
-            os.replace(old / final.name, final)  # put the previous release back
-            shutil.rmtree(old, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+            raise OutputExistsError(f"{existing} appeared while the card was being made; nothing was replaced.")
+        check_replaceable(existing)  # again: it may have changed while the card was made
+
+    replace_dir(tmp, final, before_replace=before_replace)
 
 
 def release_tokenizer(path: Path) -> None:
