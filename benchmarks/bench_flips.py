@@ -202,6 +202,24 @@ def run_task_distill(name: str, seed: int, args) -> dict:
     return out
 
 
+def _mean_sd(rs: list[dict]):
+    """f -> (mean, sd) of f over the seeds' results (sd 0 for one seed)."""
+    def mean_sd(f):
+        vals = [f(r) for r in rs]
+        return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+    return mean_sd
+
+
+def _cell(rs: list[dict]):
+    """f -> "mean ± sd" table text over the seeds' results (the mean alone for one seed)."""
+    mean_sd = _mean_sd(rs)
+
+    def cell(f, spec=".3f"):
+        mu, sd = mean_sd(f)
+        return f"{mu:{spec}}" + (f" ± {sd:{spec}}" if len(rs) > 1 else "")
+    return cell
+
+
 def distill_table(results: list[dict]) -> str:
     """One row per task and variant (mean ± sd over seeds); NFR cut = 1 - NFR / plain distillation's NFR."""
     lines = ["| task | variant | seeds | teacher acc | student acc | Δacc vs plain | NFR | rNFR | NFR cut | train s |",
@@ -209,14 +227,7 @@ def distill_table(results: list[dict]) -> str:
     for name in dict.fromkeys(r["task"] for r in results):
         rs = [r for r in results if r["task"] == name]
         keys = [k for k in rs[0] if k == "plain" or k.startswith("focal_")]
-
-        def mean(f):
-            vals = [f(r) for r in rs]
-            return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-
-        def cell(f, spec=".3f"):
-            mu, sd = mean(f)
-            return f"{mu:{spec}}" + (f" ± {sd:{spec}}" if len(rs) > 1 else "")
+        mean, cell = _mean_sd(rs), _cell(rs)
         base_nfr, base_acc = mean(lambda r: r["plain"]["nfr"])[0], mean(lambda r: r["plain"]["accuracy"])[0]
         for key in keys:
             nfr, acc = mean(lambda r: r[key]["nfr"])[0], mean(lambda r: r[key]["accuracy"])[0]
@@ -262,14 +273,7 @@ def table(results: list[dict]) -> str:
              "NFR cut | plain s | focal s (+ old pass) |", "|" + "---|" * 12]
     for name in dict.fromkeys(r["task"] for r in results):
         rs = [r for r in results if r["task"] == name]
-
-        def m(f):
-            vals = [f(r) for r in rs]
-            return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-
-        def cell(f, spec=".3f"):
-            mu, sd = m(f)
-            return f"{mu:{spec}}" + (f" ± {sd:{spec}}" if len(rs) > 1 else "")
+        m, cell = _mean_sd(rs), _cell(rs)
         plain_nfr = m(lambda r: r["plain"]["nfr"])[0]
         cut = f"{1 - m(lambda r: r['focal']['nfr'])[0] / plain_nfr:.0%}" if plain_nfr > 0 else "n/a"
         lines.append(f"| {name} | {len(rs)} | {cell(lambda r: r['old_accuracy'])} "

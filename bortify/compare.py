@@ -115,19 +115,6 @@ def check_output(out: Path, overwrite: bool, inputs: list[str]) -> None:
                                 "or choose another --output_dir.")
 
 
-def load_task(data_args):
-    """The task exactly as `bortify finetune` loads it from the same data options (prepare_task)."""
-    from bortify.finetuning.tasks import prepare_task
-
-    return prepare_task(
-        data_args.resolved_dataset(), dataset_config=data_args.dataset_config, task=data_args.task,
-        data_files=data_args.data_files(), text_columns=data_args.text_columns, label_column=data_args.label_column,
-        train_split=data_args.train_split, dev_split=data_args.dev_split, test_split=data_args.test_split,
-        dev_fraction=data_args.dev_fraction, test_fraction=data_args.test_fraction, split_seed=data_args.split_seed,
-        max_train_samples=data_args.max_train_samples, max_dev_samples=data_args.max_dev_samples,
-        max_test_samples=data_args.max_test_samples, regression=data_args.regression)
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, np.float64)
     z = np.exp(z - z.max(axis=1, keepdims=True))
@@ -173,7 +160,7 @@ def compare(args: CompareArguments, data_args) -> CompareReport:
 
 def _compare(args: CompareArguments, data_args) -> CompareReport:
     from bortify.finetuning.old_model import label_names, label_order, load_task_classifier
-    from bortify.finetuning.tasks import dataset_display
+    from bortify.finetuning.tasks import dataset_display, load_task
     from bortify.finetuning.trainer import score
     from bortify.metrics import load_metric
 

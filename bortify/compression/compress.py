@@ -127,17 +127,12 @@ def load_test_split(model_dir: Path, args: CompressArguments):
     """(TaskData, FinetuneReport) of the fine-tuning run; the data is loaded and split by
     bortify.finetuning.tasks.prepare_task with the recorded options."""
     from bortify.finetuning.arguments import FinetuneDataArguments
-    from bortify.finetuning.tasks import prepare_task
+    from bortify.finetuning.tasks import load_task
 
     report = read_report(model_dir, "finetune")
     options = recorded_data_options(model_dir, report) if not args.dataset else {"dataset": args.dataset}
     data = FinetuneDataArguments(**options)
-    task = prepare_task(
-        data.resolved_dataset(), dataset_config=data.dataset_config, task=data.task, data_files=data.data_files(),
-        text_columns=data.text_columns, label_column=data.label_column, train_split=data.train_split,
-        dev_split=data.dev_split, test_split=data.test_split, dev_fraction=data.dev_fraction,
-        test_fraction=data.test_fraction, split_seed=data.split_seed, max_train_samples=data.max_train_samples,
-        max_dev_samples=data.max_dev_samples, max_test_samples=data.max_test_samples, regression=data.regression)
+    task = load_task(data)
     return task, report
 
 

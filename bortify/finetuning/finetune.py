@@ -34,7 +34,7 @@ from bortify.finetuning.distill import TaskDistillArguments, distill
 from bortify.finetuning.generators import GENERATORS, generate_rows
 from bortify.finetuning.labelers import GeneratedRowLabeler, build_labeler
 from bortify.finetuning.losses import one_hot
-from bortify.finetuning.tasks import TaskData, dataset_display, dataset_hub_id, prepare_task
+from bortify.finetuning.tasks import TaskData, dataset_display, dataset_hub_id, load_task
 from bortify.finetuning.trainer import (examples_seen, fit, load_classifier_with_note, predict, say, score,
                                         theta_text, to_predictions, tokenize, tokenizer_for_saving)
 from bortify.reports import REPORT_FILE as REPORT
@@ -418,17 +418,6 @@ def save_teacher(out: Path, labeler, report: FinetuneReport) -> None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     report.labeler["saved_to"] = TEACHER_DIR
-
-
-def load_task(data_args: FinetuneDataArguments) -> TaskData:
-    """The task's train/dev/test splits, checked (tasks.prepare_task with the data options)."""
-    return prepare_task(
-        data_args.resolved_dataset(), dataset_config=data_args.dataset_config, task=data_args.task,
-        data_files=data_args.data_files(), text_columns=data_args.text_columns, label_column=data_args.label_column,
-        train_split=data_args.train_split, dev_split=data_args.dev_split, test_split=data_args.test_split,
-        dev_fraction=data_args.dev_fraction, test_fraction=data_args.test_fraction, split_seed=data_args.split_seed,
-        max_train_samples=data_args.max_train_samples, max_dev_samples=data_args.max_dev_samples,
-        max_test_samples=data_args.max_test_samples, regression=data_args.regression)
 
 
 def make_labeler(task: TaskData, model_args: FinetuneModelArguments, agora_args: AgoraArguments):

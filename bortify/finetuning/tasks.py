@@ -514,3 +514,15 @@ def _cap(ds: datasets.Dataset, n: int | None, seed: int, stratify: bool):
         return ds, None
     rest, sample = _stratified_split(ds, n, seed, stratify)
     return sample, rest
+
+
+def load_task(data_args) -> TaskData:
+    """The task from a FinetuneDataArguments (prepare_task with its data options): how finetune, compare and
+    compress all load the same splits."""
+    return prepare_task(
+        data_args.resolved_dataset(), dataset_config=data_args.dataset_config, task=data_args.task,
+        data_files=data_args.data_files(), text_columns=data_args.text_columns, label_column=data_args.label_column,
+        train_split=data_args.train_split, dev_split=data_args.dev_split, test_split=data_args.test_split,
+        dev_fraction=data_args.dev_fraction, test_fraction=data_args.test_fraction, split_seed=data_args.split_seed,
+        max_train_samples=data_args.max_train_samples, max_dev_samples=data_args.max_dev_samples,
+        max_test_samples=data_args.max_test_samples, regression=data_args.regression)
