@@ -252,6 +252,30 @@ def test_extract_latency_budget_report(tmp_path):
     assert report["estimator_settings"]["latency"] == {"batch_size": 2, "repeats": 2, "threads": 1}
 
 
+def test_extract_min_speedup_sets_the_budget_from_the_source_measured_in_the_same_run(tmp_path):
+    kw = dict(depths=[1, 2], hidden_sizes=[64], intermediate_sizes=[128, 256], seq_len=16, latency_batch_size=2,
+              latency_repeats=2)
+    est = Recorder()
+    report = extract(_args(tmp_path / "s", min_speedup=2.0, **kw), estimator=est)
+    con = report["constraint"]
+    assert report["objective"] == "latency_budget" and report["cost"] == "latency"
+    assert con["bound"] == {"min_speedup": 2.0}
+    assert con["latency_budget_s"] == pytest.approx(report["source_latency_s"] / 2.0)
+    ok = [c for c in report["candidates"] if c["satisfies"]]
+    assert ok and all(c["latency_s"] <= con["latency_budget_s"] for c in ok)
+    assert all(c["latency_s"] > con["latency_budget_s"] for c in report["candidates"] if not c["satisfies"])
+    assert report["winner"]["error"] == min(c["error"] for c in ok if c["error"] is not None)
+    assert len(est.calls) == sum(c["status"] == "trained" for c in report["candidates"])
+
+
+def test_impossible_min_speedup_names_the_flag_and_fails_before_any_estimator_call(tmp_path):
+    est = Recorder()
+    with pytest.raises(ConstraintError, match=r"No candidate fits --min_speedup 1e\+06 \(a budget of"):
+        extract(_args(tmp_path / "x", min_speedup=1e6, depths=[1], hidden_sizes=[64], intermediate_sizes=[128],
+                      seq_len=16, latency_batch_size=1, latency_repeats=1), estimator=est)
+    assert est.calls == [] and est.prepared == 0 and not (tmp_path / "x" / "report.json").exists()
+
+
 def test_nothing_within_delta_keeps_partial_results_and_a_larger_delta_resumes(tmp_path):
     out = tmp_path / "z"
     first = Recorder()  # every candidate is smaller than MiniLM, so its ê is above the source's: δ = 0 fails
@@ -284,6 +308,9 @@ def test_error_none_with_max_error_increase_fails_first(tmp_path):
     (dict(max_error_increase=-0.1), "must be >= 0"),
     (dict(latency_budget_ms=0.0), "must be > 0"),
     (dict(max_error_increase=0.1, latency_budget_ms=5.0), "give one"),
+    (dict(max_error_increase=0.1, min_speedup=4.0), "give one"),
+    (dict(latency_budget_ms=5.0, min_speedup=4.0), "two ways to set one latency budget"),
+    (dict(min_speedup=0.0), "--min_speedup must be > 0"),
     (dict(objective="latency_budget"), "needs its bound"),
     (dict(objective="W", max_error_increase=0.1), "drop it or set --objective max_error_increase"),
     (dict(objective="smallest"), "--objective must be one of"),
@@ -316,7 +343,8 @@ def _finished_run(root):
 
 CASES = [
     Case("extract-budget-below-fastest", ["extract", *TINY, "--output_dir", "{root}/out", "--latency_budget_ms", "1e-6"],
-         r"No candidate fits --latency_budget_ms 1e-06: the fastest, D1-A4-H64-I128, measured [0-9.e-]+ ms"),
+         r"No candidate fits --latency_budget_ms 1e-06 \(a budget of 1e-06 ms\): the fastest, D1-A4-H64-I128, "
+         r"measured [0-9.e-]+ ms"),
     Case("extract-budget-overwrite-keeps-old-run",
          ["extract", *TINY, "--output_dir", "{root}/out", "--overwrite", "--latency_budget_ms", "1e-6"],
          r"the fastest", setup=_finished_run),

@@ -49,7 +49,7 @@ class ExtractionArguments:
     objective: Optional[str] = _help(
         "What the search optimises: W (the paper's trade-off; ε-guarantee: W >= (1-ε) x the exhaustive best under "
         "the ABnC ordering), max_error_increase (set by --max_error_increase) or latency_budget (set by "
-        "--latency_budget_ms). Default: the mode of the bound given, else W.", default=None)
+        "--latency_budget_ms or --min_speedup). Default: the mode of the bound given, else W.", default=None)
     max_error_increase: Optional[float] = _help(
         "δ: pick the cheapest candidate (fewest multiply-adds; lowest measured latency with cost=latency) whose ê is "
         "<= ê(source) + δ (absolute). The source's own shape is estimated too, with the same estimator (with "
@@ -64,6 +64,10 @@ class ExtractionArguments:
         "trained; a budget below the fastest candidate is an error before any training. Guarantee: ε = 0 trains "
         "every candidate within budget (exact lowest ê); ε > 0 trains the slowest per ε-bucket of latency: exact "
         "when ê does not increase with latency (ABnC ordering), no bound on ê otherwise.", default=None)
+    min_speedup: Optional[float] = _help(
+        "S: the latency budget as a speed-up over the source, measured here in the same run: B = latency(source) / "
+        "S (the source's own shape, random weights, the same batch, length and threads). Portable across machines "
+        "where --latency_budget_ms is not; same mode, search and guarantee. Give one of the two.", default=None)
     source_layers: Optional[int] = _help("Inline source depth (overrides the loaded config). With source_heads, "
                                          "source_hidden, source_intermediate and source_vocab_size all set, the source "
                                          "config is not loaded at all (offline).", default=None)
@@ -95,15 +99,21 @@ class ExtractionArguments:
 
     def _resolve_objective(self) -> None:
         """objective from the bound given (issue 12); the bound's range; latency_budget implies cost=latency."""
-        bounds = {"max_error_increase": self.max_error_increase, "latency_budget": self.latency_budget_ms}
+        if self.latency_budget_ms is not None and self.min_speedup is not None:
+            raise ValueError("--latency_budget_ms and --min_speedup are two ways to set one latency budget; give one.")
+        budget = self.latency_budget_ms if self.min_speedup is None else self.min_speedup
+        bounds = {"max_error_increase": self.max_error_increase, "latency_budget": budget}
         given = [mode for mode, bound in bounds.items() if bound is not None]
         if len(given) > 1:
-            raise ValueError("--max_error_increase and --latency_budget_ms are two different objectives; give one.")
+            raise ValueError("--max_error_increase and --latency_budget_ms/--min_speedup are two different "
+                             "objectives; give one.")
         if self.objective is None:
             self.objective = given[0] if given else "W"
         if self.objective not in OBJECTIVES:
             raise ValueError(f"--objective must be one of {OBJECTIVES}; got {self.objective!r}.")
-        flag = {"max_error_increase": "--max_error_increase δ", "latency_budget": "--latency_budget_ms B"}
+        flag = {"max_error_increase": "--max_error_increase δ",
+                "latency_budget": "--min_speedup S" if self.min_speedup is not None
+                else "--latency_budget_ms B (or --min_speedup S)"}
         if self.objective != "W" and bounds[self.objective] is None:
             raise ValueError(f"--objective {self.objective} needs its bound: {flag[self.objective]}.")
         if given and given[0] != self.objective:
@@ -111,9 +121,11 @@ class ExtractionArguments:
                              f"{self.objective}; drop it or set --objective {given[0]}.")
         if self.max_error_increase is not None and not self.max_error_increase >= 0:
             raise ValueError(f"--max_error_increase (δ, absolute ê) must be >= 0; got {self.max_error_increase}.")
-        if self.latency_budget_ms is not None:
-            if not self.latency_budget_ms > 0:
-                raise ValueError(f"--latency_budget_ms must be > 0; got {self.latency_budget_ms}.")
+        if self.min_speedup is not None and not self.min_speedup > 0:
+            raise ValueError(f"--min_speedup must be > 0 (a speed-up over the source, e.g. 4); got {self.min_speedup}.")
+        if self.latency_budget_ms is not None and not self.latency_budget_ms > 0:
+            raise ValueError(f"--latency_budget_ms must be > 0; got {self.latency_budget_ms}.")
+        if budget is not None:
             self.cost = "latency"
 
 

@@ -148,27 +148,31 @@ def _train_in_order(ordered: list[Candidate], T: Candidate, estimate: ErrorFn, c
         bar.close()
 
 
-def check_latency_budget(candidates: list[Candidate], budget_s: float) -> list[Candidate]:
-    """Candidates whose measured latency is ≤ budget_s; ConstraintError (before any training) if none is."""
+def check_latency_budget(candidates: list[Candidate], budget_s: float, flag: str | None = None) -> list[Candidate]:
+    """Candidates whose measured latency is ≤ budget_s; ConstraintError (before any training) if none is.
+
+    `flag` names the option that set the budget in the message (default: --latency_budget_ms)."""
     if any(c.latency_s is None for c in candidates):
         raise ValueError("latency_budget needs every candidate's measured latency (cost=latency).")
     within = [c for c in candidates if c.latency_s <= budget_s]
     if not within:
         fastest = min(candidates, key=lambda c: c.latency_s)
         raise ConstraintError(
-            f"No candidate fits --latency_budget_ms {1e3 * budget_s:g}: the fastest, {fastest.shape.key()}, measured "
-            f"{1e3 * fastest.latency_s:.3g} ms (batch/seq_len/threads as set by latency_batch_size, seq_len, "
-            "latency_threads). Raise the budget or add smaller sizes (depths, hidden_sizes, intermediate_sizes)."
+            f"No candidate fits {flag or '--latency_budget_ms'} (a budget of {1e3 * budget_s:.3g} ms): the fastest, "
+            f"{fastest.shape.key()}, measured {1e3 * fastest.latency_s:.3g} ms (batch/seq_len/threads as set by "
+            "latency_batch_size, seq_len, latency_threads). Raise the budget (or lower --min_speedup) or add smaller "
+            "sizes (depths, hidden_sizes, intermediate_sizes)."
         )
     return within
 
 
 def run_latency_budget(candidates: list[Candidate], T: Candidate, estimate: ErrorFn, budget_s: float,
                        epsilon: float, *, cache: dict | None = None,
-                       on_result: Callable[[Candidate], None] | None = None, progress: bool = True) -> Outcome:
+                       on_result: Callable[[Candidate], None] | None = None, progress: bool = True,
+                       flag: str | None = None) -> Outcome:
     """The lowest-ê candidate with measured latency ≤ budget_s (module docstring: filter, buckets, guarantee)."""
     cache = cache if cache is not None else {}
-    within = check_latency_budget(candidates, budget_s)
+    within = check_latency_budget(candidates, budget_s, flag)
     for c in candidates:
         c.bucket, c.status, c.error, c.W = -1, "skipped", None, None
         c.satisfies = c.latency_s <= budget_s

@@ -86,7 +86,7 @@ def extract(args: ExtractionArguments, est_args: EstimatorArguments | None = Non
     cache = {} if args.overwrite else _load_partial(partial_path, fingerprint)
     T, candidates = _candidates(args, source_config, space, cache)
     if args.objective == "latency_budget":  # cheap filter first: an impossible budget fails before any training
-        check_latency_budget(candidates, args.latency_budget_ms / 1e3)
+        check_latency_budget(candidates, budget_s(args, T), _budget_flag(args))
     if args.overwrite:
         for stale in (PARTIAL_NAME, REPORT_FILE):
             (out / stale).unlink(missing_ok=True)
@@ -125,7 +125,8 @@ def _run_objective(args, T, candidates, estimator, cache, persist) -> Outcome:
     if args.objective == "max_error_increase":
         return run_max_error_increase(candidates, T, estimator, args.max_error_increase, args.epsilon, **kw)
     if args.objective == "latency_budget":
-        return run_latency_budget(candidates, T, estimator, args.latency_budget_ms / 1e3, args.epsilon, **kw)
+        return run_latency_budget(candidates, T, estimator, budget_s(args, T), args.epsilon, flag=_budget_flag(args),
+                                  **kw)
     winner = run_fptas(candidates, T, estimator, args.epsilon, **kw)
     n = sum(c.W is not None for c in candidates)
     return Outcome(winner, [], f"largest W ({winner.W:.4g}) among the {n} evaluated candidates", {})
@@ -160,14 +161,28 @@ def _search(args, source_config, space, T, candidates, out, estimator, name, fin
     plot_pareto(candidates, winner, T, out / PLOT_FILE,
                 title=f"{args.source}: {len(candidates)} candidates, ε={args.epsilon}, ê={name}, "
                       f"{objective_text(args)}; winner {winner.shape.key()}",
-                budget_s=args.latency_budget_ms / 1e3 if args.latency_budget_ms is not None else None)
+                budget_s=budget_s(args, T))
     write_report(out, report)  # last: its presence marks a finished extraction
     return report
+
+
+def budget_s(args, T: Candidate) -> float | None:
+    """The latency budget in seconds: --latency_budget_ms, or the source's measured latency / --min_speedup."""
+    if args.min_speedup is not None:
+        return T.latency_s / args.min_speedup
+    return args.latency_budget_ms / 1e3 if args.latency_budget_ms is not None else None
+
+
+def _budget_flag(args) -> str:
+    return f"--min_speedup {args.min_speedup:g}" if args.min_speedup is not None else \
+        f"--latency_budget_ms {args.latency_budget_ms:g}"
 
 
 def objective_text(args) -> str:
     if args.objective == "max_error_increase":
         return f"cheapest with ê <= ê(source) + {args.max_error_increase:g}"
+    if args.min_speedup is not None:
+        return f"lowest ê at >= {args.min_speedup:g}x the source's speed"
     if args.objective == "latency_budget":
         return f"lowest ê within {args.latency_budget_ms:g} ms"
     return "max W"
@@ -175,7 +190,8 @@ def objective_text(args) -> str:
 
 def constraint_record(args, outcome: Outcome) -> dict:
     """report.json's "constraint": the mode, its bound, who satisfied it, why the winner won, the guarantee."""
-    bound = {"max_error_increase": args.max_error_increase, "latency_budget_ms": args.latency_budget_ms}
+    bound = {"max_error_increase": args.max_error_increase, "latency_budget_ms": args.latency_budget_ms,
+             "min_speedup": args.min_speedup}
     return {
         "mode": args.objective,
         "bound": {k: v for k, v in bound.items() if v is not None} or None,
