@@ -9,7 +9,9 @@ debates); test = all remaining rows up to 1,000):
          - SetFit: not run (contrastive fine-tuning of MiniLM is too slow for 2 shared CPU cores; not installed).
   bortify - plain: `finetune(mode="plain")` of the student (Θ grid once, best on dev);
          - Agora: `finetune(mode="agora")`, bortify's defaults, the teacher above as the labeler (docs/methods.md §3);
-         - task-distilled (--with_distill, HOOK: mode 'distill', being built) and int8 (--with_int8, HOOK: later).
+         - task-distilled (--with_distill: `finetune(mode="distill")`, docs/methods.md §7);
+         - int8 (--with_int8: the first seed's task-distilled student (else Agora's) through bortify's int8 CPU
+           path, ONNX Runtime; timed with the others).
 Seeds (default 1 2 3) vary the fine-tuning of the teacher and of the students; the logistic-regression peers are
 deterministic given the split, so they run once. Speed: sentences/s over the real test texts, text in -> label out
 (tokenisation included), batch 32, after 3 warm-up batches, median of 3 passes, measured after all training, one
@@ -161,14 +163,26 @@ def parse_overrides(pairs: list[str]) -> tuple:
 
 
 def int8_available() -> str | None:
-    """HOOK (int8 point): bortify has no int8 export yet. When it lands, return None here and fill `int8_point`."""
-    return "bortify has no int8 export yet (issue 12, later part); fill int8_available/int8_point in bench_pareto.py"
+    """None when bortify's default int8 CPU path (bortify.bench.DEFAULT_INT8_PATH, ONNX Runtime) is installed."""
+    from bortify.bench import DEFAULT_INT8_PATH, path_available
+
+    why = path_available(DEFAULT_INT8_PATH)
+    return f"int8 path {DEFAULT_INT8_PATH} is not available: {why}" if why else None
 
 
-def int8_point(model_dir: Path, out_dir: Path) -> Path:  # pragma: no cover - HOOK, see int8_available
-    """HOOK: turn the Agora student at `model_dir` into bortify's int8 model at `out_dir` and return its directory
-    (loadable by pareto_peers.classifier_predictor, or extend `predictor_for` for another runtime)."""
-    raise NotImplementedError(int8_available())
+def int8_point(model_dir: Path, out_dir: Path) -> Path:
+    """The student at `model_dir` made int8 by bortify's CPU path (`bortify.bench.int8_cpu_model`: ONNX export,
+    onnxruntime dynamic int8, docs/methods.md §5) into `out_dir` (model.int8.onnx + the tokenizer); returns out_dir."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from bortify.bench import int8_cpu_model
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), use_safetensors=True,
+                                                               trust_remote_code=False).eval()
+    int8_cpu_model(model, workdir=out_dir)
+    AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(str(out_dir))
+    return out_dir
 
 
 # --- one unit of work: one task, one train size, one seed ------------------------------------------------------
@@ -257,7 +271,7 @@ def run_unit(settings: Settings, plan: TaskPlan, data: dict, seed: int) -> dict:
     first = seed == settings.first_seed
     wanted = [n for n in ("teacher", "plain", "agora", "distill", "int8", "frozen_lr", "model2vec_lr")
               if (n != "distill" or settings.with_distill) and (n != "int8" or settings.with_int8)
-              and (first or n not in settings.first_seed_only + ("frozen_lr", "model2vec_lr"))]
+              and (first or n not in settings.first_seed_only + ("frozen_lr", "model2vec_lr", "int8"))]
     print(f"[{unit.name}] train {len(task.train)} dev {len(task.dev)} test {len(task.test)}; "
           f"reused: {', '.join(n for n in wanted if n in reuse) or 'none'}", flush=True)
 
@@ -315,14 +329,17 @@ def run_unit(settings: Settings, plan: TaskPlan, data: dict, seed: int) -> dict:
     bortify_point("agora", "agora", AgoraArguments(**agora_args))
     # the task-distilled point (docs/methods.md §7): the fine-tuned teacher comes in as Agora's labeler does
     bortify_point("distill", "distill", AgoraArguments(**agora_args), **distill_kwargs(settings))
-    if not ready("int8") and "model_dir" in points.get("agora", {}):
-        from pareto_peers import classifier_predictor
+    of = next((n for n in ("distill", "agora") if "model_dir" in points.get(n, {})), None)
+    if settings.with_int8 and not ready("int8") and of is not None:
+        from pareto_peers import int8_predictor
 
-        int8_dir = int8_point(Path(points["agora"]["model_dir"]), unit / "int8")  # HOOK
-        predict, _ = classifier_predictor(str(int8_dir), max_len)
+        t0 = time.perf_counter()
+        int8_dir = int8_point(Path(points[of]["model_dir"]), unit / "int8")
+        predict, n_params = int8_predictor(str(int8_dir), max_len)
         preds = [int(p) for i in range(0, len(task.test), 32) for p in predict(task.test["text"][i:i + 32])]
         points["int8"] = {"test": float(np.mean(np.asarray(preds) == np.asarray(task.test["label"]))),
-                          "model_dir": str(int8_dir), "of": "agora", "seconds": 0.0}
+                          "model_dir": str(int8_dir), "of": of, "seconds": time.perf_counter() - t0,
+                          "num_parameters": n_params}
         save()
 
     if first:  # deterministic given the split: once per panel
@@ -388,6 +405,10 @@ def predictor_for(name: str, point: dict, settings: Settings, max_len: int):
         if name == "frozen_lr":
             return frozen_encoder_predictor(resolve_model(TEACHER), clf, max_len)
         return static_predictor(settings.model2vec_dir, clf, max_len)
+    if name == "int8":
+        from pareto_peers import int8_predictor
+
+        return int8_predictor(point["model_dir"], max_len)
     return classifier_predictor(point["model_dir"], max_len)
 
 
@@ -425,7 +446,7 @@ POINT_LABELS = {
     "plain": "bortify plain fine-tuning (student)",
     "agora": "bortify Agora (student)",
     "distill": "bortify task-distilled (student)",
-    "int8": "bortify Agora int8 (student)",
+    "int8": "bortify int8 (student, ONNX Runtime)",
 }
 
 
@@ -482,7 +503,8 @@ def parse_args(argv):
                         "bortify's defaults)")
     p.add_argument("--first_seed_only", nargs="+", default=[], choices=["plain", "agora", "distill", "teacher"],
                    help="points trained at the first seed only (when 3 seeds of everything do not fit the time)")
-    p.add_argument("--with_int8", action="store_true", help="HOOK: add the int8 point (not available yet)")
+    p.add_argument("--with_int8", action="store_true", help="add the int8 point: the first seed's task-distilled (else Agora) student through "
+                        "bortify's int8 CPU path (ONNX Runtime)")
     p.add_argument("--timing_repeats", type=int, default=3)
     p.add_argument("--timings_from", default=None,
                    help="take sentences/s from this earlier results JSON (same models' architectures) instead of "
@@ -573,8 +595,8 @@ def main(argv=None) -> int:
                     "timing": timing_seconds, "model2vec_distill": m2v_seconds},
         "not_run": {"setfit": "SetFit (contrastive fine-tuning of MiniLM) is too slow for 2 shared CPU cores; "
                               "not installed",
-                    **({} if args.with_distill else {"distill": "hook: --with_distill (mode 'distill')"}),
-                    **({} if args.with_int8 else {"int8": "hook: --with_int8 (not available yet)"})},
+                    **({} if args.with_distill else {"distill": "not requested: --with_distill"}),
+                    **({} if args.with_int8 else {"int8": "not requested: --with_int8"})},
         "panels": [assemble_panel(plan, size, data, units, timings) for plan, size, data in panels],
         "units": units,
     }

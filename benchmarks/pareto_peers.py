@@ -14,6 +14,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -87,6 +88,25 @@ def classifier_predictor(model_dir: str, max_length: int) -> tuple[Predict, int]
         return model(**enc).logits.argmax(-1).numpy()
 
     return predict, sum(p.numel() for p in model.parameters())
+
+
+def int8_predictor(int8_dir: str, max_length: int) -> tuple[Predict, int]:
+    """(predict, parameters) of bench_pareto.int8_point's folder: model.int8.onnx on ONNX Runtime, 1 thread."""
+    import onnx
+    from transformers import AutoTokenizer
+
+    from bortify.bench import onnxruntime_runner
+
+    path = Path(int8_dir) / "model.int8.onnx"
+    run = onnxruntime_runner(path, threads=1)
+    tokenizer = AutoTokenizer.from_pretrained(int8_dir)
+
+    def predict(texts):
+        enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        return np.asarray(run({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})).argmax(-1)
+
+    params = sum(int(np.prod(t.dims)) for t in onnx.load(str(path)).graph.initializer)
+    return predict, params
 
 
 def frozen_encoder_predictor(encoder_dir: str, classifier, max_length: int) -> tuple[Predict, int]:

@@ -81,3 +81,31 @@ def test_points_made_on_other_split_texts_are_not_reused(tmp_path):
     (unit / "unit.json").write_text(json.dumps({**data, "split_fingerprint": "aaaa"}))
     assert sorted(bench_pareto.reusable_points(unit, config, "aaaa")) == ["agora", "distill", "plain", "teacher"]
     assert bench_pareto.reusable_points(unit, config, "bbbb") == {}
+
+
+def test_int8_point_predicts_what_the_fp32_student_predicts(tmp_path, minilm_path):
+    """The int8 point: bortify's int8 CPU path (ONNX Runtime) on a saved student; its predictions and parameter count
+    match the fp32 model's."""
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    import pareto_peers
+
+    assert bench_pareto.int8_available() is None
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=64, num_labels=3)
+    student = tmp_path / "student"
+    BertForSequenceClassification(config).eval().save_pretrained(student)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(student)
+    out = bench_pareto.int8_point(student, tmp_path / "int8")
+    assert (out / "model.int8.onnx").is_file() and (out / "tokenizer.json").is_file()
+    predict, params = pareto_peers.int8_predictor(str(out), 32)
+    fp32, fp32_params = pareto_peers.classifier_predictor(str(student), 32)
+    texts = [f"review number {i}: {'great' if i % 2 else 'dull'} acting and a {i}-minute plot" for i in range(40)]
+    pred = predict(texts)
+    assert pred.shape == (40,) and set(pred.tolist()) <= {0, 1, 2}
+    assert np.mean(pred == fp32(texts)) >= 0.8
+    assert abs(params - fp32_params) <= 0.01 * fp32_params
