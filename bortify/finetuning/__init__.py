@@ -1,4 +1,5 @@
-"""Fine-tuning a student on a classification task: plain (through the Trainer) or with Agora.
+"""Fine-tuning a student on a classification task: task distillation (the default), plain (through the Trainer) or
+with Agora.
 
 Files: `arguments.py` (dataclasses), `tasks.py` (task -> columns/metrics table, label checks, splits),
 `trainer.py` (one fine-tuning run through the Trainer, prediction, scoring), `generators.py`

@@ -103,10 +103,12 @@ class FinetuneModelArguments:
                        "AutoModelForSequenceClassification: an MLM head is dropped and a classifier initialised.")
     output_dir: str = _help("Where the fine-tuned checkpoint, report.json and rounds.png are written.")
     overwrite: bool = overwrite_field()
-    mode: str = _help("'agora' (the Agora loop, docs/methods.md §3), 'plain' (fine-tune each θ of the grid once, "
-                      "keep the best on dev) or 'distill' (task distillation, docs/methods.md §7: the teacher is "
-                      "fine-tuned on train as Agora's labeler is, then the student learns its soft labels over the "
-                      "train texts and unlabelled in-domain text; the distill_* options).", default="agora")
+    mode: str = _help("'distill' (task distillation, docs/methods.md §7, the default: the teacher is fine-tuned on "
+                      "train as Agora's labeler is, then the student learns its soft labels over the train texts, "
+                      "generated variants and unlabelled in-domain text; the distill_* options), 'agora' (the Agora "
+                      "loop, docs/methods.md §3) or 'plain' (fine-tune each θ of the grid once, keep the best on "
+                      "dev). Distill is the default because it was the most accurate student on every task measured "
+                      "(BENCHMARKS.md, the Pareto benchmark).", default="distill")
     seed: int = _help("Seed of fine-tuning: set (transformers.set_seed) before the student, the labeler and the "
                       "classifier head are built, so two runs with the same arguments give the same weights on the "
                       "same hardware; also data order and generation.", default=42)
