@@ -13,7 +13,10 @@ docs/methods.md §5 "Measuring speed". What is measured, and how:
   both run the same kernels. Latency depends on the shape only, so the source is built from its config with
   random weights.
 - Sentences per second on real texts (default: the packaged Rotten Tomatoes): the model with its own tokenizer,
-  dynamic padding, fp32 and each int8 path, and how often each int8 path predicts what fp32 predicts.
+  dynamic padding, fp32 and each int8 path, and how often each int8 path predicts what fp32 predicts. With a
+  source, the source too in fp32 (random weights, its own tokenizer, else the model's when the vocabularies
+  match), timed in alternation with the model's fp32 pass: the report's `source_sentences`, and the card's
+  accuracy vs sentences/s plot (bortify.hub.card_plots).
 
 The int8 CPU paths (`INT8_PATHS`; measured side by side in BENCHMARKS.md "CPU speed"):
 - `torch-dynamic`: torch.ao.quantization.quantize_dynamic on the Linear layers (fbgemm int8 GEMMs, dynamic
@@ -39,8 +42,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from bortify.reports import BenchReport, write_report
-from bortify.utils import (BortifyError, check_output_dir, check_torch_threads, overwrite_field, torch_threads,
-                           torch_threads_field)
+from bortify.utils import (TOKENIZER_FILES, BortifyError, check_output_dir, check_torch_threads, overwrite_field,
+                           torch_threads, torch_threads_field)
 
 INT8_PATHS = ("torch-dynamic", "torchao", "onnxruntime", "openvino")
 PATHS = ("fp32", *INT8_PATHS)
@@ -409,12 +412,13 @@ def bench(args: BenchArguments, *, progress: bool = True) -> BenchReport:
         out = check_output_dir(args.output_dir, args.overwrite, marker="report.json")
         with tempfile.TemporaryDirectory(prefix="bortify-bench-", dir=out) as tmp:
             grid = run_grid(args, paths, model, source, Path(tmp), progress)
-            sentences = sentences_per_second(args, paths, model, model_path, texts, Path(tmp)) if texts else {}
+            sentences, source_sentences = (sentences_per_second(args, paths, model, model_path, texts, Path(tmp),
+                                                                source=source) if texts else ({}, None))
     report = BenchReport.make({
         "model": args.model, "source": args.source, "threads": args.threads, "rounds": args.rounds,
         "min_run_time": args.min_run_time, "paths": paths, "unavailable": unavailable,
         "int8_default": DEFAULT_INT8_PATH, "grid": grid, "dataset": args.dataset,
-        "sentences": sentences, "plot": PLOT_FILE})
+        "sentences": sentences, "source_sentences": source_sentences, "plot": PLOT_FILE})
     save_plot(report, out / PLOT_FILE)
     write_report(out, report)  # last: a report.json marks a finished output
     return report
@@ -496,33 +500,91 @@ def real_texts(args: BenchArguments) -> list[str]:
     return texts
 
 
-def sentences_per_second(args, paths, model, model_path, texts, workdir: Path) -> dict:
+def sentences_per_second(args, paths, model, model_path, texts, workdir: Path, *,
+                         source=None) -> tuple[dict, dict | None]:
     """Sentences/s of the whole pass over `texts` (tokenised once, batches padded to their longest), per path, and
-    agreement of each int8 path's predictions (argmax) with fp32."""
+    agreement of each int8 path's predictions (argmax) with fp32. With a `source` (random weights, `source_model`),
+    its fp32 pass over the same texts is timed in alternation with the model's fp32 pass (docs/methods.md §5.s).
+    -> (the report's `sentences`, its `source_sentences`: None without a source)"""
     import numpy as np
-    from transformers import AutoTokenizer
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-    except Exception as exc:
-        raise BenchError(f"{args.model} has no tokenizer ({type(exc).__name__}): sentences/s needs one; save the "
-                         "tokenizer with the checkpoint or pass --dataset '' to skip.") from exc
-    batches = [dict(tokenizer(texts[i:i + args.text_batch_size], padding=True, truncation=True,
-                              max_length=args.max_length, return_tensors="pt", return_token_type_ids=False))
-               for i in range(0, len(texts), args.text_batch_size)]
+    tokenizer = model_tokenizer(args, model_path)
+    batches = tokenize_texts(tokenizer, texts, args)
+    source_batches, source_info = (source_text_batches(args, source, model, tokenizer, texts, paths)
+                                   if source is not None else (None, None))
     out, predictions = {"texts": len(texts), "batch_size": args.text_batch_size, "max_length": args.max_length}, {}
     sample = random_batch(model, 2, 16)
     for path in paths:
         runner = make_runner(path, model, threads=args.threads, workdir=workdir, sample=sample)
-        timing = time_call(lambda: [runner(b) for b in batches], threads=args.threads, rounds=args.rounds,
-                           min_run_time=0.0, warmup=args.warmup)
+        fns = {"model": lambda runner=runner: [runner(b) for b in batches]}
+        if path == "fp32" and source_batches is not None:
+            source_runner = torch_runner(source)
+            fns["source"] = lambda: [source_runner(b) for b in source_batches]
+        timings = time_calls(fns, threads=args.threads, rounds=args.rounds, min_run_time=0.0, warmup=args.warmup)
         predictions[path] = np.concatenate([np.asarray(runner(b)).reshape(len(b["input_ids"]), -1).argmax(-1)
                                             for b in batches])
-        row = {"sentences_per_s": len(texts) / timing.median_s, "seconds": timing.median_s}
+        out[path] = _rate(len(texts), timings["model"])
         if path != "fp32" and "fp32" in predictions:
-            row["agreement_with_fp32"] = float((predictions[path] == predictions["fp32"]).mean())
-        out[path] = row
-    return out
+            out[path]["agreement_with_fp32"] = float((predictions[path] == predictions["fp32"]).mean())
+        if "source" in timings:
+            source_info.update(_rate(len(texts), timings["source"]))
+    return out, source_info
+
+
+def _rate(texts: int, timing: Timing) -> dict:
+    return {"sentences_per_s": texts / timing.median_s, "seconds": timing.median_s}
+
+
+def model_tokenizer(args, model_path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_path)
+    except Exception as exc:
+        raise BenchError(f"{args.model} has no tokenizer ({type(exc).__name__}): sentences/s needs one; save the "
+                         "tokenizer with the checkpoint or pass --dataset '' to skip.") from exc
+
+
+def tokenize_texts(tokenizer, texts: list[str], args) -> list[dict]:
+    """`texts` in batches of text_batch_size, each padded to its longest, truncated to max_length."""
+    return [dict(tokenizer(texts[i:i + args.text_batch_size], padding=True, truncation=True,
+                           max_length=args.max_length, return_tensors="pt", return_token_type_ids=False))
+            for i in range(0, len(texts), args.text_batch_size)]
+
+
+def source_text_batches(args, source, model, fallback, texts: list[str], paths: list[str]) -> tuple[list | None, dict]:
+    """The real texts as the source reads them: (batches, {"tokenizer": "source" | "model"}), or (None,
+    {"skipped": why}) when the source cannot be timed on them (the report says why; the rest of bench runs)."""
+    if "fp32" not in paths:
+        return None, {"skipped": "the source is timed in alternation with the model's fp32 pass; --paths has no fp32"}
+    limit = getattr(source.config, "max_position_embeddings", None)
+    if limit is not None and args.max_length > limit:
+        return None, {"skipped": f"--max_length {args.max_length} exceeds the source's max_position_embeddings={limit}"}
+    tokenizer, which = source_tokenizer(args.source, source), "source"
+    if tokenizer is None and source.config.vocab_size == model.config.vocab_size:
+        tokenizer, which = fallback, "model"  # same vocabulary size: the model's tokenizer gives the source's ids
+    if tokenizer is None:
+        return None, {"skipped": f"{args.source} has no tokenizer and its vocabulary ({source.config.vocab_size}) is "
+                                 f"not the model's ({model.config.vocab_size}); save a tokenizer with the source"}
+    return tokenize_texts(tokenizer, texts, args), {"tokenizer": which}
+
+
+def source_tokenizer(spec: str, source):
+    """The source's own tokenizer, or None when it has none: a local directory without tokenizer files (transformers
+    would build an empty one from config.json), a tokenizer that does not load, or one whose ids do not fit the
+    source's embeddings."""
+    from transformers import AutoTokenizer
+
+    from bortify.resources import resolve_model
+
+    try:
+        path = resolve_model(spec)
+        if Path(path).is_dir() and not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):
+            return None
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception:  # no tokenizer here (e.g. a Hub name offline): the caller falls back or says why
+        return None
+    return tokenizer if len(tokenizer) <= source.config.vocab_size else None
 
 
 # ---- the plot ----------------------------------------------------------------------------------------------------

@@ -564,6 +564,17 @@ class BenchCell(Record):
 
 
 @dataclass
+class SourceSentences(Record):
+    """The source's fp32 sentences/s on bench's real texts, timed in alternation with the model's fp32 pass
+    (docs/methods.md §5.s), or why it was not timed."""
+
+    sentences_per_s: float | None = None
+    seconds: float | None = None
+    tokenizer: str | None = None  # "source" (its own) or "model" (the model's: the vocabulary sizes match)
+    skipped: str | None = None  # why the source was not timed on the texts
+
+
+@dataclass
 class BenchReport(Report):
     """`bortify bench`: the latency grid, sentences/s on real texts, the int8 paths (docs/methods.md §5)."""
 
@@ -580,10 +591,21 @@ class BenchReport(Report):
     grid: list[BenchCell] = field(default_factory=list)
     dataset: str | None = None
     sentences: dict = field(default_factory=dict)  # {"texts", "batch_size", "max_length", <path>: {...}}
+    source_sentences: SourceSentences | None = None  # with --source and real texts: the source in fp32
     plot: str | None = None
 
     def cell(self, path: str, batch_size: int, seq_len: int) -> BenchCell | None:
         return next((c for c in self.grid if (c.path, c.batch_size, c.seq_len) == (path, batch_size, seq_len)), None)
+
+    def sentences_per_s(self, path: str = "fp32") -> float | None:
+        """The model's sentences/s on the real texts through `path`; None when not measured."""
+        value = (self.sentences.get(path) or {}).get("sentences_per_s") if isinstance(self.sentences, dict) else None
+        return value if isinstance(value, (int, float)) and value > 0 else None
+
+    def source_speed_ratio(self) -> float | None:
+        """Model fp32 sentences/s over the source's, both from the same alternated timing; None without both."""
+        model, src = self.sentences_per_s("fp32"), self.source_sentences
+        return model / src.sentences_per_s if model and src and src.sentences_per_s else None
 
     def summary_lines(self) -> list[str]:
         lines = [f"timed {len(self.grid)} cells ({', '.join(self.paths)}) at {self.threads} thread(s), medians"]
@@ -596,9 +618,21 @@ class BenchReport(Report):
                              f"{p} {v['sentences_per_s']:.0f}/s" + (f" (agrees {v['agreement_with_fp32']:.1%})"
                                                                    if 'agreement_with_fp32' in v else "")
                              for p, v in rows))
+        lines += self._source_sentences_lines()
         if self.unavailable:
             lines.append("not timed: " + "; ".join(f"{p} ({why})" for p, why in self.unavailable.items()))
         return lines
+
+    def _source_sentences_lines(self) -> list[str]:
+        src = self.source_sentences
+        if src is None:
+            return []
+        if not src.sentences_per_s:
+            return [f"source on real texts: not timed ({src.skipped or 'no figure'})"]
+        ratio = self.source_speed_ratio()
+        return [f"source {self.source} fp32 on the same texts ({src.tokenizer}'s tokenizer, in alternation with the "
+                f"model's fp32): {src.sentences_per_s:.0f}/s; the model's fp32 is "
+                f"{_g(ratio, '.1f')}x the source's sentences/s"]
 
     def _path_lines(self, path: str) -> list[str]:
         cells = [c for c in self.grid if c.path == path]

@@ -174,6 +174,48 @@ def test_bench_onnx_paths(tmp_path, tiny_task_model, tiny_source, tiny_bert_conf
     _check_report(report, tmp_path / "bench", paths, tiny_bert_config, AutoConfig.from_pretrained(tiny_source))
 
 
+def test_bench_times_the_source_on_the_real_texts(tmp_path, tiny_task_model, tiny_source, capsys):
+    """`bortify bench MODEL --source S`: the source's fp32 sentences/s on the same texts (the model's tokenizer: the
+    config-only source has none, the vocabularies match), and the model/source ratio in what the command prints."""
+    from bortify.pipeline import run_command
+
+    rc = run_command("bench", [str(tiny_task_model), "--source", str(tiny_source), "--output_dir", str(tmp_path / "b"),
+                               "--paths", "fp32", "--batch_sizes", "1", "--seq_lens", "8", "--rounds", "1",
+                               "--min_run_time", "0", "--max_texts", "8", "--text_batch_size", "4",
+                               "--max_length", "16"])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    report = read_report(tmp_path / "b", BenchReport)
+    src = report.source_sentences
+    assert src.sentences_per_s > 0 and src.seconds > 0 and src.tokenizer == "model" and src.skipped is None
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["source_sentences"]["sentences_per_s"] > 0
+    ratio = report.sentences["fp32"]["sentences_per_s"] / src.sentences_per_s
+    assert report.source_speed_ratio() == pytest.approx(ratio)
+    assert f"the model's fp32 is {ratio:.1f}x the source's sentences/s" in printed
+
+
+def test_source_without_a_usable_tokenizer_is_skipped_with_a_note(tmp_path, tiny_bert_config, minilm_path):
+    """A source whose vocabulary is not the model's and has no tokenizer: not timed, and the report says why; a
+    source with its own tokenizer uses it."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from bortify.bench import source_text_batches
+
+    model = BertForSequenceClassification(tiny_bert_config).eval()
+    other = BertConfig(**{**tiny_bert_config.to_dict(), "vocab_size": 1000})
+    other.save_pretrained(tmp_path / "src")
+    source = BertForSequenceClassification(other).eval()
+    args = BenchArguments(model="m", source=str(tmp_path / "src"), output_dir=str(tmp_path / "o"), max_length=16,
+                          text_batch_size=2)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    batches, info = source_text_batches(args, source, model, tokenizer, ["a film", "a fine film"], ["fp32"])
+    assert batches is None and "no tokenizer" in info["skipped"] and "(1000)" in info["skipped"]
+    assert "no fp32" in source_text_batches(args, source, model, tokenizer, ["a"], ["torch-dynamic"])[1]["skipped"]
+    args.source = str(minilm_path)  # the packaged MiniLM: its own tokenizer (30522 ids, MiniLM's vocabulary)
+    minilm = BertForSequenceClassification(BertConfig(**tiny_bert_config.to_dict())).eval()
+    batches, info = source_text_batches(args, minilm, model, None, ["a film", "a fine film"], ["fp32"])
+    assert info == {"tokenizer": "source"} and len(batches) == 1 and batches[0]["input_ids"].shape[0] == 2
+
 def test_bench_without_source_has_no_ratios(tmp_path, tiny_task_model):
     report = _run(tmp_path, tiny_task_model, None, ["fp32"], dataset=None)
     assert all(c.source_ms is None and c.speedup is None and c.model_ms > 0 for c in report.grid)

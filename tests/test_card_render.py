@@ -458,6 +458,50 @@ def test_split_names_notes_and_examples_follow_the_report():
     assert example_literal({}, "task") == '"Replace this with a text like the ones the model was trained on."'
 
 
+
+# ---- the accuracy vs sentences/s plot (bortify/hub/card_plots.py) -------------------------------------------
+
+SPEED_REPORTS = {
+    "finetune": {**REPORTS["finetune"], "labeler": {**REPORTS["finetune"]["labeler"], "test_accuracy": 0.70}},
+    "compress": {"metric": "accuracy", "forms": {"fp32": {"scores": {"accuracy": 0.6317}},
+                                                 "onnx_int8": {"scores": {"accuracy": 0.6290}, "agreement": 0.99}}},
+    "bench": {"model": "runs/x/finetune", "source": "embedded:all-MiniLM-L6-v2", "threads": 1, "rounds": 3,
+              "paths": ["fp32", "onnxruntime"], "grid": [], "dataset": "embedded:rotten-tomatoes",
+              "sentences": {"texts": 256, "batch_size": 8, "max_length": 128, "fp32": {"sentences_per_s": 900.0},
+                            "onnxruntime": {"sentences_per_s": 2400.0, "agreement_with_fp32": 0.99}},
+              "source_sentences": {"sentences_per_s": 95.0, "seconds": 2.7, "tokenizer": "source"}},
+}
+
+
+@pytest.mark.slow
+def test_card_plots_accuracy_against_speed_from_the_runs_reports(tmp_path, minilm_path):
+    """finetune + compress + bench reports: accuracy_speed.png in the release, shown under CPU latency with where
+    its numbers come from; without a bench report: no file, no section."""
+    from bortify.hub.card_stage import RELEASE_FILES, run_stage
+
+    dirs = build_run_dirs(tmp_path / "run", minilm_path, stages=("finetune", "compress", "bench"),
+                          reports=SPEED_REPORTS)
+    run_stage({"stage_dirs": dirs, "output_dir": str(tmp_path / "run" / "card"), "measure_latency": False})
+    rel = tmp_path / "run" / "card"
+    assert (rel / "accuracy_speed.png").read_bytes()[:4] == b"\x89PNG" and "accuracy_speed.png" in RELEASE_FILES
+    text = (rel / "README.md").read_text()
+    section = text.split("## CPU latency")[1].split("\n## ")[0]
+    assert "](accuracy_speed.png)" in section
+    assert "from the run's finetune and compress reports" in section
+    assert "from its bench report on 256 real texts (embedded:rotten-tomatoes, batches of 8) at 1 CPU thread(s)" in section
+    assert "The teacher's speed is the source model's (`embedded:all-MiniLM-L6-v2`" in section
+    evidence = json.loads((rel / "card_evidence.json").read_text())["accuracy_speed"]
+    assert [(p["label"], p["accuracy"], p["sentences_per_s"], p["pareto"]) for p in evidence["points"]] == [
+        ("this model (fp32)", 0.6317, 900.0, True), ("this model (int8, ONNX Runtime)", 0.629, 2400.0, True),
+        ("teacher (fp32)", 0.70, 95.0, True)]
+
+    dirs = build_run_dirs(tmp_path / "nobench", minilm_path, stages=("finetune", "compress"), reports=SPEED_REPORTS)
+    run_stage({"stage_dirs": dirs, "output_dir": str(tmp_path / "nobench" / "card"), "measure_latency": False})
+    assert not (tmp_path / "nobench" / "card" / "accuracy_speed.png").exists()
+    text = (tmp_path / "nobench" / "card" / "README.md").read_text()
+    assert "accuracy_speed" not in text and "sentences/s" not in text
+    assert "CPU latency: not measured.\n\n## Intended use" in text  # the template adds no blank lines
+
 DEMO_RUN = Path(__file__).parent / "data" / "demo_run"  # reports of a real `bortify run recipes/demo.yaml` (runs/demo-d)
 DEMO_CARD = Path(__file__).parent / "data" / "demo_card.md"
 

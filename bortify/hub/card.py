@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from bortify.hub.card_plots import accuracy_speed_evidence
 from bortify.reports import (REPORT_TYPES, ExtractReport, FinetuneReport, PretrainReport, ReportError, Round, Winner,
                              read_report)
 
@@ -226,7 +227,11 @@ def collect_evidence(stage_dirs: dict[str, str], model_dir: str | Path, options:
         "compare": read_compare(stage_dirs),  # docs/methods.md §4: NFR against the replaced model, when measured
         "compress": read_compress(stage_dirs),  # docs/methods.md §5: sizes, scores and int8 speed of the compressed forms
     }
-    bench = read_bench(stage_dirs, options)
+    bench_report = read_bench_report(stage_dirs)
+    # docs/methods.md §5.s: accuracy vs sentences/s of the run's models (bortify.hub.card_plots), None below 2 points
+    evidence["accuracy_speed"] = accuracy_speed_evidence(finetune, evidence["compress"], bench_report) \
+        if bench_report is not None else None
+    bench = bench_latency(bench_report, options)
     if bench is not None:  # the run measured speed with `bortify bench`: the card quotes it (docs/methods.md §5)
         evidence["latency"] = bench
         return evidence
@@ -254,13 +259,23 @@ def collect_evidence(stage_dirs: dict[str, str], model_dir: str | Path, options:
 def read_bench(stage_dirs: dict[str, str], options: CardOptions) -> dict | None:
     """The latency figure of the run's `bortify bench` report (the grid cell nearest the card's batch x length,
     fp32, with the default int8 path beside it), or None when there is no bench report with a source."""
-    from bortify.bench import report_latency
+    return bench_latency(read_bench_report(stage_dirs), options)
+
+
+def read_bench_report(stage_dirs: dict[str, str]):
+    """The run's `bortify bench` report (BenchReport), or None when speed was not benchmarked."""
     from bortify.reports import BenchReport
 
     try:
-        report = read_report(stage_dirs.get("bench"), BenchReport)
+        return read_report(stage_dirs.get("bench"), BenchReport)
     except ReportError as exc:
         raise CardError(str(exc)) from exc
+
+
+def bench_latency(report, options: CardOptions) -> dict | None:
+    """`read_bench`'s figure from a bench report already read (None: no report, or no source in it)."""
+    from bortify.bench import report_latency
+
     return report_latency(report, options.latency_batch_size, options.latency_seq_len) if report else None
 
 
@@ -508,7 +523,7 @@ def template_values(evidence: dict, options: CardOptions, *, load_from: str, ima
     return {**_usage_values(evidence, options, load_from), **_architecture_values(evidence),
             **_extract_values(evidence["extract"], evidence, images), **_pretrain_values(evidence["pretrain"], evidence),
             **_finetune_values(evidence["finetune"], evidence, images), **_evaluation_values(evidence),
-            **_latency_values(evidence),
+            **_latency_values(evidence), **_accuracy_speed_values(evidence, images),
             **_compat_values(evidence["pretrain"], evidence["finetune"]),
             "compression": compress_lines(evidence.get("compress")), "not_measured": NOT_MEASURED}
 
@@ -758,6 +773,27 @@ def _latency_values(evidence: dict) -> dict:
             "what": "the model (as released, head included)" if lat.get("timer") == "bench" else "the encoder"},
         "latency_note": f" ({evidence['latency_error']})" if evidence.get("latency_error") else "",
     }
+
+
+def _accuracy_speed_values(evidence: dict, images: dict[str, str]) -> dict:
+    """The accuracy vs sentences/s plot (bortify.hub.card_plots) and the sentence saying where its numbers come
+    from; nothing when the release has no such plot (fewer than two points, or no bench report)."""
+    plot, png = evidence.get("accuracy_speed"), images.get("accuracy_speed")
+    if not plot or not png:
+        return {"accuracy_speed_png": None, "accuracy_speed_text": ""}
+    texts = f"{plot['texts']} " if plot.get("texts") else ""
+    batch = f", batches of {plot['batch_size']}" if plot.get("batch_size") else ""
+    teacher = any(p.get("label", "").startswith("teacher") for p in plot.get("points") or [])
+    text = (f"Test {plot['metric']} against CPU throughput for this model in fp32 and in int8 (ONNX Runtime) and for "
+            f"its teacher, as far as the run measured them: scores from the run's finetune and compress reports, "
+            f"sentences/s from its bench report on {texts}real texts ({public_name(plot.get('dataset'), 'dataset')}"
+            f"{batch}) at {plot.get('threads')} CPU thread(s)."
+            + (f" The teacher's speed is the source model's (`{public_name(plot.get('source'), 'model')}`, the "
+               "teacher's shape with random weights: speed depends on the shape only), timed in alternation with "
+               "this model's fp32 pass." if teacher else "")
+            + " A star marks the Pareto frontier: no other point is at least as fast and at least as accurate "
+            "and better in one.")
+    return {"accuracy_speed_png": png, "accuracy_speed_text": text}
 
 
 def latency_how(lat: dict) -> str:

@@ -7,6 +7,8 @@ Here are the stage's arguments (CardArguments + bortify.hub.card.CardOptions), i
       config.json, model.safetensors, tokenizer files   <- finetune dir if present, else pretrain dir
       README.md                                         <- the model card (bortify.hub.card)
       pareto.png, rounds.png                            <- extraction / Agora plots, when the stages made them
+      accuracy_speed.png                                <- accuracy vs sentences/s of the run's models (card_plots),
+                                                           when finetune/compress/bench measured two points or more
       card_evidence.json                                <- every figure the card states, machine-readable
 
 Checkpoints/, optimizer state and other Trainer bookkeeping are not copied, nor any run record
@@ -32,6 +34,7 @@ from typing import Optional
 
 from bortify.hub.card import (REPO_PLACEHOLDER, CardError, CardOptions, collect_evidence, example_literal, fmt_params,
                                render_card, shape_text, speed_text)
+from bortify.hub.card_plots import ACCURACY_SPEED_FILE, plot_accuracy_speed
 from bortify.reports import CardReport, Record
 from bortify.utils import (TOKENIZER_FILES, OutputExistsError, check_output_dir, is_same_or_nested, make_shareable,
                            overwrite_field, redact_secrets, replace_dir, write_bytes_atomic, write_json_atomic)
@@ -46,8 +49,8 @@ MARKER = "README.md"
 EVIDENCE = "card_evidence.json"
 # Everything a release folder made by bortify may hold (stage_done.json: the pipeline's record in folders
 # made before it moved beside the folder). A folder with anything else is not replaced.
-RELEASE_FILES = [*CHECKPOINT_FILES, MARKER, EVIDENCE, "pareto.png", "rounds.png", "stage_done.json",
-                 "modules.json", "config_sentence_transformers.json", "sentence_bert_config.json"]
+RELEASE_FILES = [*CHECKPOINT_FILES, MARKER, EVIDENCE, "pareto.png", "rounds.png", ACCURACY_SPEED_FILE,
+                 "stage_done.json", "modules.json", "config_sentence_transformers.json", "sentence_bert_config.json"]
 # Sub-folders a release may hold: the sentence-transformers modules (bortify.compat.sentence, docs/methods.md §4).
 # onnx/: model.onnx + model_quantized.onnx from `bortify compress` (docs/methods.md §5).
 RELEASE_DIRS = ["0_Transformer", "1_Pooling", "2_Dense", "3_Normalize", "onnx"]
@@ -167,6 +170,9 @@ def build_release(args: CardArguments, options: CardOptions) -> CardReport:
             if image is not None:
                 shutil.copy2(image, tmp / f"{key}.png")
                 images[key] = f"{key}.png"
+        if evidence.get("accuracy_speed"):  # drawn here from the reports (docs/methods.md §5.s), not copied
+            plot_accuracy_speed(evidence["accuracy_speed"], tmp / ACCURACY_SPEED_FILE)
+            images["accuracy_speed"] = ACCURACY_SPEED_FILE
         evidence = _without_local_paths(evidence, stage_dirs)
         card = render_card(evidence, options, load_from=options.repo_id or REPO_PLACEHOLDER, images=images)
         card.save(tmp / MARKER)
