@@ -243,3 +243,55 @@ def test_real_old_model_minilm(tmp_path, tiny_teacher, corpus, minilm_path):
     # unrelated 384-d vectors have cosine ~0 (a fresh projection: |cos| < 0.1); 20 tiny steps already give ~0.3
     assert float(nn.functional.cosine_similarity(new, old).mean()) > 0.15
     assert c.mean_cosine_new_old > 0.15
+
+
+@pytest.mark.slow
+def test_a_killed_compatible_run_resumes_with_its_trained_projection(tmp_path, tiny_teacher, corpus):
+    """Crash right after checkpoint-6 of 12, re-run the same command: the projection comes back from the checkpoint's
+    2_Dense (not re-initialised), so the resumed run ends where the uninterrupted one does."""
+    import os
+    import subprocess
+
+    from test_pretraining_train import _KILLER
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_teacher, old)
+    write_sentence_folder(old, hidden_size=16, spec=SentenceSpec("mean", False, 48), projection=nn.Linear(16, 24))
+    from transformers import BertConfig
+
+    BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+               max_position_embeddings=64).save_pretrained(tmp_path / "student")
+    (tmp_path / "corpus.txt").write_text("\n".join(corpus["text"][:800]) + "\n", encoding="utf-8")
+    config = {"student_config": str(tmp_path / "student"), "teacher": str(tiny_teacher),
+              "corpus": str(tmp_path / "corpus.txt"), "seq_len": 32, "masking": "static",
+              "max_heldout_blocks": 16, "output_dir": str(tmp_path / "out"), "max_steps": 12,
+              "per_device_train_batch_size": 8, "learning_rate": 2e-3, "logging_steps": 4, "save_steps": 6,
+              "use_cpu": True, "disable_tqdm": True, "seed": 7, "compatible_with": str(old), "compat_batch_size": 16,
+              "compat_eval_gallery": 120, "compat_eval_queries": 60, "torch_threads": 1}
+    flags = [f"--{k}={v}" for k, v in config.items()]
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "KILL_AT": "6", "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    ref_out = tmp_path / "reference"  # the same command, never interrupted
+    ref = subprocess.run([sys.executable, "-m", "bortify.cli", "pretrain", *flags, f"--output_dir={ref_out}"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    killed = subprocess.run([sys.executable, "-c", _KILLER, "pretrain", *flags], env=env, capture_output=True,
+                            text=True, timeout=600)
+    out = tmp_path / "out"
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert read_sentence_folder(out / "checkpoint-6")[2] is not None and not (out / "report.json").exists()
+    resumed = subprocess.run([sys.executable, "-m", "bortify.cli", "pretrain", *flags], env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["resumed_from"].endswith("checkpoint-6") and report["global_step"] == 12
+
+    def compat_losses(folder):
+        history = json.loads((folder / "trainer_state.json").read_text())["log_history"]
+        return [h["loss_compat"] for h in history if "loss_compat" in h]
+
+    assert compat_losses(out)[-1] == pytest.approx(compat_losses(ref_out)[-1], rel=1e-4)
+    _, _, projection = read_sentence_folder(out)
+    _, _, ref_projection = read_sentence_folder(ref_out)
+    assert torch.allclose(projection.weight, ref_projection.weight, atol=1e-5)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+from transformers import TrainerCallback
 
 from bortify.compat.losses import POOLINGS, least_squares_projection
 from bortify.compat.metric import run_compatibility_test, split_gallery_queries
@@ -91,6 +92,15 @@ class CompatCollator:
                 self._order = torch.randperm(len(self.data.input_ids), generator=self._generator).tolist()
             out.append(self._order.pop())
         return out
+
+    def fast_forward(self, batches: int) -> None:
+        """Restart the seeded draw and skip the compat batches of the first `batches` training batches, so that a
+        run resumed at step s (batches = s × gradient accumulation steps) sees the compat batches the uninterrupted
+        run saw: the Trainer skips the MLM batches it already trained on without calling the collator."""
+        self._generator = torch.Generator().manual_seed(int(self.seed))
+        self._order = []
+        for _ in range(batches):
+            self._next_indices()
 
     def __call__(self, examples: list) -> dict:
         batch = dict(self.base(examples))
@@ -269,6 +279,17 @@ def evaluate_compat(plan: CompatPlan, head: CompatHead, student_encoder: nn.Modu
         evaluation = compatibility_evaluation(old, new, plan.eval_texts, plan.eval_labels, gallery_size=gallery,
                                               query_size=queries, knn_k=knn_k, seed=seed)
     return compat_record(plan.old_model, head, data, loss, w_compat, evaluation, plan.eval_dataset, init)
+
+
+class CompatResume(TrainerCallback):
+    """On a resumed run, fast-forwards the compat collator to the checkpoint's step (CompatCollator.fast_forward)."""
+
+    def __init__(self, collator: CompatCollator):
+        self.collator = collator
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step:
+            self.collator.fast_forward(state.global_step * args.gradient_accumulation_steps)
 
 
 @dataclass

@@ -42,7 +42,7 @@ from transformers import (
 from bortify.data import resolve_model
 from bortify.resources import is_embedded
 from bortify.pretraining.arguments import DataArguments, DistillationArguments, ModelArguments
-from bortify.pretraining.compat import finish_compat, plan_compat, setup_compat
+from bortify.pretraining.compat import CompatResume, finish_compat, plan_compat, setup_compat
 from bortify.pretraining.data import load_pretraining_data, make_collator
 from bortify.pretraining.losses import IGNORE_INDEX, default_relation_heads, masked_cross_entropy
 from bortify.pretraining.rundir import (
@@ -357,7 +357,8 @@ def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_arg
         model=wrapper, args=training_args, train_dataset=train_blocks, processing_class=plan.tokenizer,
         data_collator=compat.collator if compat else collator,
         teacher=teacher, kd_mode=plan.kd_mode, teacher_layers=plan.teacher_layers,
-        relation_heads=plan.relation_heads, relation_teacher_layer=plan.relation_layer)
+        relation_heads=plan.relation_heads, relation_teacher_layer=plan.relation_layer,
+        callbacks=[CompatResume(compat.collator)] if compat else None)
     resumed_at = checkpoint_step(resume) if resume else 0  # read now: save_total_limit may delete it while training
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
