@@ -79,3 +79,25 @@ def test_distill_card_states_the_transfer_set_and_the_teachers_score(tmp_path, c
     assert n_variants > 0
     assert f"20 labelled train rows, {n_variants} generated variants and 40 unlabelled in-domain texts" in text
     assert "The teacher's own test score" in text
+
+
+def test_intermediate_layer_term_runs_the_teacher_per_batch_and_is_reported(tmp_path, capsys, monkeypatch):
+    """--distill_w_layers: the teacher runs on every training batch with output_hidden_states, and the report
+    names the layer map (docs/methods.md §7.1)."""
+    from bortify.finetuning import losses
+
+    calls = []
+    real = losses.layer_relation_loss
+
+    def spy(student_hidden, teacher_hidden, layer_map, mask, heads):
+        value = real(student_hidden, teacher_hidden, layer_map, mask, heads)
+        calls.append((len(student_hidden), len(teacher_hidden), float(value)))
+        return value
+
+    monkeypatch.setattr("bortify.finetuning.distill.layer_relation_loss", spy)
+    out, report, stdout = _run(tmp_path, capsys, "--distill_w_layers", "0.5", "--distill_augment_k", "0")
+    layers = report["distill"]["layers"]
+    assert layers["weight"] == 0.5 and len(layers["layer_map"]) == calls[0][0] - 1 and layers["relation_heads"] >= 1
+    steps = -(-report["distill"]["transfer_set"]["total"] // 8)  # one call per training batch, 1 epoch
+    assert len(calls) == steps and all(v >= 0 for *_, v in calls)
+    assert "intermediate layers" in stdout

@@ -71,3 +71,27 @@ def test_trainer_learns_the_soft_targets_not_the_hard_labels(tiny_bert_config, m
         p0[name] = torch.softmax(torch.from_numpy(predict(model, tok, ds_tok)), -1)[:, 0].mean().item()
     assert p0["hard"] > 0.9
     assert abs(p0["soft"] - 0.5) < 0.1
+
+
+def test_layer_relation_loss_is_zero_for_a_copy_positive_otherwise_and_only_trains_the_student():
+    import torch
+
+    from bortify.finetuning.losses import layer_relation_loss
+
+    torch.manual_seed(0)
+    mask = torch.ones(2, 5, dtype=torch.long)
+    mask[1, 3:] = 0
+    teacher = tuple(torch.randn(2, 5, 12) for _ in range(5))  # embeddings + 4 layers, width 12
+    same = tuple(h.clone().requires_grad_() for h in (teacher[0], teacher[2], teacher[4]))  # layers 1 and 3
+    assert float(layer_relation_loss(same, teacher, [1, 3], mask, 4)) == pytest.approx(0.0, abs=1e-6)
+    student = tuple(torch.randn(2, 5, 8, requires_grad=True) for _ in range(3))  # other width: no projection
+    teacher_leaf = tuple(h.clone().requires_grad_() for h in teacher)
+    loss = layer_relation_loss(student, teacher_leaf, [1, 3], mask, 4)
+    assert float(loss) > 0
+    loss.backward()
+    assert student[1].grad is not None and student[1].grad.abs().sum() > 0
+    assert all(h.grad is None for h in teacher_leaf)
+    with pytest.raises(ValueError, match="names a layer the teacher"):
+        layer_relation_loss(student, teacher, [1, 9], mask, 4)
+    with pytest.raises(ValueError, match="layer_map has 1 entries"):
+        layer_relation_loss(student, teacher, [1], mask, 4)

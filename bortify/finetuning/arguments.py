@@ -372,8 +372,16 @@ class TaskDistillArguments:
     distill_batch_size: int = _help("Train batch size.", default=32)
     distill_warmup: float = _help("Linear warm-up as a fraction of the steps, in [0, 1).", default=0.1)
     distill_weight_decay: float = _help("AdamW weight decay.", default=0.01)
+    distill_w_layers: float = _help(
+        "Weight of the intermediate-layer term (TinyBERT's task stage; docs/methods.md §7.1): for each student layer "
+        "and its teacher layer (slicing.default_layer_map), KL between the teacher's and the student's token-token "
+        "relations of the hidden states, as MiniLMv2 compares attention relations (no projection: widths may "
+        "differ). 0 = off (the default). Runs the fine-tuned teacher on every batch (slower) and needs a teacher "
+        "with the student's vocabulary.", default=0.0)
 
     def __post_init__(self):
+        if self.distill_w_layers < 0:
+            raise ValueError(f"distill_w_layers must be >= 0 (0 = off), got {self.distill_w_layers}.")
         if self.distill_temperature <= 0:
             raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}.")
         if not 0.0 <= self.distill_alpha <= 1.0:

@@ -33,14 +33,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import datasets
 import numpy as np
 from transformers import DataCollatorWithPadding, Trainer
 
 from bortify.finetuning.arguments import UNLABELED_FORMATS, TaskDistillArguments  # noqa: F401 (re-exported)
-from bortify.finetuning.losses import IGNORE_INDEX, task_distillation_loss
+from bortify.finetuning.losses import IGNORE_INDEX, layer_relation_loss, task_distillation_loss
 from bortify.finetuning.trainer import StepBar, run_arguments
 
 logger = logging.getLogger(__name__)
@@ -228,26 +228,66 @@ class DistillTrainer(Trainer):
     row has no gold label) and the teacher's precomputed `teacher_logits` (the teacher is not run here)."""
 
     def __init__(self, *args, alpha: float = 0.5, temperature: float = 2.0, regression: bool = False, focal=None,
-                 **kwargs):
+                 layers: "LayerKD | None" = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.kd_alpha, self.kd_temperature, self.kd_regression = alpha, temperature, regression
         self.focal = focal  # congruent.FocalDistillation with --old_model (docs/methods.md §4.3)
+        self.layers = layers  # the intermediate-layer term (docs/methods.md §7.1), None = off
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher_logits = inputs.pop("teacher_logits")
         labels = inputs.pop("labels")
         old_right, old_logits = inputs.pop("old_right", None), inputs.pop("old_logits", None)
-        outputs = model(**inputs)
+        outputs = model(**inputs, output_hidden_states=self.layers is not None)
         if self.focal is not None and old_right is not None:  # focal weights (congruent.py)
             from bortify.finetuning.congruent import focal_task_distillation_loss
 
             parts = focal_task_distillation_loss(outputs.logits, teacher_logits, labels, old_right, focal=self.focal,
                                                  alpha=self.kd_alpha, temperature=self.kd_temperature,
                                                  old_logits=old_logits)
-            return (parts.loss, outputs) if return_outputs else parts.loss
-        parts = task_distillation_loss(outputs.logits, teacher_logits, labels, alpha=self.kd_alpha,
-                                       temperature=self.kd_temperature, regression=self.kd_regression)
-        return (parts.loss, outputs) if return_outputs else parts.loss
+        else:
+            parts = task_distillation_loss(outputs.logits, teacher_logits, labels, alpha=self.kd_alpha,
+                                           temperature=self.kd_temperature, regression=self.kd_regression)
+        loss = parts.loss
+        if self.layers is not None:
+            loss = loss + self.layers.weight * self.layers.loss(outputs.hidden_states, inputs)
+        return (loss, outputs) if return_outputs else loss
+
+
+@dataclass
+class LayerKD:
+    """The intermediate-layer term's teacher side: the fine-tuned teacher run on each batch (no gradient), the
+    layer map and the number of relation heads (docs/methods.md §7.1, losses.layer_relation_loss)."""
+
+    teacher: Any
+    weight: float
+    layer_map: list[int]
+    relation_heads: int
+
+    @classmethod
+    def build(cls, student, teacher, tokenizer, teacher_tokenizer, weight: float) -> "LayerKD":
+        from bortify.pretraining.losses import default_relation_heads
+        from bortify.slicing import default_layer_map
+
+        if tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
+            raise DistillError("distill_w_layers runs the teacher on the student's token ids, but their vocabularies "
+                               "differ; use a teacher with the student's tokenizer or set distill_w_layers 0.")
+        s, t = student.config, teacher.config
+        return cls(teacher.eval(), weight, default_layer_map(s.num_hidden_layers, t.num_hidden_layers),
+                   default_relation_heads(s.hidden_size, t.hidden_size, max_heads=8))
+
+    def loss(self, student_hidden, inputs: dict):
+        import torch
+
+        device = next(self.teacher.parameters()).device
+        feed = {k: v.to(device) for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        with torch.no_grad():
+            teacher_hidden = self.teacher(**feed, output_hidden_states=True).hidden_states
+        return layer_relation_loss(student_hidden, [h.to(student_hidden[0].device) for h in teacher_hidden],
+                                   self.layer_map, inputs.get("attention_mask"), self.relation_heads)
+
+    def describe(self) -> dict:
+        return {"weight": self.weight, "layer_map": self.layer_map, "relation_heads": self.relation_heads}
 
 
 def tokenize_transfer(rows: list[dict], logits: np.ndarray, tokenizer, text_columns: list[str], max_length: int,
@@ -265,7 +305,8 @@ def tokenize_transfer(rows: list[dict], logits: np.ndarray, tokenizer, text_colu
 
 
 def train_distilled(student0, tokenizer, train_tok: datasets.Dataset, args: TaskDistillArguments, *,
-                    regression: bool = False, seed: int = 42, callbacks=None, focal=None):
+                    regression: bool = False, seed: int = 42, callbacks=None, focal=None,
+                    layers: LayerKD | None = None):
     """Train a copy of `student0` on a tokenised transfer set (student0 is left untouched); returns (the model in
     eval mode, its mean training loss). `focal` (congruent.FocalDistillation): focal weights from the set's
     `old_right` (/`old_logits`) columns (congruent.DistillFocal.add_columns)."""
@@ -278,7 +319,8 @@ def train_distilled(student0, tokenizer, train_tok: datasets.Dataset, args: Task
         trainer = DistillTrainer(model=model, args=targs, train_dataset=train_tok,
                                  data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
                                  callbacks=[StepBar("student"), *(callbacks or [])], alpha=args.distill_alpha,
-                                 temperature=args.distill_temperature, regression=regression, focal=focal)
+                                 temperature=args.distill_temperature, regression=regression, focal=focal,
+                                 layers=layers)
         train_output = trainer.train()
     model.eval()
     return model, float(train_output.training_loss)
@@ -378,9 +420,12 @@ def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, g
     epochs = epochs_for(args.distill_epochs, args.distill_min_examples, len(train_tok))
     if epochs != args.distill_epochs:  # the settings below (report, card) state the epochs actually run
         args = replace(args, distill_epochs=epochs)
-    say(f"training the student on {len(train_tok)} rows for {epochs:g} epoch(s)")
+    layers = LayerKD.build(student0, teacher.model, tokenizer, teacher.tokenizer, args.distill_w_layers) \
+        if args.distill_w_layers > 0 else None
+    say(f"training the student on {len(train_tok)} rows for {epochs:g} epoch(s)"
+        + (f", intermediate layers {layers.layer_map} of the teacher (weight {layers.weight:g})" if layers else ""))
     model, train_loss = train_distilled(student0, tokenizer, train_tok, args, regression=task.regression, seed=seed,
-                                        focal=focal.focal if focal is not None else None)
+                                        focal=focal.focal if focal is not None else None, layers=layers)
     fidelity = teacher_agreement(model, tokenizer, train_tok, logits, regression=task.regression, seed=seed)
     if not task.regression and fidelity["student_classes"] == 1 < fidelity["teacher_classes"]:
         logger.warning("The distilled student predicts one class on every transfer-set row sampled while its teacher "
@@ -400,4 +445,6 @@ def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, g
     }
     if focal is not None:
         info["congruent"] = focal.describe()
+    if layers is not None:
+        info["layers"] = layers.describe()
     return model, info

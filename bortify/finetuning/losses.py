@@ -124,3 +124,21 @@ def task_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.T
         gold = masked_cross_entropy(s[keep], labels[keep].long(), ignore_index=ignore_index)  # 0 (in the graph) if none
     loss = alpha * gold + (1.0 - alpha) * kd
     return TaskKDLoss(loss, gold.detach(), kd.detach(), n_gold)
+
+
+def layer_relation_loss(student_hidden, teacher_hidden, layer_map: list[int], attention_mask: torch.Tensor,
+                        relation_heads: int) -> torch.Tensor:
+    """The intermediate-layer term of task distillation (docs/methods.md §7.1; TinyBERT's task stage, Jiao et al.
+    2020 §3.1, with MiniLMv2's relation loss, Wang et al. 2021 eq. 4, so that widths may differ): the mean over
+    student layers m of KL(teacher ‖ student) between the token-token relations of the hidden states of student
+    layer m and teacher layer layer_map[m]. `*_hidden` are transformers' `hidden_states` tuples (index 0 = the
+    embeddings, so layer m is index m + 1); the teacher side is never back-propagated into."""
+    from bortify.pretraining.losses import attention_relation_kd_loss
+
+    if len(layer_map) != len(student_hidden) - 1:
+        raise ValueError(f"layer_map has {len(layer_map)} entries for a student with {len(student_hidden) - 1} layers.")
+    if max(layer_map) >= len(teacher_hidden) - 1:
+        raise ValueError(f"layer_map {layer_map} names a layer the teacher ({len(teacher_hidden) - 1} layers) lacks.")
+    pairs = [attention_relation_kd_loss([student_hidden[m + 1]], [teacher_hidden[t + 1].detach()], relation_heads,
+                                        attention_mask) for m, t in enumerate(layer_map)]
+    return torch.stack(pairs).mean()
