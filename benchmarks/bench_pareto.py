@@ -203,11 +203,26 @@ def point_inputs(name: str, config: dict) -> dict:
         return {**teacher, **student, "epochs": st["epochs"], "learning_rates": st["learning_rates"],
                 "max_rounds": st["max_rounds"], "k": st["k"], "labeler_min_dev_score": st["labeler_min_dev_score"]}
     if name == "distill":  # bortify's defaults as resolved by that run + its overrides
-        return {**teacher, **student, "distill": config.get("distill_arguments"),
+        return {**teacher, **student, "distill": with_new_defaults(config.get("distill_arguments")),
                 "labeler_min_dev_score": st["labeler_min_dev_score"]}  # the teacher passes bortify's gate or not
     if name in ("frozen_lr", "model2vec_lr"):
         return {**split, "model2vec_dir": st["model2vec_dir"]}
     return {**split, "settings": st}  # int8 and anything new: the whole configuration
+
+
+def with_new_defaults(recorded: dict | None) -> dict | None:
+    """Task-distillation arguments as recorded by a run, plus every option added to TaskDistillArguments since,
+    at its default: a new option's default keeps the old behaviour (e.g. distill_w_layers 0 = off), so a point
+    trained before it existed is still reusable; a changed value of any option still retrains."""
+    import dataclasses
+
+    from bortify.finetuning.arguments import TaskDistillArguments
+
+    if recorded is None:
+        return None
+    defaults = {f.name: f.default for f in dataclasses.fields(TaskDistillArguments)
+                if f.default is not dataclasses.MISSING}
+    return json.loads(json.dumps({**defaults, **recorded}))
 
 
 def split_fingerprint(task) -> str:

@@ -43,6 +43,16 @@ def test_changing_the_distillation_settings_retrains_only_the_distilled_point(tm
     assert sorted(bench_pareto.reusable_points(unit, new)) == ["agora", "plain", "teacher"]
 
 
+def test_an_option_added_since_at_its_default_keeps_the_distilled_point(tmp_path):
+    config = _config(tmp_path)
+    recorded = json.loads(json.dumps(config))
+    recorded["distill_arguments"].pop("distill_w_layers")  # a run made before the option existed
+    unit = _unit(tmp_path, recorded)
+    assert set(bench_pareto.reusable_points(unit, config)) == {"teacher", "plain", "agora", "distill"}
+    changed = _config(tmp_path, distill=(("distill_w_layers", 0.5),))
+    assert "distill" not in bench_pareto.reusable_points(unit, changed)
+
+
 def test_changing_the_teacher_retrains_everything_that_uses_it(tmp_path):
     old = _config(tmp_path)
     unit = _unit(tmp_path, old)
