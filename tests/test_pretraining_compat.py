@@ -170,20 +170,24 @@ def test_bad_input(case, tiny_teacher, tmp_path, monkeypatch, capsys):
 
 # ---- end to end ---------------------------------------------------------------------------------------------
 
-def _run(tmp_path, teacher: str, old: str, corpus, **more):
+def _config(tmp_path, teacher: str, old: str, corpus, **more) -> dict:
+    """A tiny compatible pretraining run's settings (student config and corpus written under tmp_path)."""
     from transformers import BertConfig
-
-    from bortify.pipeline import run_config
 
     BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                max_position_embeddings=64).save_pretrained(tmp_path / "student")
     (tmp_path / "corpus.txt").write_text("\n".join(corpus["text"][:800]) + "\n", encoding="utf-8")
-    config = {"student_config": str(tmp_path / "student"), "teacher": teacher, "corpus": str(tmp_path / "corpus.txt"),
-              "seq_len": 32, "masking": "static", "max_heldout_blocks": 16, "output_dir": str(tmp_path / "out"),
-              "max_steps": 12, "per_device_train_batch_size": 8, "learning_rate": 2e-3, "logging_steps": 4,
-              "save_steps": 6, "use_cpu": True, "disable_tqdm": True, "seed": 7, "compatible_with": old,
-              "compat_batch_size": 16, "compat_eval_gallery": 120, "compat_eval_queries": 60, **more}
-    return run_config("pretrain", config), tmp_path / "out"
+    return {"student_config": str(tmp_path / "student"), "teacher": teacher, "corpus": str(tmp_path / "corpus.txt"),
+            "seq_len": 32, "masking": "static", "max_heldout_blocks": 16, "output_dir": str(tmp_path / "out"),
+            "max_steps": 12, "per_device_train_batch_size": 8, "learning_rate": 2e-3, "logging_steps": 4,
+            "save_steps": 6, "use_cpu": True, "disable_tqdm": True, "seed": 7, "compatible_with": old,
+            "compat_batch_size": 16, "compat_eval_gallery": 120, "compat_eval_queries": 60, **more}
+
+
+def _run(tmp_path, teacher: str, old: str, corpus, **more):
+    from bortify.pipeline import run_config
+
+    return run_config("pretrain", _config(tmp_path, teacher, old, corpus, **more)), tmp_path / "out"
 
 
 @pytest.mark.slow
@@ -257,17 +261,7 @@ def test_a_killed_compatible_run_resumes_with_its_trained_projection(tmp_path, t
     old = tmp_path / "old"
     shutil.copytree(tiny_teacher, old)
     write_sentence_folder(old, hidden_size=16, spec=SentenceSpec("mean", False, 48), projection=nn.Linear(16, 24))
-    from transformers import BertConfig
-
-    BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-               max_position_embeddings=64).save_pretrained(tmp_path / "student")
-    (tmp_path / "corpus.txt").write_text("\n".join(corpus["text"][:800]) + "\n", encoding="utf-8")
-    config = {"student_config": str(tmp_path / "student"), "teacher": str(tiny_teacher),
-              "corpus": str(tmp_path / "corpus.txt"), "seq_len": 32, "masking": "static",
-              "max_heldout_blocks": 16, "output_dir": str(tmp_path / "out"), "max_steps": 12,
-              "per_device_train_batch_size": 8, "learning_rate": 2e-3, "logging_steps": 4, "save_steps": 6,
-              "use_cpu": True, "disable_tqdm": True, "seed": 7, "compatible_with": str(old), "compat_batch_size": 16,
-              "compat_eval_gallery": 120, "compat_eval_queries": 60, "torch_threads": 1}
+    config = _config(tmp_path, str(tiny_teacher), str(old), corpus, torch_threads=1)
     flags = [f"--{k}={v}" for k, v in config.items()]
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "KILL_AT": "6", "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
