@@ -67,6 +67,28 @@ def test_bct_loss_soft_targets_equal_one_hot_labels_and_w_zero_is_plain_ce():
     assert plain.loss.item() == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
 
 
+def test_distill_influence_uses_gold_labels_where_given_and_the_teacher_elsewhere_by_hand():
+    from bortify.compat.losses import distill_influence_loss
+
+    proj = torch.tensor([[1.0, -1.0, 0.5], [0.0, 2.0, 1.0], [0.3, 0.1, -0.2]], requires_grad=True)
+    head = _frozen_linear(3, 2)
+    teacher = torch.tensor([[0.0, 3.0], [1.0, -1.0], [2.0, 0.5]])
+    labels = torch.tensor([0, -100, 1])  # rows 0 and 2 gold, row 1 unlabelled (a transfer-set row)
+    loss = distill_influence_loss(proj, head, labels, teacher)
+    log_p = F.log_softmax(head(proj), -1)
+    soft = F.softmax(teacher[1], -1)  # the teacher at temperature 1, for the unlabelled row only
+    want = -(log_p[0, 0] + (soft * log_p[1]).sum() + log_p[2, 1]) / 3  # the gold rows ignore the teacher
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+    loss.backward()
+    assert proj.grad.abs().sum() > 0 and all(p.grad is None for p in head.parameters())
+    none_gold = distill_influence_loss(proj, head, torch.full((3,), -100), teacher)
+    assert none_gold.item() == pytest.approx(-(F.softmax(teacher, -1) * log_p).sum(-1).mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="frozen"):
+        distill_influence_loss(proj, nn.Linear(3, 2), labels, teacher)
+    with pytest.raises(ValueError, match="same label set"):
+        distill_influence_loss(proj, head, labels, torch.zeros(3, 3))
+
+
 def test_bct_loss_refuses_a_trainable_old_head_and_other_label_sets():
     from bortify.compat.losses import bct_finetune_loss
 
@@ -227,6 +249,43 @@ def test_agora_mode_with_compatible_with_runs(tmp_path):
     assert report["compatibility"]["new_old"] and (tmp_path / "out" / "2_Dense" / "model.safetensors").is_file()
 
 
+def test_distill_mode_adds_the_influence_term_and_writes_the_trained_projection(tmp_path, monkeypatch):
+    """The product's default mode: task distillation with BCT's influence term (docs/methods.md §4.4); the φ the
+    loss trained is the one the folder ships and the report's test used."""
+    from bortify.compat import finetune as compat_ft
+    from bortify.compat.finetune import cls_encoder
+    from bortify.compat.sentence import load_sentence_encoder
+
+    seen = []
+    original = compat_ft.distill_influence_loss
+
+    def spy(*a, **k):
+        seen.append((a[2] == -100).float().mean().item())  # the share of rows without a gold label
+        return original(*a, **k)
+
+    monkeypatch.setattr(compat_ft, "distill_influence_loss", spy)
+    files = write_data(tmp_path)
+    paths = models(tmp_path, "old", "mlm")
+    out = tmp_path / "out"
+    rc = _finetune("--model", paths["mlm"], "--output_dir", str(out), "--mode", "distill", "--teacher", paths["mlm"],
+                   "--compatible_with", paths["old"], "--compat_eval_gallery", "20", "--compat_eval_queries", "10",
+                   "--compat_eval_k", "3", "--labeler_epochs", "1", "--labeler_min_dev_score", "0",
+                   "--distill_epochs", "1", "--distill_min_examples", "0", "--distill_augment_k", "2",
+                   "--distill_batch_size", "8", *[a.format(**files) for a in DATA], *FAST)
+    assert rc == 0
+    assert seen and max(seen) > 0  # batches with generated (unlabelled) rows went through the influence term
+    report = json.loads((out / "report.json").read_text())
+    assert report["mode"] == "distill" and report["distill"]["transfer_set"]["augmented"] > 0
+    c = report["compatibility"]
+    assert c["loss"] == "influence" and c["old_head"] == "pooler+classifier" and c["queries"] == 10
+    assert 0 <= c["new_old"]["knn_accuracy"] <= 1
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = load_sentence_encoder(out)
+    model, tok = AutoModelForSequenceClassification.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    torch.testing.assert_close(folder(TEXTS), cls_encoder(model, tok, 16, folder.projection)(TEXTS))
+
+
 def test_a_plain_rerun_without_the_option_removes_the_sentence_files(tmp_path):
     files = write_data(tmp_path)
     paths = models(tmp_path, "old", "mlm")
@@ -250,8 +309,6 @@ CASES = [
          setup=setup("mlm")),
     Case("compat-old-other-labels", ft("--compatible_with", "{other_labels}"),
          r"predicts labels \['neg', 'pos'\].*match by name", setup=setup("other_labels", "mlm")),
-    Case("compat-with-distill", ft("--mode", "distill", "--compatible_with", "{old}"), r"plain or agora",
-         setup=setup("old", "mlm")),
     Case("compat-with-old-model", ft("--compatible_with", "{old}", "--old_model", "{old}"), r"cannot be combined",
          setup=setup("old", "mlm")),
     Case("compat-old-is-the-output", ["finetune", "--model", "{mlm}", "--output_dir", "{old}", "--mode", "plain",

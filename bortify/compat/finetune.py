@@ -14,6 +14,10 @@ train texts from the initial student's, as pretraining does), with
 
     L = CE(new head(e_new), y) + w_compat · CE(w_old(φ(e_new)), y)      (bortify.compat.losses.bct_finetune_loss)
 
+In task distillation (`--mode distill`) the influence term is added to the distillation loss instead
+(`InfluenceTerm`, inside bortify.finetuning.distill.DistillTrainer; rows without a gold label take the teacher's
+distribution as the target: bortify.compat.losses.distill_influence_loss).
+
 The old model's embeddings of the train texts are computed once (they serve the ridge start); the old head runs
 inside the loss, frozen. The output folder gets the sentence-transformers files (Pooling cls, Dense φ) beside the
 classifier checkpoint, and the report BCT's compatibility test on the task's test split (gallery embedded by the
@@ -32,7 +36,7 @@ import torch
 from torch import nn
 from transformers import Trainer
 
-from bortify.compat.losses import bct_finetune_loss, least_squares_projection
+from bortify.compat.losses import bct_finetune_loss, distill_influence_loss, least_squares_projection
 from bortify.compat.metric import run_compatibility_test, split_gallery_queries
 from bortify.compat.sentence import SentenceEncoder, SentenceSpec, write_sentence_folder
 from bortify.utils import BortifyError
@@ -118,6 +122,36 @@ def cls_encoder(model: nn.Module, tokenizer, max_length: int, projection: nn.Mod
     return SentenceEncoder(model.base_model, tokenizer, SentenceSpec(EMBEDDING, False, max_length), projection)
 
 
+def add_projection_group(optimizer, projection: nn.Module):
+    """`optimizer` with φ's parameters as one more group (no weight decay: φ starts at a ridge solution), added
+    once: a Trainer subclass that trains φ with the model calls this from create_optimizer."""
+    params = list(projection.parameters())
+    if not any(p is q for g in optimizer.param_groups for p in g["params"] for q in params):
+        optimizer.add_param_group({"params": params, "weight_decay": 0.0})
+    return optimizer
+
+
+@dataclass
+class InfluenceTerm:
+    """BCT's influence term inside task distillation (`--mode distill --compatible_with`, docs/methods.md §4.4):
+    φ (trained with the student: the trainer adds its group with `add_projection_group`), the frozen old head and
+    the weight. `loss` takes the student's last hidden states, the batch's labels and the teacher's logits."""
+
+    projection: nn.Module
+    old_head: "OldHead"
+    w_compat: float = 1.0
+
+    def to(self, device) -> "InfluenceTerm":
+        self.projection.to(device)
+        self.old_head.to(device)
+        return self
+
+    def loss(self, last_hidden: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor,
+             ignore_index: int = -100) -> torch.Tensor:
+        return self.w_compat * distill_influence_loss(self.projection(last_hidden[:, 0]), self.old_head, labels,
+                                                      teacher_logits, ignore_index=ignore_index)
+
+
 class InfluenceTrainer(Trainer):
     """Trainer whose loss is `bct_finetune_loss`: the student's [CLS] embedding (its last hidden state) goes
     through the projection φ (trained with the model: one more optimizer group) into the frozen old head. Batches
@@ -130,11 +164,7 @@ class InfluenceTrainer(Trainer):
         self.old_head.to(self.args.device)
 
     def create_optimizer(self, model=None):
-        optimizer = super().create_optimizer(model)
-        params = list(self.projection.parameters())
-        if not any(p is q for g in optimizer.param_groups for p in g["params"] for q in params):
-            optimizer.add_param_group({"params": params, "weight_decay": 0.0})  # φ starts at a ridge solution
-        return optimizer
+        return add_projection_group(super().create_optimizer(model), self.projection)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "labels" not in inputs and "soft_labels" not in inputs:
@@ -218,8 +248,19 @@ class CompatFinetune:
                                        projection=projection, old_head=self.head, w_compat=self.settings.w_compat)
             trainer.train()
         model.eval()
-        self._projections[model] = projection.cpu().eval()
+        self.register(model, projection)
         return model
+
+    def influence_term(self) -> InfluenceTerm:
+        """A fresh copy of φ's start with the old head and weight, for one task-distillation run; hand the trained
+        model and the term's φ to `register` afterwards."""
+        import copy
+
+        return InfluenceTerm(copy.deepcopy(self.projection0), self.head, self.settings.w_compat)
+
+    def register(self, model: nn.Module, projection: nn.Module) -> None:
+        """Record the φ trained with `model` (what projection_of, evaluate and write_sentence_files read)."""
+        self._projections[model] = projection.cpu().eval()
 
     def projection_of(self, model: nn.Module) -> nn.Linear:
         if model not in self._projections:

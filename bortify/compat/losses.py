@@ -8,6 +8,8 @@
   OLD model's frozen classifier w_old, must classify x correctly: CE(w_old(φ_new(x)), y).
 - `bct_finetune_loss`: BCT's whole fine-tuning objective, L = CE(new head(e_new), y) + λ·CE(w_old(φ(e_new)), y)
   (`bortify finetune --compatible_with`, docs/methods.md §4.4).
+- `distill_influence_loss`: the influence term inside task distillation (`--mode distill --compatible_with`): the
+  gold label where a row has one, the teacher's distribution where it has none (docs/methods.md §4.4).
 """
 
 from __future__ import annotations
@@ -114,6 +116,34 @@ def bct_finetune_loss(new_logits: torch.Tensor, projected_embedding: torch.Tenso
     ce = _cross_entropy(new_logits, labels, soft_targets)
     influence = _cross_entropy(old_logits, labels, soft_targets)
     return BCTLoss(ce + w_compat * influence, ce.detach(), influence.detach())
+
+
+def distill_influence_loss(projected_embedding: torch.Tensor, old_classifier: Callable[[torch.Tensor], torch.Tensor],
+                           labels: torch.Tensor, teacher_logits: torch.Tensor, *,
+                           ignore_index: int = -100) -> torch.Tensor:
+    """BCT's influence term for a task-distillation batch (docs/methods.md §4.4, "In task distillation"): the mean
+    over the rows of CE(w_old(φ(e_new(x_i))), t_i), where t_i is the gold class for a labelled row and the
+    teacher's distribution softmax(teacher_logits_i) (temperature 1) for a row whose label is `ignore_index`
+    (unused train rows, generated variants: the teacher's belief is the best label they have).
+
+    `projected_embedding` (B, D_old) is φ(e_new); `old_classifier` is the old model's frozen head (task order)."""
+    params = list(getattr(old_classifier, "parameters", lambda: [])())
+    if any(p.requires_grad for p in params):
+        raise ValueError("the old classifier must be frozen (requires_grad_(False)): BCT keeps w_old fixed.")
+    if not (projected_embedding.shape[0] == labels.shape[0] == teacher_logits.shape[0]):
+        raise ValueError(f"{projected_embedding.shape[0]} embeddings, {labels.shape[0]} labels and "
+                         f"{teacher_logits.shape[0]} teacher rows: one of each per row.")
+    old_logits = old_classifier(projected_embedding).float()
+    if old_logits.shape != teacher_logits.shape:
+        raise ValueError(f"the old head gives {tuple(old_logits.shape)} logits, the teacher "
+                         f"{tuple(teacher_logits.shape)}: old model and teacher must classify the same label set.")
+    log_p = F.log_softmax(old_logits, dim=-1)
+    targets = F.softmax(teacher_logits.detach().float(), dim=-1)
+    gold = labels != ignore_index
+    if gold.any():  # a one-hot target for the labelled rows
+        targets = torch.where(gold.unsqueeze(-1), F.one_hot(labels.clamp_min(0).long(), old_logits.shape[-1]).float(),
+                              targets)
+    return -(targets * log_p).sum(-1).mean()
 
 
 def least_squares_projection(x: torch.Tensor, y: torch.Tensor,

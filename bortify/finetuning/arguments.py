@@ -462,7 +462,8 @@ COMPAT_INITS = ("lstsq", "random")
 @dataclass
 class CompatibleArguments:
     """`--compatible_with`: backward-compatible embeddings in fine-tuning, BCT's influence loss through the old
-    classifier's frozen head (docs/methods.md §4.4). Plain and Agora modes; the other names start with `compat_` /
+    classifier's frozen head (docs/methods.md §4.4). Every mode (in task distillation the rows without a gold label
+    take the teacher's distribution as the target); the other names start with `compat_` /
     `w_compat`, as in `bortify pretrain --compatible_with`."""
 
     compatible_with: str | None = _help("The fine-tuned classifier (same task labels, by name) whose embedding space "

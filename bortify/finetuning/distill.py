@@ -228,17 +228,27 @@ class DistillTrainer(Trainer):
     row has no gold label) and the teacher's precomputed `teacher_logits` (the teacher is not run here)."""
 
     def __init__(self, *args, alpha: float = 0.5, temperature: float = 2.0, regression: bool = False, focal=None,
-                 layers: "LayerKD | None" = None, **kwargs):
+                 layers: "LayerKD | None" = None, influence=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.kd_alpha, self.kd_temperature, self.kd_regression = alpha, temperature, regression
         self.focal = focal  # congruent.FocalDistillation with --old_model (docs/methods.md §4.3)
         self.layers = layers  # the intermediate-layer term (docs/methods.md §7.1), None = off
+        # compat.finetune.InfluenceTerm with --compatible_with: BCT's influence term (docs/methods.md §4.4)
+        self.influence = influence.to(self.args.device) if influence is not None else None
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.influence is not None:  # φ trains with the student
+            from bortify.compat.finetune import add_projection_group
+
+            add_projection_group(optimizer, self.influence.projection)
+        return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher_logits = inputs.pop("teacher_logits")
         labels = inputs.pop("labels")
         old_right, old_logits = inputs.pop("old_right", None), inputs.pop("old_logits", None)
-        outputs = model(**inputs, output_hidden_states=self.layers is not None)
+        outputs = model(**inputs, output_hidden_states=self.layers is not None or self.influence is not None)
         if self.focal is not None and old_right is not None:  # focal weights (congruent.py)
             from bortify.finetuning.congruent import focal_task_distillation_loss
 
@@ -251,6 +261,8 @@ class DistillTrainer(Trainer):
         loss = parts.loss
         if self.layers is not None:
             loss = loss + self.layers.weight * self.layers.loss(outputs.hidden_states, inputs)
+        if self.influence is not None:
+            loss = loss + self.influence.loss(outputs.hidden_states[-1], labels, teacher_logits, IGNORE_INDEX)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -306,10 +318,11 @@ def tokenize_transfer(rows: list[dict], logits: np.ndarray, tokenizer, text_colu
 
 def train_distilled(student0, tokenizer, train_tok: datasets.Dataset, args: TaskDistillArguments, *,
                     regression: bool = False, seed: int = 42, callbacks=None, focal=None,
-                    layers: LayerKD | None = None):
+                    layers: LayerKD | None = None, influence=None):
     """Train a copy of `student0` on a tokenised transfer set (student0 is left untouched); returns (the model in
     eval mode, its mean training loss). `focal` (congruent.FocalDistillation): focal weights from the set's
-    `old_right` (/`old_logits`) columns (congruent.DistillFocal.add_columns)."""
+    `old_right` (/`old_logits`) columns (congruent.DistillFocal.add_columns). `influence`
+    (compat.finetune.InfluenceTerm): BCT's influence term, its φ trained in place with the student."""
     model = copy.deepcopy(student0)
     with tempfile.TemporaryDirectory(prefix="bortify-distill-") as tmp:
         targs = run_arguments(tmp, batch_size=args.distill_batch_size, learning_rate=args.distill_learning_rate,
@@ -320,7 +333,7 @@ def train_distilled(student0, tokenizer, train_tok: datasets.Dataset, args: Task
                                  data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
                                  callbacks=[StepBar("student"), *(callbacks or [])], alpha=args.distill_alpha,
                                  temperature=args.distill_temperature, regression=regression, focal=focal,
-                                 layers=layers)
+                                 layers=layers, influence=influence)
         train_output = trainer.train()
     model.eval()
     return model, float(train_output.training_loss)
@@ -370,7 +383,7 @@ def _check(task, student0, teacher) -> None:
 
 def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, generator=None,
             unlabeled_rows: list[dict] | None = None, seed: int = 42, max_length: int = 128,
-            progress: Callable[[str], None] | None = None, focal=None):
+            progress: Callable[[str], None] | None = None, focal=None, compat=None):
     """Distil the fine-tuned `teacher` (a labelers.Labeler) into a copy of `student0` on the task's transfer set.
 
     `unlabeled_rows`: rows with the task's text column(s) (labels, if any, are ignored); None = the task's
@@ -379,7 +392,9 @@ def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, g
     teacher's input embeddings). Returns (model, info) with info = transfer-set sizes by source, seconds by
     step and the settings, for report.json. Only train/dev/test TEXTS are read here (dev/test to keep them out
     of the transfer set); no model is scored. `focal` (congruent.DistillFocal, `--old_model`): focal weights
-    against the model being replaced (docs/methods.md §4.3); info["congruent"] describes them.
+    against the model being replaced (docs/methods.md §4.3); info["congruent"] describes them. `compat`
+    (compat.finetune.CompatFinetune, `--compatible_with`): BCT's influence term through the old model's frozen
+    head (docs/methods.md §4.4); the trained φ is registered with it.
     """
     t0 = time.perf_counter()
     say = progress or (lambda msg: None)
@@ -424,8 +439,12 @@ def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, g
         if args.distill_w_layers > 0 else None
     say(f"training the student on {len(train_tok)} rows for {epochs:g} epoch(s)"
         + (f", intermediate layers {layers.layer_map} of the teacher (weight {layers.weight:g})" if layers else ""))
+    influence = compat.influence_term() if compat is not None else None
     model, train_loss = train_distilled(student0, tokenizer, train_tok, args, regression=task.regression, seed=seed,
-                                        focal=focal.focal if focal is not None else None, layers=layers)
+                                        focal=focal.focal if focal is not None else None, layers=layers,
+                                        influence=influence)
+    if influence is not None:
+        compat.register(model, influence.projection)
     fidelity = teacher_agreement(model, tokenizer, train_tok, logits, regression=task.regression, seed=seed)
     if not task.regression and fidelity["student_classes"] == 1 < fidelity["teacher_classes"]:
         logger.warning("The distilled student predicts one class on every transfer-set row sampled while its teacher "

@@ -294,7 +294,7 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
     elif model_args.mode == "distill":
         result, distill_info = _distill_result(task, student0, tokenizer, labeler, distill_args, model_args,
                                                generator, lambda m: runs.dev_main_score(runs.dev_predict(m)), runs.bar,
-                                               focal=distill_focal)
+                                               focal=distill_focal, compat=runs.compat)
     else:
         result = plain_search(runs, thetas)
     runs.bar.close()
@@ -379,14 +379,10 @@ def check_congruent(args: CongruentArguments, model_args: FinetuneModelArguments
 
 def check_compatible(args: CompatibleArguments, congruent: CongruentArguments, model_args: FinetuneModelArguments,
                      task: TaskData) -> None:
-    """--compatible_with needs a single-text classification task in plain or Agora mode and an old sequence
-    classifier with the task's label names (config only: before any model is loaded)."""
+    """--compatible_with needs a single-text classification task and an old sequence classifier with the task's
+    label names (config only: before any model is loaded); any mode (plain, Agora, task distillation)."""
     if not args.compatible_with:
         return
-    if model_args.mode == "distill":
-        raise ValueError("--compatible_with (BCT's influence loss) works with --mode plain or agora; task "
-                         "distillation trains on its teacher's soft labels. Drop --compatible_with or choose another "
-                         "mode.")
     if congruent.old_model:
         raise ValueError("--compatible_with and --old_model cannot be combined yet (each trains with its own loss); "
                          "choose one.")
@@ -500,13 +496,13 @@ class Runs:
 # (restored: the fine-tuning refactor's commit calls it but had dropped it)
 def _distill_result(task: TaskData, student0, tokenizer, labeler, distill_args: TaskDistillArguments,
                     model_args: FinetuneModelArguments, generator, dev_score_of, bar,
-                    focal=None) -> tuple[AgoraResult, dict]:
+                    focal=None, compat=None) -> tuple[AgoraResult, dict]:
     """Mode 'distill' (docs/methods.md §7): one distillation run, recorded as round 1 so the report, the rounds
     plot and the card read it like the other modes."""
     start = time.perf_counter()
     model, info = distill(task, student0, tokenizer, labeler, distill_args, generator=generator, seed=model_args.seed,
                           max_length=model_args.max_length, progress=lambda msg: (bar.set_postfix_str(msg), say(msg)),
-                          focal=focal)
+                          focal=focal, compat=compat)
     bar.update(1)
     dev = dev_score_of(model)
     settings = {k.removeprefix("distill_"): v for k, v in info["settings"].items()
