@@ -1,8 +1,9 @@
 """Backward-compatible embeddings benchmark (issue 11; docs/methods.md §4, BCT), side by side in one run.
 
 The old model is all-MiniLM-L6-v2 (the demo's teacher, a sentence-transformers encoder: mean pooling +
-normalisation). The new model is the demo-size student (recipes/demo.yaml: D3 A4 H128 I768, sliced out of MiniLM,
-representation KD on the packaged corpus) pretrained twice with the same budget:
+normalisation). The new model is the demo-size student (recipes/demo.yaml's pick, D3 A4 H256 I768 since the demo
+extracts with --min_speedup 4; `--hidden_size 128` gives the earlier pick; sliced out of MiniLM, representation KD on
+the packaged corpus) pretrained twice with the same budget, for every seed of `--seeds`:
 
 - **without** the option (a plain bortify student; its query embedding is mean_pool(student) through the
   representation-KD projection of the last layer — the best projection a student trained without the option has);
@@ -39,7 +40,7 @@ from bortify.utils import write_json_atomic  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "compat.json"
 OLD = "embedded:all-MiniLM-L6-v2"
-STUDENT = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 128, "num_hidden_layers": 3,
+STUDENT = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 256, "num_hidden_layers": 3,
            "num_attention_heads": 4, "intermediate_size": 768, "max_position_embeddings": 512}  # the demo's pick
 DEMO_PRETRAIN = {"teacher": OLD, "kd_mode": "representation", "init": "teacher", "corpus": "embedded:corpus",
                  "seq_len": 64, "max_heldout_blocks": 64, "per_device_train_batch_size": 16,
@@ -104,8 +105,9 @@ def run(args) -> dict:
     torch.set_num_threads(1)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-compat-"))
     work.mkdir(parents=True, exist_ok=True)
+    student = {**STUDENT, "hidden_size": args.hidden_size or STUDENT["hidden_size"]}
     student_config = work / "student_config.json"
-    write_json_atomic(student_config, STUDENT)
+    write_json_atomic(student_config, student)
     old = memoized(load_old_encoder(__import__("bortify.data", fromlist=["resolve_model"]).resolve_model(OLD)))
     tasks = {t: labelled_texts(t) for t in args.tasks}
     corpus = {}
@@ -117,39 +119,63 @@ def run(args) -> dict:
         held = set(split.gallery_texts) | set(split.query_texts)
         (work / "in_domain.txt").write_text("\n".join(t.replace("\n", " ") for t in texts if t not in held) + "\n")
         corpus = {"corpus": str(work / "in_domain.txt")}
-    results = {"command": " ".join(sys.argv), "old_model": OLD, "student": STUDENT, "pretrain": DEMO_PRETRAIN,
+    results = {"command": " ".join(sys.argv), "old_model": OLD, "student": student, "pretrain": DEMO_PRETRAIN,
                "compat": {"w_compat": args.w_compat, "compat_batch_size": args.compat_batch_size,
                           "compat_init": args.compat_init, "compat_texts": args.compat_texts},
                "in_domain": args.in_domain,
                "gallery": args.gallery,
                "queries": args.queries, "knn_k": args.knn_k, "runs": []}
-    for steps in args.steps:
+    for seed, steps in [(seed, steps) for seed in args.seeds for steps in args.steps]:
         extra = {**corpus, "w_compat": args.w_compat, "compat_batch_size": args.compat_batch_size,
-                 "compat_init": args.compat_init, "compat_texts": args.compat_texts}
-        row = {"steps": steps}
+                 "compat_init": args.compat_init, "compat_texts": args.compat_texts, "seed": seed}
+        row = {"steps": steps, "seed": seed}
         for compatible in (False, True):
-            out = work / f"{'compat' if compatible else 'plain'}-{steps}"
+            out = work / f"{'compat' if compatible else 'plain'}-{steps}-s{seed}"
             row["with" if compatible else "without"] = pretrain_run(out, steps, compatible, student_config, extra)
-            print(f"[bench_compat] steps {steps} {'with' if compatible else 'without'}: "
+            print(f"[bench_compat] seed {seed} steps {steps} {'with' if compatible else 'without'}: "
                   f"{row['with' if compatible else 'without']}", flush=True)
-        new = load_sentence_encoder(work / f"compat-{steps}")
-        base = baseline_encoder(work / f"plain-{steps}", old)
+        new = load_sentence_encoder(work / f"compat-{steps}-s{seed}")
+        base = baseline_encoder(work / f"plain-{steps}-s{seed}", old)
         row["tasks"] = {}
         for name, (texts, labels) in tasks.items():
             ev = compatibility_evaluation(old, new, texts, labels, gallery_size=args.gallery,
                                           query_size=args.queries, knn_k=args.knn_k, seed=0, baseline=base)
             row["tasks"][name] = ev
-            print(f"[bench_compat] steps {steps} {name}: new->old {ev['new_old']} old->old {ev['old_old']} "
+            print(f"[bench_compat] seed {seed} steps {steps} {name}: new->old {ev['new_old']} old->old {ev['old_old']} "
                   f"new->new {ev['new_new']} baseline new->old {ev['baseline']['new_old']} "
                   f"criterion {'met' if ev['criterion_met'] else 'not met'}", flush=True)
         results["runs"].append(row)
         write_json_atomic(args.output, results)
+    print(summary(results))
     return results
+
+
+def summary(results: dict) -> str:
+    """Markdown: kNN accuracy per task and step count, mean ± sd over the seeds."""
+    import statistics
+
+    def cell(vals):
+        return f"{statistics.mean(vals):.3f}" + (f" ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else "")
+
+    lines = ["| task | steps | seeds | old→old | with: new→old | with: new→new | without: new→old | without: new→new "
+             "| criterion met |", "|" + "---|" * 9]
+    for steps in dict.fromkeys(r["steps"] for r in results["runs"]):
+        rows = [r for r in results["runs"] if r["steps"] == steps]
+        for name in rows[0]["tasks"]:
+            ev = [r["tasks"][name] for r in rows]
+            knn = lambda f: cell([f(e)["knn_accuracy"] for e in ev])  # noqa: E731
+            lines.append(f"| {name} | {steps} | {len(ev)} | {knn(lambda e: e['old_old'])} | {knn(lambda e: e['new_old'])} "
+                         f"| {knn(lambda e: e['new_new'])} | {knn(lambda e: e['baseline']['new_old'])} "
+                         f"| {knn(lambda e: e['baseline']['new_new'])} | {sum(e['criterion_met'] for e in ev)}/{len(ev)} |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[60])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="pretraining seeds (the split stays seed 0)")
+    parser.add_argument("--hidden_size", type=int, default=None,
+                        help=f"the student's width (default {STUDENT['hidden_size']}, the demo's pick)")
     parser.add_argument("--tasks", nargs="+", default=["embedded:rotten-tomatoes", "embedded:debates"])
     parser.add_argument("--gallery", type=int, default=2000)
     parser.add_argument("--queries", type=int, default=500)
