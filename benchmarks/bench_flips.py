@@ -294,14 +294,21 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def student_missing(student: str) -> bool:
+    """True (after saying how to fix it) when --student is neither a folder nor a named model."""
+    if Path(student).is_dir() or ":" in student:
+        return False
+    print(f"--student {student} does not exist: run `make demo` (its pretrain stage) or give a checkpoint.",
+          file=sys.stderr)
+    return True
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    if not Path(args.student).is_dir() and ":" not in args.student:
-        print(f"--student {args.student} does not exist: run `make demo` (its pretrain stage) or give a checkpoint.",
-              file=sys.stderr)
+    if student_missing(args.student):
         return 2
     results = []
     for name in args.tasks:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -34,7 +33,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 ROOT = Path(__file__).resolve().parent
-TEACHER = "embedded:all-MiniLM-L6-v2"
+sys.path.insert(0, str(ROOT))
+from bench_flips import TEACHER, _cell, student_missing  # noqa: E402 (same old model, table cells, checks)
+
 ARMS = [(mode, compat) for mode in ("plain", "distill") for compat in (False, True)]
 
 
@@ -121,9 +122,7 @@ def run_task(name: str, seed: int, args, work: Path) -> dict:
 
 def table(results: list[dict]) -> str:
     def cell(rs, f, spec=".3f"):
-        vals = [f(r) for r in rs]
-        mu = statistics.mean(vals)
-        return f"{mu:{spec}}" + (f" ± {statistics.stdev(vals):{spec}}" if len(vals) > 1 else "")
+        return _cell(rs)(f, spec)
 
     lines = ["| task | arm | seeds | test acc | old→old kNN | new→old kNN | new→new kNN | new→old R@1 | criterion met | "
              "fine-tuning s |", "|" + "---|" * 10]
@@ -144,9 +143,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    if not Path(args.student).is_dir() and ":" not in args.student:
-        print(f"--student {args.student} does not exist: run `make demo` (its pretrain stage) or give a checkpoint.",
-              file=sys.stderr)
+    if student_missing(args.student):
         return 2
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-influence-") as tmp:
