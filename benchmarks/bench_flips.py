@@ -60,7 +60,7 @@ def parse(argv=None):
     p.add_argument("--beta", type=float, default=5.0)
     p.add_argument("--divergence", default="l2", choices=["l2", "kl"])
     p.add_argument("--agora", action="store_true", help="also Agora mode (labeler = the old model), with and "
-                   "without --old_model, through the library's finetune() (max_rounds 3, k 4)")
+                   "without --old_model, through the library's finetune() (max_rounds 3, k 4, prune none)")
     p.add_argument("--mode", default="plain", choices=["plain", "distill"],
                    help="plain: fine-tuning with / without focal distillation; distill: task distillation with / "
                    "without focal weights (old = the teacher)")
@@ -261,7 +261,8 @@ def agora_run(name: str, task, labeler, old_model, seed: int, args):
                                   max_test_samples=args.max_test),
             FinetuneGridArguments(learning_rates=[args.learning_rate], weight_decays=[0.01], warmup_ratios=[0.1],
                                   batch_sizes=[args.batch_size], num_train_epochs=args.epochs),
-            AgoraArguments(labeler=str(old_dir), max_rounds=3, k=4, labeler_min_dev_score=0.0), None,
+            # prune none: with the benchmark's single θ, the paper's pruning would empty Θ after round 1 (= plain)
+            AgoraArguments(labeler=str(old_dir), max_rounds=3, k=4, prune="none", labeler_min_dev_score=0.0), None,
             CongruentArguments(old_model=str(old_dir) if old_model else None, pc_lambda=args.lam, pc_alpha=args.alpha,
                                pc_beta=args.beta, pc_divergence=args.divergence))
         new = load_task_classifier(report.output_dir, task.label_names, "new model")

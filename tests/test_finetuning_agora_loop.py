@@ -358,3 +358,17 @@ def test_repair_step_counts_verify_failures_and_expands_nothing_when_none_is_ver
                          generate=lambda *a: pytest.fail("generated from an unverified mistake"), generate_train=None,
                          label=None, key=lambda r: r["text"], banned=set(), rng=None)
     assert repair.rows == [] and repair.expanded == 0 and repair.rejections[VERIFY_FAILED] == 1
+
+
+def test_single_theta_agora_is_named_as_plain_fine_tuning_before_any_work():
+    from bortify.finetuning.arguments import AgoraArguments
+    from bortify.finetuning.finetune import single_theta_agora_note
+
+    one, two = [{"learning_rate": 5e-4}], [{"learning_rate": 5e-4}, {"learning_rate": 1e-3}]
+    note = single_theta_agora_note("agora", one, AgoraArguments(max_rounds=3))
+    assert note is not None and "plain fine-tuning" in note and "--prune none" in note
+    assert prune_worst([(one[0], 0.7)]) == []  # why: the paper's rule empties a one-θ Θ after round 1
+    assert single_theta_agora_note("agora", two, AgoraArguments(max_rounds=3)) is None
+    assert single_theta_agora_note("agora", one, AgoraArguments(max_rounds=3, prune="none")) is None
+    assert single_theta_agora_note("agora", one, AgoraArguments(max_rounds=1)) is None
+    assert single_theta_agora_note("plain", one, AgoraArguments(max_rounds=3)) is None

@@ -255,6 +255,8 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
     task = load_task(data_args)
     check_congruent(congruent_args, model_args, task, agora_args)
     check_compatible(compat_args, congruent_args, model_args, task)
+    if (note := single_theta_agora_note(model_args.mode, thetas, agora_args)) is not None:
+        logger.warning(note)
     check_output_is_not_an_input(out, {"old model (--compatible_with)": compat_args.compatible_with})
     # Seed before anything random is drawn: the classifier head (and pooler) are initialised at load time.
     transformers.set_seed(model_args.seed)
@@ -375,6 +377,16 @@ def check_congruent(args: CongruentArguments, model_args: FinetuneModelArguments
     if model_args.mode == "distill" and is_teacher(args.old_model, agora_args.labeler if agora_args else None):
         return  # the teacher is checked against the task by build_labeler
     label_order(label_names(args.old_model, "old model"), task.label_names, "old model")  # config only, by name
+
+
+def single_theta_agora_note(mode: str, thetas: list[dict], agora_args: AgoraArguments) -> str | None:
+    """The warning for an Agora run that cannot repair anything: with one θ, `--prune worst` (the paper's rule)
+    empties Θ after round 1, so the loop stops there and the result is plain fine-tuning. None otherwise."""
+    if mode != "agora" or len(thetas) != 1 or agora_args.prune != "worst" or agora_args.max_rounds <= 1:
+        return None
+    return ("--mode agora with a single θ and --prune worst stops after round 1 (pruning the worst θ empties Θ), so "
+            "no repaired round runs and the result is plain fine-tuning. Give several θ (e.g. --learning_rates 1e-3 "
+            "5e-4) or --prune none to run up to --max_rounds rounds.")
 
 
 def check_compatible(args: CompatibleArguments, congruent: CongruentArguments, model_args: FinetuneModelArguments,
