@@ -188,6 +188,8 @@ def test_plain_mode_trains_with_the_influence_loss_and_writes_a_sentence_folder(
     for row in ("new_old", "old_old", "new_new"):
         assert set(c[row]) == {"knn_accuracy", "recall@1", "recall@5"} and 0 <= c[row]["knn_accuracy"] <= 1
     assert isinstance(c["criterion_met"], bool)
+    choice = c["projection_choice"]
+    assert choice["chosen"] in ("trained", "refit") and set(choice["dev_new_old_knn_accuracy"]) == {"trained", "refit"}
     assert (out / "2_Dense" / "model.safetensors").is_file() and (out / "modules.json").is_file()
     # the folder's sentence embedding is the one the loss trained: [CLS] of the fine-tuned encoder through φ
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -212,6 +214,7 @@ def test_card_renders_the_compatibility_table_and_ships_the_projection(tmp_path)
     assert main(["card", "--finetune_dir", str(out), "--output_dir", str(rel), "--measure_latency", "false"]) == 0
     card = (rel / "README.md").read_text()
     assert "Fine-tuned with `--compatible_with" in card and "BCT's influence loss" in card
+    assert "chosen on the dev split by new→old kNN accuracy" in card
     assert f"knn accuracy {c['new_old']['knn_accuracy']:.4f}" in card
     assert f"**{'met' if c['criterion_met'] else 'not met'}**" in card
     torch.testing.assert_close(load_sentence_encoder(rel)(TEXTS), load_sentence_encoder(out)(TEXTS))
@@ -235,6 +238,58 @@ def test_projection_trains_and_starts_at_the_ridge_solution(tmp_path):
     trained = compat.projection_of(model)
     assert not torch.allclose(trained.weight, compat.projection0.weight)  # φ is in the optimizer
     assert torch.equal(compat.projection0.weight.detach(), w)  # the start is kept for the next θ
+
+
+@pytest.mark.parametrize("scores, chosen", [({"trained": 0.4, "refit": 0.7}, "refit"),
+                                            ({"trained": 0.7, "refit": 0.4}, "trained"),
+                                            ({"trained": 0.5, "refit": 0.5}, "trained")])  # a tie keeps the trained φ
+def test_the_better_projection_on_dev_ships(tmp_path, monkeypatch, scores, chosen):
+    from bortify.compat import finetune as compat_ft
+    from bortify.compat.finetune import CompatFinetune, CompatSettings
+    from bortify.finetuning.tasks import prepare_task
+    from bortify.finetuning.trainer import load_classifier, tokenize
+
+    files = write_data(tmp_path)
+    task = prepare_task(None, data_files={"train": files["train"], "validation": files["dev"], "test": files["test"]})
+    student0, tok = load_classifier(str(MODELS["mlm"]), task.label_names, False)
+    compat = CompatFinetune(CompatSettings(str(MODELS["old"]), gallery=10, queries=5), task, student0, tok,
+                            max_length=16)
+    model = compat.fit(student0, tok, tokenize(task.train, tok, ["text"], 16),
+                       {"learning_rate": 1e-2, "weight_decay": 0.0, "warmup_ratio": 0.0, "batch_size": 8}, epochs=1)
+    trained, refit = compat.projection_of(model), compat.ridge_projection(model, tok)
+    seen = []
+
+    def fake_test(old, new, split, **kw):  # score each candidate by which φ it carries
+        seen.append(split.query_texts)
+        is_trained = torch.equal(new.projection.weight, trained.weight)
+        return {"new_old": {"knn_accuracy": scores["trained" if is_trained else "refit"]}}
+
+    monkeypatch.setattr(compat_ft, "run_compatibility_test", fake_test)
+    record = compat.choose_projection(model, tok, seed=0)
+    assert record["chosen"] == chosen and record["dev_new_old_knn_accuracy"] == scores
+    assert len(seen) == 2 and set(seen[0]) <= set(task.dev["text"])  # judged on dev, never on test
+    want = trained if chosen == "trained" else refit
+    torch.testing.assert_close(compat.projection_of(model).weight, want.weight)
+
+
+def test_the_refit_is_the_ridge_read_out_of_the_final_encoder(tmp_path):
+    from bortify.compat.finetune import CompatFinetune, CompatSettings, cls_encoder
+    from bortify.compat.losses import least_squares_projection
+    from bortify.finetuning.tasks import prepare_task
+    from bortify.finetuning.trainer import load_classifier, tokenize
+
+    files = write_data(tmp_path)
+    task = prepare_task(None, data_files={"train": files["train"], "validation": files["dev"], "test": files["test"]})
+    student0, tok = load_classifier(str(MODELS["mlm"]), task.label_names, False)
+    compat = CompatFinetune(CompatSettings(str(MODELS["old"])), task, student0, tok, max_length=16)
+    model = compat.fit(student0, tok, tokenize(task.train, tok, ["text"], 16),
+                       {"learning_rate": 1e-2, "weight_decay": 0.0, "warmup_ratio": 0.0, "batch_size": 8}, epochs=1)
+    texts = list(task.train["text"])
+    w, b = least_squares_projection(cls_encoder(model, tok, 16)(texts), compat.old_encoder(texts))
+    refit = compat.ridge_projection(model, tok)
+    torch.testing.assert_close(refit.weight.detach(), w.float())
+    torch.testing.assert_close(refit.bias.detach(), b.float())
+    assert not torch.allclose(refit.weight, compat.projection0.weight)  # the final encoder, not the initial one
 
 
 def test_agora_mode_with_compatible_with_runs(tmp_path):

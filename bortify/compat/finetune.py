@@ -211,9 +211,11 @@ class CompatFinetune:
                                   max_length)
         start = time.perf_counter()
         self.old_encoder = cls_encoder(self.old.model, self.old.tokenizer, max_length)
-        old_train = self.old_encoder(texts)  # once: the ridge start's targets
+        old_train = self.old_encoder(texts)  # once: the ridge start's targets (and the refit's, choose_projection)
         self.targets_seconds = round(time.perf_counter() - start, 2)
         self.train_texts = len(texts)
+        self._texts, self._old_train = texts, old_train
+        self.choice: dict | None = None  # what choose_projection decided, for the report
         width = student0.config.hidden_size
         self.projection0 = nn.Linear(width, int(old_train.shape[1]))
         if settings.init == "lstsq":
@@ -274,8 +276,49 @@ class CompatFinetune:
         return write_sentence_folder(folder, hidden_size=model.config.hidden_size, spec=spec,
                                      projection=self.projection_of(model))
 
+    def ridge_projection(self, model: nn.Module, tokenizer) -> nn.Linear:
+        """φ refitted on the trained student: the ridge read-out of the old [CLS] embeddings of the train texts from
+        the student's own (the same solve as the start, on the final encoder)."""
+        weight, bias = least_squares_projection(cls_encoder(model, tokenizer, self.max_length)(self._texts),
+                                                self._old_train)
+        refit = nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            refit.weight.copy_(weight)
+            refit.bias.copy_(bias)
+        return refit.eval()
+
+    def choose_projection(self, model: nn.Module, tokenizer, seed: int) -> dict:
+        """Ours (docs/methods.md §4.4, "Which φ ships"): the influence loss pins φ(e_new) only to the old head's
+        decision regions, not to the old space's geometry, and a trained φ can lose the kNN compatibility its ridge
+        start had. So the φ trained with the model competes with the ridge refit on the final encoder, by BCT's
+        test on the DEV split (new→old kNN accuracy; a tie keeps the trained one); the winner is what
+        `projection_of`, the test and the sentence files use. Returns the record of the choice."""
+        col = self.task.text_columns[0]
+        dev = self.task.dev
+        texts, labels = list(dev[col]), [int(x) for x in dev["label"]]
+        trained = self.projection_of(model)
+        if len(texts) < 2:
+            self.choice = {"chosen": "trained", "why": "dev has fewer than 2 rows"}
+            return self.choice
+        device = next(model.parameters()).device
+        split = split_gallery_queries(texts, labels, self.settings.gallery, self.settings.queries, seed)
+        candidates = {"trained": trained, "refit": self.ridge_projection(model, tokenizer)}
+        scores = {}
+        for name, phi in candidates.items():
+            table = run_compatibility_test(self.old_encoder, cls_encoder(model, tokenizer, self.max_length,
+                                                                         phi.to(device)), split,
+                                           knn_k=self.settings.knn_k, recall_ks=(1,))
+            phi.cpu()
+            scores[name] = table["new_old"]["knn_accuracy"]
+        chosen = "refit" if scores["refit"] > scores["trained"] else "trained"
+        self.register(model, candidates[chosen])
+        self.choice = {"chosen": chosen, "dev_new_old_knn_accuracy": scores, "dev_queries": len(split.query_texts)}
+        return self.choice
+
     def evaluate(self, model: nn.Module, tokenizer, dataset: str, seed: int) -> dict:
-        """The report's `compatibility` record: settings and BCT's compatibility test on the task's test split."""
+        """The report's `compatibility` record: settings, which φ ships (choose_projection, on dev) and BCT's
+        compatibility test on the task's test split."""
+        self.choose_projection(model, tokenizer, seed)
         col = self.task.text_columns[0]
         test = self.task.test
         texts, labels = list(test[col]), [int(x) for x in test["label"]]
@@ -291,7 +334,7 @@ class CompatFinetune:
         return {"old_model": self.settings.old_model, "pooling": EMBEDDING, "normalized": False,
                 "projection": [projection.in_features, projection.out_features], "loss": "influence",
                 "w_compat": self.settings.w_compat, "init": self.settings.init, "train_texts": self.train_texts,
-                "targets_seconds": self.targets_seconds, "old_head": self.head.kind,
+                "targets_seconds": self.targets_seconds, "old_head": self.head.kind, "projection_choice": self.choice,
                 "old_labels_remapped": self.old.remapped,
                 "eval_dataset": f"{dataset} (test split)" if evaluation else None,
                 **{k: ev.get(k) for k in ("gallery", "queries", "knn_k", "criterion_met", "mean_cosine_new_old")},

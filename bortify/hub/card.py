@@ -604,7 +604,7 @@ def _compat_values(pt: PretrainReport, ft: FinetuneReport | None = None) -> dict
             f"{' → '.join(map(str, ft.compatibility.projection or []))} projection, was trained to be classified "
             "correctly by that old classifier's frozen head, so that queries embedded by this model can search an "
             "index of the old model's [CLS] embeddings (by cosine) with no re-indexing. `SentenceTransformer(...)` "
-            "loads this model with cls pooling and the projection from this folder."])
+            "loads this model with cls pooling and the projection from this folder." + _choice_text(ft.compatibility)])
     c = pt.compatibility if pt else None
     if not c:
         return {"compat_text": ""}
@@ -617,6 +617,18 @@ def _compat_values(pt: PretrainReport, ft: FinetuneReport | None = None) -> dict
         "that encoder (the pretrained student, before fine-tuning) with its projection from this folder.",
     ]
     return _compat_table(c, lines)
+
+
+def _choice_text(c) -> str:
+    """Which projection ships (fine-tuning's dev-split choice between the trained one and the ridge refit)."""
+    choice = (c.extra or {}).get("projection_choice") or {}
+    scores = choice.get("dev_new_old_knn_accuracy") or {}
+    if choice.get("chosen") not in ("trained", "refit") or not scores:
+        return ""
+    what = ("the projection trained with the model" if choice["chosen"] == "trained" else
+            "the ridge-regression read-out of the old embeddings refitted on the final encoder")
+    return (f" The projection shipped is {what}, chosen on the dev split by new→old kNN accuracy (trained "
+            f"{scores['trained']:.4f}, refit {scores['refit']:.4f}).")
 
 
 def _compat_table(c, lines: list[str]) -> dict:
