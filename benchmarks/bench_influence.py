@@ -9,7 +9,9 @@ defaults), each **without** and **with** `--compatible_with old` (w_compat 1). B
 test split (gallery embedded by the old model, queries by the new one through φ; kNN accuracy k = 10, recall@1):
 new→old, old→old, new→new. A student trained without the option has no φ; its baseline φ is the ridge read-out
 of the old [CLS] embeddings of the train texts from its own (the best linear map it can get without training for
-it) — BCT's "should fail" baseline. Also test accuracy and fine-tuning seconds of each arm (the cost).
+it) — BCT's "should fail" baseline. A student trained WITH the option ships the better, on dev, of its trained φ and
+that same ridge refit (docs/methods.md §4.4, "Which φ ships"); the choice is recorded. Also test accuracy and
+fine-tuning seconds of each arm (the cost).
 
     .venv/bin/python benchmarks/bench_influence.py --seeds 0 1 2 --tasks embedded:rotten-tomatoes \\
         --out benchmarks/results/influence_rotten-tomatoes.json
@@ -115,7 +117,8 @@ def run_task(name: str, seed: int, args, work: Path) -> dict:
         out[key] = {"accuracy": report.test.get("accuracy"), "train_seconds": report.train_seconds,
                     "wall_seconds": round(seconds, 1),
                     **{row: table[row] for row in ("new_old", "old_old", "new_new")},
-                    "criterion_met": table["criterion_met"]}
+                    "criterion_met": table["criterion_met"],
+                    "projection_choice": table.get("projection_choice") if compat else "ridge fit after training"}
         print(json.dumps({"task": name, "seed": seed, key: out[key]}), flush=True)
     return out
 
