@@ -622,13 +622,16 @@ def _compat_values(pt: PretrainReport, ft: FinetuneReport | None = None) -> dict
 def _choice_text(c) -> str:
     """Which projection ships (fine-tuning's dev-split choice between the trained one and the ridge refit)."""
     choice = (c.extra or {}).get("projection_choice") or {}
-    scores = choice.get("dev_new_old_knn_accuracy") or {}
-    if choice.get("chosen") not in ("trained", "refit") or not scores:
+    scores = choice.get("dev_new_old") or {}
+    if choice.get("chosen") not in ("trained", "refit") or set(scores) != {"trained", "refit"}:
         return ""
     what = ("the projection trained with the model" if choice["chosen"] == "trained" else
             "the ridge-regression read-out of the old embeddings refitted on the final encoder")
-    return (f" The projection shipped is {what}, chosen on the dev split by new→old kNN accuracy (trained "
-            f"{scores['trained']:.4f}, refit {scores['refit']:.4f}).")
+
+    def pair(name):
+        return f"{name} {scores[name].get('knn_accuracy', 0):.4f} / {scores[name].get('recall@1', 0):.4f}"
+    return (f" The projection shipped is {what}, chosen on the dev split by new→old kNN accuracy + recall@1 "
+            f"({pair('trained')}, {pair('refit')}).")
 
 
 def _compat_table(c, lines: list[str]) -> dict:
