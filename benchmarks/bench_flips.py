@@ -304,20 +304,30 @@ def student_missing(student: str) -> bool:
     return True
 
 
-def main(argv=None) -> int:
-    args = parse(argv)
+def run_grid(args, run_one) -> list[dict] | None:
+    """`run_one(task, seed)` for every task and seed of `args` (torch threads set first), --out rewritten after each
+    run; None (after saying why) when --student is missing."""
     import torch
 
     torch.set_num_threads(args.threads)
     if student_missing(args.student):
-        return 2
+        return None
     results = []
     for name in args.tasks:
         for seed in args.seeds:
-            results.append((run_task_distill if args.mode == "distill" else run_task)(name, seed, args))
+            results.append(run_one(name, seed))
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")
             print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    results = run_grid(args, lambda name, seed: (run_task_distill if args.mode == "distill" else run_task)(name, seed,
+                                                                                                        args))
+    if results is None:
+        return 2
     print(distill_table(results) if args.mode == "distill" else table(results))
     return 0
 

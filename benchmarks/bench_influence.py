@@ -36,7 +36,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from bench_flips import TEACHER, _cell, student_missing  # noqa: E402 (same old model, table cells, checks)
+from bench_flips import TEACHER, _cell, run_grid  # noqa: E402 (same old model, table cells, seed loop)
 
 ARMS = [(mode, compat) for mode in ("plain", "distill") for compat in (False, True)]
 
@@ -143,18 +143,10 @@ def table(results: list[dict]) -> str:
 
 def main(argv=None) -> int:
     args = parse(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    if student_missing(args.student):
-        return 2
-    results = []
     with tempfile.TemporaryDirectory(prefix="bench-influence-") as tmp:
-        for name in args.tasks:
-            for seed in args.seeds:
-                results.append(run_task(name, seed, args, Path(tmp)))
-                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")
+        results = run_grid(args, lambda name, seed: run_task(name, seed, args, Path(tmp)))
+    if results is None:
+        return 2
     print(table(results))
     return 0
 
