@@ -58,28 +58,18 @@ def parse(argv=None):
 
 def baseline_table(out_dir: Path, old_dir: Path, task, seed: int, max_length: int) -> dict:
     """BCT's test for a student fine-tuned WITHOUT the option: its [CLS] embedding through the ridge read-out of the
-    old [CLS] embeddings of the train texts (same split as the report's test: split_gallery_queries, same seed)."""
-    from bortify.compat.finetune import cls_encoder
-    from bortify.compat.losses import least_squares_projection
+    old [CLS] embeddings of the train texts — the library's φ start (CompatFinetune, init lstsq) computed on the
+    trained student — on the report's split (split_gallery_queries, same seed)."""
+    from bortify.compat.finetune import CompatFinetune, CompatSettings, cls_encoder
     from bortify.compat.metric import run_compatibility_test, split_gallery_queries
     from bortify.finetuning.old_model import load_task_classifier
 
     col = task.text_columns[0]
     new = load_task_classifier(str(out_dir), task.label_names, "new model")
-    old = load_task_classifier(str(old_dir), task.label_names, "old model")
-    new_enc = cls_encoder(new.model, new.tokenizer, max_length)
-    old_enc = cls_encoder(old.model, old.tokenizer, max_length)
-    texts = [t for t in task.train[col] if t and t.strip()]
-    weight, bias = least_squares_projection(new_enc(texts), old_enc(texts))
-    import torch
-
-    phi = torch.nn.Linear(weight.shape[1], weight.shape[0])
-    with torch.no_grad():
-        phi.weight.copy_(weight)
-        phi.bias.copy_(bias)
+    compat = CompatFinetune(CompatSettings(str(old_dir)), task, new.model, new.tokenizer, max_length=max_length)
     split = split_gallery_queries(list(task.test[col]), [int(x) for x in task.test["label"]], 2000, 500, seed)
-    return run_compatibility_test(old_enc, cls_encoder(new.model, new.tokenizer, max_length, phi.eval()), split,
-                                  knn_k=10, recall_ks=(1, 5))
+    return run_compatibility_test(compat.old_encoder, cls_encoder(new.model, new.tokenizer, max_length,
+                                                                  compat.projection0), split, knn_k=10, recall_ks=(1, 5))
 
 
 def run_task(name: str, seed: int, args, work: Path) -> dict:

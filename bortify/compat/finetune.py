@@ -215,15 +215,8 @@ class CompatFinetune:
         self.targets_seconds = round(time.perf_counter() - start, 2)
         self.train_texts = len(texts)
         self._texts, self._old_train = texts, old_train
-        self.choice: dict | None = None  # what choose_projection decided, for the report
-        width = student0.config.hidden_size
-        self.projection0 = nn.Linear(width, int(old_train.shape[1]))
-        if settings.init == "lstsq":
-            new_train = cls_encoder(student0, tokenizer, max_length)(texts)
-            weight, bias = least_squares_projection(new_train, old_train)
-            with torch.no_grad():
-                self.projection0.weight.copy_(weight)
-                self.projection0.bias.copy_(bias)
+        self.projection0 = (self.ridge_projection(student0, tokenizer) if settings.init == "lstsq" else
+                            nn.Linear(student0.config.hidden_size, int(old_train.shape[1])))
         self._projections: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.batch_size = batch_size
 
@@ -277,8 +270,8 @@ class CompatFinetune:
                                      projection=self.projection_of(model))
 
     def ridge_projection(self, model: nn.Module, tokenizer) -> nn.Linear:
-        """φ refitted on the trained student: the ridge read-out of the old [CLS] embeddings of the train texts from
-        the student's own (the same solve as the start, on the final encoder)."""
+        """The ridge read-out of the old [CLS] embeddings of the train texts from `model`'s own: φ's start (on the
+        initial student) and its refit (on the trained one, choose_projection)."""
         weight, bias = least_squares_projection(cls_encoder(model, tokenizer, self.max_length)(self._texts),
                                                 self._old_train)
         refit = nn.Linear(weight.shape[1], weight.shape[0])
@@ -297,30 +290,33 @@ class CompatFinetune:
         col = self.task.text_columns[0]
         dev = self.task.dev
         texts, labels = list(dev[col]), [int(x) for x in dev["label"]]
-        trained = self.projection_of(model)
         if len(texts) < 2:
-            self.choice = {"chosen": "trained", "why": "dev has fewer than 2 rows"}
-            return self.choice
+            return {"chosen": "trained", "why": "dev has fewer than 2 rows"}
         device = next(model.parameters()).device
         split = split_gallery_queries(texts, labels, self.settings.gallery, self.settings.queries, seed)
-        candidates = {"trained": trained, "refit": self.ridge_projection(model, tokenizer)}
+        candidates = {"trained": self.projection_of(model), "refit": self.ridge_projection(model, tokenizer)}
+        old_cache: dict[tuple, torch.Tensor] = {}  # the old model embeds dev's gallery and queries once
+
+        def old(texts):
+            key = tuple(texts)
+            if key not in old_cache:
+                old_cache[key] = self.old_encoder(texts)
+            return old_cache[key]
         scores = {}
         for name, phi in candidates.items():
-            table = run_compatibility_test(self.old_encoder, cls_encoder(model, tokenizer, self.max_length,
-                                                                         phi.to(device)), split,
+            table = run_compatibility_test(old, cls_encoder(model, tokenizer, self.max_length, phi.to(device)), split,
                                            knn_k=self.settings.knn_k, recall_ks=(1,))
             phi.cpu()
             scores[name] = {k: table["new_old"][k] for k in ("knn_accuracy", "recall@1")}
         total = {name: sc["knn_accuracy"] + sc["recall@1"] for name, sc in scores.items()}
         chosen = "refit" if total["refit"] > total["trained"] else "trained"
         self.register(model, candidates[chosen])
-        self.choice = {"chosen": chosen, "dev_new_old": scores, "dev_queries": len(split.query_texts)}
-        return self.choice
+        return {"chosen": chosen, "dev_new_old": scores, "dev_queries": len(split.query_texts)}
 
     def evaluate(self, model: nn.Module, tokenizer, dataset: str, seed: int) -> dict:
         """The report's `compatibility` record: settings, which φ ships (choose_projection, on dev) and BCT's
         compatibility test on the task's test split."""
-        self.choose_projection(model, tokenizer, seed)
+        choice = self.choose_projection(model, tokenizer, seed)
         col = self.task.text_columns[0]
         test = self.task.test
         texts, labels = list(test[col]), [int(x) for x in test["label"]]
@@ -336,7 +332,7 @@ class CompatFinetune:
         return {"old_model": self.settings.old_model, "pooling": EMBEDDING, "normalized": False,
                 "projection": [projection.in_features, projection.out_features], "loss": "influence",
                 "w_compat": self.settings.w_compat, "init": self.settings.init, "train_texts": self.train_texts,
-                "targets_seconds": self.targets_seconds, "old_head": self.head.kind, "projection_choice": self.choice,
+                "targets_seconds": self.targets_seconds, "old_head": self.head.kind, "projection_choice": choice,
                 "old_labels_remapped": self.old.remapped,
                 "eval_dataset": f"{dataset} (test split)" if evaluation else None,
                 **{k: ev.get(k) for k in ("gallery", "queries", "knn_k", "criterion_met", "mean_cosine_new_old")},

@@ -60,6 +60,12 @@ def compatibility_loss(new_embedding: torch.Tensor, old_embedding: torch.Tensor,
     raise ValueError(f"compatibility loss must be one of {COMPAT_LOSSES}, got {kind!r}.")
 
 
+def _check_frozen(old_classifier) -> None:
+    """BCT keeps w_old fixed: refuse an old head with a trainable parameter (a contract, not a hope)."""
+    if any(p.requires_grad for p in getattr(old_classifier, "parameters", lambda: [])()):
+        raise ValueError("the old classifier must be frozen (requires_grad_(False)): BCT keeps w_old fixed.")
+
+
 def influence_loss(new_embedding: torch.Tensor, old_classifier: Callable[[torch.Tensor], torch.Tensor],
                    labels: torch.Tensor) -> torch.Tensor:
     """BCT's influence loss (Shen et al. 2020, eq. 4): CE(w_old(φ_new(x)), y), mean over the batch.
@@ -68,9 +74,7 @@ def influence_loss(new_embedding: torch.Tensor, old_classifier: Callable[[torch.
     `old_classifier` is the old model's classifier head, frozen (its parameters must not require grad: the old
     classifier is fixed, only the new embedding learns — the check below makes that a contract, not a hope).
     """
-    params = list(getattr(old_classifier, "parameters", lambda: [])())
-    if any(p.requires_grad for p in params):
-        raise ValueError("the old classifier must be frozen (requires_grad_(False)): BCT keeps w_old fixed.")
+    _check_frozen(old_classifier)
     if new_embedding.shape[0] != labels.shape[0]:
         raise ValueError(f"{new_embedding.shape[0]} embeddings for {labels.shape[0]} labels.")
     logits = old_classifier(new_embedding)
@@ -104,9 +108,7 @@ def bct_finetune_loss(new_logits: torch.Tensor, projected_embedding: torch.Tenso
         raise ValueError("give exactly one of labels / soft_targets.")
     if w_compat < 0:
         raise ValueError(f"w_compat must be >= 0, got {w_compat}.")
-    params = list(getattr(old_classifier, "parameters", lambda: [])())
-    if any(p.requires_grad for p in params):
-        raise ValueError("the old classifier must be frozen (requires_grad_(False)): BCT keeps w_old fixed.")
+    _check_frozen(old_classifier)
     if projected_embedding.shape[0] != new_logits.shape[0]:
         raise ValueError(f"{projected_embedding.shape[0]} embeddings for {new_logits.shape[0]} rows.")
     old_logits = old_classifier(projected_embedding)
@@ -127,9 +129,7 @@ def distill_influence_loss(projected_embedding: torch.Tensor, old_classifier: Ca
     (unused train rows, generated variants: the teacher's belief is the best label they have).
 
     `projected_embedding` (B, D_old) is φ(e_new); `old_classifier` is the old model's frozen head (task order)."""
-    params = list(getattr(old_classifier, "parameters", lambda: [])())
-    if any(p.requires_grad for p in params):
-        raise ValueError("the old classifier must be frozen (requires_grad_(False)): BCT keeps w_old fixed.")
+    _check_frozen(old_classifier)
     if not (projected_embedding.shape[0] == labels.shape[0] == teacher_logits.shape[0]):
         raise ValueError(f"{projected_embedding.shape[0]} embeddings, {labels.shape[0]} labels and "
                          f"{teacher_logits.shape[0]} teacher rows: one of each per row.")
@@ -137,13 +137,10 @@ def distill_influence_loss(projected_embedding: torch.Tensor, old_classifier: Ca
     if old_logits.shape != teacher_logits.shape:
         raise ValueError(f"the old head gives {tuple(old_logits.shape)} logits, the teacher "
                          f"{tuple(teacher_logits.shape)}: old model and teacher must classify the same label set.")
-    log_p = F.log_softmax(old_logits, dim=-1)
-    targets = F.softmax(teacher_logits.detach().float(), dim=-1)
-    gold = labels != ignore_index
-    if gold.any():  # a one-hot target for the labelled rows
-        targets = torch.where(gold.unsqueeze(-1), F.one_hot(labels.clamp_min(0).long(), old_logits.shape[-1]).float(),
-                              targets)
-    return -(targets * log_p).sum(-1).mean()
+    gold = (labels != ignore_index).unsqueeze(-1)  # a one-hot target for the labelled rows, the teacher's elsewhere
+    targets = torch.where(gold, F.one_hot(labels.clamp_min(0).long(), old_logits.shape[-1]).float(),
+                          F.softmax(teacher_logits.detach().float(), dim=-1))
+    return _cross_entropy(old_logits, None, targets)
 
 
 def least_squares_projection(x: torch.Tensor, y: torch.Tensor,
