@@ -30,6 +30,29 @@ class RecipeError(ValueError):
     """A recipe (or a stage's settings) is wrong; the message names the file, key and fix."""
 
 
+class _AliasRefused(yaml.YAMLError):
+    def __init__(self, kind: str, name: str, mark):
+        super().__init__(kind)
+        self.kind, self.name, self.mark = kind, name, mark
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader without anchors and aliases (`&name` / `*name`, merge keys `<<: *name` included).
+
+    An alias makes the document a graph: a 1 KB "billion laughs" file expands to 10^9 values when walked (the
+    secret check, stage_section, the report record all walk it) and a self-referencing alias (`a: &a [*a]`) is a
+    cycle that recursion never leaves. Recipes are short and flat, so both are refused at the first anchor or
+    alias, before any value is built."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _AliasRefused("alias", f"*{event.anchor}", event.start_mark)
+        if getattr(event, "anchor", None) is not None:
+            raise _AliasRefused("anchor", f"&{event.anchor}", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
     path = Path(path)
@@ -37,7 +60,11 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
         raise RecipeError(f"Recipe {str(path)!r} does not exist. Recipes ship under recipes/ (e.g. recipes/demo.yaml).")
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+            data = yaml.load(f, Loader=RecipeLoader) or {}
+    except _AliasRefused as exc:
+        raise RecipeError(f"Recipe {path} uses a YAML {exc.kind} ({exc.name}) at line {exc.mark.line + 1}, column "
+                          f"{exc.mark.column + 1}: recipes do not allow anchors and aliases (`&name`, `*name`, "
+                          "`<<: *name`), which can expand without bound. Write the values out in full there.") from None
     except yaml.YAMLError as exc:
         raise RecipeError(_yaml_error_text(path, exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
