@@ -164,9 +164,9 @@ def parse_overrides(pairs: list[str]) -> tuple:
 
 def int8_available() -> str | None:
     """None when bortify's default int8 CPU path (bortify.bench.DEFAULT_INT8_PATH, ONNX Runtime) is installed."""
-    from bortify.bench import DEFAULT_INT8_PATH, path_available
+    from bortify.bench import DEFAULT_INT8_PATH, path_unavailable_reason
 
-    why = path_available(DEFAULT_INT8_PATH)
+    why = path_unavailable_reason(DEFAULT_INT8_PATH)
     return f"int8 path {DEFAULT_INT8_PATH} is not available: {why}" if why else None
 
 

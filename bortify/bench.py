@@ -2,11 +2,9 @@
 
 docs/methods.md §5 "Measuring speed". What is measured, and how:
 
-- One timer for all of bortify (`time_calls`): torch.utils.benchmark.Timer.blocked_autorange, which picks a block
-  size and times blocks of calls for at least `min_run_time`; the functions compared are timed in alternation for
-  `rounds` rounds (so load from other processes hits them alike), after `warmup` untimed calls each, at a fixed
-  thread count; each function's time is the MEDIAN per-call time over all its blocks. Extraction's measured costs
-  (bortify.extraction.costs.measure_latency) and the card (bortify.hub.card.compare_latency) use it too.
+- One timer for all of bortify (bortify.timing.time_calls): torch.utils.benchmark's blocked_autorange, the
+  functions compared timed in alternation, medians. Extraction's measured costs, compress and the card use it too.
+  The report names the CPU (bortify.timing.cpu_name).
 - The grid: batch sizes x sequence lengths (default 1, 8 x 32, 128, 512), fp32 and each int8 CPU path, model and
   source in alternation. Each cell reports medians, the speedup (source / model, same path and against the source
   in fp32) and the multiply-add ratio (bortify.extraction.costs.operation_count): the limit of the speedup when
@@ -23,8 +21,10 @@ The int8 CPU paths (`INT8_PATHS`; measured side by side in BENCHMARKS.md "CPU sp
   activation scales). Deprecated in torch 2.10+ (warns), still there in 2.13.
 - `torchao`: torchao's Int8DynamicActivationInt8WeightConfig (its successor); needs `pip install torchao`, which is
   not in bortify's environment (transformers imports torchao whenever it is installed).
-- `onnxruntime`: the model exported with torch.onnx.export, quantised by onnxruntime.quantization.quantize_dynamic
-  (int8 weights, MatMulInteger), run by ONNX Runtime's CPU provider.
+- `onnxruntime`: the release's own int8 file, run by ONNX Runtime's CPU provider: the model folder's (or
+  --onnx_dir's) shipped `onnx/model_quantized.onnx` when it has one, else the model exported and quantised by the
+  one ONNX path that compress and the release use (bortify.compression.onnx_export: torch.onnx.export with
+  dynamo=True, onnxruntime.quantization.quantize_dynamic, int8 weights, MatMulInteger).
 - `openvino`: OpenVINO running that same int8 ONNX file (OpenVINO's own int8 weight compression needs NNCF).
 `int8_cpu_model(model)` gives the default one (`DEFAULT_INT8_PATH`), for the compress stage and for users.
 """
@@ -32,9 +32,7 @@ The int8 CPU paths (`INT8_PATHS`; measured side by side in BENCHMARKS.md "CPU sp
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
-import statistics
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -42,8 +40,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from bortify.reports import BenchReport, write_report
+from bortify.timing import Timing, cpu_name, time_call, time_calls  # noqa: F401  (time_call, Timing: re-exported)
 from bortify.utils import (TOKENIZER_FILES, BortifyError, check_output_dir, check_torch_threads, overwrite_field,
                            torch_threads, torch_threads_field)
+
+SHIPPED_INT8 = "onnx/model_quantized.onnx"  # the release's int8 file (bortify.compression.onnx_export's layout)
 
 INT8_PATHS = ("torch-dynamic", "torchao", "onnxruntime", "openvino")
 PATHS = ("fp32", *INT8_PATHS)
@@ -52,66 +53,11 @@ DEFAULT_INT8_PATH = "onnxruntime"
 PLOT_FILE = "bench.png"
 INSTALL_HINT = {"torchao": "pip install torchao (measure it in its own environment: transformers imports torchao "
                            "whenever it is installed)",
-                "onnxruntime": "pip install bortify[onnx]", "openvino": "pip install bortify[openvino]"}
+                "onnxruntime": "pip install bortify[compress]", "openvino": "pip install bortify[bench]"}
 
 
 class BenchError(BortifyError):
     """Bad bench input (model, sizes, paths); the message says what to fix."""
-
-
-# ---- the one latency timer -----------------------------------------------------------------------------------
-
-@dataclass
-class Timing:
-    """A function's median seconds per call, the interquartile range, and how much was timed."""
-
-    median_s: float
-    iqr_s: float
-    blocks: int
-    calls: int
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def time_calls(fns: dict[str, Callable[[], Any]], *, threads: int = 1, rounds: int = 3, min_run_time: float = 0.2,
-               warmup: int = 1) -> dict[str, Timing]:
-    """Median per-call seconds of each function, timed in alternation (the one timer, module docstring).
-
-    Each round runs torch.utils.benchmark.Timer(...).blocked_autorange(min_run_time) for every function in turn, at
-    `threads` torch threads (0: torch's current setting); the per-call times of all blocks of all rounds are pooled
-    and the median kept (robust to the occasional pass a neighbour slowed down). `warmup` untimed calls first."""
-    import torch
-    from torch.utils.benchmark import Timer
-
-    if rounds < 1 or warmup < 0 or min_run_time < 0:
-        raise ValueError(f"rounds must be >= 1, warmup >= 0, min_run_time >= 0 (got {rounds}, {warmup}, "
-                         f"{min_run_time}).")
-    threads = threads if threads > 0 else torch.get_num_threads()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    calls = dict.fromkeys(fns, 0)
-    with torch_threads(threads):
-        for fn in fns.values():
-            for _ in range(warmup):
-                fn()
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            m = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(min_run_time=min_run_time)
-            times[name] += list(m.times)
-            calls[name] += m.number_per_run * len(m.times)
-    return {name: Timing(float(statistics.median(t)), _iqr(t), len(t), calls[name]) for name, t in times.items()}
-
-
-def time_call(fn: Callable[[], Any], **kw) -> Timing:
-    """`time_calls` for one function."""
-    return time_calls({"fn": fn}, **kw)["fn"]
-
-
-def _iqr(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    q = statistics.quantiles(values, n=4)
-    return float(q[2] - q[0])
 
 
 # ---- the int8 CPU paths ----------------------------------------------------------------------------------------
@@ -119,7 +65,7 @@ def _iqr(values: list[float]) -> float:
 Runner = Callable[[dict], Any]  # batch of numpy-able tensors (input_ids, attention_mask) -> first output
 
 
-def path_available(path: str) -> str | None:
+def path_unavailable_reason(path: str) -> str | None:
     """None when `path` can run here, else why not (with the install command)."""
     import importlib.util
 
@@ -128,8 +74,10 @@ def path_available(path: str) -> str | None:
         return f"unknown path {path!r}; paths are {', '.join(PATHS)}"
     if module and importlib.util.find_spec(module) is None:
         return f"{module} is not installed; {INSTALL_HINT[path]}"
-    if path in ("onnxruntime", "openvino") and importlib.util.find_spec("onnx") is None:
-        return "onnx is not installed (pip install bortify[onnx])"
+    if path in ("onnxruntime", "openvino"):
+        missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"{' and '.join(missing)} not installed (pip install bortify[compress])"
     return None
 
 
@@ -173,41 +121,6 @@ def quantize_torchao(model):
     return model
 
 
-def export_onnx(model, path: str | Path, sample: dict) -> Path:
-    """A private minimal export (input_ids, attention_mask -> first output; batch and length dynamic) with
-    torch.onnx.export's TorchScript exporter; bortify.compression.onnx_export is the release's exporter."""
-    import torch
-
-    path = Path(path)
-    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
-
-    class FirstOutput(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)[0]
-
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(FirstOutput(model).eval(), (sample["input_ids"], sample["attention_mask"]), str(path),
-                          input_names=["input_ids", "attention_mask"], output_names=["output"], dynamic_axes=axes,
-                          dynamo=False)
-    return path
-
-
-def quantize_onnx(fp32_path: Path, int8_path: Path) -> Path:
-    """onnxruntime.quantization.quantize_dynamic: int8 weights (per tensor), dynamic uint8 activations."""
-    import logging
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "consider pre-processing" chatter
-    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
-    return int8_path
-
-
 def onnxruntime_runner(onnx_path: Path, threads: int) -> Runner:
     import onnxruntime as ort
 
@@ -215,9 +128,10 @@ def onnxruntime_runner(onnx_path: Path, threads: int) -> Runner:
     options.intra_op_num_threads = max(threads, 0)
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
 
     def run(batch: dict):
-        return session.run(None, {k: _numpy(batch[k]) for k in ("input_ids", "attention_mask")})[0]
+        return session.run(None, _feed(batch, names))[0]
     run.session = session  # type: ignore[attr-defined]
     return run
 
@@ -231,32 +145,67 @@ def openvino_runner(onnx_path: Path, threads: int) -> Runner:
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = ov.Core().compile_model(str(onnx_path), "CPU", config)
     request = compiled.create_infer_request()
+    names = [i.get_any_name() for i in compiled.inputs]
 
     def run(batch: dict):
-        return request.infer({k: _numpy(batch[k]) for k in ("input_ids", "attention_mask")})[0]
+        return request.infer(_feed(batch, names))[0]
     return run
+
+
+def _feed(batch: dict, names: list[str]) -> dict:
+    """The graph's inputs from a batch, as int64 numpy; token_type_ids (the release graph's third input for
+    models with token types) are zeros when the batch has none."""
+    import numpy as np
+
+    ids = _numpy(batch["input_ids"])
+    return {n: np.asarray(_numpy(batch[n]), dtype=np.int64) if n in batch else np.zeros_like(ids, dtype=np.int64)
+            for n in names}
 
 
 def _numpy(x):
     return x.numpy() if hasattr(x, "numpy") else x
 
 
-def make_runner(path: str, model, *, threads: int, workdir: Path, sample: dict, name: str = "model") -> Runner:
-    """A runner of `model` through `path` (fp32 or an int8 path); ONNX files go to `workdir`."""
+def make_runner(path: str, model, *, threads: int, workdir: Path, name: str = "model",
+                shipped: Path | None = None) -> Runner:
+    """A runner of `model` through `path` (fp32 or an int8 path). The ONNX paths run `shipped` (the release's
+    onnx/model_quantized.onnx) when given, else the model exported and quantised into `workdir` by the one ONNX
+    path of bortify (bortify.compression.onnx_export, as compress and the release)."""
     if path == "fp32":
         return torch_runner(model)
     if path == "torch-dynamic":
         return torch_runner(quantize_torch_dynamic(model))
     if path == "torchao":
         return torch_runner(quantize_torchao(model))
+    int8 = Path(shipped) if shipped is not None else export_int8_onnx(model, workdir, name)
+    return onnxruntime_runner(int8, threads) if path == "onnxruntime" else openvino_runner(int8, threads)
+
+
+def export_int8_onnx(model, workdir: Path, name: str = "model") -> Path:
+    """`workdir/NAME.int8.onnx`: the model through the release's export and quantisation (onnx_export)."""
+    from bortify.compression.onnx_export import export_onnx, quantize_onnx
+
     int8 = workdir / f"{name}.int8.onnx"
     if not int8.exists():
-        fp32 = export_onnx(model, workdir / f"{name}.onnx", sample)
+        fp32 = export_onnx(model, workdir / f"{name}.onnx")
         quantize_onnx(fp32, int8)
         fp32.unlink()
         for extra in workdir.glob(f"{name}.onnx*"):  # external-data files of a large export
             extra.unlink()
-    return onnxruntime_runner(int8, threads) if path == "onnxruntime" else openvino_runner(int8, threads)
+    return int8
+
+
+def shipped_int8(args_onnx_dir: str | None, model_path: str | Path) -> Path | None:
+    """The shipped int8 ONNX file bench times: `--onnx_dir`'s onnx/model_quantized.onnx (an error when it has
+    none), else the model folder's own, else None (bench exports one)."""
+    if args_onnx_dir:
+        path = Path(args_onnx_dir) / SHIPPED_INT8
+        if not path.is_file():
+            raise BenchError(f"--onnx_dir {args_onnx_dir} has no {SHIPPED_INT8}: pass the output directory of "
+                             "`bortify compress` or a release folder that ships onnx/, or leave --onnx_dir unset.")
+        return path
+    path = Path(model_path) / SHIPPED_INT8
+    return path if path.is_file() else None
 
 
 def int8_cpu_model(model, path: str = DEFAULT_INT8_PATH, *, threads: int = 1, workdir: str | Path | None = None,
@@ -265,20 +214,16 @@ def int8_cpu_model(model, path: str = DEFAULT_INT8_PATH, *, threads: int = 1, wo
     DEFAULT_INT8_PATH). Returns a runner: `runner({"input_ids": ..., "attention_mask": ...})` -> the model's first
     output (logits of a task model) as a tensor or numpy array. Torch paths keep the quantised module as
     `runner.module`; ONNX Runtime keeps its session as `runner.session`. ONNX files are written to `workdir`
-    (default: a temporary directory kept as long as the runner lives)."""
-    import torch
-
-    why = path_available(path)
+    (default: a temporary directory kept as long as the runner lives). `sample` is unused (the export makes its
+    own example)."""
+    why = path_unavailable_reason(path)
     if why:
         raise BenchError(f"int8 path {path!r} is not available: {why}.")
-    if sample is None:
-        ids = torch.randint(5, model.config.vocab_size, (2, 16))
-        sample = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     keep = None
     if workdir is None:
         keep = tempfile.TemporaryDirectory(prefix="bortify-int8-")
         workdir = keep.name
-    runner = make_runner(path, model.eval(), threads=threads, workdir=Path(workdir), sample=sample)
+    runner = make_runner(path, model.eval(), threads=threads, workdir=Path(workdir))
     if keep is not None:
         runner.tempdir = keep  # type: ignore[attr-defined]  # the ONNX file lives as long as the runner
     return runner
@@ -306,6 +251,10 @@ class BenchArguments:
     min_run_time: float = field(default=0.2, metadata={
         "help": "Seconds each blocked_autorange of a round runs at least (torch.utils.benchmark)."})
     warmup: int = field(default=1, metadata={"help": "Untimed calls of each runner before a grid cell is timed."})
+    onnx_dir: Optional[str] = field(default=None, metadata={
+        "help": f"Folder whose {SHIPPED_INT8} the onnxruntime/openvino paths time (the output of `bortify compress` "
+                "or a release folder: the file that ships). Default: the model folder's own, if it has one; else "
+                "bench exports and quantises the model by the same path as compress."})
     dataset: Optional[str] = field(default="embedded:rotten-tomatoes", metadata={
         "help": "Real texts for sentences/s (a dataset spec as finetune takes; its first text column). Empty: skip."})
     text_column: Optional[str] = field(default=None, metadata={
@@ -336,10 +285,10 @@ def chosen_paths(requested: list[str]) -> tuple[list[str], dict[str, str]]:
     """(paths to time, {path: why not} for 'auto' paths not installed). An explicitly requested path that cannot
     run is an error naming the install command."""
     if "auto" in requested:
-        skipped = {p: why for p in INT8_PATHS if (why := path_available(p))}
+        skipped = {p: why for p in INT8_PATHS if (why := path_unavailable_reason(p))}
         return ["fp32", *[p for p in INT8_PATHS if p not in skipped]], skipped
     for p in requested:
-        if why := path_available(p):
+        if why := path_unavailable_reason(p):
             raise BenchError(f"--paths {p}: {why}.")
     return list(dict.fromkeys(requested)), {}
 
@@ -411,12 +360,15 @@ def bench(args: BenchArguments, *, progress: bool = True) -> BenchReport:
         texts = real_texts(args) if args.dataset else None
         out = check_output_dir(args.output_dir, args.overwrite, marker="report.json")
         with tempfile.TemporaryDirectory(prefix="bortify-bench-", dir=out) as tmp:
-            grid = run_grid(args, paths, model, source, Path(tmp), progress)
+            grid = run_grid(args, paths, model, source, Path(tmp), progress, shipped=shipped)
             sentences, source_sentences = (sentences_per_second(args, paths, model, model_path, texts, Path(tmp),
-                                                                source=source) if texts else ({}, None))
+                                                                source=source, shipped=shipped)
+                                           if texts else ({}, None))
     report = BenchReport.make({
         "model": args.model, "source": args.source, "threads": args.threads, "rounds": args.rounds,
-        "min_run_time": args.min_run_time, "paths": paths, "unavailable": unavailable,
+        "min_run_time": args.min_run_time, "paths": paths, "unavailable": unavailable, "cpu": cpu_name(),
+        "int8_onnx": None if not any(p in ("onnxruntime", "openvino") for p in paths) else
+        (f"shipped {SHIPPED_INT8}" if shipped is not None else "exported by bench (bortify.compression.onnx_export)"),
         "int8_default": DEFAULT_INT8_PATH, "grid": grid, "dataset": args.dataset,
         "sentences": sentences, "source_sentences": source_sentences, "plot": PLOT_FILE})
     save_plot(report, out / PLOT_FILE)
@@ -427,21 +379,22 @@ def bench(args: BenchArguments, *, progress: bool = True) -> BenchReport:
 @contextlib.contextmanager
 def _bar(total: int, enabled: bool) -> Iterator[Any]:
     from tqdm.auto import tqdm
+        shipped = shipped_int8(args.onnx_dir, model_path) if any(p in ("onnxruntime", "openvino") for p in paths) \
+            else None
 
     with tqdm(total=total, desc="bench", unit="cell", disable=not enabled) as bar:
         yield bar
 
 
-def run_grid(args: BenchArguments, paths: list[str], model, source, workdir: Path, progress: bool) -> list[dict]:
+def run_grid(args: BenchArguments, paths: list[str], model, source, workdir: Path, progress: bool, *,
+             shipped: Path | None = None) -> list[dict]:
     """Every (path, batch, length) cell: model and source timed in alternation (`time_calls`)."""
     rows = []
     with _bar(len(paths) * len(args.batch_sizes) * len(args.seq_lens), progress) as bar:
         for path in paths:
-            sample = random_batch(model, 2, 16)
-            runners = {"model": make_runner(path, model, threads=args.threads, workdir=workdir, sample=sample)}
+            runners = {"model": make_runner(path, model, threads=args.threads, workdir=workdir, shipped=shipped)}
             if source is not None:
-                runners["source"] = make_runner(path, source, threads=args.threads, workdir=workdir, sample=sample,
-                                                name="source")
+                runners["source"] = make_runner(path, source, threads=args.threads, workdir=workdir, name="source")
             for batch_size in args.batch_sizes:
                 for seq_len in args.seq_lens:
                     bar.set_postfix_str(f"{path} b{batch_size} L{seq_len}")
@@ -501,7 +454,7 @@ def real_texts(args: BenchArguments) -> list[str]:
 
 
 def sentences_per_second(args, paths, model, model_path, texts, workdir: Path, *,
-                         source=None) -> tuple[dict, dict | None]:
+                         source=None, shipped: Path | None = None) -> tuple[dict, dict | None]:
     """Sentences/s of the whole pass over `texts` (tokenised once, batches padded to their longest), per path, and
     agreement of each int8 path's predictions (argmax) with fp32. With a `source` (random weights, `source_model`),
     its fp32 pass over the same texts is timed in alternation with the model's fp32 pass (docs/methods.md §5.s).
@@ -513,9 +466,8 @@ def sentences_per_second(args, paths, model, model_path, texts, workdir: Path, *
     source_batches, source_info = (source_text_batches(args, source, model, tokenizer, texts, paths)
                                    if source is not None else (None, None))
     out, predictions = {"texts": len(texts), "batch_size": args.text_batch_size, "max_length": args.max_length}, {}
-    sample = random_batch(model, 2, 16)
     for path in paths:
-        runner = make_runner(path, model, threads=args.threads, workdir=workdir, sample=sample)
+        runner = make_runner(path, model, threads=args.threads, workdir=workdir, shipped=shipped)
         fns = {"model": lambda runner=runner: [runner(b) for b in batches]}
         if path == "fp32" and source_batches is not None:
             source_runner = torch_runner(source)
@@ -638,5 +590,6 @@ def report_latency(report: BenchReport, batch_size: int = 8, seq_len: int = 128,
             "speedup": row.speedup, "macs_ratio": row.macs_ratio, "batch_size": row.batch_size,
             "seq_len": row.seq_len, "threads": report.threads, "rounds": report.rounds, "timer": "bench",
             "int8_path": report.int8_default if int8 else None,
-            "int8_model_seconds": int8.model_ms / 1e3 if int8 else None,
+            "int8_model_seconds": int8.model_ms / 1e3 if int8 else None, "cpu": report.cpu,
+            "int8_file": report.int8_onnx if int8 and report.int8_default in ("onnxruntime", "openvino") else None,
             "int8_speedup_vs_source_fp32": int8.speedup_vs_source_fp32 if int8 else None}

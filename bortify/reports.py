@@ -588,6 +588,8 @@ class BenchReport(Report):
     paths: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # int8 path -> why it was not timed
     int8_default: str | None = None
+    int8_onnx: str | None = None  # which int8 ONNX file the ONNX paths timed: the shipped one, or bench's export
+    cpu: str | None = None  # the CPU the timings ran on (bortify.timing.cpu_name)
     grid: list[BenchCell] = field(default_factory=list)
     dataset: str | None = None
     sentences: dict = field(default_factory=dict)  # {"texts", "batch_size", "max_length", <path>: {...}}
@@ -608,7 +610,8 @@ class BenchReport(Report):
         return model / src.sentences_per_s if model and src and src.sentences_per_s else None
 
     def summary_lines(self) -> list[str]:
-        lines = [f"timed {len(self.grid)} cells ({', '.join(self.paths)}) at {self.threads} thread(s), medians"]
+        lines = [f"timed {len(self.grid)} cells ({', '.join(self.paths)}) at {self.threads} thread(s) of "
+                 f"{self.cpu or 'an unrecorded CPU'}, medians" + (f"; int8 ONNX: {self.int8_onnx}" if self.int8_onnx else "")]
         for path in self.paths:
             lines += self._path_lines(path)
         rows = [(p, v) for p, v in self.sentences.items() if isinstance(v, dict)]

@@ -152,7 +152,9 @@ STAGES: tuple[StageSpec, ...] = (
             "texts of --dataset. Writes report.json and bench.png; the card's latency line comes from it."),
         arguments=("bortify.bench:BenchArguments",),
         run="bortify.bench:bench",
-        inputs={"model": "finetune"},
+        # the int8 ONNX paths time the file that ships: compress's onnx/model_quantized.onnx, when compress ran
+        inputs={"model": "finetune", "onnx_dir": "compress"},
+        optional_inputs=("onnx_dir",),
         borrow={"source": Borrow("extract", "source")},
         positional="model",
     ),

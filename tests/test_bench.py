@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from bortify.bench import (DEFAULT_INT8_PATH, BenchArguments, BenchError, Timing, bench, int8_cpu_model,
-                           path_available, report_latency, time_call, time_calls)
+from bortify.bench import (DEFAULT_INT8_PATH, BenchArguments, BenchError, bench, int8_cpu_model,
+                           path_unavailable_reason, report_latency)
 from bortify.extraction.costs import Shape, operation_count
 from bortify.reports import BenchReport, read_report
+from bortify.timing import Timing, time_call, time_calls
 from casetable import Case, run_case
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -72,8 +73,8 @@ def test_time_call_checks_its_settings():
 
 def test_card_and_extraction_use_the_one_timer(monkeypatch, tiny_bert_config):
     """measure_latency (extraction's measured cost) and compare_latency (the card) both time through
-    bortify.bench.time_calls: patching it changes what they return."""
-    import bortify.bench
+    bortify.timing.time_calls: patching it changes what they return."""
+    import bortify.timing
     from bortify.extraction.costs import measure_latency
     from bortify.hub.card import compare_latency
 
@@ -82,7 +83,7 @@ def test_card_and_extraction_use_the_one_timer(monkeypatch, tiny_bert_config):
             fn()  # the real forward passes still run
         return {name: Timing(0.5 + i, 0.0, kw["rounds"], kw["rounds"]) for i, name in enumerate(fns)}
 
-    monkeypatch.setattr(bortify.bench, "time_calls", fake)
+    monkeypatch.setattr(bortify.timing, "time_calls", fake)
     assert measure_latency(tiny_bert_config, batch_size=1, seq_len=8, repeats=2) == 0.5
     assert compare_latency(tiny_bert_config, tiny_bert_config, 1, 8, 2, threads=1) == (0.5, 1.5)
 
@@ -98,8 +99,8 @@ def _batch(vocab=30522, n=4, length=12):
 def test_int8_cpu_model_follows_fp32(path, tiny_bert_config):
     from transformers import BertForSequenceClassification
 
-    if path_available(path):
-        pytest.skip(path_available(path))
+    if path_unavailable_reason(path):
+        pytest.skip(path_unavailable_reason(path))
     torch.manual_seed(0)
     model = BertForSequenceClassification(tiny_bert_config).eval()
     batch = _batch()
@@ -169,7 +170,7 @@ def test_bench_onnx_paths(tmp_path, tiny_task_model, tiny_source, tiny_bert_conf
     """ONNX Runtime and OpenVINO (export + int8 quantisation of model and source)."""
     from transformers import AutoConfig
 
-    paths = ["fp32", *[p for p in ("onnxruntime", "openvino") if not path_available(p)]]
+    paths = ["fp32", *[p for p in ("onnxruntime", "openvino") if not path_unavailable_reason(p)]]
     report = _run(tmp_path, tiny_task_model, tiny_source, paths)
     _check_report(report, tmp_path / "bench", paths, tiny_bert_config, AutoConfig.from_pretrained(tiny_source))
 

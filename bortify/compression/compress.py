@@ -306,10 +306,10 @@ def _bundle_form(model, model_dir: Path, tmp: Path, task, columns, labels, fp32_
 
 
 def _latency(timings: dict[str, Forward], config, args: CompressArguments) -> dict | None:
-    """Median seconds per batch of each form, timed in alternation by bortify's one timer (bortify.bench)."""
+    """Median seconds per batch of each form, timed in alternation by bortify's one timer (bortify.timing)."""
     if not args.latency_seconds:
         return None
-    from bortify.bench import time_calls
+    from bortify.timing import cpu_name, time_calls
 
     seq_len = min(args.latency_seq_len, getattr(config, "max_position_embeddings", None) or args.latency_seq_len)
     enc = latency_batch(config.vocab_size, args.latency_batch_size, seq_len, bool(getattr(config, "type_vocab_size", 0)))
@@ -318,4 +318,5 @@ def _latency(timings: dict[str, Forward], config, args: CompressArguments) -> di
                        rounds=rounds, min_run_time=args.latency_seconds / rounds)
     return {"batch_size": args.latency_batch_size, "seq_len": seq_len, "threads": args.latency_threads,
             "seconds": {k: t.median_s for k, t in timed.items()},
-            "timer": "bortify.bench.time_calls (torch.utils.benchmark blocked_autorange, in alternation, median)"}
+            "timer": "bortify.timing.time_calls (torch.utils.benchmark blocked_autorange, in alternation, median)",
+            "cpu": cpu_name()}

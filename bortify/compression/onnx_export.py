@@ -12,6 +12,15 @@ Inputs: input_ids, attention_mask (+ token_type_ids when the model has token typ
 
 Quantisation: `onnxruntime.quantization.quantize_dynamic` (QInt8 weights by default, per output channel off),
 after ONNX Runtime's shape-inference pre-processing. Both files are checked with onnx.checker.
+
+This is bortify's one ONNX path: compress writes the release's files with it, and `bortify bench` times the shipped
+`model_quantized.onnx` (or, for a folder without one, a file made here), so the card's int8 figures are the shipped
+file's (docs/methods.md §5).
+
+What the files carry: the graph and weights only. The dynamo exporter records, per node, metadata entries such as
+`pkg.torch.onnx.stack_trace` and `pkg.torch.onnx.name_scopes` that hold this machine's source paths; `strip_metadata`
+empties every `metadata_props` and `doc_string` (model, graph, nodes, functions, values) of both files before they
+are written, and `bortify push` refuses any file that still holds a local path (bortify.hygiene).
 """
 
 from __future__ import annotations
@@ -59,14 +68,51 @@ def input_names(model) -> list[str]:
 
 
 class LogitsOnly(torch.nn.Module):
-    """A sequence classifier whose forward returns the logits tensor alone (the exported graph's one output)."""
+    """A sequence classifier whose forward returns the logits tensor alone (the exported graph's one output); a bare
+    encoder (`bortify bench` on a student) returns its first output, the last hidden state."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        logits = getattr(out, "logits", None)
+        return logits if logits is not None else out[0]
+
+
+def output_name(model) -> str:
+    """`logits` for a model with a head, `last_hidden_state` for a bare encoder."""
+    return "last_hidden_state" if getattr(model, "base_model", None) is model else "logits"
+
+
+def strip_metadata(proto) -> int:
+    """Empty every `metadata_props` and `doc_string` in an ONNX message and all messages inside it (model, graph,
+    nodes, subgraphs, functions, inputs/outputs, initializers); -> how many entries were removed. The dynamo exporter
+    writes stack traces and name scopes with local source paths there (module docstring)."""
+    removed = 0
+    for descriptor, value in proto.ListFields():
+        if descriptor.name == "metadata_props":
+            removed += len(value)
+            proto.ClearField("metadata_props")
+        elif descriptor.name == "doc_string":
+            removed += 1
+            proto.ClearField("doc_string")
+        elif descriptor.type == descriptor.TYPE_MESSAGE:
+            repeated = (descriptor.is_repeated if hasattr(descriptor, "is_repeated")
+                        else descriptor.label == descriptor.LABEL_REPEATED)
+            for item in (value if repeated else [value]):
+                removed += strip_metadata(item)
+    return removed
+
+
+def _strip_file(path: Path) -> None:
+    """strip_metadata of an ONNX file, rewritten in place (a self-contained file, no external data)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    if strip_metadata(proto):
+        onnx.save(proto, str(path))
 
 
 def export_onnx(model, path: str | os.PathLike, *, opset: int = OPSET) -> Path:
@@ -88,9 +134,10 @@ def export_onnx(model, path: str | os.PathLike, *, opset: int = OPSET) -> Path:
     try:
         with torch.no_grad():
             program = torch.onnx.export(LogitsOnly(model).eval(), (), kwargs=kwargs, input_names=names,
-                                        output_names=["logits"], dynamic_shapes=dynamic, opset_version=opset,
+                                        output_names=[output_name(model)], dynamic_shapes=dynamic, opset_version=opset,
                                         dynamo=True, optimize=True, verbose=False, external_data=False)
         program.save(str(tmp / path.name), external_data=False)
+        _strip_file(tmp / path.name)
         _check(tmp / path.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp / path.name, path)
@@ -126,6 +173,7 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, *, weight_type
         pre = tmp / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         quantize_dynamic(str(pre), str(tmp / dst.name), weight_type=types[weight_type], per_channel=per_channel)
+        _strip_file(tmp / dst.name)
         _check(tmp / dst.name)
         os.replace(tmp / dst.name, dst)
     finally:

@@ -91,12 +91,12 @@ def measure_latency(config, batch_size: int = 8, seq_len: int = 128, repeats: in
     """Median seconds of one forward pass of a random-weight `BertModel(config)` on CPU, fp32, at `batch_size` ×
     `seq_len` random token ids, after `warmup` untimed passes, at torch's current thread count.
 
-    Timed by bortify's one latency timer (bortify.bench.time_call: torch.utils.benchmark's blocked_autorange,
+    Timed by bortify's one latency timer (bortify.timing.time_call: torch.utils.benchmark's blocked_autorange,
     `repeats` rounds, median per-call time), the same as the card and `bortify bench` (docs/methods.md §5).
     `config` is a BertConfig (or any config AutoModel-free BertModel accepts) or a `Shape`.
     Random weights are fine for latency: dense kernels do not depend on the values.
     """
-    from bortify.bench import time_call
+    from bortify.timing import time_call
 
     if isinstance(config, Shape):
         config = bert_config(config)

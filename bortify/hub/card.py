@@ -33,6 +33,7 @@ from typing import Any, Optional
 from bortify.hub.card_plots import accuracy_speed_evidence
 from bortify.reports import (REPORT_TYPES, ExtractReport, FinetuneReport, PretrainReport, ReportError, Round, Winner,
                              read_report)
+from bortify.timing import cpu_name
 
 NOT_MEASURED = "not measured"
 NOT_APPLICABLE = "n/a"  # a BERT-shape figure that a non-BERT config does not have
@@ -130,7 +131,7 @@ def compare_latency(model_config, source_config, batch_size: int, seq_len: int, 
                     threads: int = 0) -> tuple[float, float]:
     """Seconds of one forward pass of each bare encoder (random weights, fp32, CPU), side by side.
 
-    bortify's one latency timer (bortify.bench.time_calls, as extraction's `measure_latency` and `bortify bench`):
+    bortify's one latency timer (bortify.timing.time_calls, as extraction's `measure_latency` and `bortify bench`):
     after a warm-up pass, the two models are timed in alternation for `repeats` rounds of torch.utils.benchmark's
     blocked_autorange, so load from other processes hits both alike, and each model's time is the median per-call
     time. `threads` > 0 pins torch's intra-op threads for the measurement (0: torch's current setting).
@@ -139,7 +140,7 @@ def compare_latency(model_config, source_config, batch_size: int, seq_len: int, 
     import torch
     from transformers import AutoModel
 
-    from bortify.bench import time_calls
+    from bortify.timing import time_calls
 
     torch.manual_seed(0)
     models = [AutoModel.from_config(c).eval() for c in (model_config, source_config)]
@@ -252,7 +253,7 @@ def collect_evidence(stage_dirs: dict[str, str], model_dir: str | Path, options:
         return evidence
     evidence["latency"] = {"model_seconds": model_s, "source_seconds": source_s, "source": source["name"],
                            "speedup": source_s / model_s, "batch_size": args[0], "seq_len": args[1],
-                           "repeats": args[2], "threads": threads}
+                           "repeats": args[2], "threads": threads, "cpu": cpu_name()}
     return evidence
 
 
@@ -742,7 +743,8 @@ def compress_lines(compress) -> list[str]:
     if sec.get("onnx_int8") and sec.get("torch_fp32"):
         lines.append(f"int8 on ONNX Runtime: {sec['onnx_int8'] * 1e3:.1f} ms vs {sec['torch_fp32'] * 1e3:.1f} ms in "
                      f"float32 PyTorch ({fmt(c.speedup(), 2)}x), batch {c.latency['batch_size']} x "
-                     f"{c.latency['seq_len']} tokens, {c.latency['threads']} CPU thread(s).")
+                     f"{c.latency['seq_len']} tokens, {c.latency['threads']} thread(s) of "
+                     f"{c.latency.get('cpu') or 'a CPU the report does not name'}.")
     if "bundle" in c.forms and s.get("bundle"):
         b = s["bundle"]
         lines.append(f"An offline bundle (`bortify compress`, not in this repository) holds the 8-bit weights and a "
@@ -785,6 +787,7 @@ def _latency_values(evidence: dict) -> dict:
             "speedup": speed_text(lat["speedup"]), "source": lat["source"], "batch_size": lat["batch_size"],
             "seq_len": lat["seq_len"], "repeats": lat.get("repeats", lat.get("rounds")), "threads": lat["threads"],
             "how": latency_how(lat), "extra": latency_extra(lat),
+            "cpu": lat.get("cpu") or "a CPU the measurement did not record",
             "what": "the model (as released, head included)" if lat.get("timer") == "bench" else "the encoder"},
         "latency_note": f" ({evidence['latency_error']})" if evidence.get("latency_error") else "",
     }
@@ -824,7 +827,8 @@ def latency_extra(lat: dict) -> str:
     if lat.get("macs_ratio"):
         parts.append(f"multiply-add ratio {lat['macs_ratio']:.1f}×")
     if lat.get("int8_model_seconds") and lat.get("int8_speedup_vs_source_fp32"):
-        parts.append(f"int8 ({lat['int8_path']}): {lat['int8_model_seconds'] * 1e3:.1f} ms, "
+        file = f", {lat['int8_file']}" if lat.get("int8_file") else ""
+        parts.append(f"int8 ({lat['int8_path']}{file}): {lat['int8_model_seconds'] * 1e3:.1f} ms, "
                      f"{speed_text(lat['int8_speedup_vs_source_fp32'])} than the source in fp32")
     return f" ({'; '.join(parts)})" if parts else ""
 
