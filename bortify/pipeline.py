@@ -10,7 +10,9 @@ stages' output directories (only where the recipe leaves them unset). When a sta
 `<stage dir>/stage_done.json` (the report's `record()`); a re-run skips stages that have one, so an interrupted run
 resumes where it stopped (each stage also resumes inside itself where it can). The file records the stage's
 recipe section: if the recipe has changed since, the run stops before any work and names the changed keys (redo
-with --overwrite). The next stage reads only the previous stage's output directory.
+with --overwrite). The next stage reads only the previous stage's output directory, and `<run>/heldout.json`: the
+run's final test texts (from the finetune section's data options), written before the first stage and kept out
+of every stage's data (docs/methods.md §9).
 
 Two exceptions: a stage whose folder is a release (the card) keeps its record beside the folder
 (`<run>/card.stage_done.json`), because that folder is what gets pushed and must hold nothing but the release;
@@ -128,11 +130,15 @@ def stage_entry(name: str):
 
 # ---- a recipe -------------------------------------------------------------------------------------------
 
-def stage_config(stage: StageSpec, recipe: dict, outputs: dict[str, str], run_dir: Path) -> dict:
+def stage_config(stage: StageSpec, recipe: dict, outputs: dict[str, str], run_dir: Path,
+                 heldout: str | None = None) -> dict:
     """The stage's settings in a run: its recipe section, `output_dir` = <run dir>/<stage>, and every input the
-    table names (StageSpec.inputs, .borrow) that the recipe leaves unset."""
+    table names (StageSpec.inputs, .borrow) that the recipe leaves unset; `heldout` (the run's record of its test
+    texts, docs/methods.md §9) for the stages that read it."""
     config = dict(recipe.get(stage.name) or {})
     config["output_dir"] = str(run_dir / stage.name)
+    if heldout and stage.reads_heldout and config.get("heldout") is None:
+        config["heldout"] = heldout
     for key, source in stage.inputs.items():
         if config.get(key) is None:
             if source in outputs:
@@ -252,6 +258,7 @@ def run_recipe(recipe_path: str | os.PathLike, output_dir: str | os.PathLike | N
     for stage in STAGES:  # earlier finished stages still provide their outputs
         if stage.name in recipe and find_done(run_dir, stage):
             outputs[stage.name] = str(run_dir / stage.name)
+    heldout = run_heldout(recipe, selected, run_dir, overwrite)
     for stage in selected:
         stage_dir = run_dir / stage.name
         done = find_done(run_dir, stage)
@@ -260,7 +267,7 @@ def run_recipe(recipe_path: str | os.PathLike, output_dir: str | os.PathLike | N
             print(f"[bortify run] {stage.name}: already done, skipping ({stage_dir})", flush=True)
             outputs[stage.name] = str(stage_dir)
             continue
-        config = stage_config(stage, recipe, outputs, run_dir)
+        config = stage_config(stage, recipe, outputs, run_dir, heldout)
         print(f"[bortify run] {stage.name}: starting -> {stage_dir}", flush=True)
         start = time.perf_counter()
         report = run_config(stage, config, overwrite=overwrite)
@@ -279,6 +286,22 @@ def run_recipe(recipe_path: str | os.PathLike, output_dir: str | os.PathLike | N
     result = {"run_dir": str(run_dir), "stages": summaries}
     _write_record(run_dir / "summary.json", result)
     return result
+
+
+def run_heldout(recipe: dict, selected: list[StageSpec], run_dir: Path, overwrite: bool) -> str | None:
+    """The run's held-out test texts (docs/methods.md §9): `<run>/heldout.json`, derived from the finetune
+    section's data options before the first stage that reads data runs (rewritten then, so it always matches
+    the recipe), or None for a recipe without a finetune section."""
+    from bortify.heldout import HELDOUT_FILE, write_run_heldout
+
+    if "finetune" not in recipe:
+        return None
+    path = run_dir / HELDOUT_FILE
+    pending = [s for s in selected if s.reads_heldout and (overwrite or not find_done(run_dir, s))]
+    if pending or not path.is_file():
+        print(f"[bortify run] held-out test split: from the finetune section's data options -> {path}", flush=True)
+        write_run_heldout(recipe["finetune"] or {}, run_dir)
+    return str(path)
 
 
 def print_summary(result: dict) -> None:

@@ -240,6 +240,7 @@ class ExtractReport(Report):
     plot: str | None = None
     error_spread: dict = field(default_factory=dict)
     seconds: float | None = None
+    heldout: dict | None = None  # the run's test texts dropped from the estimator's data (docs/methods.md §9)
     output_dir: str | None = _local()
 
     def summary_lines(self) -> list[str]:
@@ -314,6 +315,7 @@ class PretrainReport(Report):
     resumed_from: str | None = None
     device: str | None = None
     compatibility: CompatibilityRecord | None = None  # --compatible_with (docs/methods.md §4)
+    heldout: dict | None = None  # the run's test texts dropped from the corpus (docs/methods.md §9)
     output_dir: str | None = _local()
 
     def summary_lines(self) -> list[str]:
@@ -399,6 +401,8 @@ class FinetuneReport(Report):
     nfr: float | dict | None = None  # docs/methods.md §4: negative flip rate against the replaced model (if measured)
     congruent: dict | None = None  # --old_model: focal distillation settings and old-model pass (docs/methods.md §4.3)
     compatibility: CompatibilityRecord | None = None  # --compatible_with: BCT's influence loss + test (§4.4)
+    # test texts seen by any stage: counts per input, what was dropped, what was not checked (docs/methods.md §9)
+    overlap: dict | None = None
     output_dir: str | None = _local()
 
     @classmethod

@@ -53,6 +53,9 @@ class StageSpec:
     # ever replaces a release folder made by bortify)
     redo_replaces: bool = False
     run_options: dict[str, Any] = field(default_factory=dict)  # keywords `bortify run` passes to `run`
+    # True: `bortify run` sets the stage's `heldout` option to <run>/heldout.json, the run's test texts, which the
+    # stage keeps out of its data (docs/methods.md §9)
+    reads_heldout: bool = False
     # `bortify <name> VALUE ...` means `--<positional> VALUE ...` (a tuple: several leading values, in order)
     positional: str | tuple[str, ...] | None = None
 
@@ -87,6 +90,7 @@ STAGES: tuple[StageSpec, ...] = (
             "candidate, and pareto.png. Re-running with the same --output_dir resumes."),
         arguments=("bortify.extraction.arguments:ExtractionArguments", "bortify.extraction.arguments:EstimatorArguments"),
         run="bortify.extraction.extract:extract",
+        reads_heldout=True,
     ),
     StageSpec(
         "pretrain",
@@ -105,6 +109,7 @@ STAGES: tuple[StageSpec, ...] = (
                    "bortify.pretraining.arguments:DistillationArguments"),
         run="bortify.pretraining.pretrain:pretrain",
         inputs={"student_config": "extract"},
+        reads_heldout=True,
     ),
     StageSpec(
         "finetune",
@@ -123,6 +128,7 @@ STAGES: tuple[StageSpec, ...] = (
         arguments=("bortify.finetuning.arguments:ARGUMENT_CLASSES",),
         run="bortify.finetuning.finetune:finetune",
         inputs={"model": "pretrain"},
+        reads_heldout=True,
     ),
     StageSpec(
         "compress",

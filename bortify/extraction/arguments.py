@@ -156,6 +156,8 @@ class EstimatorArguments:
     train_embeddings: bool = _help("sliced-task: also train the (sliced) word embeddings; off = faster, they come "
                                    "from the teacher already.", default=False)
     seed: int = _help("Seed for data order, masking and initialisation (same for every candidate).", default=0)
+    heldout: Optional[str] = _help("A run's heldout.json (docs/methods.md §9; `bortify run` sets it): its test texts "
+                                   "are dropped from the estimator's data and counted in report.json.", default=None)
 
     def __post_init__(self):
         TrainingBudget.from_settings(self).check()  # the estimators' own validation (EstimatorError: a ValueError)

@@ -198,7 +198,7 @@ class MLMEstimator:
 
     def __init__(self, source_config, tokenizer: str, corpus: str, corpus_config: str | None = None, text_column: str = "text",
                  budget: TrainingBudget | None = None, train_samples: int = 4000, eval_samples: int = 500,
-                 mlm_probability: float = 0.15):
+                 mlm_probability: float = 0.15, heldout=None):
         self.source_config, self.tokenizer_name, self.corpus = source_config, tokenizer, corpus
         self.corpus_config = corpus_config
         self.text_column, self.budget = text_column, budget or TrainingBudget(learning_rates=(5e-4,))
@@ -206,8 +206,10 @@ class MLMEstimator:
         self._prepared = False
 
     def fingerprint(self) -> dict:
+        self.heldout, self.heldout_record = heldout, None  # bortify.heldout.HeldOut: the run's test texts, kept out
         return {"error_estimator": self.name, "tokenizer": self.tokenizer_name, "corpus": self.corpus,
-                "corpus_config": self.corpus_config, "budget": self.budget.__dict__, "train_samples": self.train_samples, "eval_samples": self.eval_samples}
+                "corpus_config": self.corpus_config, "budget": self.budget.__dict__, "train_samples": self.train_samples,
+                "eval_samples": self.eval_samples, **_data_key(self.text_column, self.heldout)}
 
     def prepare(self) -> None:
         from transformers import AutoTokenizer, DataCollatorForLanguageModeling
@@ -224,8 +226,9 @@ class MLMEstimator:
         if len(self.tokenizer) > self.source_config.vocab_size:
             raise EstimatorError(f"tokenizer {self.tokenizer_name!r} has {len(self.tokenizer)} tokens but the source "
                                  f"vocab_size is {self.source_config.vocab_size}; use the source's tokenizer.")
-        ds = load_text_corpus(self.corpus, self.text_column, config=self.corpus_config).shuffle(seed=self.budget.seed)
-        n = min(len(ds), self.train_samples + self.eval_samples)
+        ds, self.heldout_record = mlm_corpus_rows(self.corpus, self.text_column, self.corpus_config, self.budget.seed,
+                                                  self.train_samples, self.eval_samples, self.heldout)
+        n = len(ds)
         if n < 20:
             raise EstimatorError(f"corpus {self.corpus!r} has only {n} non-empty rows; need at least 20.")
         ds = ds.select(range(n))
@@ -268,19 +271,20 @@ class SlicedTaskEstimator:
     def __init__(self, source_config, source: str, task: str = "embedded:rotten-tomatoes", text_column: str = "text",
                  label_column: str = "label", budget: TrainingBudget | None = None, train_samples: int = 2000,
                  eval_samples: int = 500, importance: str = "activation", calibration_samples: int = 64,
-                 train_embeddings: bool = False):
+                 train_embeddings: bool = False, heldout=None):
         self.source_config, self.source, self.task = source_config, source, task
         self.text_column, self.label_column = text_column, label_column
         self.budget = budget or TrainingBudget()
         self.train_samples, self.eval_samples = train_samples, eval_samples
         self.importance, self.calibration_samples = importance, calibration_samples
+        self.heldout, self.heldout_record = heldout, None  # bortify.heldout.HeldOut: the run's test texts, kept out
         self.train_embeddings = train_embeddings
         self._prepared = False
 
     def fingerprint(self) -> dict:
         return {"error_estimator": self.name, "source": self.source, "task": self.task, "budget": self.budget.__dict__,
                 "train_samples": self.train_samples, "eval_samples": self.eval_samples, "importance": self.importance,
-                "train_embeddings": self.train_embeddings}
+                "train_embeddings": self.train_embeddings, **_data_key(self.text_column, self.heldout)}
 
     def prepare(self) -> None:
         from transformers import AutoModel, AutoTokenizer, DataCollatorWithPadding
@@ -301,8 +305,7 @@ class SlicedTaskEstimator:
         if self.teacher.config.vocab_size != self.source_config.vocab_size:
             raise EstimatorError(f"source checkpoint vocab_size {self.teacher.config.vocab_size} != the search's "
                                  f"{self.source_config.vocab_size}; drop the inline source_vocab_size override.")
-        dsd = load_any_dataset(self.task)
-        ds = dsd["train"]
+        ds = load_any_dataset(self.task)["train"]
         for col in (self.text_column, self.label_column):
             if col not in ds.column_names:
                 raise EstimatorError(f"task {self.task!r} has no column {col!r}; columns: {ds.column_names}. "
@@ -311,13 +314,11 @@ class SlicedTaskEstimator:
         self.num_labels = getattr(labels, "num_classes", None) or len(set(ds[self.label_column]))
         if self.num_labels < 2:
             raise EstimatorError(f"task {self.task!r} has {self.num_labels} label(s); need a classification task.")
-        ds = ds.shuffle(seed=self.budget.seed)
-        # dev = our held-out slice of the train split; the task's test split is never touched
-        n_eval = min(self.eval_samples, len(ds) // 5)
-        n_train = min(self.train_samples, len(ds) - n_eval)
-        if n_eval < 20 or n_train < self.budget.batch_size:
-            raise EstimatorError(f"task {self.task!r} has too few rows ({len(ds)}) for {self.eval_samples} dev + training.")
-        dev, train = ds.select(range(n_eval)), ds.select(range(n_eval, n_eval + n_train))
+        n_rows = len(ds)
+        dev, train, self.heldout_record = sliced_task_rows(ds, self.text_column, self.budget.seed, self.train_samples,
+                                                           self.eval_samples, self.heldout)
+        if len(dev) < 20 or len(train) < self.budget.batch_size:
+            raise EstimatorError(f"task {self.task!r} has too few rows ({n_rows}) for {self.eval_samples} dev + training.")
 
         def encode(batch):
             out = self.tokenizer(batch[self.text_column], truncation=True, max_length=self.budget.max_seq_length)
@@ -369,13 +370,73 @@ def make_estimator(name: str, source_config, source: str, settings) -> ErrorEsti
     """bortify's one estimator factory: estimator `name` (one of ESTIMATORS) for a search over `source`
     (`source_config`, its config), configured by `settings` (an `EstimatorArguments`)."""
     if name not in ESTIMATORS:
+def _data_key(text_column: str, heldout) -> dict:
+    """The fingerprint's part for the data read: a text column other than `text`, and the held-out texts kept out
+    (ê measured on other data must not be reused); empty by default, so older caches still match."""
+    return {**({"text_column": text_column} if text_column != "text" else {}),
+            **({"heldout": heldout.digest} if heldout is not None else {})}
+
+
+def sliced_task_rows(ds, text_column: str, seed: int, train_samples: int, eval_samples: int, heldout=None):
+    """(dev, train, held-out record) of the sliced-task estimator: the held-out test texts of the run dropped
+    (docs/methods.md §9), then a seeded shuffle; dev = the first min(eval_samples, n/5) rows, train the next
+    train_samples. The task's own test split is never read."""
+    from bortify.heldout import drop_from_dataset
+
+    ds, record = drop_from_dataset(ds, text_column, heldout, "the extraction estimator's task rows")
+    ds = ds.shuffle(seed=seed)
+    n_eval = min(eval_samples, len(ds) // 5)
+    n_train = max(0, min(train_samples, len(ds) - n_eval))
+    return ds.select(range(n_eval)), ds.select(range(n_eval, n_eval + n_train)), record
+
+
+def mlm_corpus_rows(corpus: str, text_column: str, corpus_config, seed: int, train_samples: int, eval_samples: int,
+                    heldout=None):
+    """(the corpus lines the mlm estimator reads, held-out record): held-out test texts dropped (docs/methods.md
+    §9), a seeded shuffle, the first train_samples + eval_samples lines."""
+    from bortify.data import load_text_corpus
+    from bortify.heldout import drop_from_dataset
+
+    ds = load_text_corpus(corpus, text_column, config=corpus_config)
+    ds, record = drop_from_dataset(ds, text_column, heldout, "the extraction estimator's corpus lines")
+    ds = ds.shuffle(seed=seed)
+    return ds.select(range(min(len(ds), train_samples + eval_samples))), record
+
+
+def estimator_texts(settings: dict) -> list[str] | None:
+    """The texts an extraction's estimator trained and measured on, re-derived from its report's
+    `estimator_settings` (to count test texts among them when the run kept none out); [] for `none`, None when
+    they cannot be re-derived offline."""
+    from bortify.data import load_any_dataset
+
+    kind = settings.get("error_estimator")
+    if kind == "none":
+        return []
+    budget, column = settings.get("budget") or {}, settings.get("text_column", "text")
+    try:
+        if kind == "sliced-task":
+            ds = load_any_dataset(settings["task"])["train"]
+            dev, train, _ = sliced_task_rows(ds, column, budget.get("seed", 0), settings["train_samples"],
+                                             settings["eval_samples"])
+            return list(dev[column]) + list(train[column])
+        if kind == "mlm":
+            ds, _ = mlm_corpus_rows(settings["corpus"], column, settings.get("corpus_config"), budget.get("seed", 0),
+                                    settings["train_samples"], settings["eval_samples"])
+            return list(ds[column])
+    except Exception:  # e.g. a Hub dataset without the Hub: the overlap is then "not measured"
+        return None
+    return None
+
+
         raise EstimatorError(f"Unknown error estimator {name!r}; choose one of {ESTIMATORS}.")
     if name == "none":
         return NoneEstimator()
     budget = TrainingBudget.from_settings(settings)
     common = dict(text_column=settings.text_column, budget=budget, train_samples=settings.train_samples,
-                  eval_samples=settings.eval_samples)
+                  eval_samples=settings.eval_samples, heldout=load_heldout(getattr(settings, "heldout", None)))
     if name == "mlm":
+    from bortify.heldout import load_heldout
+
         return MLMEstimator(source_config, tokenizer=settings.tokenizer or source, corpus=settings.corpus,
                             corpus_config=settings.corpus_config, **common)
     return SlicedTaskEstimator(source_config, source=source, task=settings.task, label_column=settings.label_column,

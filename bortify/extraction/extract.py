@@ -157,6 +157,7 @@ def _search(args, source_config, space, T, candidates, out, estimator, name, fin
         error_estimator=name, seq_len=args.seq_len, cost=args.cost, winner=winner, candidates=candidates,
         estimator_settings=fingerprint, seconds=time.perf_counter() - start,
         constraint=constraint_record(args, outcome), output_dir=args.output_dir,
+        heldout=getattr(estimator, "heldout_record", None),
     )
     plot_pareto(candidates, winner, T, out / PLOT_FILE,
                 title=f"{args.source}: {len(candidates)} candidates, ε={args.epsilon}, ê={name}, "

@@ -85,13 +85,15 @@ def plot_pareto(candidates: list[Candidate], winner: Candidate, T: Candidate, pa
 def build_report(*, source: str, T: Candidate, epsilon: float, space: dict, dropped_indivisible: int,
                  dropped_larger: int, error_estimator: str, seq_len: int, cost: str, winner: Candidate,
                  candidates: list[Candidate], estimator_settings: dict, seconds: float,
-                 constraint: dict | None = None, output_dir: str | Path | None = None) -> ExtractReport:
+                 constraint: dict | None = None, output_dir: str | Path | None = None,
+                 heldout: dict | None = None) -> ExtractReport:
     """The report. `constraint` (run.constraint_record): the objective, its bound, the candidates that satisfied it,
     why the winner won and the mode's guarantee; absent means objective W."""
     constraint = constraint or {"mode": "W", "bound": None}
     n_trained = sum(c.status == "trained" for c in candidates)
     n_cached = sum(c.status == "cached" for c in candidates)
     return ExtractReport.make({
+        "heldout": heldout,  # the run's test texts dropped from the estimator's data (docs/methods.md §9)
         "source": source,
         "source_shape": T.shape.dims(),
         "source_parameters": T.parameters,

@@ -161,6 +161,10 @@ class FinetuneDataArguments:
                                           default=None)
     max_dev_samples: int | None = _help("Subsample dev to this many rows.", default=None)
     max_test_samples: int | None = _help("Subsample test to this many rows.", default=None)
+    heldout: str | None = _help("A run's heldout.json (docs/methods.md §9; `bortify run` sets it): its test texts are "
+                                "dropped from train, dev and the unlabelled pool too. Without it the stage's own test "
+                                "split is kept out, and overlap with the base model's corpus and extraction data is "
+                                "counted from their reports (report.json `overlap`).", default=None)
 
     def __post_init__(self):
         if self.dataset and self.train_file:

@@ -34,9 +34,12 @@ from bortify.finetuning.distill import TaskDistillArguments, distill
 from bortify.finetuning.generators import GENERATORS, generate_rows
 from bortify.finetuning.labelers import GeneratedRowLabeler, build_labeler
 from bortify.finetuning.losses import one_hot
+from bortify.finetuning.overlap import clean_task
+from bortify.finetuning.overlap import finish as finish_overlap
 from bortify.finetuning.tasks import TaskData, dataset_display, dataset_hub_id, load_task
 from bortify.finetuning.trainer import (examples_seen, fit, load_classifier_with_note, predict, say, score,
                                         theta_text, to_predictions, tokenize, tokenizer_for_saving)
+from bortify.heldout import load_heldout
 from bortify.reports import REPORT_FILE as REPORT
 from bortify.reports import FinetuneReport, write_report
 from bortify.utils import OutputExistsError, is_same_or_nested, make_shareable, torch_threads
@@ -187,6 +190,9 @@ def make_output_dir(out: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-probe-") as f:
             f.write(b"ok")
             f.flush()
+    # the run's test texts out of train, dev and the unlabelled pool, before any model sees them (docs/methods.md §9)
+    overlap = clean_task(task, load_heldout(data_args.heldout), user_files=bool(task.splits.get("files"))
+                         and task.splits.get("test_source") == "test")
     except OSError as exc:
         raise OutputDirError(f"Cannot write to --output_dir {str(out)!r} ({exc.strerror or exc}): choose a writable "
                              "directory.") from exc
@@ -273,6 +279,7 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
     # --- fine-tuning on train, selection on dev (the test split is not touched here) ---------------------------
     runs = Runs(student0, tokenizer, task, model_args, grid_args)
     distill_focal = None
+        "overlap": finish_overlap(overlap, task, model_args.model, distill_info),  # docs/methods.md §9
     if congruent_args.old_model and model_args.mode == "distill":  # focal weights inside distillation (§4.3)
         from bortify.finetuning.congruent import DistillFocal, is_teacher
 

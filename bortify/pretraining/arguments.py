@@ -107,6 +107,10 @@ class DataArguments:
     compat_eval_gallery: int = field(default=2000, metadata={"help": "Compatibility test: gallery size (old model)."})
     compat_eval_queries: int = field(default=500, metadata={"help": "Compatibility test: queries (the student)."})
     compat_eval_k: int = field(default=10, metadata={"help": "Compatibility test: k of the kNN classification."})
+    heldout: str | None = field(default=None, metadata={
+        "help": "A run's heldout.json (docs/methods.md §9; `bortify run` sets it): the run's final test texts, dropped "
+                "from the corpus before anything else and counted in report.json (not the MLM split of "
+                "--heldout_fraction)."})
 
     def __post_init__(self):
         if self.seq_len < 8:

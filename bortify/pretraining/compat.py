@@ -307,13 +307,15 @@ def setup_compat(plan: CompatPlan, wrapper: nn.Module, base_collator, tokenizer,
                  teacher_path: str, data_args, training_args) -> CompatRun:
     """Before training: the old model's embeddings of the corpus's training texts (once), the student's CompatHead
     and the collator that adds a compat batch to each MLM batch."""
+    from bortify.heldout import load_heldout
     from bortify.pretraining.data import split_corpus_texts
 
     old = old_encoder_for(plan, teacher, teacher_path)
     train_texts, _ = split_corpus_texts(data_args.corpus, text_column=data_args.text_column,
                                         split=data_args.corpus_split, config=data_args.corpus_config,
                                         heldout_fraction=data_args.heldout_fraction,
-                                        max_train_texts=data_args.max_train_texts, seed=training_args.seed)
+                                        max_train_texts=data_args.max_train_texts, seed=training_args.seed,
+                                        heldout=load_heldout(getattr(data_args, "heldout", None)))
     n = training_args.compat_texts or training_args.max_steps * training_args.compat_batch_size \
         * training_args.gradient_accumulation_steps
     texts = train_texts.shuffle(seed=training_args.seed).select(range(min(n, len(train_texts))))[data_args.text_column]

@@ -71,9 +71,16 @@ def _load_corpus(corpus: str, text_column: str, split: str, config: str | None) 
 
 def split_corpus_texts(corpus: str, *, text_column: str = "text", split: str = "train", config: str | None = None,
                        heldout_fraction: float = 0.05, max_train_texts: int | None = None,
-                       seed: int = 42) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """(train texts, held-out texts) of a corpus, split before packing (also what --compatible_with trains on)."""
-    texts = _load_corpus(corpus, text_column, split, config)
+                       seed: int = 42, heldout=None, record: dict | None = None) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train texts, held-out texts) of a corpus, split before packing (also what --compatible_with trains on).
+    `heldout` (bortify.heldout.HeldOut): the run's final test texts, dropped from the corpus first (docs/methods.md
+    §9); `record`, when given, receives what was dropped (the report's `heldout`)."""
+    from bortify.heldout import drop_from_dataset
+
+    texts, dropped = drop_from_dataset(_load_corpus(corpus, text_column, split, config), text_column, heldout,
+                                       "the pretraining corpus's texts")
+    if record is not None and dropped is not None:
+        record.update(dropped)
     if len(texts) < 2:
         raise DataError(f"Corpus {corpus!r} has {len(texts)} text(s); need at least 2 (train + held-out).")
     parts = texts.train_test_split(test_size=heldout_fraction, seed=seed)
@@ -86,14 +93,16 @@ def split_corpus_texts(corpus: str, *, text_column: str = "text", split: str = "
 def load_pretraining_data(corpus: str, tokenizer: PreTrainedTokenizerBase, *, seq_len: int, text_column: str = "text",
                           split: str = "train", config: str | None = None, heldout_fraction: float = 0.05,
                           max_heldout_blocks: int = 128, max_train_texts: int | None = None, seed: int = 42,
-                          num_proc: int | None = None) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """(train blocks, held-out blocks) from a corpus; `DataError` when there is not enough text."""
+                          num_proc: int | None = None, heldout=None,
+                          record: dict | None = None) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train blocks, held-out blocks) from a corpus; `DataError` when there is not enough text. `heldout` and
+    `record`: see `split_corpus_texts` (the run's test texts never reach a block)."""
     check_tokenizer(tokenizer)
     if seq_len > tokenizer.model_max_length and tokenizer.model_max_length < 10**6:
         raise DataError(f"seq_len {seq_len} exceeds the tokenizer's model_max_length {tokenizer.model_max_length}.")
     train_texts, held_texts = split_corpus_texts(corpus, text_column=text_column, split=split, config=config,
                                                  heldout_fraction=heldout_fraction, max_train_texts=max_train_texts,
-                                                 seed=seed)
+                                                 seed=seed, heldout=heldout, record=record)
     train = build_blocks(train_texts, tokenizer, seq_len, text_column, num_proc, "packing train blocks")
     held = build_blocks(held_texts, tokenizer, seq_len, text_column, num_proc, "packing held-out blocks")
     if len(train) == 0:

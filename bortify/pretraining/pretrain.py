@@ -43,6 +43,7 @@ from bortify.data import resolve_model
 from bortify.resources import is_embedded
 from bortify.pretraining.arguments import DataArguments, DistillationArguments, ModelArguments
 from bortify.pretraining.compat import CompatResume, finish_compat, plan_compat, setup_compat
+from bortify.heldout import load_heldout
 from bortify.pretraining.data import load_pretraining_data, make_collator
 from bortify.pretraining.losses import IGNORE_INDEX, default_relation_heads, masked_cross_entropy
 from bortify.pretraining.rundir import (
@@ -336,12 +337,14 @@ def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_arg
     resume = _guard_output_dir(out, model_args, data_args, training_args, overwrite)
     student_cfg = load_student_config(model_args.student_config)  # cheap checks first: configs, tokenizer, corpus
     plan = plan_distillation(student_cfg, model_args, data_args, training_args, out)
+    heldout_record: dict = {}  # the run's test texts dropped from the corpus (docs/methods.md §9)
     compat_plan = plan_compat(model_args.compatible_with, data_args.compat_eval_dataset)  # docs/methods.md §4
     train_blocks, held_blocks = load_pretraining_data(
         data_args.corpus, plan.tokenizer, seq_len=data_args.seq_len, text_column=data_args.text_column,
         split=data_args.corpus_split, config=data_args.corpus_config, heldout_fraction=data_args.heldout_fraction,
         max_heldout_blocks=data_args.max_heldout_blocks, max_train_texts=data_args.max_train_texts,
-        seed=training_args.seed, num_proc=data_args.preprocessing_num_workers)
+        seed=training_args.seed, num_proc=data_args.preprocessing_num_workers,
+        heldout=load_heldout(data_args.heldout), record=heldout_record)
     prepare_output_dir(out, overwrite, resume, training_args.process_index)
     teacher, wrapper, init_report = build_models(student_cfg, plan, model_args, training_args)
     eval_collator = make_collator(plan.tokenizer, data_args.mlm_probability, "static", seed=training_args.seed)
@@ -372,7 +375,7 @@ def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_arg
     run = {"train_loss": result.training_loss, "train_seconds": train_seconds, "resume": resume,
            "resumed_at_step": resumed_at, "global_step": trainer.state.global_step, "loss_before": loss_before, "loss_after": loss_after,
            "train_blocks": len(train_blocks), "heldout_blocks": len(held_blocks),
-           "parameters": sum(p.numel() for p in student.parameters())}
+           "parameters": sum(p.numel() for p in student.parameters()), "heldout": heldout_record or None}
     if compat:
         run["compatibility"] = finish_compat(compat, trainer.accelerator.unwrap_model(trainer.model), data_args,
                                              training_args)
@@ -418,6 +421,7 @@ def build_report(model_args: ModelArguments, data_args: DataArguments, training_
         "compatibility": run.get("compatibility"),
     }, output_dir=str(training_args.output_dir))
 
+        "heldout": run.get("heldout"),
 
 def _loss_report(args: DistillationArguments, plan: KDPlan) -> dict:
     """The loss settings as the user gives them: layers 1-based (`--layer_map`, `--relation_teacher_layer`)."""
