@@ -14,6 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from casetable import Case, run_case  # noqa: E402
+from bortify.outputs import MARKER  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -175,7 +176,7 @@ CASES = [
          r"is the input teacher", setup=with_model(lambda root: {"t": copy_model(root, "student", "teacher")})),
     Case("finished-output-kept", ft(), r"already holds results.*--overwrite",
          setup=with_model(_finished_output)),
-    Case("output-holds-other-files", ft(), r"holds files that are not a fine-tuning output.*notes\.txt",
+    Case("output-holds-other-files", ft(), r"is not an output of `bortify finetune` \(it holds notes\.txt\)",
          setup=with_model(lambda root: {"_": (root / "out").mkdir() or (root / "out" / "notes.txt").write_text("x")})),
     Case("output-is-a-file", ft(), r"exists and is not a directory",
          setup=with_model(lambda root: {"_": (root / "out").write_text("a file")})),
@@ -420,8 +421,8 @@ def test_same_seed_same_weights_tokenizer_without_run_truncation_and_threads_res
     staged = [s for s, d in moved if s.parent.name.startswith(".staging-")]
     assert {s.name for s in staged} >= {"model.safetensors", "config.json", "tokenizer.json"}
     assert all(s.parent.parent == tmp_path / "a" for s in staged)
-    assert all(s in staged or (s.parent == tmp_path / "a" and d.name == "report.json") for s, d in moved)
-    assert not list((tmp_path / "a").glob(".*"))
+    assert all(s in staged or (s.parent == tmp_path / "a" and d.name in ("report.json", MARKER)) for s, d in moved)
+    assert [p.name for p in (tmp_path / "a").glob(".*")] == [MARKER]  # no temporaries left, the marker kept
     # the saved tokenizer carries no run-specific truncation/padding (the source file had both)
     assert tokenizers.Tokenizer.from_file(str(MODELS["student"] / "tokenizer.json")).truncation is not None
     saved = json.loads((tmp_path / "a" / "tokenizer.json").read_text())

@@ -11,10 +11,11 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 
 from bortify.finetuning.arguments import (AgoraArguments, FinetuneDataArguments, FinetuneGridArguments,
                                           FinetuneModelArguments)
-from bortify.finetuning.finetune import (Runs, agora_fields, agora_label, check_output, dev_parts, generator_fields,
-                                         plain_search, task_fields)
+from bortify.finetuning.finetune import (Runs, agora_fields, agora_label, dev_parts, generator_fields,
+                                         output_inputs, plain_search, task_fields)
 from bortify.finetuning.labelers import GeneratedRowLabeler
 from bortify.finetuning.tasks import TaskData
+from bortify.outputs import refuse_inputs
 from bortify.utils import OutputExistsError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -81,9 +82,9 @@ def test_check_output_refuses_an_input_folder_as_output(tmp_path, mode, inputs, 
                                   mode=mode)
     if refused:
         with pytest.raises(OutputExistsError, match="input"):
-            check_output(tmp_path / "lab" / "out", args, AgoraArguments(**names))
+            refuse_inputs(tmp_path / "lab" / "out", output_inputs(args, AgoraArguments(**names)))
     else:
-        check_output(tmp_path / "lab" / "out", args, AgoraArguments(**names))
+        refuse_inputs(tmp_path / "lab" / "out", output_inputs(args, AgoraArguments(**names)))
 
 
 def test_plain_search_fits_every_theta_once_and_records_round_one(tmp_path, tiny):

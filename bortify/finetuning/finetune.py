@@ -42,7 +42,8 @@ from bortify.finetuning.trainer import (examples_seen, fit, load_classifier_with
 from bortify.heldout import load_heldout
 from bortify.reports import REPORT_FILE as REPORT
 from bortify.reports import FinetuneReport, write_report
-from bortify.utils import OutputExistsError, is_same_or_nested, make_shareable, torch_threads
+from bortify.outputs import SENTENCE_FILES, Output, claim
+from bortify.utils import make_shareable, torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -124,83 +125,6 @@ def plot_rounds(rounds: list[dict], metric: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-class OutputDirError(ValueError):
-    pass
-
-
-def _local_path(name: str | None) -> Path | None:
-    """`name` as an existing local path (resolved), or None for Hub/embedded names."""
-    if not name or ":" in name.split("/")[0] and not os.path.exists(name):
-        return None
-    path = Path(name).expanduser()
-    return path.resolve() if path.exists() else None
-
-
-def check_output_is_not_an_input(out: Path, inputs: dict[str, str | None]) -> None:
-    """Refuse an output directory that is, contains or is inside an input checkpoint (model, labeler, teacher):
-    writing the fine-tuned files there would overwrite or mix with the input. --overwrite does not change this."""
-    target = out.expanduser().resolve()
-    for what, name in inputs.items():
-        src = _local_path(name)
-        if src is None:
-            continue
-        relation = is_same_or_nested(target, src)
-        if relation is None:
-            continue
-        raise OutputExistsError(f"--output_dir {str(out)!r} {relation} the input {what} {name!r}: fine-tuning would "
-                                f"write over or beside its files. Choose another --output_dir (--overwrite never "
-                                "replaces an input).")
-
-
-# What a fine-tuning output (finished or interrupted while moving files in) may hold besides hidden staging files.
-OUR_FILES = {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-             "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
-             "sentencepiece.bpe.model", "chat_template.jinja", "agora_added.jsonl", "rounds.png", REPORT,
-             "stage_done.json", "teacher"}  # teacher/: save_teacher
-# --compatible_with: the sentence-transformers files (bortify.compat.sentence) beside the classifier
-SENTENCE_FILES = ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json", "1_Pooling",
-                  "2_Dense")
-OUR_FILES |= set(SENTENCE_FILES)
-
-
-def check_finished_output(out: Path, overwrite: bool) -> None:
-    """report.json marks a finished output: refused unless --overwrite; an unfinished one (no report, only our
-    files) is reused. A folder holding other files is not ours: refused unless --overwrite (then our files are
-    written beside them). Nothing is created here (errors in the data or the model leave the file system as it
-    was)."""
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"Output path {out} exists and is not a directory.")
-    if not out.is_dir() or overwrite:
-        return
-    if (out / REPORT).exists():
-        raise OutputExistsError(f"Output directory {out} already holds results. Pass --overwrite to replace them, "
-                                "or choose another --output_dir.")
-    foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in OUR_FILES)
-    if foreign:
-        raise OutputExistsError(f"Output directory {out} holds files that are not a fine-tuning output "
-                                f"({foreign[:5]}): choose a new or empty --output_dir, or pass --overwrite to write "
-                                "the checkpoint beside them.")
-
-
-def make_output_dir(out: Path) -> None:
-    """Create the output directory and prove it writable before any training (a probe file is written and
-    removed); leftovers of an interrupted run's staging are removed (they are ours: `.staging-*`)."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-probe-") as f:
-            f.write(b"ok")
-            f.flush()
-    # the run's test texts out of train, dev and the unlabelled pool, before any model sees them (docs/methods.md §9)
-    overlap = clean_task(task, load_heldout(data_args.heldout), user_files=bool(task.splits.get("files"))
-                         and task.splits.get("test_source") == "test")
-    except OSError as exc:
-        raise OutputDirError(f"Cannot write to --output_dir {str(out)!r} ({exc.strerror or exc}): choose a writable "
-                             "directory.") from exc
-    for stale in out.glob(".staging-*"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-
-
 def example_text(task: TaskData, limit: int = 120):
     """One short text (a [text, text] pair for pair tasks) from the train split, for the card's usage example."""
     cols = task.text_columns
@@ -240,35 +164,38 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
     `congruent_args.old_model` trains with focal distillation against the replaced model (docs/methods.md §4.3);
     `compat_args.compatible_with` with BCT's influence loss through its frozen head (docs/methods.md §4.4).
 
-    `torch_threads` applies for the call and is restored afterwards."""
-    with torch_threads(model_args.torch_threads):
+    `torch_threads` applies for the call and is restored afterwards. The output folder is claimed first
+    (bortify.outputs: never an input, never foreign files, locked; a replacement is built aside and swapped in)."""
+    congruent_args, compat_args = congruent_args or CongruentArguments(), compat_args or CompatibleArguments()
+    inputs = output_inputs(model_args, agora_args,
+                           None if congruent_args.old_model == OLD_IS_TEACHER else congruent_args.old_model,
+                           compat_args.compatible_with)
+    with torch_threads(model_args.torch_threads), \
+            claim("finetune", model_args.output_dir, overwrite=model_args.overwrite, inputs=inputs) as output:
         return _finetune(model_args, data_args, grid_args, agora_args, distill_args or TaskDistillArguments(),
-                         congruent_args or CongruentArguments(), compat_args or CompatibleArguments())
+                         congruent_args, compat_args, output)
 
 
 def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments,
               grid_args: FinetuneGridArguments, agora_args: AgoraArguments,
               distill_args: TaskDistillArguments, congruent_args: CongruentArguments,
-              compat_args: CompatibleArguments) -> FinetuneReport:
-    """The steps in the order of the module docstring: checks, labeler, selection on train/dev, test, output."""
+              compat_args: CompatibleArguments, output: Output) -> FinetuneReport:
+    """The steps in the order of the module docstring: checks, labeler, selection on train/dev, test, output
+    (written into `output.work_dir()`)."""
     import transformers
 
     t_start = time.perf_counter()
-    out = Path(model_args.output_dir)
-    check_output(out, model_args, agora_args,
-                 None if congruent_args.old_model == OLD_IS_TEACHER else congruent_args.old_model)
     thetas = grid_args.thetas()
     task = load_task(data_args)
     check_congruent(congruent_args, model_args, task, agora_args)
     check_compatible(compat_args, congruent_args, model_args, task)
     if (note := single_theta_agora_note(model_args.mode, thetas, agora_args)) is not None:
         logger.warning(note)
-    check_output_is_not_an_input(out, {"old model (--compatible_with)": compat_args.compatible_with})
     # Seed before anything random is drawn: the classifier head (and pooler) are initialised at load time.
     transformers.set_seed(model_args.seed)
     student0, tokenizer, load_note = load_classifier_with_note(model_args.model, task.label_names, task.regression)
     say(f"student {model_args.model}: {load_note}")
-    make_output_dir(out)
+    out = output.work_dir()  # the output folder, or (a replacement) its sibling being built
     if torch.cuda.is_available():
         student0 = student0.to("cuda")
     labeler = make_labeler(task, model_args, agora_args)
@@ -356,14 +283,14 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
     return report
 
 
-def check_output(out: Path, model_args: FinetuneModelArguments, agora_args: AgoraArguments,
-                 old_model: str | None = None) -> None:
-    """Step 1's output checks: not an input checkpoint (model, labeler, teacher, old model), not a finished output."""
-    inputs = {"model": model_args.model, "old model": old_model}
+def output_inputs(model_args: FinetuneModelArguments, agora_args: AgoraArguments, old_model: str | None = None,
+                  compatible_with: str | None = None) -> dict[str, str | None]:
+    """The local folders fine-tuning reads (model, labeler, teacher, old model), which its output must keep clear
+    of (bortify.outputs.refuse_inputs)."""
+    inputs = {"model": model_args.model, "old model": old_model, "old model (--compatible_with)": compatible_with}
     if model_args.mode in ("agora", "distill"):
         inputs.update(labeler=agora_args.labeler, teacher=None if agora_args.labeler else agora_args.teacher)
-    check_output_is_not_an_input(out, inputs)
-    check_finished_output(out, model_args.overwrite)
+    return inputs
 
 
 def check_congruent(args: CongruentArguments, model_args: FinetuneModelArguments, task: TaskData,
