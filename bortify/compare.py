@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bortify.reports import REPORT_FILE, CompareReport, read_report, write_report
-from bortify.utils import (BortifyError, OutputExistsError, check_torch_threads, overwrite_field, torch_threads,
+from bortify.outputs import Output, claim
+from bortify.reports import CompareReport, read_report, write_report
+from bortify.utils import (BortifyError, check_torch_threads, overwrite_field, torch_threads,
                            torch_threads_field, write_bytes_atomic)
 
 FLIPS_FILE = "negative_flips.jsonl"
@@ -100,21 +101,6 @@ def resolve_models(args: CompareArguments) -> tuple[str, str]:
     return old, args.new_model
 
 
-def check_output(out: Path, overwrite: bool, inputs: list[str]) -> None:
-    """Refuse a finished output (unless --overwrite), a non-directory, or an output inside/at an input model."""
-    from bortify.utils import is_same_or_nested
-
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"Output path {out} exists and is not a directory: choose another --output_dir.")
-    for name in inputs:
-        if Path(name).exists() and is_same_or_nested(out.resolve(), Path(name).resolve()):
-            raise OutputExistsError(f"--output_dir {str(out)!r} overlaps the input model {name!r}: choose another "
-                                    "--output_dir.")
-    if (out / REPORT_FILE).exists() and not overwrite:
-        raise OutputExistsError(f"Output directory {out} already holds a comparison. Pass --overwrite to replace it, "
-                                "or choose another --output_dir.")
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, np.float64)
     z = np.exp(z - z.max(axis=1, keepdims=True))
@@ -154,22 +140,22 @@ def gate(report: CompareReport, flips_path: Path) -> None:
 
 def compare(args: CompareArguments, data_args) -> CompareReport:
     """Compare OLD and NEW on the task's split; write report.json and negative_flips.jsonl; apply the gate."""
-    with torch_threads(args.torch_threads):
-        return _compare(args, data_args)
+    if not args.output_dir:
+        raise CompareError("Give --output_dir (where report.json and the flips file go).")
+    old_name, new_name = resolve_models(args)
+    with torch_threads(args.torch_threads), claim("compare", args.output_dir, overwrite=args.overwrite,
+                                                  inputs={"old model": old_name, "new model": new_name}) as output:
+        return _compare(args, data_args, output)
 
 
-def _compare(args: CompareArguments, data_args) -> CompareReport:
+def _compare(args: CompareArguments, data_args, output: Output) -> CompareReport:
     from bortify.finetuning.old_model import label_names, label_order, load_task_classifier
     from bortify.finetuning.tasks import dataset_display, load_task
     from bortify.finetuning.trainer import score
     from bortify.metrics import load_metric
 
     start = time.perf_counter()
-    if not args.output_dir:
-        raise CompareError("Give --output_dir (where report.json and the flips file go).")
     old_name, new_name = resolve_models(args)
-    out = Path(args.output_dir)
-    check_output(out, args.overwrite, [old_name, new_name])
     old_labels, new_labels = label_names(old_name, "old model"), label_names(new_name, "new model")
     if sorted(old_labels) != sorted(new_labels):
         raise CompareError(f"The old model predicts labels {old_labels} and the new model {new_labels}: a comparison "
@@ -191,9 +177,8 @@ def _compare(args: CompareArguments, data_args) -> CompareReport:
     flips = load_metric("flips").compute(references=gold, old_predictions=old_pred, new_predictions=new_pred)
     rows = negative_flip_rows(split, task.text_columns, task.label_names, old_logits, new_logits)
 
-    out.mkdir(parents=True, exist_ok=True)
-    flips_path = out / FLIPS_FILE
-    write_flips(flips_path, rows)
+    out = output.work_dir()  # built beside --output_dir, swapped in by commit() (bortify.outputs)
+    write_flips(out / FLIPS_FILE, rows)
     report = CompareReport.make({
         "old_model": old_name, "new_model": new_name,
         "dataset": dataset_display(data_args.resolved_dataset(), data_args.data_files()), "task": task.name,
@@ -207,7 +192,8 @@ def _compare(args: CompareArguments, data_args) -> CompareReport:
         "passed": None if args.max_nfr is None else bool(flips["nfr"] <= args.max_nfr),
         "flips_file": FLIPS_FILE,
         "seconds": round(time.perf_counter() - start, 1),
-    }, output_dir=str(out))
+    }, output_dir=str(args.output_dir))
     write_report(out, report)
-    gate(report, flips_path)
+    output.commit()  # the report and flips stay for inspection when the gate fails
+    gate(report, Path(args.output_dir) / FLIPS_FILE)
     return report

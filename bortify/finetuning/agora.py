@@ -66,7 +66,7 @@ class RoundRecord:
     thetas: list[dict]  # [{"theta": θ, "dev_score": s}] for every θ run this round
     best_theta: dict
     dev_score: float  # on the selection part of dev (all of dev when repair_fraction = 1)
-    mistakes: int  # in the repair part of dev
+    mistakes: int | None  # in the repair part of dev (Agora); None where no mistakes are counted (plain, distill)
     examples_added: int
     train_size: int  # the training set this round's models were trained on
     examples_seen: int  # training examples processed this round (all θ)

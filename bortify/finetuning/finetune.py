@@ -36,6 +36,7 @@ from bortify.finetuning.labelers import GeneratedRowLabeler, build_labeler
 from bortify.finetuning.losses import one_hot
 from bortify.finetuning.overlap import clean_task
 from bortify.finetuning.overlap import finish as finish_overlap
+from bortify.finetuning.overlap import majority_baseline
 from bortify.finetuning.tasks import TaskData, dataset_display, dataset_hub_id, load_task
 from bortify.finetuning.trainer import (examples_seen, fit, load_classifier_with_note, predict, say, score,
                                         theta_text, to_predictions, tokenize, tokenizer_for_saving)
@@ -93,8 +94,12 @@ def _generator(agora_args: AgoraArguments, model_args: FinetuneModelArguments, s
                                             rate=agora_args.substitution_rate, neighbours=agora_args.neighbours)
 
 
-def plot_rounds(rounds: list[dict], metric: str, path: Path) -> None:
-    """Dev (and test) score by round, with the examples added per round as bars."""
+ROUNDS_TITLES = {"agora": "Agora: score by round", "distill": "Task distillation: score and transfer-set rows added",
+                 "plain": "Plain fine-tuning: score"}
+
+
+def plot_rounds(rounds: list[dict], metric: str, path: Path, mode: str = "agora") -> None:
+    """Dev (and test) score by round, with the examples added per round as bars; titled by the mode."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,7 +121,7 @@ def plot_rounds(rounds: list[dict], metric: str, path: Path) -> None:
     lines = ax.get_legend_handles_labels()
     bars = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + bars[0], lines[1] + bars[1], loc="lower right", fontsize=8)
-    ax.set_title("Agora: score by round")
+    ax.set_title(ROUNDS_TITLES.get(mode, f"{mode}: score by round"))
     fig.tight_layout()
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".rounds-", suffix=".png", delete=False) as f:
         tmp = f.name
@@ -258,7 +263,9 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
         "rounds": scores.rounds,
         "best_round": result.best_round,
         "best_theta": next(r["best_theta"] for r in scores.rounds if r["round"] == result.best_round),
-        "examples_added": len(result.added_rows),
+        # rows added to the gold train rows, over all rounds (each round's examples_added: the rows it added;
+        # Agora: generated, labelled rows; distill: the transfer set's unlabelled and generated rows; plain: 0)
+        "examples_added": sum(r.examples_added or 0 for r in result.rounds),
         "examples_seen": result.examples_seen,
         "dev": scores.dev,
         "dev_repair": scores.dev_repair,
@@ -280,6 +287,8 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
                 if runs.compat is not None else None)
     _write_output(out, result.best_model, tokenizer, result.added_rows, scores.rounds, task.main_metric, report,
                   sentence)
+        "overlap": finish_overlap(overlap, task, model_args.model, distill_info),  # docs/methods.md §9
+        "baseline": majority_baseline(task),  # the floor a classifier must beat: the train majority class
     return report
 
 
@@ -456,7 +465,7 @@ def _distill_result(task: TaskData, student0, tokenizer, labeler, distill_args: 
                          "distill_batch_size")}
     counts = info["transfer_set"]
     record = RoundRecord(round=1, thetas=[{"theta": settings, "dev_score": dev}], best_theta=settings, dev_score=dev,
-                         mistakes=0, examples_added=counts["total"] - counts["gold"], train_size=counts["total"],
+                         mistakes=None, examples_added=counts["total"] - counts["gold"], train_size=counts["total"],
                          examples_seen=info["examples_seen"], seconds=round(time.perf_counter() - start, 1))
     return AgoraResult(best_model=model, best_round=1, best_dev_score=dev, rounds=[record], round_models={1: model},
                        examples_seen=info["examples_seen"]), info
@@ -474,7 +483,7 @@ def plain_search(runs: Runs, thetas: list[dict]) -> AgoraResult:
         runs.bar.set_postfix_str(f"{theta_text(theta)} dev {trials[-1][1]:.3f}")
     theta_b, score_b, model_b = max(trials, key=lambda x: x[1])
     record = RoundRecord(round=1, thetas=[{"theta": t, "dev_score": s} for t, s, _ in trials], best_theta=theta_b,
-                         dev_score=score_b, mistakes=0, examples_added=0, train_size=len(train_rows),
+                         dev_score=score_b, mistakes=None, examples_added=0, train_size=len(train_rows),
                          examples_seen=sum(runs.seen(len(train_rows), t) for t, *_ in trials))
     return AgoraResult(best_model=model_b, best_round=1, best_dev_score=score_b, rounds=[record],
                        round_models={1: model_b}, examples_seen=record.examples_seen)
@@ -610,7 +619,7 @@ def _write_output(out: Path, model, tokenizer, added_rows: list[dict], rounds: l
                 for row in added_rows:
                     f.write(json.dumps(row) + "\n")
         if rounds:
-            plot_rounds(rounds, metric, staging / "rounds.png")
+            plot_rounds(rounds, metric, staging / "rounds.png", report.mode)
         if sentence is not None:  # --compatible_with: the sentence-transformers files (bortify.compat.finetune)
             sentence(staging)
         make_shareable(staging)  # mkdtemp is 0700: the files get ordinary modes

@@ -184,3 +184,20 @@ def finish(overlap: dict, task, model: str | None, distill_info: dict | None) ->
         "seen_by_any_stage": None if any(v is None for v in seen.values()) else len(union),
         "seen_by_any_stage_at_least": len(union)})
     return overlap
+
+
+def majority_baseline(task) -> dict | None:
+    """What predicting the train majority class for every test row scores (accuracy, and the task's other
+    metrics): the floor a classifier has to beat. None for regression."""
+    import numpy as np
+
+    from bortify.finetuning.trainer import score
+
+    if task.regression or len(task.test) == 0:
+        return None
+    labels = np.asarray(task.train["label"])
+    majority = int(np.bincount(labels, minlength=task.num_labels).argmax())
+    gold = list(task.test["label"])
+    metrics = score([majority] * len(gold), gold, list(task.metrics), task.num_labels)
+    return {"class": task.label_names[majority], "test": {k: float(v) for k, v in metrics.items()},
+            "test_share": float(np.mean(np.asarray(gold) == majority))}

@@ -117,7 +117,15 @@ def say(message: str) -> None:
 
 def tokenizer_for_saving(tokenizer):
     """The tokenizer without run-specific truncation/padding: a fast tokenizer keeps the last call's truncation
-    (max_length) in its backend, and tokenizer.json would ship it. Users choose per call, as for any checkpoint."""
+    (max_length) in its backend, and tokenizer.json would ship it. Users choose per call, as for any checkpoint.
+    The leftovers of the calls that loaded it (`is_local`, `local_files_only`, `max_length`, `stride`, ...,
+    bortify.hygiene.TOKENIZER_CALL_KEYS) are dropped from what tokenizer_config.json will hold."""
+    from bortify.hygiene import TOKENIZER_CALL_KEYS
+
+    init_kwargs = getattr(tokenizer, "init_kwargs", None)
+    if isinstance(init_kwargs, dict):
+        for key in TOKENIZER_CALL_KEYS:
+            init_kwargs.pop(key, None)
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         backend.no_truncation()

@@ -536,9 +536,11 @@ def _usage_values(evidence: dict, options: CardOptions, load_from: str) -> dict:
         "load_from": load_from,
         "load_is_placeholder": load_from == REPO_PLACEHOLDER,
         "example": example_literal(ft, evidence["kind"]),
-        "max_length_note": (f"It was fine-tuned on inputs truncated to {ft.max_length} tokens: for longer texts, pass "
-                            f"`truncation=True, max_length={ft.max_length}` to the pipeline call."
-                            if ft.max_length is not None else ""),
+        "max_length_note": (f"It was fine-tuned on inputs truncated to {ft.max_length} tokens, and its tokenizer's "
+                            f"`model_max_length` is {ft.max_length}: with `truncation=True` a text of any length is "
+                            f"cut there (without it, a text over {ft.max_length} tokens is an error)."
+                            if ft.max_length is not None else
+                            "`truncation=True` cuts a long text at the tokenizer's `model_max_length`."),
         "architecture": evidence["architecture"],
         "labels": ", ".join(map(str, evidence["labels"] or [])) or NOT_MEASURED,
     }

@@ -13,7 +13,11 @@ Here are the stage's arguments (CardArguments + bortify.hub.card.CardOptions), i
 
 Checkpoints/, optimizer state and other Trainer bookkeeping are not copied, nor any run record
 (stage_done.json): the folder holds only what is released. tokenizer.json loses the run's truncation and
-padding settings (the card states the training max length instead). The folder is assembled next to its
+padding settings; tokenizer_config.json loses the leftovers of the calls that made it (`is_local`, `max_length`,
+`stride`, ...) and its `model_max_length` becomes the training length (within the position table), so
+`pipeline(..., truncation=True)` cuts any text where the model was trained. config.json and tokenizer_config.json
+lose remote-code hooks (`auto_map`, `custom_pipelines`): a release loads without trust_remote_code
+(bortify.hygiene). The folder is assembled next to its
 destination and moved into place at the end, so a half-written release is never visible.
 
 Replacing (`--overwrite`, or the pipeline redoing an unfinished card) only ever replaces a previous release
@@ -162,6 +166,7 @@ def build_release(args: CardArguments, options: CardOptions) -> CardReport:
         release_tokenizer(tmp / "tokenizer.json")
         copied += (_copy_finetune_sentence(stage_dirs.get("finetune"), model_dir, tmp)
                    or _copy_sentence_transformer(stage_dirs.get("pretrain"), model_dir, tmp))
+        release_configs(tmp)
         copied += _copy_onnx(stage_dirs.get("compress"), tmp)
         evidence = collect_evidence(stage_dirs, tmp, options)
         images = {}
@@ -179,6 +184,7 @@ def build_release(args: CardArguments, options: CardOptions) -> CardReport:
         write_json_atomic(tmp / EVIDENCE, redact_secrets(_without_local_paths(
             {"stage_dirs": stage_dirs, "model_dir": str(model_dir), **evidence_json(evidence)}, stage_dirs)))
         make_shareable(tmp)
+        release_tokenizer_configs(tmp, training_length(evidence))
         _move_into_place(tmp, final, args.overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -247,7 +253,63 @@ def release_tokenizer(path: Path) -> None:
         raise CardError(f"{path.name} of the checkpoint is not valid JSON ({exc}); re-save the tokenizer.") from exc
     if isinstance(data, dict) and (data.get("truncation") is not None or data.get("padding") is not None):
         data["truncation"] = data["padding"] = None
-        write_bytes_atomic(path, json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8"))
+        write_bytes_atomic(path, json_text(data, what=str(path), ensure_ascii=False, indent=2).encode("utf-8"))
+
+
+def release_configs(folder: Path) -> None:
+    """Drop remote-code hooks (auto_map, custom_pipelines) from every config.json of the release folder."""
+    from bortify.hygiene import clean_release_config
+
+    for path in sorted(folder.rglob("config.json")):
+        data = _read_json(path)
+        if isinstance(data, dict) and clean_release_config(data):
+            write_json_atomic(path, data)
+
+
+def training_length(evidence: dict) -> int | None:
+    """The length the released model was trained on: the finetune report's max_length for a task model, else the
+    pretrain report's (None: not recorded)."""
+    ft, pt = evidence.get("finetune"), evidence.get("pretrain")
+    lengths = ([getattr(ft, "max_length", None)] if evidence.get("kind") == "task" else []) + [
+        getattr(pt, "seq_len", None)]
+    return next((int(n) for n in lengths if isinstance(n, int) and n > 0), None)
+
+
+def position_table(config: dict) -> int | None:
+    """The longest input the model's position embeddings take (RoBERTa-style models lose padding_idx + 1)."""
+    limit = config.get("max_position_embeddings")
+    if not isinstance(limit, int):
+        return None
+    if config.get("model_type") in ("roberta", "xlm-roberta", "camembert", "longformer", "mpnet"):
+        limit -= int(config.get("pad_token_id") or 0) + 1
+    return limit
+
+
+def release_tokenizer_configs(folder: Path, max_length: int | None) -> None:
+    """Every tokenizer_config.json of the release without call leftovers, with model_max_length set to the
+    training length (else the old value), never above the model's position table."""
+    from bortify.hygiene import clean_tokenizer_config
+
+    for path in sorted(folder.rglob("tokenizer_config.json")):
+        data = _read_json(path)
+        if not isinstance(data, dict):
+            continue
+        config = _read_json(path.parent / "config.json") or _read_json(folder / "config.json") or {}
+        table = position_table(config) if isinstance(config, dict) else None
+        current = data.get("model_max_length")
+        length = max_length or (current if isinstance(current, int) and current < 10**9 else None) or table
+        if table and length:
+            length = min(length, table)
+        cleaned = clean_tokenizer_config(data, length)
+        if cleaned != data:
+            write_json_atomic(path, cleaned)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CardError(f"{path.name} of the checkpoint is not valid JSON ({exc}); re-save the model.") from exc
 
 
 def _without_local_paths(obj, stage_dirs: dict):
@@ -295,7 +357,8 @@ def summarize(out: Path, evidence: dict, load_from: str, copied: list[str]) -> C
         "    from transformers import pipeline",
         f"    classifier = pipeline(\"text-classification\", model=\"{load_from}\")"
         if evidence["kind"] == "task" else f"    encoder = pipeline(\"feature-extraction\", model=\"{load_from}\")",
-        f"    print(classifier({example}))" if evidence["kind"] == "task" else f"    print(len(encoder({example})[0]))",
+        f"    print(classifier({example}, truncation=True))" if evidence["kind"] == "task"
+        else f"    print(len(encoder({example}, truncation=True)[0]))",
     ]
     return CardReport(release_dir=str(out), kind_of_model=evidence["kind"], parameters=params.get("total"),
                       test=dict(ft.test), dev=dict(ft.dev), latency_speedup=lat["speedup"] if lat else None, lines=lines)

@@ -12,7 +12,15 @@ printed, logged or written anywhere by bortify; error messages are scrubbed of i
 
 What is uploaded: the folder's files minus Trainer/run bookkeeping and every pickle-based file (`*.bin`,
 `*.pt`, `*.pth`, `*.pkl`, `*.ckpt`, optimizer/scheduler/RNG states): a release carries safetensors weights
-only, and the files left out are named in the output. A card rendered without a repository id shows the
+only, and the files left out are named in the output.
+
+What is refused, before any network call (bortify.hygiene): a symbolic link anywhere in the folder (only regular
+files inside it are uploaded, never a link's target); code (`*.py`, `*.so`, `*.sh`, ...) and remote-code hooks
+(`auto_map`, `custom_pipelines` in config.json or tokenizer_config.json), since a release loads without
+trust_remote_code; and any file holding a local path (the home directory, the folder's own path, /tmp, /home/NAME,
+/root, C:\\Users), the user name as a path component, or a Hub-token-shaped string: the error names the file and
+the byte offset. `--private` keeps a repository private: a push with --private into an existing public repository
+is refused. A card rendered without a repository id shows the
 placeholder `YOUR_NAME/MODEL_NAME` in its how-to-load snippet; the uploaded copy of README.md has the real
 repository id there (the folder itself is never modified).
 """
@@ -41,6 +49,12 @@ IGNORE_PATTERNS = [
 # as safetensors only.
 UNSAFE_PATTERNS = [
     "*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.joblib", "optimizer*", "scheduler*", "rng_state*",
+]
+# Code: a release is weights, tokenizer files and a card; transformers never needs code from it (no
+# trust_remote_code), so a file of code in the folder is refused by name rather than uploaded.
+CODE_PATTERNS = [
+    "*.py", "*.pyc", "*.pyo", "*.pyd", "*.so", "*.so.*", "*.dylib", "*.dll", "*.exe", "*.sh", "*.bash", "*.zsh",
+    "*.fish", "*.bat", "*.cmd", "*.ps1", "*.jar", "*.ipynb",
 ]
 REPO_PLACEHOLDER = "YOUR_NAME/MODEL_NAME"  # the card's how-to-load snippet before the repository is known
 # The card's sentence about the placeholder (bortify.hub.card templates), dropped once the id is filled in.
@@ -105,6 +119,7 @@ def check_release_folder(model_dir: str | Path) -> list[str]:
     if not path.is_dir():
         raise PushError(f"{path} is not a directory. Pass the release folder that `bortify card` wrote "
                         "(or the card stage's output directory of `bortify run`).")
+    check_no_links(path)
     config = path / "config.json"
     if not config.is_file():
         raise PushError(f"{path} is not a loadable checkpoint: no config.json. Save the model with "
@@ -115,6 +130,7 @@ def check_release_folder(model_dir: str | Path) -> list[str]:
         raise PushError(f"{config} is not a valid transformers config ({exc}).") from exc
     if not model_type:
         raise PushError(f"{config} has no model_type; it was not written by save_pretrained.")
+    check_no_code(path)
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         hint = " (found pytorch_model.bin: re-save with safe_serialization)" if (path / "pytorch_model.bin").exists() else ""
         raise PushError(f"{path} has no weights: expected model.safetensors or model.safetensors.index.json{hint}.")
@@ -136,6 +152,74 @@ def check_release_folder(model_dir: str | Path) -> list[str]:
     return release_files(path)[0]
 
 
+def check_no_links(path: Path) -> None:
+    """Refuse a folder with a symbolic link anywhere in it (a link to /etc/passwd or a file outside the folder
+    would upload its target's content)."""
+    import os
+
+    links = []
+    for dirpath, dirnames, filenames in os.walk(path):  # does not descend into linked directories
+        for name in dirnames + filenames:
+            if os.path.islink(os.path.join(dirpath, name)):
+                links.append(Path(dirpath, name).relative_to(path).as_posix())
+    if links:
+        shown = ", ".join(links[:8]) + (" ..." if len(links) > 8 else "")
+        raise PushError(f"{path} holds symbolic link(s): {shown}. A release uploads regular files inside its folder "
+                        "only: replace each link by a copy of the file (or remove it), then push again.")
+
+
+def check_no_code(path: Path) -> None:
+    """Refuse code files and remote-code hooks: a release must load without trust_remote_code."""
+    import fnmatch
+
+    from bortify.hygiene import REMOTE_CODE_KEYS
+
+    files = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
+    code = [n for n in files if not _ignored(n) and any(fnmatch.fnmatch(n.rsplit("/", 1)[-1], pat)
+                                                        for pat in CODE_PATTERNS)]
+    if code:
+        shown = ", ".join(code[:8]) + (" ..." if len(code) > 8 else "")
+        raise PushError(f"{path} holds code: {shown}. A release carries no code (users load it without "
+                        "trust_remote_code): remove these files from the folder, then push again.")
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            data = json.loads((path / name).read_text(encoding="utf-8")) if (path / name).is_file() else {}
+        except (OSError, json.JSONDecodeError):
+            continue
+        hooks = [k for k in REMOTE_CODE_KEYS if isinstance(data, dict) and k in data]
+        if hooks:
+            raise PushError(f"{path / name} has {' and '.join(hooks)}: a remote-code hook (transformers would import "
+                            "code from the repository). Re-make the release with `bortify card`, which drops them, "
+                            f"or delete the key(s) from {name}.")
+
+
+def _ignored(name: str) -> bool:
+    import fnmatch
+
+    base = name.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatch(name, pat) or fnmatch.fnmatch(base, pat) for pat in IGNORE_PATTERNS)
+
+
+def check_no_leaks(model_dir: str | Path, files: list[str], repo_id: str, token: str | None = None) -> None:
+    """Refuse files (as they will be uploaded) holding a local path, the user name or a token (bortify.hygiene)."""
+    from bortify.hygiene import find_leaks, leak_text
+
+    contents = {}
+    if "README.md" in files:
+        contents["README.md"] = readme_upload_text(Path(model_dir) / "README.md", repo_id).encode("utf-8")
+    found = find_leaks(model_dir, files, secrets=[token] if token else [], contents=contents)
+    if found:
+        raise PushError(f"Nothing was uploaded: {leak_text(found)}. A release must not carry local paths, user "
+                        "names or tokens: re-make the folder with `bortify card` (its card and ONNX files are "
+                        "cleaned), or edit the named file(s), then push again.")
+
+
+def readme_upload_text(readme: Path, repo_id: str) -> str:
+    """README.md as uploaded: the repository placeholder replaced by `repo_id`."""
+    text = readme.read_text(encoding="utf-8")
+    return REPO_NOTE.sub("", text).replace(REPO_PLACEHOLDER, repo_id) if REPO_PLACEHOLDER in text else text
+
+
 def release_files(model_dir: str | Path) -> tuple[list[str], list[str]]:
     """(files to upload, files left out) of a folder, as posix paths relative to it.
 
@@ -145,7 +229,7 @@ def release_files(model_dir: str | Path) -> tuple[list[str], list[str]]:
     import fnmatch
 
     path = Path(model_dir)
-    files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+    files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and not p.is_symlink())
     keep, left_out = [], []
     for name in files:
         base = name.rsplit("/", 1)[-1]
@@ -162,11 +246,8 @@ def commit_operations(model_dir: str | Path, files: list[str], repo_id: str) -> 
     for name in files:
         source = Path(model_dir) / name
         if name == "README.md":
-            text = source.read_text(encoding="utf-8")
-            if REPO_PLACEHOLDER in text:
-                text = REPO_NOTE.sub("", text).replace(REPO_PLACEHOLDER, repo_id)
-                ops.append(CommitOperationAdd(name, text.encode("utf-8")))
-                continue
+            ops.append(CommitOperationAdd(name, readme_upload_text(source, repo_id).encode("utf-8")))
+            continue
         ops.append(CommitOperationAdd(name, str(source)))
     return ops
 
@@ -222,9 +303,11 @@ def push_folder(model_dir: str | Path, repo_id: str, *, private: bool = False, r
     files, left_out = release_files(model_dir)
     if left_out and log:
         log(left_out_text(left_out))
+    check_no_leaks(model_dir, files, repo_id)
     token = resolve_token(token)
     if not token:
         raise PushError("No Hugging Face token found: set HF_TOKEN, run `hf auth login`, or pass --token.")
+    check_no_leaks(model_dir, files, repo_id, token)  # the token itself, wherever it came from
     from huggingface_hub import HfApi, constants
 
     if constants.is_offline_mode():
@@ -235,6 +318,11 @@ def push_folder(model_dir: str | Path, repo_id: str, *, private: bool = False, r
     try:
         repo_url, _ = with_retries(lambda: api.create_repo(repo_id, private=private or None, exist_ok=True), "create repo", **retry)
         repo_id = getattr(repo_url, "repo_id", None) or repo_id  # NAME alone -> NAMESPACE/NAME
+        if private:  # create_repo does not change an existing repository's visibility
+            info, _ = with_retries(lambda: api.repo_info(repo_id), "repo info", **retry)
+            if getattr(info, "private", None) is False:
+                raise PushError(f"{repo_id} exists and is public, and --private was asked: nothing was uploaded. "
+                                "Make the repository private on the Hub (Settings) first, or push to a new repository.")
         if revision and revision != "main":
             with_retries(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True), "create branch", **retry)
         # One commit of exactly the listed files (operations rebuilt per attempt, as upload_folder does).
@@ -271,7 +359,7 @@ def push_release(args: PushArguments, *, skip_without_hub: bool = False):
     reason = hub_configured(args.token) if skip_without_hub else None
     if reason:
         return PushReport(skipped=True, reason=f"skipped: no Hub configured ({reason})", repo_id=args.repo_id,
-                          model_dir=args.model_dir)
+                          model_dir=args.model_dir, private=args.private or None, revision=args.revision)
     logged: list[str] = []
 
     def log(message: str) -> None:
@@ -282,7 +370,7 @@ def push_release(args: PushArguments, *, skip_without_hub: bool = False):
                          commit_message=args.commit_message, token=args.token, endpoint=args.endpoint,
                          max_retries=args.max_retries, retry_wait=args.retry_wait, log=log)
     # The token is in no field; redacting anyway keeps a future field from leaking it.
-    return PushReport.make(redact_secrets(result.report(skipped=False, retries_logged=logged).to_dict()),
+    return PushReport.make(redact_secrets(result.report(skipped=False, retries_logged=logged, private=args.private or None).to_dict()),
                            model_dir=args.model_dir)
 
 

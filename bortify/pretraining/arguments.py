@@ -8,6 +8,7 @@ T = 2, w_mlm = 0.1, w_kd = 0.5) and are sized for short runs otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -193,8 +194,13 @@ class DistillationArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep False: the collator needs every column."})
 
     def __post_init__(self):
+        from bortify.hygiene import refuse_hub_training_args, training_arguments_defaults
         from bortify.pretraining.losses import KD_REDUCTIONS
 
+        # No Trainer-side publishing: push_to_hub / hub_* / a networked report_to would upload behind `bortify
+        # push`'s checks, and hub_token would be pickled into training_args.bin (bortify.hygiene).
+        refuse_hub_training_args({f.name: getattr(self, f.name) for f in dataclasses.fields(TrainingArguments)},
+                                 "pretrain", defaults=training_arguments_defaults(TrainingArguments))
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}.")
         if self.learning_rate <= 0:
