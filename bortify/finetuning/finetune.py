@@ -282,13 +282,13 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
         "congruent": (runs.congruent.describe() if runs.congruent is not None
                       else distill_focal.describe() if distill_focal is not None else None),
         "compatibility": compatibility,  # --compatible_with: BCT settings and compatibility test (§4.4)
+        "overlap": finish_overlap(overlap, task, model_args.model, distill_info),  # docs/methods.md §9
+        "baseline": majority_baseline(task),  # the floor a classifier must beat: the train majority class
     }, output_dir=model_args.output_dir)
     if congruent_args.save_teacher and labeler is not None:  # beside the student, for `bortify compare`
         save_teacher(out, labeler, report)
     sentence = ((lambda folder: runs.compat.write_sentence_files(result.best_model, folder))
                 if runs.compat is not None else None)
-        "overlap": finish_overlap(overlap, task, model_args.model, distill_info),  # docs/methods.md §9
-        "baseline": majority_baseline(task),  # the floor a classifier must beat: the train majority class
     _write_output(out, result.best_model, tokenizer, result.added_rows, scores.rounds, task.main_metric, report,
                   sentence)
     return report
