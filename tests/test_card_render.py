@@ -389,9 +389,9 @@ def test_card_tells_the_truth_about_data_splits_and_usage(tmp_path, minilm_path)
     assert "dev score on the selection half (300 rows) that picked θ and the round." in text
     assert "F1 counts `fresh` as the positive class." in text
     # Usage: the report's example text, a repository placeholder, the training max length.
-    assert 'print(classifier("The battery lasts all day."))' in text and "film" not in text
+    assert 'print(classifier("The battery lasts all day.", truncation=True))' in text and "film" not in text
     assert 'model="YOUR_NAME/MODEL_NAME"' in text and "truncated to 40 tokens" in text
-    assert 'print(classifier("The battery lasts all day."))' in summary["summary_lines"][-1]
+    assert 'print(classifier("The battery lasts all day.", truncation=True))' in summary["summary_lines"][-1]
     # Release folder: plots found, no run record, tokenizer without the run's truncation/padding (source untouched).
     names = {p.name for p in rel.iterdir()}
     assert "rounds.png" in names and "(rounds.png)" in text and "stage_done.json" not in names

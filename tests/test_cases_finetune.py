@@ -468,3 +468,47 @@ def test_plain_report_dev_is_all_of_dev(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["dev_repair"] is None and "all of dev" in report["dev_note"]
     assert report["dev"]["accuracy"] == pytest.approx(report["rounds"][0]["dev_score"])
+
+
+# --- pass-through Trainer options never publish (bortify.hygiene) ----------------------------------------------------
+
+LEAK_TOKEN = "hf_" + "PassThrough9" * 3  # token-shaped: refused, never echoed, never written
+
+
+def _no_token_written(root):
+    """Nothing under the case's root (no training_args.bin, no report) holds the token."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert LEAK_TOKEN.encode() not in path.read_bytes(), path
+
+
+def _braces(obj) -> str:
+    """`obj` as JSON, braces doubled for the case table's str.format of argv."""
+    return json.dumps(obj).replace("{", "{{").replace("}", "}}")
+
+
+HUB_CASES = [
+    Case("training-args-push-to-hub", ft("--training_args", _braces({"push_to_hub": True, "hub_token": LEAK_TOKEN})),
+         r"training_args sets push_to_hub=True, hub_token=\*\*\*.*`bortify push DIR --repo-id",
+         setup=with_model(), check=_no_token_written),
+    Case("training-args-hub-model-id", ft("--training_args", _braces({"hub_model_id": "me/model", "hub_private_repo": False})),
+         r"training_args sets hub_model_id='me/model', hub_private_repo=False.*bortify push", setup=with_model()),
+    Case("training-args-report-to-wandb", ft("--training_args", _braces({"report_to": ["tensorboard", "wandb"]})),
+         r"report_to=\['wandb'\] \(only none / tensorboard stay on this machine\).*bortify push", setup=with_model()),
+    Case("training-args-report-to-all", ft("--training_args", _braces({"report_to": "all"})), r"report_to=\['all'\]",
+         setup=with_model()),
+]
+
+
+@pytest.mark.parametrize("case", [c.param() for c in HUB_CASES])
+def test_hub_options_refused(case, tmp_path, monkeypatch, capsys):
+    rc, out, err = run_case(case, tmp_path, monkeypatch, capsys)
+    assert LEAK_TOKEN not in out + err
+
+
+def test_local_report_to_is_allowed():
+    from bortify.finetuning.arguments import parse_training_args
+
+    assert parse_training_args('{"report_to": "none", "push_to_hub": false}') == {"report_to": "none",
+                                                                                  "push_to_hub": False}
+    assert parse_training_args('{"report_to": ["tensorboard"]}') == {"report_to": ["tensorboard"]}

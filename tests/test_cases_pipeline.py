@@ -5,9 +5,12 @@ the problem on stderr, no traceback, no training, and that every file that exist
 Checkpoints are tiny and real: a random 2-layer BertForSequenceClassification with splade-tiny's tokenizer.
 """
 
+import json
+import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -187,3 +190,233 @@ def test_bad_input(case, tmp_path, monkeypatch, capsys, request):
         request.getfixturevalue("hub")
     rc, out, err = run_case(case, tmp_path, monkeypatch, capsys)
     assert TOKEN not in out + err and "plain-text-secret" not in out + err and HUB_TOKEN not in out + err
+
+
+# ---- releases leak nothing (bortify.hygiene): push refuses, the card cleans ----------------------------------------
+
+LEAK_TOKEN = "hf_" + "LeakedInAFile5" * 3  # token-shaped, planted in a release file: refused, never echoed
+LONG_TEXT_WORDS = 2000
+
+
+def release(root: Path) -> dict:
+    """A release folder made by the card stage (finetune report: max_length 40) and the push placeholders."""
+    from bortify.hub.card_stage import run_stage
+
+    finished_run(root)
+    write(root / "run" / "finetune" / "report.json",
+          '{"dataset": "embedded:rotten-tomatoes", "mode": "plain", "max_length": 40}')
+    run_stage({"stage_dirs": {"finetune": str(root / "run" / "finetune")}, "output_dir": str(root / "release"),
+               "measure_latency": False})
+    return {"release": str(root / "release"), "endpoint": HUB.get("url", "")}
+
+
+def release_plus(change) -> Callable:
+    """setup: `release`, then `change(root, release_dir)` plants the problem."""
+    def setup(root: Path) -> dict:
+        values = release(root)
+        change(root, root / "release")
+        return values
+    return setup
+
+
+def _link_to_passwd(root, rel):
+    os.symlink("/etc/passwd", rel / "notes.txt")
+
+
+def _link_outside(root, rel):
+    write(root / "private" / "diary.txt", "not for the Hub")
+    (rel / "onnx").mkdir()
+    os.symlink(root / "private" / "diary.txt", rel / "onnx" / "model.onnx")
+
+
+def _linked_dir(root, rel):
+    write(root / "private" / "diary.txt", "not for the Hub")
+    os.symlink(root / "private", rel / "extra")
+
+
+def _code_file(root, rel):
+    write(rel / "modeling_bort.py", "import os\nos.system('echo hello')\n")
+
+
+def _auto_map(root, rel):
+    config = json.loads((rel / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_bort.BortModel"}
+    (rel / "config.json").write_text(json.dumps(config))
+
+
+def _onnx_with_stack_traces(root, rel):
+    """An ONNX file whose node metadata carries a build path, as torch's dynamo exporter writes it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Identity", ["x"], ["y"])
+    entry = node.metadata_props.add()
+    entry.key, entry.value = "pkg.torch.onnx.stack_trace", f'File "{root}/src/modeling.py", line 3, in forward'
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    (rel / "onnx").mkdir()
+    onnx.save(helper.make_model(graph), str(rel / "onnx" / "model.onnx"))
+
+
+def _home_path_in_card(root, rel):
+    with open(rel / "README.md", "a", encoding="utf-8") as f:
+        f.write("\nTrained from /home/alice/data/reviews.csv.\n")
+
+
+def _token_in_file(root, rel):
+    write(rel / "card_evidence.json", json.dumps({"note": f"token {LEAK_TOKEN}"}))
+
+
+def _windows_path(root, rel):
+    write(rel / "notes.md", "Data in C:\\Users\\alice\\Documents\\train.csv\n")
+
+
+def nothing_uploaded(root: Path) -> None:
+    """No repository was created, or (a repository that existed) it holds only what creation put there."""
+    try:
+        files = HUB_FILES["tester/cases"]()
+    except KeyError:  # the loopback Hub has no such repository: no network call made one
+        return
+    assert set(files) <= {".gitattributes"}, f"a refused push uploaded {sorted(files)}"
+
+
+def _pushed_files() -> dict:
+    return HUB_FILES["tester/cases"]()
+
+
+def nothing_local_uploaded(root: Path) -> None:
+    """The pushed files hold no local path, user name or token (bortify.hygiene.find_leaks on the uploaded bytes)."""
+    import tempfile
+
+    from bortify.hygiene import find_leaks
+
+    files = _pushed_files()
+    assert "model.safetensors" in files and "pytorch_model.bin" not in files
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
+            (Path(tmp) / name).write_bytes(data)
+        found = find_leaks(root / "release", list(files), secrets=[HUB_TOKEN],
+                           contents={n: d for n, d in files.items()})
+    assert not found, found
+    for data in files.values():
+        assert str(root).encode() not in data
+
+
+def public_repo(root: Path) -> dict:
+    from huggingface_hub import HfApi
+
+    values = release(root)
+    HfApi(endpoint=HUB["url"], token=HUB_TOKEN).create_repo("tester/cases", private=False)
+    return values
+
+
+def _card_dropped_hooks(root: Path) -> None:
+    config = json.loads((root / "release" / "config.json").read_text())
+    assert "auto_map" not in config and "custom_pipelines" not in config
+    assert "auto_map" in json.loads((root / "run" / "finetune" / "config.json").read_text())  # the input is untouched
+
+
+def _hooked_run(root: Path) -> dict:
+    values = finished_run(root)
+    path = root / "run" / "finetune" / "config.json"
+    config = json.loads(path.read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_bort.BortConfig"}
+    config["custom_pipelines"] = {"bort": {"impl": "pipeline_bort.BortPipeline"}}
+    path.write_text(json.dumps(config))
+    write(root / "run" / "finetune" / "report.json",
+          '{"dataset": "embedded:rotten-tomatoes", "mode": "plain", "max_length": 40}')
+    return values
+
+
+def long_real_text(words: int = LONG_TEXT_WORDS) -> str:
+    """A real English text of `words` words: the start of docs/methods.md, prose and all."""
+    text = (Path(__file__).parents[1] / "docs" / "methods.md").read_text(encoding="utf-8").split()
+    assert len(text) >= words
+    return " ".join(text[:words])
+
+
+def _clean_tokenizer_and_long_text(root: Path) -> None:
+    """tokenizer_config.json without call leftovers, model_max_length the training length (40), and the card's
+    usage line runs on a real 2,000-word text."""
+    from transformers import pipeline
+
+    from bortify.hygiene import TOKENIZER_CALL_KEYS
+
+    rel = root / "release"
+    source = json.loads((root / "run" / "finetune" / "tokenizer_config.json").read_text())
+    assert {"is_local", "max_length", "stride", "truncation_strategy"} & set(source)  # the leftovers were there
+    config = json.loads((rel / "tokenizer_config.json").read_text())
+    assert not set(TOKENIZER_CALL_KEYS) & set(config), config
+    assert config["model_max_length"] == 40
+    readme = (rel / "README.md").read_text()
+    assert "classifier(" in readme and "truncation=True))" in readme
+    classifier = pipeline("text-classification", model=str(rel))
+    text = long_real_text()
+    assert len(classifier.tokenizer(text)["input_ids"]) > 2000  # far past the position table (128)
+    out = classifier(text, truncation=True)  # the card's usage line
+    assert out[0]["label"] in ("neg", "pos")
+
+
+def _private_follow_up(root: Path) -> dict:
+    shutil.copytree(TINY["model"], root / "model")
+    recipe("card: {finetune_dir: {root}/model, measure_latency: false}\n"
+           "push: {repo_id: me/model, private: true, revision: dev}\n")(root)
+    return {}
+
+
+HYGIENE_CASES = [
+    # push: only regular files inside the folder, refused before any network call
+    Case("push-symlink-to-passwd", ["push", "{release}", "--repo-id", "tester/cases", "--endpoint", "{endpoint}"],
+         r"bortify push: error: .*symbolic link\(s\): notes\.txt.*regular files", setup=release_plus(_link_to_passwd),
+         check=nothing_uploaded),
+    Case("push-symlink-outside", ["push", "{release}", "--repo-id", "tester/cases", "--endpoint", "{endpoint}"],
+         r"symbolic link\(s\): onnx/model\.onnx", setup=release_plus(_link_outside), check=nothing_uploaded),
+    Case("push-symlinked-dir", ["push", "{release}", "--repo-id", "tester/cases", "--endpoint", "{endpoint}"],
+         r"symbolic link\(s\): extra\b", setup=release_plus(_linked_dir), check=nothing_uploaded),
+    # push: no code, no remote-code hooks
+    Case("push-code-file", ["push", "{release}", "--repo-id", "tester/cases", "--endpoint", "{endpoint}"],
+         r"holds code: modeling_bort\.py.*trust_remote_code", setup=release_plus(_code_file), check=nothing_uploaded),
+    Case("push-auto-map", ["push", "{release}", "--repo-id", "tester/cases", "--endpoint", "{endpoint}"],
+         r"config\.json has auto_map: a remote-code hook", setup=release_plus(_auto_map), check=nothing_uploaded),
+    # push: no local paths, user names or tokens in any file, named with the byte offset
+    Case("push-onnx-stack-trace", ["push", "{release}", "--repo-id", "tester/cases", "--endpoint", "{endpoint}"],
+         r"Nothing was uploaded: onnx/model\.onnx at byte \d+: a local path", setup=release_plus(_onnx_with_stack_traces),
+         check=nothing_uploaded),
+    Case("push-home-path-in-card", ["push", "{release}", "--repo-id", "tester/cases", "--endpoint", "{endpoint}"],
+         r"README\.md at byte \d+: a local path \(/home/NAME\)", setup=release_plus(_home_path_in_card),
+         check=nothing_uploaded),
+    Case("push-token-in-file", ["push", "{release}", "--repo-id", "tester/cases", "--endpoint", "{endpoint}"],
+         r"card_evidence\.json at byte \d+: a Hub-token-shaped string", setup=release_plus(_token_in_file),
+         check=nothing_uploaded),
+    Case("push-windows-path", ["push", "{release}", "--repo-id", "tester/cases", "--endpoint", "{endpoint}"],
+         r"notes\.md at byte 8: a local path \(C:\\Users\)", setup=release_plus(_windows_path), check=nothing_uploaded),
+    # a clean release pushes, and what was uploaded holds nothing local
+    Case("push-clean-release", ["push", "{release}", "--repo-id", "tester/cases", "--endpoint", "{endpoint}"],
+         r"pushed \d+ files", rc=0, stream="any", setup=release, check=nothing_local_uploaded),
+    # private stays private
+    Case("push-private-into-public", ["push", "{release}", "--repo-id", "tester/cases", "--endpoint", "{endpoint}",
+                                      "--private"],
+         r"tester/cases exists and is public, and --private was asked: nothing was uploaded", setup=public_repo,
+         check=nothing_uploaded),
+    Case("run-private-follow-up", ["run", "{root}/r.yaml", "--output_dir", "{root}/run"],
+         r"push later with `bortify push \S+ --repo-id me/model --private --revision dev`", rc=0, stream="any",
+         setup=_private_follow_up),
+    # the card: no remote-code hooks, a clean tokenizer whose model_max_length is the training length
+    Case("card-drops-remote-code-hooks", ["card", "--finetune_dir", "{ft}", "--output_dir", "{root}/release",
+                                          "--measure_latency", "false"],
+         r"release folder:", rc=0, stream="any", setup=_hooked_run, check=_card_dropped_hooks),
+    Case("card-clean-tokenizer-long-text", ["card", "--finetune_dir", "{ft}", "--output_dir", "{root}/release",
+                                            "--measure_latency", "false"],
+         r"classifier\(.*truncation=True\)", rc=0, stream="any", setup=_hooked_run,
+         check=_clean_tokenizer_and_long_text),
+]
+
+
+@pytest.mark.parametrize("case", [c.param(pytest.mark.slow) if c.id.startswith("push-clean") else c.param()
+                                  for c in HYGIENE_CASES])
+def test_release_leaks_nothing(case, tmp_path, monkeypatch, capsys, request):
+    if case.id.startswith("push-"):
+        request.getfixturevalue("hub")
+    rc, out, err = run_case(case, tmp_path, monkeypatch, capsys)
+    assert LEAK_TOKEN not in out + err and HUB_TOKEN not in out + err

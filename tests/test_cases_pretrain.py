@@ -132,3 +132,32 @@ def test_read_only_parent_fails_before_training(tmp_path, monkeypatch, capsys, t
                  tmp_path, monkeypatch, capsys)
     finally:
         (tmp_path / "ro").chmod(0o755)
+
+
+# --- Trainer options that would publish behind `bortify push` (bortify.hygiene) ---------------------------------------
+
+LEAK_TOKEN = "hf_" + "PretrainFlag7" * 3  # token-shaped: refused, never echoed, never written
+
+
+def _no_token_written(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert LEAK_TOKEN.encode() not in path.read_bytes(), path
+    assert not (root / "out").exists()  # refused before the output directory (and training_args.bin) was made
+
+
+HUB_CASES = [
+    Case("hub-token", _args(hub_token=LEAK_TOKEN), r"pretrain sets hub_token=\*\*\*.*`bortify push DIR --repo-id",
+         check=_no_token_written),
+    Case("push-to-hub", _args(push_to_hub="true"), r"pretrain sets push_to_hub=True.*bortify push",
+         check=_no_token_written),
+    Case("hub-model-id", _args(hub_model_id="me/student"), r"hub_model_id='me/student'.*bortify push"),
+    Case("report-to-wandb", _args(report_to="wandb"), r"report_to=\['wandb'\].*only none / tensorboard"),
+]
+
+
+@pytest.mark.parametrize("case", [c.param() for c in HUB_CASES])
+def test_hub_options_refused(case, tmp_path, monkeypatch, capsys, tiny_teacher):
+    _base(tmp_path, tiny_teacher)
+    rc, out, err = run_case(case, tmp_path, monkeypatch, capsys)
+    assert LEAK_TOKEN not in out + err

@@ -65,12 +65,12 @@ def parse_training_args(text: str | None) -> dict:
     if reserved:
         raise ValueError(f"training_args sets {reserved}, which bortify sets itself: use learning_rates, "
                          "weight_decays, warmup_ratios, batch_sizes, num_train_epochs, max_steps and seed instead.")
-    return value
-
     from bortify.hygiene import refuse_hub_training_args
 
     # push_to_hub / hub_* / a networked report_to: the Trainer would publish behind `bortify push` (bortify.hygiene)
     refuse_hub_training_args(value, "training_args")
+    return value
+
 
 def check_training_arguments(extra: dict) -> None:
     """Build one TrainingArguments with `extra` (in a throw-away directory), so that an unknown field or a bad

@@ -166,7 +166,7 @@ def build_release(args: CardArguments, options: CardOptions) -> CardReport:
         release_tokenizer(tmp / "tokenizer.json")
         copied += (_copy_finetune_sentence(stage_dirs.get("finetune"), model_dir, tmp)
                    or _copy_sentence_transformer(stage_dirs.get("pretrain"), model_dir, tmp))
-        release_configs(tmp)
+        release_configs(tmp)  # the sentence-transformers sub-folder's config.json too
         copied += _copy_onnx(stage_dirs.get("compress"), tmp)
         evidence = collect_evidence(stage_dirs, tmp, options)
         images = {}
@@ -178,13 +178,13 @@ def build_release(args: CardArguments, options: CardOptions) -> CardReport:
         if evidence.get("accuracy_speed"):  # drawn here from the reports (docs/methods.md §5.s), not copied
             plot_accuracy_speed(evidence["accuracy_speed"], tmp / ACCURACY_SPEED_FILE)
             images["accuracy_speed"] = ACCURACY_SPEED_FILE
+        release_tokenizer_configs(tmp, training_length(evidence))  # before make_shareable sets the modes
         evidence = _without_local_paths(evidence, stage_dirs)
         card = render_card(evidence, options, load_from=options.repo_id or REPO_PLACEHOLDER, images=images)
         card.save(tmp / MARKER)
         write_json_atomic(tmp / EVIDENCE, redact_secrets(_without_local_paths(
             {"stage_dirs": stage_dirs, "model_dir": str(model_dir), **evidence_json(evidence)}, stage_dirs)))
         make_shareable(tmp)
-        release_tokenizer_configs(tmp, training_length(evidence))
         _move_into_place(tmp, final, args.overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
