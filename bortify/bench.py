@@ -39,9 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from bortify.outputs import claim
 from bortify.reports import BenchReport, write_report
 from bortify.timing import Timing, cpu_name, time_call, time_calls  # noqa: F401  (time_call, Timing: re-exported)
-from bortify.utils import (TOKENIZER_FILES, BortifyError, check_output_dir, check_torch_threads, overwrite_field,
+from bortify.utils import (TOKENIZER_FILES, BortifyError, check_torch_threads, overwrite_field,
                            torch_threads, torch_threads_field)
 
 SHIPPED_INT8 = "onnx/model_quantized.onnx"  # the release's int8 file (bortify.compression.onnx_export's layout)
@@ -353,26 +354,29 @@ def bench(args: BenchArguments, *, progress: bool = True) -> BenchReport:
     paths, unavailable = chosen_paths(args.paths)  # before any long work
     if args.source is None and not paths:
         raise BenchError("Nothing to time.")
-    with torch_threads(args.torch_threads):
+    # the output folder first (bortify.outputs): never an input, another stage's folder or foreign files
+    with torch_threads(args.torch_threads), claim("bench", args.output_dir, overwrite=args.overwrite,
+                                                  inputs={"model": args.model, "--source": args.source}) as output:
         model, model_path = load_model(args.model)
         source = source_model(args.source, model) if args.source else None
         check_lengths(args.seq_lens, *([model, source] if source is not None else [model]))
         texts = real_texts(args) if args.dataset else None
-        out = check_output_dir(args.output_dir, args.overwrite, marker="report.json")
+        out = output.work_dir()  # built beside --output_dir and swapped in when the report is written
         with tempfile.TemporaryDirectory(prefix="bortify-bench-", dir=out) as tmp:
             grid = run_grid(args, paths, model, source, Path(tmp), progress, shipped=shipped)
             sentences, source_sentences = (sentences_per_second(args, paths, model, model_path, texts, Path(tmp),
                                                                 source=source, shipped=shipped)
                                            if texts else ({}, None))
-    report = BenchReport.make({
-        "model": args.model, "source": args.source, "threads": args.threads, "rounds": args.rounds,
-        "min_run_time": args.min_run_time, "paths": paths, "unavailable": unavailable, "cpu": cpu_name(),
-        "int8_onnx": None if not any(p in ("onnxruntime", "openvino") for p in paths) else
-        (f"shipped {SHIPPED_INT8}" if shipped is not None else "exported by bench (bortify.compression.onnx_export)"),
-        "int8_default": DEFAULT_INT8_PATH, "grid": grid, "dataset": args.dataset,
-        "sentences": sentences, "source_sentences": source_sentences, "plot": PLOT_FILE})
-    save_plot(report, out / PLOT_FILE)
-    write_report(out, report)  # last: a report.json marks a finished output
+        report = BenchReport.make({
+            "model": args.model, "source": args.source, "threads": args.threads, "rounds": args.rounds,
+            "min_run_time": args.min_run_time, "paths": paths, "unavailable": unavailable, "cpu": cpu_name(),
+            "int8_onnx": None if not any(p in ("onnxruntime", "openvino") for p in paths) else
+            (f"shipped {SHIPPED_INT8}" if shipped is not None
+             else "exported by bench (bortify.compression.onnx_export)"),
+            "int8_default": DEFAULT_INT8_PATH, "grid": grid, "dataset": args.dataset,
+            "sentences": sentences, "source_sentences": source_sentences, "plot": PLOT_FILE})
+        save_plot(report, out / PLOT_FILE)
+        write_report(out, report)  # last: a report.json marks a finished output
     return report
 
 

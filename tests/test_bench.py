@@ -12,6 +12,7 @@ import torch
 from bortify.bench import (DEFAULT_INT8_PATH, BenchArguments, BenchError, bench, int8_cpu_model,
                            path_unavailable_reason, report_latency)
 from bortify.extraction.costs import Shape, operation_count
+from bortify.outputs import MARKER
 from bortify.reports import BenchReport, read_report
 from bortify.timing import Timing, time_call, time_calls
 from casetable import Case, run_case
@@ -151,7 +152,7 @@ def _check_report(report, out, paths, model_cfg, source_cfg):
     stored = read_report(out, BenchReport)
     assert stored.to_dict() == json.loads((out / "report.json").read_text()) and stored.grid[0].path == "fp32"
     assert (out / "bench.png").stat().st_size > 1000
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left behind
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [MARKER]  # no temporaries, the marker kept
     lines = report.summary_lines()
     assert any(line.startswith("fp32: batch 2 x 16") and "multiply-adds" in line for line in lines)
     assert any("real texts (12 from embedded:rotten-tomatoes" in line for line in lines)
@@ -301,7 +302,32 @@ CASES = [
     Case("bench-finished-output", ["bench", "{root}/model", "--output_dir", "{root}/out", "--paths", "fp32",
                                    "--seq_lens", "8", "--batch_sizes", "1", "--dataset", ""],
          r"already holds results. Pass --overwrite", setup=_model),
+    # the output contract (bortify.outputs): bench never replaces another stage's report.json, even with --overwrite
+    Case("bench-over-a-finetune-output", ["bench", "{root}/model", "--output_dir", "{root}/ft", "--overwrite",
+                                          "--paths", "fp32", "--seq_lens", "8", "--batch_sizes", "1", "--dataset", ""],
+         r"ft is not an output of `bortify bench` \(it holds config\.json, model\.safetensors\)",
+         setup=lambda root: _model(root) or _finetune_output(root / "ft", marker=False)),
+    Case("bench-over-a-marked-finetune-output", ["bench", "{root}/model", "--output_dir", "{root}/ft", "--overwrite",
+                                                 "--paths", "fp32", "--seq_lens", "8", "--batch_sizes", "1",
+                                                 "--dataset", ""],
+         r"ft holds the output of `bortify finetune`.*neither writes into it nor replaces it, even with --overwrite",
+         setup=lambda root: _model(root) or _finetune_output(root / "ft", marker=True)),
+    Case("bench-output-is-the-model", ["bench", "{root}/model", "--output_dir", "{root}/model", "--overwrite",
+                                       "--paths", "fp32", "--seq_lens", "8", "--batch_sizes", "1", "--dataset", ""],
+         r"--output_dir .*model is the input model.*never replaces an input", setup=_model),
 ]
+
+
+def _finetune_output(out, marker: bool) -> dict:
+    """A finished fine-tuning output: a checkpoint and its report (the card reads the dataset from it)."""
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "model.safetensors").write_bytes(b"weights")
+    (out / "report.json").write_text('{"dataset": "embedded:rotten-tomatoes"}')
+    if marker:
+        (out / MARKER).write_text(json.dumps({"stage": "finetune", "files": ["config.json", "model.safetensors",
+                                                                            "report.json"]}))
+    return {}
 
 
 @pytest.mark.parametrize("case", [c.param() for c in CASES])
