@@ -304,10 +304,24 @@ def load_model(spec: str):
     if not (Path(path) / "config.json").is_file():
         raise BenchError(f"{spec} is not a checkpoint (no config.json): pass a directory saved by bortify "
                          "(e.g. <run>/finetune) or an embedded: model.")
-    config = AutoConfig.from_pretrained(path)
-    task = any("ForSequenceClassification" in a for a in (config.architectures or []))
-    cls = AutoModelForSequenceClassification if task else AutoModel
-    return cls.from_pretrained(path, use_safetensors=True).eval(), path
+    from bortify.utils import check_finite_weights
+
+    if not any(Path(path).glob("*.safetensors")):
+        others = sorted(p.name for p in Path(path).glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".h5"))
+        raise BenchError(f"{spec} has no model.safetensors" + (f" (only {others[:3]}: pickle-based weights, which "
+                         "bortify never loads)" if others else "") + ": pass a directory saved by bortify (e.g. "
+                         "<run>/finetune), or re-save the model with save_pretrained(..., safe_serialization=True).")
+    try:
+        config = AutoConfig.from_pretrained(path)
+        task = any("ForSequenceClassification" in a for a in (config.architectures or []))
+        cls = AutoModelForSequenceClassification if task else AutoModel
+        model = cls.from_pretrained(path, use_safetensors=True).eval()
+    except Exception as exc:  # noqa: BLE001 - a broken folder is the user's to fix, not a traceback
+        raise BenchError(f"Cannot load {spec} from its safetensors weights ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}): pass a directory saved by bortify "
+                         "(e.g. <run>/finetune).") from None
+    check_finite_weights(model, f"The model {spec} ({path})")
+    return model, path
 
 
 def source_model(spec: str, like) -> Any:
@@ -328,10 +342,14 @@ def source_model(spec: str, like) -> Any:
 
 
 def check_lengths(seq_lens: list[int], *models) -> None:
-    limit = min(getattr(m.config, "max_position_embeddings", 512) for m in models)
+    """Every length within both models' position tables (utils.position_limit: less the RoBERTa padding offset)."""
+    from bortify.utils import position_limit
+
+    limit = min(position_limit(m.config) or 512 for m in models)
     if max(seq_lens) > limit:
-        raise BenchError(f"--seq_lens {max(seq_lens)} exceeds max_position_embeddings={limit}; "
-                         f"pass lengths <= {limit}.")
+        table = min(getattr(m.config, "max_position_embeddings", None) or limit for m in models)
+        raise BenchError(f"--seq_lens {max(seq_lens)} exceeds max_position_embeddings={table}"
+                         f"{' less the padding offset' if table != limit else ''}; pass lengths <= {limit}.")
 
 
 def macs(model, seq_len: int) -> int:

@@ -17,7 +17,6 @@ flips file are written first, so the failure can be inspected.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 from bortify.outputs import Output, claim
 from bortify.reports import CompareReport, read_report, write_report
+from bortify.utils import json_text
 from bortify.utils import (BortifyError, check_torch_threads, overwrite_field, torch_threads,
                            torch_threads_field, write_bytes_atomic)
 
@@ -124,7 +124,7 @@ def negative_flip_rows(split, text_columns: list[str], label_names: list[str], o
 
 
 def write_flips(path: Path, rows: list[dict]) -> None:
-    write_bytes_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+    write_bytes_atomic(path, "".join(json_text(r, what=str(path), ensure_ascii=False) + "\n" for r in rows).encode())
 
 
 def gate(report: CompareReport, flips_path: Path) -> None:
@@ -149,7 +149,7 @@ def compare(args: CompareArguments, data_args) -> CompareReport:
 
 
 def _compare(args: CompareArguments, data_args, output: Output) -> CompareReport:
-    from bortify.finetuning.old_model import label_names, label_order, load_task_classifier
+    from bortify.finetuning.old_model import check_max_length, label_names, label_order, load_task_classifier
     from bortify.finetuning.tasks import dataset_display, load_task
     from bortify.finetuning.trainer import score
     from bortify.metrics import load_metric
@@ -165,6 +165,8 @@ def _compare(args: CompareArguments, data_args, output: Output) -> CompareReport
         raise CompareError("The task is regression: flips are defined for classifiers. Compare classifiers.")
     for names, what in ((old_labels, "old model"), (new_labels, "new model")):
         label_order(names, task.label_names, what)  # a LabelSetError before any weights are read
+    for name, what in ((old_name, "old model"), (new_name, "new model")):
+        check_max_length(name, what, args.max_length)
     split = task.test if args.split == "test" else task.dev
     kw = {"max_length": args.max_length, "batch_size": args.eval_batch_size}
     old = load_task_classifier(old_name, task.label_names, "old model")

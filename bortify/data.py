@@ -123,20 +123,48 @@ def _load_files(files_by_split: dict[str, list[str]]) -> datasets.DatasetDict:
     out = {}
     for split, split_files in files_by_split.items():
         names = ", ".join(Path(f).name for f in split_files)
+        split_kwargs = dict(kwargs)
+        if kind == "csv" and (cr_only := [f for f in split_files if _cr_only(f)]):
+            if len(cr_only) != len(split_files):  # one line terminator per load (pandas' lineterminator)
+                raise DataError(f"Data file(s) {', '.join(Path(f).name for f in cr_only)} (split {split!r}) end their "
+                                "lines with a bare CR (old Mac style) and the other files of the split do not: convert "
+                                "them to LF line endings (e.g. `tr '\\r' '\\n' < in.csv > out.csv`).")
+            split_kwargs["lineterminator"] = "\r"  # read as lines, not as one header line
         if kind in ("csv", "json") and not any(_has_data_rows(f, kind) for f in split_files):
             raise DataError(f"Data file(s) {names} (split {split!r}) has no rows (only a header?): give data rows.")
         try:
-            out[split] = datasets.load_dataset(kind, data_files={split: split_files}, split=split, **kwargs)
+            out[split] = datasets.load_dataset(kind, data_files={split: split_files}, split=split, **split_kwargs)
         except Exception as exc:  # a parser error: name the files, not a traceback
             raise DataError(f"Could not read {kind} file(s) {names} (split {split!r}): {type(exc).__name__}: "
                             f"{exc}") from exc
     return datasets.DatasetDict(out)
 
 
+def _compressed(path: str) -> bool:
+    return any(s in (".gz", ".bz2", ".xz", ".zst") for s in Path(path).suffixes)
+
+
+def _cr_only(path: str, chunk: int = 1 << 20) -> bool:
+    """Whether a (plain) text file ends its lines with a bare CR: a CR and no LF anywhere (classic Mac OS line
+    endings, still written by some spreadsheet exports; a line reader sees one line)."""
+    if _compressed(path):
+        return False
+    seen_cr = False
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            if b"\n" in block:
+                return False
+            seen_cr = seen_cr or b"\r" in block
+    return seen_cr
+
+
 def _has_data_rows(path: str, kind: str) -> bool:
     """Whether a csv has a line after its header / a json(l) file any content (compressed files: assumed yes)."""
-    if any(s in (".gz", ".bz2", ".xz", ".zst") for s in Path(path).suffixes):
+    if _compressed(path):
         return True
+    if kind == "csv" and _cr_only(path):
+        with open(path, "rb") as f:
+            return sum(1 for line in f.read().split(b"\r") if line.strip()) > 1
     with open(path, "rb") as f:
         lines = (line for line in f if line.strip())
         first = next(lines, None)

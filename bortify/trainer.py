@@ -7,7 +7,9 @@ distillation, congruent fine-tuning (bortify/finetuning/*) and extraction's trun
 
 from __future__ import annotations
 
-from transformers import TrainingArguments
+import math
+
+from transformers import TrainerCallback, TrainingArguments
 
 
 def run_arguments(output_dir: str, *, batch_size: int, learning_rate: float, weight_decay: float, warmup: float,
@@ -41,3 +43,46 @@ def run_arguments(output_dir: str, *, batch_size: int, learning_rate: float, wei
         remove_unused_columns=not keep_columns,
     )
     return TrainingArguments(**{**kwargs, **(extra or {})})
+
+
+class FiniteGuard(TrainerCallback):
+    """Stops a training run whose loss or weights became NaN/inf (DivergedError, a user error naming the run).
+
+    A diverged run (e.g. `--learning_rates inf`, or a rate large enough to overflow) otherwise trains on,
+    predicts one class everywhere (argmax over NaN logits) and is reported, compressed and carded like a result.
+    The weights are checked after steps 1, 2, 4, 8, ... (a rate that diverges does so in the first steps, and the
+    check reads every weight once) and at the end; every logged loss, and the run's mean training loss, too.
+    `what` names the run with its hyperparameters (the θ); `fix` says what to change. `weights=False` checks the
+    losses only (sharded runs: FSDP / ZeRO-3 ranks hold parts of the weights; the logged loss is gathered)."""
+
+    def __init__(self, what: str, fix: str = "lower the learning rate", *, weights: bool = True):
+        self.what, self.fix, self.weights = what, fix, weights
+        self._next_check = 1
+
+    def _fail(self, problem: str, step: int):
+        from bortify.utils import DivergedError
+
+        raise DivergedError(f"Training diverged in {self.what}: {problem} at step {step}. The model is unusable and "
+                            f"nothing was written from it; {self.fix}.")
+
+    def _check_weights(self, model, step: int) -> None:
+        from bortify.utils import non_finite_tensors
+
+        if self.weights and model is not None:
+            bad, total = non_finite_tensors(model)
+            if bad:
+                self._fail(f"{len(bad)} of {total} weight tensors hold NaN or inf (e.g. {bad[:2]})", step)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step >= self._next_check:
+            self._next_check = 2 * state.global_step
+            self._check_weights(model, state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "train_loss"):
+            value = (logs or {}).get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                self._fail(f"the training loss is {value}", state.global_step)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self._check_weights(model, state.global_step)

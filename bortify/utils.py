@@ -48,8 +48,65 @@ def make_shareable(root: str | os.PathLike) -> None:
             os.chmod(os.path.join(dirpath, name), 0o666 & ~mask)
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, nulls: bool = False) -> None:
+    """`obj` as strict JSON (json_text: no bare NaN/Infinity), written atomically."""
+    write_bytes_atomic(path, (json_text(obj, what=str(path), nulls=nulls, indent=2) + "\n").encode())
+
+
+# ---- strict JSON and finite numbers: a broken model never looks like a result ------------------------------
+
+class NonFiniteError(ValueError):
+    """A number that must be finite is NaN or infinite: a diverged training run, a broken checkpoint, a metric
+    of one. A user error (USER_ERRORS): printed as one line, exit 2."""
+
+
+def _is_real_float(value: Any) -> bool:
+    import numbers
+
+    return isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+
+
+def non_finite_paths(obj: Any, trail: str = "") -> list[str]:
+    """Where `obj` (JSON-like: dicts, lists, numbers) holds NaN or ±inf, as key paths ('test.accuracy', 'rounds[0]')."""
+    import math
+
+    if _is_real_float(obj):
+        return [] if math.isfinite(float(obj)) else [trail or "(the value)"]
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in non_finite_paths(v, f"{trail}.{k}" if trail else str(k))]
+    if isinstance(obj, (list, tuple)):
+        return [p for i, v in enumerate(obj) for p in non_finite_paths(v, f"{trail}[{i}]")]
+    return []
+
+
+def finite_or_none(obj: Any) -> Any:
+    """A copy of `obj` (JSON-like) with NaN/±inf replaced by None: only where null means "not measurable"."""
+    import math
+
+    if _is_real_float(obj):
+        return obj if math.isfinite(float(obj)) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, *, what: str = "JSON", nulls: bool = False, **kwargs) -> str:
+    """`json.dumps` as every file bortify writes uses it: strict JSON (RFC 8259 has no NaN or Infinity; Python's
+    default writes bare `NaN`, which JSON.parse, jq and the Hub's viewers reject). A non-finite number raises
+    NonFiniteError naming where it is, unless `nulls` (the caller's null means "not measurable"): then it becomes
+    null. Other keyword arguments go to json.dumps (default=str unless given)."""
+    paths = non_finite_paths(obj)
+    if paths and nulls:
+        obj, paths = finite_or_none(obj), []
+    if paths:
+        raise NonFiniteError(f"{what}: refusing to write non-finite number(s) (NaN/inf) at {paths[:5]}"
+                             f"{f' and {len(paths) - 5} more' if len(paths) > 5 else ''}. They come from a diverged "
+                             "training run or a broken checkpoint; re-run the stage that produced them (e.g. with a "
+                             "smaller learning rate).")
+    kwargs.setdefault("default", str)
+    return json.dumps(obj, allow_nan=False, **kwargs)
 
 
 def check_output_dir(path: str | os.PathLike, overwrite: bool, *, resumable: bool = False, marker: str | None = None) -> Path:
@@ -154,10 +211,22 @@ class BortifyError(ValueError):
     """
 
 
+class NonFiniteWeightsError(BortifyError):
+    """A checkpoint or a just-trained model holds NaN/inf weights (check_finite_weights)."""
+
+
+class DivergedError(BortifyError):
+    """A training run's loss or weights became NaN/inf (bortify.trainer.FiniteGuard)."""
+
+
+class SequenceLengthError(BortifyError):
+    """A sequence length above a model's position table (check_sequence_length)."""
+
+
 # (module, class name) of every stage's user-error class. `user_error_types` looks them up lazily in
 # sys.modules: an error can only have been raised by a module that is loaded, so nothing is imported here.
 USER_ERRORS: tuple[tuple[str, str], ...] = (
-    ("bortify.utils", "BortifyError"), ("bortify.utils", "OutputExistsError"),
+    ("bortify.utils", "BortifyError"), ("bortify.utils", "OutputExistsError"), ("bortify.utils", "NonFiniteError"),
     ("bortify.recipes", "RecipeError"), ("bortify.data", "DataError"), ("bortify.resources", "ResourceError"),
     ("bortify.slicing", "SlicingError"), ("bortify.extraction.space", "SpaceError"),
     ("bortify.extraction.estimators", "EstimatorError"), ("bortify.pretraining.pretrain", "PretrainError"),
@@ -242,3 +311,82 @@ def is_same_or_nested(a: str | os.PathLike, b: str | os.PathLike) -> str | None:
     if pa.is_relative_to(pb):
         return "is inside"
     return None
+
+
+# ---- model checks shared by every stage that loads or trains a model --------------------------------------
+
+def _named_tensors(weights: Any):
+    """(name, tensor) pairs of a torch module (parameters and buffers), a {name: tensor} mapping, or a
+    .safetensors file / a folder of them (read tensor by tensor)."""
+    if hasattr(weights, "named_parameters"):
+        yield from weights.named_parameters()
+        yield from weights.named_buffers()
+        return
+    if isinstance(weights, dict):
+        yield from weights.items()
+        return
+    from safetensors import safe_open
+
+    path = Path(weights)
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                yield f"{file.name}:{key}", f.get_tensor(key)
+
+
+def non_finite_tensors(weights: Any) -> tuple[list[str], int]:
+    """(names of the floating-point tensors holding NaN or ±inf, number of tensors looked at)."""
+    import torch
+
+    bad, total = [], 0
+    with torch.no_grad():
+        for name, tensor in _named_tensors(weights):
+            total += 1
+            if torch.is_tensor(tensor) and tensor.is_floating_point() and tensor.numel() \
+                    and not bool(torch.isfinite(tensor).all()):
+                bad.append(name)
+    return bad, total
+
+
+def check_finite_weights(weights: Any, what: str) -> None:
+    """Refuse a model whose weights hold NaN or ±inf, before it is used: such a checkpoint is the output of a
+    diverged training run; it predicts one class everywhere (argmax over NaN logits), so every score computed
+    with it would look like a result (a 2-class test set scores 0.5). `weights`: a torch module, a {name: tensor}
+    mapping, or a .safetensors file / folder; `what` names it in the message (the flag and the path)."""
+    bad, total = non_finite_tensors(weights)
+    if bad:
+        raise NonFiniteWeightsError(
+            f"{what} has non-finite weights (NaN or inf) in {len(bad)} of {total} tensors, e.g. {bad[:3]}: it is the "
+            "output of a training run that diverged and cannot be used. Re-train it (e.g. with a smaller learning "
+            "rate) and give that checkpoint.")
+
+
+# Models whose position ids start after the padding index (fairseq's convention): the usable positions are
+# max_position_embeddings - (pad_token_id + 1) (transformers' RobertaEmbeddings.create_position_ids_from_input_ids).
+PADDING_OFFSET_MODELS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer",
+                                   "data2vec-text", "roberta-prelayernorm", "xmod", "luke", "mpnet", "ibert",
+                                   "markuplm", "esm", "lilt", "bridgetower"})
+
+
+def position_limit(config: Any) -> int | None:
+    """The longest input (in tokens, special tokens included) a model's position table holds: its
+    max_position_embeddings, less pad_token_id + 1 for RoBERTa-style models; None when the config has no table."""
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not isinstance(limit, int):
+        return None
+    if getattr(config, "model_type", None) in PADDING_OFFSET_MODELS:
+        limit -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return limit
+
+
+def check_sequence_length(length: int | None, config: Any, flag: str, what: str) -> None:
+    """Refuse a sequence length (`flag`, e.g. '--max_length') above the position limit of the model `what`,
+    before any work: a longer input indexes past the position table (an IndexError in the embeddings, or a
+    silently shorter run)."""
+    limit = position_limit(config)
+    if length is not None and limit is not None and length > limit:
+        table = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        offset = f" less the padding offset {table - limit} = {limit} tokens" if table != limit else " tokens"
+        raise SequenceLengthError(f"{flag} {length} exceeds what {what} can read: its position table has "
+                                  f"max_position_embeddings {table}{offset}. Give {flag} {limit} or less.")

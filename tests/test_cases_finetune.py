@@ -145,6 +145,57 @@ def _check_no_checkpoints(root):
     assert (root / "out" / "report.json").exists() and not list((root / "out").glob("checkpoint-*"))
 
 
+def poison_weights(folder: Path) -> None:
+    """Set one weight tensor of a saved checkpoint to NaN (what a diverged training run leaves)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(folder / "model.safetensors"))
+    name = next(k for k, t in tensors.items() if t.is_floating_point() and "embeddings" in k)
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _poisoned(name, dest):
+    def extra(root):
+        poison_weights(Path(copy_model(root, name, dest)))
+        return {dest: str(root / dest)}
+    return extra
+
+
+def _short_labeler(root):
+    """A classifier (the task's labels) whose position table is shorter than the run's --max_length."""
+    from transformers import BertForSequenceClassification
+
+    tok, n = _tokenizer()
+    config = _bert_config(n, id2label={0: "fresh", 1: "rotten"}, label2id={"fresh": 0, "rotten": 1})
+    config.max_position_embeddings = 24
+    BertForSequenceClassification(config).save_pretrained(root / "short")
+    tok.save_pretrained(root / "short")
+    return {"short": str(root / "short")}
+
+
+def _jsonl(name, rows):
+    def extra(root):
+        (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return {name.split(".")[0]: str(root / name)}
+    return extra
+
+
+def _check_all_rows_used(root):
+    splits = json.loads((root / "out" / "report.json").read_text())["splits"]
+    assert splits["dropped_empty"] == 0 and splits["train"] + splits["dev"] + splits["test"] == 40
+
+
+def _check_nothing_written(root):
+    """A refused run leaves no model and no report (the output is not a result)."""
+    out = root / "out"
+    assert not (out / "report.json").exists() and not (out / "model.safetensors").exists()
+
+
+_NUMERIC_TEXTS = [{"text": 1000 + i, "label": "fresh" if i % 2 else "rotten"} for i in range(40)]
+_MIXED_TEXTS = [{**r, "text": i if i % 3 == 0 else r["text"]} for i, r in enumerate(sentiment_rows(40))]
+_MANY_CLASSES = [{"text": f"a film number {i}", "label": f"class{i % 300}"} for i in range(900)]
+
 _EMPTY_TEXT_TRAIN = sentiment_rows(40)
 _EMPTY_TEXT_TRAIN[5]["text"] = ""
 _EMPTY_TEXT_TRAIN[9]["text"] = "   "
@@ -269,6 +320,49 @@ CASES = [
     # 3. a model bortify cannot describe or batch is refused before training
     Case("gpt2-model", ft(), r"not a BERT-shaped encoder.*intermediate_size", setup=with_model(name="gpt2")),
     Case("tokenizer-without-pad-token", ft(), r"no pad token", setup=with_model(name="nopad")),
+    # a broken model never looks like a result: non-finite θ, loss or weights stop the stage, naming it
+    Case("learning-rate-inf", ft("--learning_rates", "inf"), r"learning_rates must be a finite number, got inf",
+         setup=with_model()),
+    Case("learning-rate-diverges", ft("--learning_rates", "1e30"),
+         r"Training diverged in the fine-tuning run with θ = \(learning_rate 1e\+30.*NaN or inf.*--learning_rates",
+         trains=True, setup=with_model(), check=_check_nothing_written),
+    Case("labeler-learning-rate-diverges", ft("--mode", "agora", "--teacher", "{model}", "--labeler_learning_rate", "1e30"),
+         r"Training diverged in fine-tuning the labeler '.*model' .*learning_rate 1e\+30.*--labeler_learning_rate",
+         trains=True, setup=with_model(), check=_check_nothing_written),
+    Case("nan-weights-model", ["finetune", "--model", "{sick}", "--output_dir", "{root}/out", "--train_file",
+                               "{train}", *FAST],
+         r"The model '.*sick'.* has non-finite weights \(NaN or inf\) in 1 of .*embeddings",
+         setup=with_model(_poisoned("student", "sick")), check=_check_nothing_written),
+    Case("nan-weights-labeler", ft("--mode", "agora", "--labeler", "{lab}"),
+         r"The labeler '.*lab'.* has non-finite weights", setup=with_model(_poisoned("labeler", "lab")),
+         check=_check_nothing_written),
+    Case("nan-weights-old-model", ft("--old_model", "{old}"), r"The old model '.*old'.* has non-finite weights",
+         setup=with_model(_poisoned("labeler", "old")), check=_check_nothing_written),
+    # a sequence length the model cannot read is refused before training
+    Case("max-length-above-positions", ft("--max_length", "100"),
+         r"--max_length 100 exceeds what the model '.*model' can read: .*max_position_embeddings 64.*64 or less",
+         setup=with_model()),
+    Case("max-length-above-labeler-positions", ft("--mode", "agora", "--labeler", "{short}", "--max_length", "32"),
+         r"--max_length 32 exceeds what the labeler '.*short' can read: .*max_position_embeddings 24",
+         setup=with_model(_short_labeler)),
+    Case("max-length-above-old-model-positions", ft("--old_model", "{short}", "--max_length", "32"),
+         r"--max_length 32 exceeds what the old model '.*short' can read", setup=with_model(_short_labeler)),
+    # data that used to be misread: numeric texts are texts, CR-only files are lines, classes vs. split sizes
+    Case("numeric-texts-jsonl", ft(data=("--train_file", "{nums}")), r"test: accuracy", rc=0, trains=True,
+         stream="stdout", setup=with_model(_jsonl("nums.jsonl", _NUMERIC_TEXTS)), check=_check_all_rows_used),
+    Case("mixed-numeric-texts-jsonl", ft(data=("--train_file", "{mixed}")), r"test: accuracy", rc=0, trains=True,
+         stream="stdout", setup=with_model(_jsonl("mixed.jsonl", _MIXED_TEXTS)), check=_check_all_rows_used),
+    Case("cr-only-line-endings", ft(data=("--train_file", "{cr}")), r"test: accuracy", rc=0, trains=True,
+         stream="stdout", check=_check_all_rows_used, setup=with_model(_text_file(
+             "cr.csv", "text,label\r" + "".join(f"{r['text']},{r['label']}\r" for r in sentiment_rows(40))))),
+    Case("more-classes-than-test-rows", ft(data=("--train_file", "{many}")),
+         r"data has 300 classes but the test split .* would have 180 row\(s\).*--test_file.*test_fraction "
+         r"\(now 0\.2\) to at least 0\.334", setup=with_model(_rows_file("many.csv", _MANY_CLASSES))),
+    Case("too-few-rows-to-carve", ft(data=("--train_file", "{two}")), r"Only 1 row\(s\) to carve the dev split",
+         setup=with_model(_rows_file("two.csv", sentiment_rows(2)))),
+    Case("object-in-text-column", ft(data=("--train_file", "{obj}")),
+         r"obj\.jsonl.*column 'text' row 1 holds (list|dict).*not a text",
+         setup=with_model(_jsonl("obj.jsonl", [{"text": ["a", "list"], "label": "fresh"}] + sentiment_rows(39)))),
     # 3. empty train texts: dropped with a count (a warning), recorded in report.json; the run goes on
     Case("empty-train-texts-dropped-and-counted", ft(data=("--train_file", "{tr}")),
          r"2 train row\(s\) with an empty text were dropped", rc=0, trains=True, stream="stdout",

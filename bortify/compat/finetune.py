@@ -228,7 +228,7 @@ class CompatFinetune:
 
         from transformers import DataCollatorWithPadding
 
-        from bortify.finetuning.trainer import StepBar, run_arguments, theta_text
+        from bortify.finetuning.trainer import StepBar, run_arguments, theta_guard, theta_text
 
         model, projection = copy.deepcopy(model0), copy.deepcopy(self.projection0)
         with tempfile.TemporaryDirectory(prefix="bortify-bct-") as tmp:
@@ -239,7 +239,8 @@ class CompatFinetune:
                                  extra=training)
             trainer = InfluenceTrainer(model=model, args=args, train_dataset=train_tok,
                                        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                                       callbacks=[StepBar(desc or f"BCT {theta_text(theta)}")],
+                                       callbacks=[StepBar(desc or f"BCT {theta_text(theta)}"),
+                                                  theta_guard(theta, "the BCT fine-tuning run")],
                                        projection=projection, old_head=self.head, w_compat=self.settings.w_compat)
             trainer.train()
         model.eval()

@@ -144,9 +144,9 @@ def _mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float | None:
     return round(float(F.cosine_similarity(a.float(), b.float(), dim=-1).mean()), 4)
 
 
-def _safe_scores(query, query_labels, gallery, gallery_labels, **kw) -> dict[str, float]:
-    """retrieval_scores, or NaN scores when the widths differ (a baseline with no projection cannot query the old
-    index at all: that is the failure BCT's test shows)."""
+def _safe_scores(query, query_labels, gallery, gallery_labels, **kw) -> dict[str, float | None]:
+    """retrieval_scores, or None scores (null in report.json: not measurable) when the widths differ (a baseline with
+    no projection cannot query the old index at all: that is the failure BCT's test shows)."""
     if query.shape[1] != gallery.shape[1]:
-        return {"knn_accuracy": math.nan, **{f"recall@{k}": math.nan for k in kw.get("recall_ks", ())}}
+        return {"knn_accuracy": None, **{f"recall@{k}": None for k in kw.get("recall_ks", ())}}
     return retrieval_scores(query, query_labels, gallery, gallery_labels, **kw)

@@ -258,6 +258,9 @@ def load_sentence_encoder(path: str | Path, *, default_spec: SentenceSpec | None
     else:
         encoder_dir, spec, projection = path, default_spec or SentenceSpec(), None
     model = AutoModel.from_pretrained(str(encoder_dir), use_safetensors=True).eval()
+    from bortify.utils import check_finite_weights
+
+    check_finite_weights(model, f"The sentence encoder {str(path)!r} ({encoder_dir})")
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
     return SentenceEncoder(model, tokenizer, spec, projection, batch_size)
 

@@ -65,6 +65,35 @@ def check_model_dir(model_dir: Path) -> dict:
     return config
 
 
+ENCODER_SHAPE = ("num_hidden_layers", "num_attention_heads", "hidden_size", "intermediate_size")
+
+
+def check_model(model_dir: Path, args: CompressArguments) -> None:
+    """Before any work: a BERT-family encoder (the 8-bit layout, the ONNX inputs and the offline bundle assume its
+    shape: a decoder such as GPT-2 has no intermediate_size and fails minutes into the export), the sequence
+    lengths within its position table, and finite weights (utils.check_finite_weights)."""
+    from transformers import AutoConfig
+
+    from bortify.utils import check_finite_weights, check_sequence_length, position_limit
+
+    try:
+        config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - an unreadable config is the user's to fix
+        raise CompressError(f"Cannot read the config of {model_dir} ({exc}); re-save the model.") from None
+    missing = [a for a in ENCODER_SHAPE if getattr(config, a, None) is None]
+    if missing:
+        raise CompressError(f"{model_dir} holds a {config.model_type} model, not a BERT-family encoder (its config "
+                            f"lacks {missing}): bortify compresses encoders (bert, roberta, electra, MiniLM, ...) "
+                            "fine-tuned by `bortify finetune`.")
+    what = f"the model in {model_dir}"
+    check_sequence_length(args.max_length, config, "--max_length", what)
+    default = next(f.default for f in fields(CompressArguments) if f.name == "latency_seq_len")
+    limit = position_limit(config)
+    if args.latency_seconds and not (args.latency_seq_len == default and limit is not None and limit < default):
+        check_sequence_length(args.latency_seq_len, config, "--latency_seq_len", what)  # the default is clipped
+    check_finite_weights(model_dir / "model.safetensors", f"The model {model_dir / 'model.safetensors'}")
+
+
 def check_output(out: Path, model_dir: Path, overwrite: bool) -> None:
     how = is_same_or_nested(out, model_dir)
     if how:
@@ -197,6 +226,7 @@ def compress(args: CompressArguments) -> CompressReport:
     """Quantise, export and bundle the task model in args.model_dir; score and time each form; write the folder."""
     model_dir, out = Path(args.model_dir), Path(args.output_dir)
     config = check_model_dir(model_dir)
+    check_model(model_dir, args)
     check_output(out, model_dir, args.overwrite)
     check_packages(args)
     with torch_threads(args.torch_threads):
@@ -311,7 +341,9 @@ def _latency(timings: dict[str, Forward], config, args: CompressArguments) -> di
         return None
     from bortify.timing import cpu_name, time_calls
 
-    seq_len = min(args.latency_seq_len, getattr(config, "max_position_embeddings", None) or args.latency_seq_len)
+    from bortify.utils import position_limit
+
+    seq_len = min(args.latency_seq_len, position_limit(config) or args.latency_seq_len)
     enc = latency_batch(config.vocab_size, args.latency_batch_size, seq_len, bool(getattr(config, "type_vocab_size", 0)))
     rounds = 3
     timed = time_calls({k: (lambda f=f: f(enc)) for k, f in timings.items()}, threads=args.latency_threads,

@@ -41,7 +41,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from bortify.utils import BortifyError, write_bytes_atomic
+from bortify.utils import BortifyError, json_text, write_bytes_atomic
 
 PHASH_FILE = "vocab.phash"
 PERMUTATION_FILE = "phash_permutation.npy"
@@ -241,7 +241,7 @@ class HashedVocab:
                 "fingerprint_bits": self.fingerprint_bits, "false_positive_rate": self.false_positive_rate}
 
     def to_bytes(self) -> bytes:
-        header = json.dumps(self.header, sort_keys=True, separators=(",", ":")).encode()
+        header = json_text(self.header, what="the phash header", sort_keys=True, separators=(",", ":")).encode()
         return (MAGIC + len(header).to_bytes(4, "little") + header
                 + self.words.astype("<u8").tobytes() + self.fingerprints)
 

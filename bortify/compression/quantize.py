@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bortify.utils import BortifyError
+from bortify.utils import BortifyError, json_text
 
 Q8_FILE = "model.q8.safetensors"
 FORMAT = "bortify-q8"
@@ -219,9 +219,10 @@ def save_quantized(weights: QuantizedWeights, path: str | os.PathLike) -> Path:
     for name, t in weights.kept.items():
         arrays[name] = t.numpy()
     layout = {name: {"shape": list(q.shape), "sparse": q.mask is not None} for name, q in weights.quantized.items()}
-    metadata = {"format": FORMAT, "version": FORMAT_VERSION, "quantized": json.dumps(layout),
-                "aliases": json.dumps(weights.aliases), "config": json.dumps(asdict(weights.config))}
     path = Path(path)
+    metadata = {"format": FORMAT, "version": FORMAT_VERSION, "quantized": json_text(layout, what=str(path)),
+                "aliases": json_text(weights.aliases, what=str(path)),
+                "config": json_text(asdict(weights.config), what=str(path))}
     write_bytes_atomic(path, save(arrays, metadata=metadata))
     return path
 

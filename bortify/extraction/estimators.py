@@ -19,6 +19,7 @@ are reused only under the same fingerprint.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -140,8 +141,13 @@ def _best_learning_rate(budget: "TrainingBudget", error_at: Callable[[float], fl
     per_theta, start = {}, time.perf_counter()
     for lr in budget.learning_rates:
         set_seed(budget.seed)
-        per_theta[str(lr)] = error_at(lr)
-    best = min(per_theta, key=per_theta.get)
+        error = error_at(lr)
+        per_theta[str(lr)] = error if math.isfinite(error) else None  # null: this θ's short run diverged (NaN loss)
+    finite = [k for k, v in per_theta.items() if v is not None]
+    if not finite:
+        raise EstimatorError(f"Every learning rate of the error estimator's budget {list(budget.learning_rates)} "
+                             "diverged (NaN/inf held-out loss) on a candidate: lower them (the extract stage's --learning_rates).")
+    best = min(finite, key=per_theta.get)
     return {"error": per_theta[best], "theta": {"learning_rate": float(best)}, "per_theta": per_theta,
             "seconds": round(time.perf_counter() - start, 2)}
 
@@ -305,6 +311,9 @@ class SlicedTaskEstimator:
         if self.teacher.config.vocab_size != self.source_config.vocab_size:
             raise EstimatorError(f"source checkpoint vocab_size {self.teacher.config.vocab_size} != the search's "
                                  f"{self.source_config.vocab_size}; drop the inline source_vocab_size override.")
+        from bortify.utils import check_finite_weights
+
+        check_finite_weights(self.teacher, f"The source {self.source!r} ({path})")
         ds = load_any_dataset(self.task)["train"]
         for col in (self.text_column, self.label_column):
             if col not in ds.column_names:

@@ -28,6 +28,8 @@ def _positive(**values):
         for v in value if isinstance(value, (list, tuple)) else [value]:
             if v is not None and not v > 0:
                 raise ValueError(f"{name} must be > 0, got {v}.")
+            if v is not None and v == float("inf"):  # every step would be NaN: nothing trains
+                raise ValueError(f"{name} must be a finite number, got {v}.")
 
 
 def _fraction(name, value, *, low_open=True, high_open=True):

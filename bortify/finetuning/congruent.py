@@ -158,7 +158,7 @@ def fit_congruent(model0, tokenizer, train_tok, theta: dict, focal: FocalDistill
 
     from transformers import DataCollatorWithPadding
 
-    from bortify.finetuning.trainer import StepBar, run_arguments, theta_text
+    from bortify.finetuning.trainer import StepBar, run_arguments, theta_guard, theta_text
 
     model = copy.deepcopy(model0)
     with tempfile.TemporaryDirectory(prefix="bortify-pc-") as tmp:
@@ -169,7 +169,8 @@ def fit_congruent(model0, tokenizer, train_tok, theta: dict, focal: FocalDistill
                              **({"extra": training} if training else {}))
         trainer = FocalDistillTrainer(model=model, args=args, train_dataset=train_tok,
                                       data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                                      callbacks=[StepBar(desc or f"PC {theta_text(theta)}")], focal=focal)
+                                      callbacks=[StepBar(desc or f"PC {theta_text(theta)}"),
+                                                 theta_guard(theta, "the focal-distillation run")], focal=focal)
         trainer.train()
     model.eval()
     return model

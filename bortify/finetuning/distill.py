@@ -41,7 +41,7 @@ from transformers import DataCollatorWithPadding, Trainer
 
 from bortify.finetuning.arguments import UNLABELED_FORMATS, TaskDistillArguments  # noqa: F401 (re-exported)
 from bortify.finetuning.losses import IGNORE_INDEX, layer_relation_loss, task_distillation_loss
-from bortify.finetuning.trainer import StepBar, run_arguments
+from bortify.finetuning.trainer import StepBar, run_arguments, theta_guard
 
 logger = logging.getLogger(__name__)
 SOURCES = ("gold", "augmented", "unlabeled")
@@ -331,7 +331,11 @@ def train_distilled(student0, tokenizer, train_tok: datasets.Dataset, args: Task
                               keep_columns=True)  # keep `teacher_logits` (not a forward() argument) for the loss
         trainer = DistillTrainer(model=model, args=targs, train_dataset=train_tok,
                                  data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                                 callbacks=[StepBar("student"), *(callbacks or [])], alpha=args.distill_alpha,
+                                 callbacks=[StepBar("student"), *(callbacks or []), theta_guard(
+                                     {"learning_rate": args.distill_learning_rate, "weight_decay": args.distill_weight_decay,
+                                      "warmup_ratio": args.distill_warmup, "batch_size": args.distill_batch_size},
+                                     "the student's distillation run", "lower --distill_learning_rate")],
+                                 alpha=args.distill_alpha,
                                  temperature=args.distill_temperature, regression=regression, focal=focal,
                                  layers=layers, influence=influence)
         train_output = trainer.train()

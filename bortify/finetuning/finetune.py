@@ -45,6 +45,7 @@ from bortify.reports import REPORT_FILE as REPORT
 from bortify.reports import FinetuneReport, write_report
 from bortify.outputs import SENTENCE_FILES, Output, claim
 from bortify.utils import make_shareable, torch_threads
+from bortify.utils import json_text
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,9 @@ def _generator(agora_args: AgoraArguments, model_args: FinetuneModelArguments, s
             model, tok = AutoModel.from_pretrained(path, use_safetensors=True), AutoTokenizer.from_pretrained(path)
         finally:
             hf_logging.set_verbosity(verbosity)
+        from bortify.utils import check_finite_weights
+
+        check_finite_weights(model, f"The generator's embedding model {which!r} ({path})")
     return GENERATORS[agora_args.generator](tok, model.get_input_embeddings().weight,
                                             rate=agora_args.substitution_rate, neighbours=agora_args.neighbours)
 
@@ -317,11 +321,12 @@ def check_congruent(args: CongruentArguments, model_args: FinetuneModelArguments
     if task.regression:
         raise ValueError("--old_model (focal distillation) needs a classification task: negative flips are defined "
                          "for classes. Drop --old_model for this regression task.")
-    from bortify.finetuning.old_model import label_names, label_order
+    from bortify.finetuning.old_model import check_max_length, label_names, label_order
 
     if model_args.mode == "distill" and is_teacher(args.old_model, agora_args.labeler if agora_args else None):
         return  # the teacher is checked against the task by build_labeler
     label_order(label_names(args.old_model, "old model"), task.label_names, "old model")  # config only, by name
+    check_max_length(args.old_model, "old model", model_args.max_length)
 
 
 def single_theta_agora_note(mode: str, thetas: list[dict], agora_args: AgoraArguments) -> str | None:
@@ -349,10 +354,11 @@ def check_compatible(args: CompatibleArguments, congruent: CongruentArguments, m
     if len(task.text_columns) != 1:
         raise ValueError(f"--compatible_with needs a single-text task (an index holds single texts); this task has "
                          f"text columns {task.text_columns}. Drop --compatible_with.")
-    from bortify.finetuning.old_model import label_names, label_order
+    from bortify.finetuning.old_model import check_max_length, label_names, label_order
 
     what = "old model (--compatible_with)"
     label_order(label_names(args.compatible_with, what), task.label_names, what)  # config only, by name
+    check_max_length(args.compatible_with, what, model_args.max_length)
 
 
 TEACHER_DIR = "teacher"  # save_teacher: the fine-tuned teacher / labeler beside the student
@@ -619,7 +625,7 @@ def _write_output(out: Path, model, tokenizer, added_rows: list[dict], rounds: l
         if added_rows:
             with open(staging / "agora_added.jsonl", "w", encoding="utf-8") as f:
                 for row in added_rows:
-                    f.write(json.dumps(row) + "\n")
+                    f.write(json_text(row, what="agora_added.jsonl") + "\n")
         if rounds:
             plot_rounds(rounds, metric, staging / "rounds.png", report.mode)
         if sentence is not None:  # --compatible_with: the sentence-transformers files (bortify.compat.finetune)

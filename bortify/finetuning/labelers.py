@@ -23,8 +23,9 @@ from bortify.finetuning.acceptance import rejection_reasons
 from bortify.finetuning.agora import Rejected
 from bortify.finetuning.losses import softmax_with_temperature
 from bortify.finetuning.tasks import TaskData
-from bortify.finetuning.trainer import (fit, load_classifier_with_note, predict, say, score, to_predictions,
-                                        tokenize)
+from bortify.finetuning.trainer import (fit, load_classifier_with_note, predict, say, score, theta_guard,
+                                        to_predictions, tokenize)
+from bortify.utils import check_finite_weights, check_sequence_length
 
 logger = logging.getLogger(__name__)
 
@@ -195,13 +196,16 @@ def build_labeler(task: TaskData, *, labeler: str | None, teacher: str, max_leng
             raise LabelerError(f"Labeler {labeler!r} is not a sequence classifier (architectures: "
                                f"{config.architectures}). Give a fine-tuned classifier, or set `teacher` and leave "
                                "`labeler` unset to have bortify fine-tune one.")
+        check_sequence_length(max_length, config, "--max_length", f"the labeler {labeler!r}")
         say(f"loading the labeler {labeler}")
         model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
+        check_finite_weights(model, f"The labeler {labeler!r} ({path})")
         tokenizer = AutoTokenizer.from_pretrained(path)
         result = Labeler(model, tokenizer, task, max_length=max_length, batch_size=eval_batch_size, source=labeler,
                          id_map=_label_map(model, task, labeler))
     else:
-        model0, tokenizer, note = load_classifier_with_note(teacher, task.label_names, task.regression)
+        model0, tokenizer, note = load_classifier_with_note(teacher, task.label_names, task.regression,
+                                                            max_length=max_length)
         train = task.train
         if max_train_samples and max_train_samples < len(train):
             train = train.shuffle(seed=seed).select(range(max_train_samples))
@@ -209,7 +213,8 @@ def build_labeler(task: TaskData, *, labeler: str | None, teacher: str, max_leng
             f"({note})")
         theta = {"learning_rate": learning_rate, "weight_decay": 0.01, "warmup_ratio": 0.1, "batch_size": batch_size}
         model = fit(model0, tokenizer, tokenize(train, tokenizer, task.text_columns, max_length), theta,
-                    epochs=epochs, seed=seed, desc="labeler")
+                    epochs=epochs, seed=seed, desc="labeler",
+                    guard=theta_guard(theta, f"fine-tuning the {role} {teacher!r}", "lower --labeler_learning_rate"))
         result = Labeler(model, tokenizer, task, max_length=max_length, batch_size=eval_batch_size,
                          source=f"{teacher} fine-tuned on {len(train)} train rows ({epochs:g} epochs)")
     result.dev_score = result.evaluate(task.dev)

@@ -44,6 +44,13 @@ def label_names(name: str, what: str) -> list[str]:
     return [str(config.id2label[i]) for i in range(config.num_labels)]
 
 
+def check_max_length(name: str, what: str, max_length: int | None, flag: str = "--max_length") -> None:
+    """Refuse `max_length` above the classifier's position table (config only: nothing is loaded)."""
+    from bortify.utils import check_sequence_length
+
+    check_sequence_length(max_length, _config(name, what), flag, f"the {what} {name!r}")
+
+
 def label_order(model_names: list[str], task_names: list[str], what: str) -> list[int]:
     """For each class index of the model, the task's index of the same NAME. Same names in another order are
     re-mapped; a different set of names is a LabelSetError."""
@@ -78,13 +85,16 @@ class TaskClassifier:
         return out
 
 
-def load_task_classifier(name: str, task_names: list[str], what: str = "old model") -> TaskClassifier:
-    """Check the label names (config only), then load weights (safetensors) and tokenizer."""
+def load_task_classifier(name: str, task_names: list[str], what: str = "old model", *,
+                         max_length: int | None = None) -> TaskClassifier:
+    """Check the label names and `max_length` (config only), then load weights (safetensors, refused when they
+    hold NaN/inf: utils.check_finite_weights) and tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from bortify.resources import resolve_model
 
     id_map = label_order(label_names(name, what), task_names, what)
+    check_max_length(name, what, max_length)
     path = resolve_model(name)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
@@ -92,5 +102,8 @@ def load_task_classifier(name: str, task_names: list[str], what: str = "old mode
     except Exception as exc:  # noqa: BLE001
         raise LabelSetError(f"Cannot load the {what} {name!r} as a classifier with safetensors weights and a tokenizer "
                             f"({exc}).") from None
+    from bortify.utils import check_finite_weights
+
+    check_finite_weights(model, f"The {what} {name!r} ({path})")
     model.eval()
     return TaskClassifier(model, tokenizer, name, id_map)

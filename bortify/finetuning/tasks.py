@@ -8,6 +8,7 @@ label values in dev/test that train does not have.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,12 +94,21 @@ def _labels_as_strings(values) -> list[str]:
 ROW = "__bortify_row__"  # a temporary column: the original row order, restored after a split
 
 
-def _stratified_split(ds: datasets.Dataset, size: float | int, seed: int, stratify: bool):
+def _stratified_split(ds: datasets.Dataset, size: float | int, seed: int, stratify: bool, what: str = "",
+                      fix: str = ""):
     """(rest, held-out): `size` rows (int) or that fraction (float) held out by `Dataset.train_test_split`, stratified
-    by the ClassLabel `label` when every class has at least two rows (else a plain seeded split); both parts keep
-    the original row order."""
+    by the ClassLabel `label` when every class has at least two rows and the rest can hold one row of each (else a
+    plain seeded split); both parts keep the original row order. A held-out part that would be every row, or
+    (stratified) fewer rows than there are classes, is a DataError naming `what` is carved and `fix`."""
+    n_held = size if isinstance(size, int) else round(size * len(ds))
+    if n_held >= len(ds):
+        raise DataError(f"Only {len(ds)} row(s) to carve {what or 'a split'} of {n_held} row(s) from, leaving none to "
+                        "train on: give more rows, or dev/test files (--dev_file / --test_file).")
     counts = np.unique(np.asarray(ds["label"]), return_counts=True)[1] if stratify else None
-    by = "label" if counts is not None and counts.min() >= 2 else None
+    if counts is not None and counts.min() >= 2 and n_held < len(counts):
+        raise DataError(f"The data has {len(counts)} classes but {what or 'the split'} would have {n_held} row(s): a "
+                        f"split stratified by class needs at least one row of every class: {fix}.")
+    by = "label" if counts is not None and counts.min() >= 2 and len(ds) - n_held >= len(counts) else None
     parts = ds.add_column(ROW, list(range(len(ds)))).train_test_split(test_size=size, seed=seed,
                                                                      stratify_by_column=by)
     return tuple(ds.select(sorted(parts[p][ROW])) for p in ("train", "test"))
@@ -281,6 +291,7 @@ def prepare_task(
     own_dev, own_test = _pick_eval_splits(dsd, spec, dev_split, test_split, shown,
                                           lambda split: _labelled(dsd, split, label_column), local=files is not None)
     _check_columns_and_rows(dsd, (train_split, own_dev, own_test), text_columns, label_column, where)
+    dsd = _numbers_as_texts(dsd, (train_split, own_dev, own_test), text_columns, where)
     train, dropped_empty = _train_without_empty_texts(dsd, train_split, text_columns, label_column, where)
     _check_eval_texts(dsd, (own_dev, own_test), text_columns, label_column, where, local=files is not None)
     dev, test, how, test_source = _own_eval_splits(dsd, own_dev, own_test, dev_split, text_columns, label_column)
@@ -299,8 +310,8 @@ def prepare_task(
                                               fractions=(dev_fraction, test_fraction), seed=split_seed,
                                               train_split=train_split, where=where)
     train, left_out = _cap(train, max_train_samples, split_seed, stratify)
-    dev, _ = _cap(dev, max_dev_samples, split_seed + 1, stratify)
-    test, _ = _cap(test, max_test_samples, split_seed + 2, stratify)
+    dev, _ = _cap(dev, max_dev_samples, split_seed + 1, stratify, "max_dev_samples")
+    test, _ = _cap(test, max_test_samples, split_seed + 2, stratify, "max_test_samples")
     if not regression and len(set(train["label"])) < 2:
         raise DataError("After splitting/subsampling, the training set has one class; use more data (max_train_samples).")
     exclude = {k for ds in (train, dev, test) for k in _dedup_keys(ds, text_columns)}
@@ -354,6 +365,41 @@ def _check_columns_and_rows(dsd, split_names, text_columns: list[str], label_col
                             f"{split.column_names}. Set text_columns / label_column.")
         if len(split) == 0:
             raise DataError(f"{where(split_name).capitalize()} has no rows (only a header?): give data rows.")
+
+
+def _as_text(value):
+    """A text cell as a string: numbers as they are written (a JSON 12 or a csv column of numbers is the text
+    "12"; 3.0 from a pandas float column "3"); missing values (None, NaN) stay missing."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) else str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+def _numbers_as_texts(dsd, split_names, text_columns: list[str], where: _Sources):
+    """Text columns that are not strings (a JSON/CSV column inferred as numbers, or mixed numbers and strings) read
+    as strings, so numeric texts are texts, not "empty"; anything else (lists, objects) is refused by name."""
+    for split_name in dict.fromkeys(s for s in split_names if s):
+        ds = dsd[split_name]
+        columns = [c for c in text_columns if getattr(ds.features[c], "dtype", None) not in ("string", "large_string")]
+        if not columns:
+            continue
+        for column in columns:
+            bad = next(((i, v) for i, v in enumerate(ds[column]) if not (v is None or isinstance(_as_text(v), str))),
+                       None)
+            if bad is not None:
+                raise DataError(f"{where(split_name).capitalize()}: column {column!r} row {bad[0] + 1} holds "
+                                f"{type(bad[1]).__name__} {str(bad[1])[:60]!r}, not a text: give plain texts in "
+                                "the text columns.")
+        features = datasets.Features({**ds.features, **{c: datasets.Value("string") for c in columns}})
+        dsd[split_name] = ds.map(lambda batch: {c: [_as_text(v) for v in batch[c]] for c in columns}, batched=True,
+                                 features=features, desc=None)
+        logger.info("Read the %s column(s) %s of %s as text.", "number" if len(columns) == 1 else "numeric",
+                    columns, where(split_name))
+    return dsd
 
 
 def _clean(ds: datasets.Dataset, text_columns: list[str], label_column: str) -> datasets.Dataset:
@@ -496,11 +542,21 @@ def _carve_splits(train, dev, test, how: dict, text_columns: list[str], *, strat
             train = train.select(keep)
     kind = f"seeded {'stratified ' if stratify else ''}split"
     n_original = len(train)
+    def fix(fraction: str, value: float, size: int) -> str:
+        n_classes = len(set(train["label"])) if stratify else 0
+        least = f" to at least {math.ceil(1000 * n_classes / n_original) / 1000:g}" if n_classes > size else ""
+        return (f"give {'a test file (--test_file)' if fraction == 'test_fraction' else 'a dev file (--dev_file)'}, "
+                f"or raise {fraction} (now {value:g}){least}")
+
     if test is None:
-        train, test = _stratified_split(train, max(1, round(test_fraction * n_original)), seed, stratify)
+        size = max(1, round(test_fraction * n_original))
+        train, test = _stratified_split(train, size, seed, stratify, f"the test split ({test_fraction:g} of "
+                                        f"{where(train_split)})", fix("test_fraction", test_fraction, size))
         how["test"] = f"{kind} of {test_fraction:.0%} of {train_split!r} (seed {seed})"
     if dev is None:
-        train, dev = _stratified_split(train, max(1, round(dev_fraction * n_original)), seed + 1, stratify)
+        size = max(1, round(dev_fraction * n_original))
+        train, dev = _stratified_split(train, size, seed + 1, stratify, f"the dev split ({dev_fraction:g} of "
+                                       f"{where(train_split)})", fix("dev_fraction", dev_fraction, size))
         how["dev"] = f"{kind} of {dev_fraction:.0%} of {train_split!r} (seed {seed + 1})"
     if len(train) == 0:
         raise DataError(f"{where(train_split).capitalize()} is too small to carve dev/test splits from: give more "
@@ -508,11 +564,12 @@ def _carve_splits(train, dev, test, how: dict, text_columns: list[str], *, strat
     return train, dev, test, dropped
 
 
-def _cap(ds: datasets.Dataset, n: int | None, seed: int, stratify: bool):
+def _cap(ds: datasets.Dataset, n: int | None, seed: int, stratify: bool, what: str = "max_train_samples"):
     """(a seeded (stratified) subsample of n rows, the rows left out or None)."""
     if n is None or n >= len(ds):
         return ds, None
-    rest, sample = _stratified_split(ds, n, seed, stratify)
+    rest, sample = _stratified_split(ds, n, seed, stratify, f"a sample of {n} rows ({what})",
+                                     f"raise {what} or leave it unset")
     return sample, rest
 
 

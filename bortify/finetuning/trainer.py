@@ -20,6 +20,8 @@ from bortify.finetuning.losses import soft_cross_entropy
 from bortify.trainer import run_arguments  # noqa: F401  (its home is bortify/trainer.py; imported from here too)
 from bortify.metrics import compute_metrics
 from bortify.resources import resolve_model
+from bortify.trainer import FiniteGuard
+from bortify.utils import check_finite_weights, check_sequence_length
 
 
 class ModelLoadError(ValueError):
@@ -74,7 +76,8 @@ def load_classifier(name_or_path: str, label_names: list[str], regression: bool)
     return model, tokenizer
 
 
-def load_classifier_with_note(name_or_path: str, label_names: list[str], regression: bool):
+def load_classifier_with_note(name_or_path: str, label_names: list[str], regression: bool, *,
+                              max_length: int | None = None, flag: str = "--max_length"):
     """(model, tokenizer, load note): any BERT-family checkpoint as AutoModelForSequenceClassification with the
     task's labels.
 
@@ -82,7 +85,9 @@ def load_classifier_with_note(name_or_path: str, label_names: list[str], regress
     is already a classifier for a different label count is re-headed (`ignore_mismatched_sizes`). Weights are
     loaded as safetensors only, and never with remote code. A model that is not a BERT-shaped encoder with a pad
     token is refused (`check_encoder`) before its weights are read. transformers' load-report table is replaced by
-    one line (`describe_load`). Seed before calling (transformers.set_seed): the fresh head is drawn here."""
+    one line (`describe_load`). Seed before calling (transformers.set_seed): the fresh head is drawn here.
+    `max_length` (the run's `flag`) above the model's position table is refused from the config, before the weights
+    are read; weights holding NaN/inf are refused once loaded (utils.check_finite_weights)."""
     path = resolve_model(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -94,6 +99,7 @@ def load_classifier_with_note(name_or_path: str, label_names: list[str], regress
     except Exception as exc:
         raise ModelLoadError(f"Cannot read the config of {name_or_path!r}: {exc}") from exc
     check_encoder(config, tokenizer, name_or_path)
+    check_sequence_length(max_length, config, flag, f"the model {name_or_path!r}")
     kwargs = {"num_labels": 1, "problem_type": "regression"} if regression else {
         "num_labels": len(label_names), "problem_type": "single_label_classification",
         "id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
@@ -107,6 +113,7 @@ def load_classifier_with_note(name_or_path: str, label_names: list[str], regress
         raise ModelLoadError(f"Cannot load {name_or_path!r} as a sequence classifier with safetensors weights: {exc}") from exc
     finally:
         hf_logging.set_verbosity(verbosity)
+    check_finite_weights(model, f"The model {name_or_path!r}" + (f" ({path})" if str(path) != name_or_path else ""))
     return model, tokenizer, describe_load(info)
 
 
@@ -197,14 +204,23 @@ class SoftTargetTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
+def theta_guard(theta: dict, run: str = "the fine-tuning run", fix: str | None = None) -> FiniteGuard:
+    """The FiniteGuard of one fine-tuning run: a diverged run stops with an error naming its θ."""
+    named = ", ".join(f"{k} {theta[k]!r}" for k in ("learning_rate", "weight_decay", "warmup_ratio", "batch_size")
+                      if k in theta)
+    return FiniteGuard(f"{run} with θ = ({named})",
+                       fix or "drop that learning rate from --learning_rates or lower it (e.g. 1e-5 to 1e-3)")
+
+
 def fit(model0, tokenizer, train_tok: datasets.Dataset, theta: dict, *, epochs: float, max_steps: int = -1,
         seed: int = 42, desc: str | None = None, training: dict | None = None,
-        eval_tok: datasets.Dataset | None = None):
+        eval_tok: datasets.Dataset | None = None, guard: FiniteGuard | None = None):
     """Fine-tune a copy of `model0` on `train_tok` with hyperparameters θ; returns the trained model (model0 is
     left untouched: Agora restarts every round from the same initial model, docs/methods.md §3 `copy(model0)`).
 
     `training`: extra TrainingArguments fields (run_arguments' `extra`); `eval_tok` is the Trainer's
-    eval_dataset, read only when `training` sets an eval_strategy (e.g. with load_best_model_at_end)."""
+    eval_dataset, read only when `training` sets an eval_strategy (e.g. with load_best_model_at_end). A run whose
+    loss or weights become NaN/inf stops with DivergedError (`guard`, default theta_guard(θ))."""
     model = copy.deepcopy(model0)
     soft = "soft_labels" in train_tok.column_names
     evaluates = (training or {}).get("eval_strategy", "no") != "no"
@@ -217,7 +233,7 @@ def fit(model0, tokenizer, train_tok: datasets.Dataset, theta: dict, *, epochs: 
         trainer = (SoftTargetTrainer if soft else Trainer)(
             model=model, args=args, train_dataset=train_tok, eval_dataset=eval_tok if evaluates else None,
             data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-            callbacks=[StepBar(desc or theta_text(theta))])
+            callbacks=[StepBar(desc or theta_text(theta)), guard or theta_guard(theta)])
         trainer.train()
     model.eval()
     return model
@@ -237,8 +253,15 @@ def predict(model, tokenizer, ds_tok: datasets.Dataset, batch_size: int = 64) ->
                                  save_strategy="no", logging_strategy="no", remove_unused_columns=False)
         trainer = Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer))
         logits = trainer.predict(inputs).predictions
-    logits = logits[0] if isinstance(logits, tuple) else logits
-    return np.asarray(logits, dtype=np.float32)
+    logits = np.asarray(logits[0] if isinstance(logits, tuple) else logits, dtype=np.float32)
+    finite = np.isfinite(logits).reshape(len(logits), -1).all(axis=1)
+    if not finite.all():  # argmax over NaN is class 0: every score would look like a result
+        from bortify.utils import DivergedError
+
+        raise DivergedError(f"The model's outputs hold NaN or inf for {int((~finite).sum())} of {len(logits)} rows: "
+                            "its weights overflow (a diverged training run or a broken checkpoint). Lower the "
+                            "learning rate, or give another checkpoint.")
+    return logits
 
 
 def to_predictions(logits: np.ndarray, regression: bool) -> np.ndarray:

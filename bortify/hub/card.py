@@ -34,6 +34,7 @@ from bortify.hub.card_plots import accuracy_speed_evidence
 from bortify.reports import (REPORT_TYPES, ExtractReport, FinetuneReport, PretrainReport, ReportError, Round, Winner,
                              read_report)
 from bortify.timing import cpu_name
+from bortify.utils import json_text
 
 NOT_MEASURED = "not measured"
 NOT_APPLICABLE = "n/a"  # a BERT-shape figure that a non-BERT config does not have
@@ -301,7 +302,7 @@ def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, (dict, list)):
-        return json.dumps(value, default=str)
+        return json_text(value)
     return str(value)
 
 
@@ -671,7 +672,8 @@ def _choice_text(c) -> str:
 def _compat_table(c, lines: list[str]) -> dict:
     """BCT's compatibility test as a table under the paragraph `lines`."""
     def row(d: dict) -> str:
-        return ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in d.items()) or NOT_MEASURED
+        return ", ".join(f"{k.replace('_', ' ')} {'not measurable' if v is None else format(v, '.4f')}"
+                         for k, v in d.items()) or NOT_MEASURED
     base = (c.baseline or {}).get("new_old")
     if not c.eval_dataset:
         why = "(`--compat_eval_dataset none`)" if c.loss != "influence" else "(the test split was too small)"

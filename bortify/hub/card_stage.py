@@ -40,6 +40,7 @@ from bortify.hub.card import (REPO_PLACEHOLDER, CardError, CardOptions, collect_
                                render_card, shape_text, speed_text)
 from bortify.hub.card_plots import ACCURACY_SPEED_FILE, plot_accuracy_speed
 from bortify.reports import CardReport, Record
+from bortify.utils import check_finite_weights, json_text, non_finite_paths
 from bortify.utils import (TOKENIZER_FILES, OutputExistsError, check_output_dir, is_same_or_nested, make_shareable,
                            overwrite_field, redact_secrets, replace_dir, write_bytes_atomic, write_json_atomic)
 
@@ -148,6 +149,7 @@ def build_release(args: CardArguments, options: CardOptions) -> CardReport:
                         "or run the card stage after the pretrain/finetune stages.")
     if not (model_dir / "config.json").is_file() or not list(model_dir.glob("*.safetensors")):
         raise CardError(f"{model_dir} is not a saved checkpoint (needs config.json and model.safetensors).")
+    check_finite_weights(model_dir, f"The model {model_dir}")  # a diverged run's weights are no release
     out = Path(args.output_dir)
     check_separate_from_inputs(out, {**{f"--{k}_dir": v for k, v in stage_dirs.items()}, "--model_dir": str(model_dir)})
     if args.overwrite:

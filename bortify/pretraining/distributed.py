@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     teacher_path = resolve_model(args.teacher)
     tokenizer = AutoTokenizer.from_pretrained(teacher_path)
     teacher = AutoModelForMaskedLM.from_pretrained(teacher_path, use_safetensors=True).eval().requires_grad_(False)
+    from bortify.utils import check_finite_weights
+
+    check_finite_weights(teacher, f"The teacher {args.teacher!r} ({teacher_path})")
     blocks, _ = load_pretraining_data(args.corpus, tokenizer, seq_len=args.seq_len, max_train_texts=args.max_train_texts,
                                       seed=args.seed)
     if len(blocks) < args.steps * args.global_batch:

@@ -62,7 +62,9 @@ from bortify.pretraining.trainer import DistillationStudent, DistillationTrainer
 from bortify.reports import REPORT_FILE as REPORT_NAME
 from bortify.reports import PretrainReport, write_report
 from bortify.slicing import default_layer_map, init_from_teacher
-from bortify.utils import check_output_dir, is_hub_repo_id, torch_threads, write_json_atomic
+from bortify.trainer import FiniteGuard
+from bortify.utils import (check_finite_weights, check_output_dir, check_sequence_length, is_hub_repo_id,
+                           torch_threads, write_json_atomic)
 
 logger = logging.getLogger(__name__)
 
@@ -125,12 +127,8 @@ def check_compatible(student_cfg: BertConfig, teacher_cfg, tokenizer, kd_mode: s
         raise PretrainError(f"Vocabulary mismatch: the teacher's tokenizer has {len(tokenizer)} tokens but the student "
                             f"has vocab_size {student_cfg.vocab_size}; set the student's vocab_size to at least "
                             f"{len(tokenizer)}.")
-    if seq_len > student_cfg.max_position_embeddings:
-        raise PretrainError(f"seq_len {seq_len} exceeds the student's max_position_embeddings "
-                            f"{student_cfg.max_position_embeddings}; lower --seq_len.")
-    t_max = getattr(teacher_cfg, "max_position_embeddings", None)
-    if t_max is not None and seq_len > t_max - (2 if teacher_cfg.model_type in ("roberta", "xlm-roberta") else 0):
-        raise PretrainError(f"seq_len {seq_len} exceeds what the teacher accepts ({t_max} positions); lower --seq_len.")
+    check_sequence_length(seq_len, student_cfg, "--seq_len", "the student")
+    check_sequence_length(seq_len, teacher_cfg, "--seq_len", "the teacher")
 
 
 def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args: DistillationArguments, *,
@@ -280,6 +278,7 @@ def build_models(student_cfg: BertConfig, plan: KDPlan, model_args: ModelArgumen
     set_seed(training_args.seed)
     teacher_cls = AutoModelForMaskedLM if plan.kind == "mlm" else AutoModel
     teacher = teacher_cls.from_pretrained(plan.teacher_path, use_safetensors=True).eval().requires_grad_(False)
+    check_finite_weights(teacher, f"The teacher {model_args.teacher!r} ({plan.teacher_path})")
     student = BertForMaskedLM(student_cfg)  # N(0, initializer_range=0.02) as Bort
     init_report = None
     if model_args.init == "teacher":  # docs/methods.md §1: slicing, from the KD layer map's teacher layers
@@ -361,7 +360,10 @@ def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_arg
         data_collator=compat.collator if compat else collator,
         teacher=teacher, kd_mode=plan.kd_mode, teacher_layers=plan.teacher_layers,
         relation_heads=plan.relation_heads, relation_teacher_layer=plan.relation_layer,
-        callbacks=[CompatResume(compat.collator)] if compat else None)
+        callbacks=[*([CompatResume(compat.collator)] if compat else []), FiniteGuard(
+            f"pretraining (learning_rate {training_args.learning_rate!r}, warmup {training_args.warmup_steps!r}, "
+            f"per-device batch {training_args.per_device_train_batch_size})", "lower --learning_rate",
+            weights=training_args.world_size == 1)])  # sharded ranks hold parts of the weights: losses only
     resumed_at = checkpoint_step(resume) if resume else 0  # read now: save_total_limit may delete it while training
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)

@@ -154,7 +154,9 @@ def run_args_record(model_args, data_args, training_args) -> dict:
 
     record = {"model": asdict(model_args), "data": asdict(data_args),
               "training": {k: getattr(training_args, k) for k in TRAINING_KEYS}}
-    return json.loads(json.dumps(record, default=str))
+    from bortify.utils import json_text
+
+    return json.loads(json_text(record, what="run_args.json"))
 
 
 def _same(key: str, old, new) -> bool:

@@ -247,6 +247,9 @@ class DistillationTrainer(Trainer):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         wrapper = self.accelerator.unwrap_model(model if model is not None else self.model)
         loaded = BertForMaskedLM.from_pretrained(resume_from_checkpoint, use_safetensors=True)
+        from bortify.utils import check_finite_weights
+
+        check_finite_weights(loaded, f"The checkpoint being resumed ({resume_from_checkpoint})")
         wrapper.student.load_state_dict(loaded.state_dict())
         proj_file = os.path.join(resume_from_checkpoint, PROJECTIONS_NAME)
         if wrapper.projections is not None:
