@@ -99,6 +99,7 @@ def test_compress_writes_every_form_scores_them_and_reruns_safely(tmp_path, caps
     assert not (out / "onnx").exists() and not (out / "bundle").exists()
     assert read_report(out, CompressReport).latency is None
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".compress")]  # no temp folders left
+    assert json.loads((out / ".bortify-output.json").read_text())["stage"] == "compress"
 
 
 def test_the_report_names_the_task_when_there_is_no_run_record(tmp_path):
@@ -158,9 +159,12 @@ CASES = [
     Case("not-a-task-model", ["compress", "{model}", "--output_dir", "{root}/out"],
          r"BertForMaskedLM.*not a task model.*bortify finetune", setup=_setup_mlm),
     Case("output-inside-input", ["compress", "{model}", "--output_dir", "{model}/compressed"],
-         r"is inside the input.*directory of their own", setup=_setup_task),
+         r"is inside the input model.*directory of its own", setup=_setup_task),
     Case("foreign-output-overwrite", ["compress", "{model}", "--output_dir", "{root}/out", "--overwrite"],
-         r"not the output of `bortify compress`.*not replaced", setup=_setup_foreign_output),
+         r"is not an output of `bortify compress` \(it holds notes\.txt\).*even with --overwrite",
+         setup=_setup_foreign_output),
+    Case("output-is-the-finetune-output", ["compress", "{model}", "--output_dir", "{model}", "--overwrite"],
+         r"is the input model.*never replaces an input", setup=_setup_task),
     Case("bad-onnx-type", ["compress", "{model}", "--output_dir", "{root}/out", "--onnx_weight_type", "int4"],
          r"onnx_weight_type must be one of qint8, quint8", setup=_setup_task),
     Case("negative-zero-threshold", ["compress", "{model}", "--output_dir", "{root}/out", "--zero_threshold", "-1"],

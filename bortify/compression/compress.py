@@ -19,7 +19,6 @@ from __future__ import annotations
 import inspect
 import json
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -29,8 +28,8 @@ import numpy as np
 
 from bortify.compression.arguments import CompressArguments
 from bortify.reports import REPORT_FILE, CompressReport, read_report
-from bortify.utils import (BortifyError, OutputExistsError, check_output_dir, is_same_or_nested, make_shareable,
-                           replace_dir, torch_threads, write_json_atomic)
+from bortify.outputs import claim
+from bortify.utils import BortifyError, make_shareable, torch_threads, write_json_atomic
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 RUN_RECORD = "stage_done.json"  # bortify.pipeline.DONE_FILE: the recipe section the finetune stage ran with
@@ -92,21 +91,6 @@ def check_model(model_dir: Path, args: CompressArguments) -> None:
     if args.latency_seconds and not (args.latency_seq_len == default and limit is not None and limit < default):
         check_sequence_length(args.latency_seq_len, config, "--latency_seq_len", what)  # the default is clipped
     check_finite_weights(model_dir / "model.safetensors", f"The model {model_dir / 'model.safetensors'}")
-
-
-def check_output(out: Path, model_dir: Path, overwrite: bool) -> None:
-    how = is_same_or_nested(out, model_dir)
-    if how:
-        raise CompressError(f"--output_dir {out} {how} the input {model_dir}: write the compressed forms to a "
-                            "directory of their own, e.g. RUN/compress.")
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"Output path {out} exists and is not a directory; choose another --output_dir.")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            check_output_dir(out, overwrite)  # raises: a finished output is only replaced with --overwrite
-        if not (out / REPORT_FILE).is_file() or read_report(out, CompressReport) is None:
-            raise OutputExistsError(f"{out} is not the output of `bortify compress` (no report.json), so it is not "
-                                    "replaced; choose a new --output_dir.")
 
 
 def check_packages(args: CompressArguments) -> None:
@@ -224,26 +208,21 @@ def latency_batch(vocab_size: int, batch_size: int, seq_len: int, with_types: bo
 
 def compress(args: CompressArguments) -> CompressReport:
     """Quantise, export and bundle the task model in args.model_dir; score and time each form; write the folder."""
-    model_dir, out = Path(args.model_dir), Path(args.output_dir)
+    model_dir = Path(args.model_dir)
     config = check_model_dir(model_dir)
     check_model(model_dir, args)
-    check_output(out, model_dir, args.overwrite)
-    check_packages(args)
-    with torch_threads(args.torch_threads):
-        task, ft_report = load_test_split(model_dir, args)
-        check_labels(task, config, model_dir)
-        final = out.resolve()
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-        try:
+    # built beside --output_dir and swapped in at the end; a previous compress output is deleted only then, and
+    # nothing else is ever replaced (bortify.outputs)
+    with claim("compress", args.output_dir, overwrite=args.overwrite, inputs={"model": str(model_dir)}) as output:
+        check_packages(args)
+        with torch_threads(args.torch_threads):
+            task, ft_report = load_test_split(model_dir, args)
+            check_labels(task, config, model_dir)
+            tmp = output.work_dir()
             report = _compress_into(tmp, model_dir, task, ft_report, args)
-            report.output_dir = str(out)
+            report.output_dir = str(args.output_dir)
             write_json_atomic(tmp / REPORT_FILE, report.to_dict())
             make_shareable(tmp)
-            replace_dir(tmp, final)  # a previous compress output is deleted only once the new one is in place
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return report
 
 
