@@ -87,7 +87,7 @@ class HeldOut:
     def to_dict(self) -> dict:
         return {"version": VERSION, "normalisation": NORMALISATION, "hash": "sha256[:32] of the normalised text",
                 "digest": self.digest, "test_rows": self.count, "source": self.source,
-                "rows": sorted(self.rows), "texts": sorted(self.texts - self.rows)}
+                "rows": sorted(self.rows), "texts": sorted(self.texts)}
 
     def write(self, path: str | Path) -> Path:
         from bortify.utils import write_json_atomic
@@ -102,7 +102,7 @@ class HeldOut:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             rows = frozenset(data["rows"])
-            texts = rows | frozenset(data.get("texts") or ())
+            texts = frozenset(data["texts"])
             if data.get("version") != VERSION or not all(isinstance(h, str) for h in texts):
                 raise ValueError(f"version {data.get('version')!r}, expected {VERSION}")
             return cls(rows=rows, texts=texts, count=int(data["test_rows"]), source=dict(data.get("source") or {}),

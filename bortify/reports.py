@@ -414,6 +414,16 @@ class FinetuneReport(Report):
                 data[split] = clean_scores(data[split])
         return data
 
+    def overlap_line(self) -> str:
+        """'test overlap: 0 of 1000 test rows seen by any stage; dropped 3 train rows ...' (docs/methods.md §9)."""
+        o = self.overlap or {}
+        n, k = o.get("test_rows"), o.get("seen_by_any_stage")
+        seen = (f"{k} of {n} test rows seen by any stage" if k is not None else
+                f"at least {o.get('seen_by_any_stage_at_least', 0)} of {n} test rows seen by a stage (not checked: "
+                f"{', '.join(o.get('not_checked') or [])})")
+        dropped = ", ".join(f"{v} {k}" for k, v in (o.get("dropped") or {}).items() if v)
+        return f"test overlap: {seen}" + (f"; dropped rows repeating test/dev rows: {dropped}" if dropped else "")
+
     def labeler_scores(self, split: str) -> dict[str, float]:
         """The labeler's (Agora) or teacher's (distill) scores on `split` ("dev" or "test"): the report stores
         them as `<split>_<metric>` keys of `labeler`."""
@@ -468,6 +478,8 @@ class FinetuneReport(Report):
             lines.append(self.compatibility.summary_line())
         if splits.get("dropped_empty"):
             lines.append(f"{splits['dropped_empty']} train row(s) with an empty text were dropped")
+        if self.overlap:  # docs/methods.md §9
+            lines.append(self.overlap_line())
         lines.append(f"checkpoint, {REPORT_FILE}, rounds.png in {self.output_dir}")
         return lines
 

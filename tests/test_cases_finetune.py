@@ -196,6 +196,17 @@ _NUMERIC_TEXTS = [{"text": 1000 + i, "label": "fresh" if i % 2 else "rotten"} fo
 _MIXED_TEXTS = [{**r, "text": i if i % 3 == 0 else r["text"]} for i, r in enumerate(sentiment_rows(40))]
 _MANY_CLASSES = [{"text": f"a film number {i}", "label": f"class{i % 300}"} for i in range(900)]
 
+# 10 test rows, 3 of them train rows with their case and spacing changed
+_TEST_REPEATS_TRAIN = [dict(r, text="  " + r["text"].upper()) for r in sentiment_rows(3, start=10)] + \
+    sentiment_rows(7, start=100)
+
+
+def _check_repeats_counted(root):
+    overlap = json.loads((root / "out" / "report.json").read_text())["overlap"]
+    assert overlap["found"]["test_vs_train"] == 3 and overlap["user_files_test_repeats_train"] == 3
+    assert overlap["seen"]["train"] == 0 and overlap["dropped"]["train"] == 3
+
+
 _EMPTY_TEXT_TRAIN = sentiment_rows(40)
 _EMPTY_TEXT_TRAIN[5]["text"] = ""
 _EMPTY_TEXT_TRAIN[9]["text"] = "   "
@@ -367,6 +378,18 @@ CASES = [
     Case("empty-train-texts-dropped-and-counted", ft(data=("--train_file", "{tr}")),
          r"2 train row\(s\) with an empty text were dropped", rc=0, trains=True, stream="stdout",
          setup=with_model(_rows_file("tr.csv", _EMPTY_TEXT_TRAIN)), check=_check_dropped),
+    # 4. test rows that repeat train rows (docs/methods.md §9): a warning naming the count, the repeats dropped from
+    # train and counted in report.json (the card says so); a test file that is a copy of train is refused
+    Case("test-file-repeats-train-rows", ft(data=("--train_file", "{train}", "--test_file", "{test}")),
+         r"3 of the 10 test rows of your files repeat train rows", rc=0, trains=True, stream="any",
+         setup=with_model(_rows_file("test.csv", _TEST_REPEATS_TRAIN)), check=_check_repeats_counted),
+    Case("test-file-is-a-copy-of-train", ft(data=("--train_file", "{train}", "--test_file", "{test}")),
+         r"Every train row \(\d+\) repeats a test or dev row.*copy of train",
+         setup=with_model(_rows_file("test.csv", [dict(r, text=r["text"].upper()) for r in sentiment_rows(40)]))),
+    Case("heldout-record-unreadable", ft("--heldout", "{held}"), r"held\.json.*is not a held-out record",
+         setup=with_model(_text_file("held.json", "{\"rows\": 3}"))),
+    Case("heldout-record-missing", ft("--heldout", "{root}/nope.json"), r"nope\.json.*does not exist",
+         setup=with_model()),
 ]
 
 
