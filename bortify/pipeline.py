@@ -298,7 +298,7 @@ def run_heldout(recipe: dict, selected: list[StageSpec], run_dir: Path, overwrit
         return None
     path = run_dir / HELDOUT_FILE
     pending = [s for s in selected if s.reads_heldout and (overwrite or not find_done(run_dir, s))]
-    if pending or not path.is_file():
+    if pending:
         print(f"[bortify run] held-out test split: from the finetune section's data options -> {path}", flush=True)
         write_run_heldout(recipe["finetune"] or {}, run_dir)
     return str(path)

@@ -16,8 +16,10 @@ DEMO = Path(__file__).parent / "data" / "demo_run"  # report.json files of a rea
 def test_a_real_runs_reports_load_typed_and_write_back_byte_for_byte(kind, tmp_path):
     report = read_report(DEMO / kind, kind)
     # fields newer than the stored run, each written only when its option is used: nfr (a compare against the
-    # replaced model, §4), compatibility (--compatible_with, §4.4), congruent (--old_model, §4.3)
-    assert type(report).kind == kind and report.missing <= {"nfr", "compatibility", "congruent"} and not report.extra
+    # replaced model, §4), compatibility (--compatible_with, §4.4), congruent (--old_model, §4.3); and newer than
+    # the run: heldout / overlap (the held-out test split, §9) and baseline (the majority class)
+    assert type(report).kind == kind and not report.extra
+    assert report.missing <= {"nfr", "compatibility", "congruent", "heldout", "overlap", "baseline"}
     write_report(tmp_path, report)
     assert json.loads((tmp_path / REPORT_FILE).read_text()) == json.loads((DEMO / kind / REPORT_FILE).read_text())
     assert list(json.loads((tmp_path / REPORT_FILE).read_text())) == list(json.loads((DEMO / kind / REPORT_FILE).read_text()))
