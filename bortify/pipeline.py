@@ -290,7 +290,7 @@ def run_recipe(recipe_path: str | os.PathLike, output_dir: str | os.PathLike | N
 
 def run_heldout(recipe: dict, selected: list[StageSpec], run_dir: Path, overwrite: bool) -> str | None:
     """The run's held-out test texts (docs/methods.md §9): `<run>/heldout.json`, derived from the finetune
-    section's data options before the first stage that reads data runs (rewritten then, so it always matches
+    section's data options when a stage that reads data is about to run (rewritten then, so it always matches
     the recipe), or None for a recipe without a finetune section."""
     from bortify.heldout import HELDOUT_FILE, write_run_heldout
 
@@ -301,7 +301,7 @@ def run_heldout(recipe: dict, selected: list[StageSpec], run_dir: Path, overwrit
     if pending:
         print(f"[bortify run] held-out test split: from the finetune section's data options -> {path}", flush=True)
         write_run_heldout(recipe["finetune"] or {}, run_dir)
-    return str(path)
+    return str(path) if path.is_file() else None
 
 
 def print_summary(result: dict) -> None:
