@@ -269,8 +269,9 @@ def test_card_refuses_bad_input_and_existing_output(tmp_path, minilm_path):
     out.mkdir()
     (out / "keep.txt").write_text("existing")
     config = {"stage_dirs": dirs, "output_dir": str(out), "measure_latency": False}
-    with pytest.raises(OutputExistsError, match="Pass --overwrite"):  # the CLI never replaces without --overwrite
-        build_release(*args_from_dict((CardArguments, CardOptions), {"finetune_dir": dirs["finetune"], "output_dir": str(out)}))
+    cli_args = args_from_dict((CardArguments, CardOptions), {"finetune_dir": dirs["finetune"], "output_dir": str(out)})
+    with pytest.raises(OutputExistsError, match="not a release folder.*keep.txt.*even with --overwrite"):
+        build_release(*cli_args)
     # `bortify run` redoes an unfinished card by replacing its folder, but only a release folder made by bortify
     with pytest.raises(OutputExistsError, match="not a release folder.*keep.txt"):
         run_stage(config)
@@ -280,10 +281,12 @@ def test_card_refuses_bad_input_and_existing_output(tmp_path, minilm_path):
     (out / "keep.txt").unlink()
     run_stage(config)  # an empty folder: built
     assert (out / "README.md").exists()
+    with pytest.raises(OutputExistsError, match="Pass --overwrite"):  # the CLI never replaces without --overwrite
+        build_release(*cli_args)
     (out / "stage_done.json").write_text("{}")  # a release folder with an old-style record: bortify's own
     run_stage(config, overwrite=True)
     assert (out / "README.md").exists() and not (out / "stage_done.json").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".card.tmp", ".card.old"))]  # no leftovers
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".card.")]  # no leftovers: staging, old, lock
 
 
 @pytest.mark.slow
@@ -479,13 +482,14 @@ SPEED_REPORTS = {
 def test_card_plots_accuracy_against_speed_from_the_runs_reports(tmp_path, minilm_path):
     """finetune + compress + bench reports: accuracy_speed.png in the release, shown under CPU latency with where
     its numbers come from; without a bench report: no file, no section."""
-    from bortify.hub.card_stage import RELEASE_FILES, run_stage
+    from bortify.hub.card_stage import run_stage
+    from bortify.outputs import OUTPUTS
 
     dirs = build_run_dirs(tmp_path / "run", minilm_path, stages=("finetune", "compress", "bench"),
                           reports=SPEED_REPORTS)
     run_stage({"stage_dirs": dirs, "output_dir": str(tmp_path / "run" / "card"), "measure_latency": False})
     rel = tmp_path / "run" / "card"
-    assert (rel / "accuracy_speed.png").read_bytes()[:4] == b"\x89PNG" and "accuracy_speed.png" in RELEASE_FILES
+    assert (rel / "accuracy_speed.png").read_bytes()[:4] == b"\x89PNG" and OUTPUTS["card"].owns("accuracy_speed.png")
     text = (rel / "README.md").read_text()
     section = text.split("## CPU latency")[1].split("\n## ")[0]
     assert "](accuracy_speed.png)" in section

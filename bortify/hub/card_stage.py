@@ -22,16 +22,15 @@ destination and moved into place at the end, so a half-written release is never 
 
 Replacing (`--overwrite`, or the pipeline redoing an unfinished card) only ever replaces a previous release
 folder: README.md + card_evidence.json and nothing but release files. Any other directory (a run directory,
-the working directory) is refused, and so is an output_dir that is, contains or is inside an input.
+the working directory) is refused, and so is an output_dir that is, contains or is inside an input
+(bortify.outputs, the contract every stage's output folder follows; the release keeps no marker file).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -41,8 +40,9 @@ from bortify.hub.card import (REPO_PLACEHOLDER, CardError, CardOptions, collect_
 from bortify.hub.card_plots import ACCURACY_SPEED_FILE, plot_accuracy_speed
 from bortify.reports import CardReport, Record
 from bortify.utils import check_finite_weights, json_text, non_finite_paths
-from bortify.utils import (TOKENIZER_FILES, OutputExistsError, check_output_dir, is_same_or_nested, make_shareable,
-                           overwrite_field, redact_secrets, replace_dir, write_bytes_atomic, write_json_atomic)
+from bortify.outputs import claim
+from bortify.utils import (TOKENIZER_FILES, make_shareable, overwrite_field, redact_secrets, write_bytes_atomic,
+                           write_json_atomic)
 
 # What a release folder holds from a checkpoint directory (globs); nothing else is copied.
 CHECKPOINT_FILES = [
@@ -52,13 +52,8 @@ CHECKPOINT_FILES = [
 ]
 MARKER = "README.md"
 EVIDENCE = "card_evidence.json"
-# Everything a release folder made by bortify may hold (stage_done.json: the pipeline's record in folders
-# made before it moved beside the folder). A folder with anything else is not replaced.
-RELEASE_FILES = [*CHECKPOINT_FILES, MARKER, EVIDENCE, "pareto.png", "rounds.png", ACCURACY_SPEED_FILE,
-                 "stage_done.json", "modules.json", "config_sentence_transformers.json", "sentence_bert_config.json"]
-# Sub-folders a release may hold: the sentence-transformers modules (bortify.compat.sentence, docs/methods.md §4).
-# onnx/: model.onnx + model_quantized.onnx from `bortify compress` (docs/methods.md §5).
-RELEASE_DIRS = ["0_Transformer", "1_Pooling", "2_Dense", "3_Normalize", "onnx"]
+# What a release folder made by bortify may hold is bortify.outputs.OUTPUTS["card"]: a folder with anything else is
+# never replaced.
 
 
 @dataclass
@@ -151,14 +146,12 @@ def build_release(args: CardArguments, options: CardOptions) -> CardReport:
         raise CardError(f"{model_dir} is not a saved checkpoint (needs config.json and model.safetensors).")
     check_finite_weights(model_dir, f"The model {model_dir}")  # a diverged run's weights are no release
     out = Path(args.output_dir)
-    check_separate_from_inputs(out, {**{f"--{k}_dir": v for k, v in stage_dirs.items()}, "--model_dir": str(model_dir)})
-    if args.overwrite:
-        check_replaceable(out)
-    check_output_dir(out, args.overwrite)
     final = out.resolve()
-
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-    try:
+    # assembled beside the destination and swapped in at the end (bortify.outputs): a half-written release is never
+    # visible, and only a previous release folder is ever replaced
+    with claim("card", out, overwrite=args.overwrite,
+               inputs={**{f"--{k}_dir": v for k, v in stage_dirs.items()}, "--model_dir": str(model_dir)}) as output:
+        tmp = output.work_dir()
         copied = _copy_checkpoint(model_dir, tmp)
         if not any((tmp / f).exists() for f in TOKENIZER_FILES):  # e.g. a student saved without its tokenizer
             for other in [stage_dirs.get(s) for s in ("finetune", "pretrain")]:
@@ -187,61 +180,12 @@ def build_release(args: CardArguments, options: CardOptions) -> CardReport:
         write_json_atomic(tmp / EVIDENCE, redact_secrets(_without_local_paths(
             {"stage_dirs": stage_dirs, "model_dir": str(model_dir), **evidence_json(evidence)}, stage_dirs)))
         make_shareable(tmp)
-        _move_into_place(tmp, final, args.overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summarize(out, evidence, str(final), copied)  # on disk now: the local summary shows the local path
 
 
 def evidence_json(evidence: dict) -> dict:
     """The evidence as JSON data (its reports as their report.json form)."""
     return {k: v.to_dict() if isinstance(v, Record) else v for k, v in evidence.items()}
-
-
-def check_separate_from_inputs(out: Path, inputs: dict[str, str]) -> None:
-    """Refuse an output_dir that is, contains or is inside an input (replacing it would delete the input)."""
-    for flag, path in inputs.items():
-        how = is_same_or_nested(out, path)
-        if how:
-            raise CardError(f"--output_dir {out} {how} the input {flag} {path}: the release folder must be a "
-                            "directory of its own, e.g. RUN/card next to the run's stage directories.")
-
-
-def release_folder_problems(path: Path) -> list[str]:
-    """Why `path` is not a release folder made by bortify (empty list: it is one)."""
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
-    foreign = [n for n in names if (n[:-1] not in RELEASE_DIRS if n.endswith("/")
-                                    else not any(fnmatch.fnmatch(n, pat) for pat in RELEASE_FILES))]
-    problems = [f"it holds {', '.join(foreign[:8])}{' ...' if len(foreign) > 8 else ''}"] if foreign else []
-    missing = [m for m in (MARKER, EVIDENCE) if m not in names]
-    if missing:
-        problems.append(f"it lacks {' and '.join(missing)}")
-    return problems
-
-
-def check_replaceable(out: Path) -> None:
-    """Only a previous release folder (or an empty directory) may be replaced."""
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise OutputExistsError(f"Output path {out} exists and is not a directory; choose another --output_dir.")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    problems = release_folder_problems(out)
-    if problems:
-        raise OutputExistsError(
-            f"{out} is not a release folder made by `bortify card` ({'; '.join(problems)}), so it is not replaced: "
-            "--overwrite only replaces bortify's own release folders. Choose a new --output_dir (e.g. RUN/card).")
-
-
-def _move_into_place(tmp: Path, final: Path, replace: bool) -> None:
-    """tmp -> final (utils.replace_dir); an existing release folder is replaced only with --overwrite, and only if
-    it is still a bortify release folder."""
-    def before_replace(existing: Path) -> None:
-        if not replace:
-            raise OutputExistsError(f"{existing} appeared while the card was being made; nothing was replaced.")
-        check_replaceable(existing)  # again: it may have changed while the card was made
-
-    replace_dir(tmp, final, before_replace=before_replace)
 
 
 def release_tokenizer(path: Path) -> None:
