@@ -89,6 +89,102 @@ def pushed_without_bin(root: Path) -> None:
     assert "pytorch_model.bin" not in files and "model.safetensors" in files
 
 
+# ---- a broken model never looks like a result; inputs that used to crash or hang ----------------------------
+
+BOMB = "".join(f"{c}: &{c} [{', '.join(['*' + p] * 9 if p else ['lol'] * 9)}]\n"
+               for p, c in zip(["", *"abcdefgh"], "abcdefghi"))  # 1 KB of YAML, 9^9 strings when expanded
+
+
+def poison(folder: Path) -> None:
+    """One weight tensor of a saved checkpoint set to NaN (what a diverged training run leaves)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(folder / "model.safetensors"))
+    name = next(k for k in tensors if "embeddings" in k and tensors[k].is_floating_point())
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def sick_model(root: Path) -> dict:
+    shutil.copytree(TINY["model"], root / "sick")
+    poison(root / "sick")
+    return {"sick": str(root / "sick")}
+
+
+def pickle_only(root: Path) -> dict:
+    shutil.copytree(TINY["model"], root / "pkl")
+    (root / "pkl" / "model.safetensors").rename(root / "pkl" / "pytorch_model.bin")
+    return {"pkl": str(root / "pkl")}
+
+
+def gpt2_classifier(root: Path) -> dict:
+    from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
+
+    config = GPT2Config(vocab_size=30522, n_layer=1, n_head=2, n_embd=16, n_positions=64, num_labels=2,
+                        pad_token_id=0)
+    GPT2ForSequenceClassification(config).save_pretrained(root / "gpt2")
+    AutoTokenizer.from_pretrained(TINY["model"]).save_pretrained(root / "gpt2")
+    return {"gpt2": str(root / "gpt2")}
+
+
+def nan_metric_run(root: Path) -> dict:
+    values = finished_run(root)
+    write(root / "run" / "finetune" / "report.json", '{"dataset": "embedded:rotten-tomatoes", "mode": "plain", '
+                                                     '"metric": "accuracy", "test": {"accuracy": NaN}}')
+    return values
+
+
+def sick_pair(root: Path) -> dict:
+    shutil.copytree(TINY["model"], root / "old")
+    rows = "".join(f"{'a good' if i % 2 else 'a bad'} film {i},{'pos' if i % 2 else 'neg'}\n" for i in range(20))
+    write(root / "d.csv", "text,label\n" + rows)
+    return sick_model(root)
+
+
+BROKEN_CASES = [
+    Case("run-yaml-alias-bomb", ["run", "{root}/r.yaml"], r"r\.yaml uses a YAML anchor \(&a\) at line 1.*anchors and "
+         r"aliases", setup=recipe(BOMB)),
+    Case("run-yaml-self-alias", ["run", "{root}/r.yaml"], r"uses a YAML anchor \(&x\) at line 1",
+         setup=recipe("extract: &x {source: embedded:all-MiniLM-L6-v2, self: *x}\n")),
+    Case("run-yaml-merge-key", ["run", "{root}/r.yaml"], r"uses a YAML alias \(\*base\) at line 2",
+         setup=recipe("card: {measure_latency: false}\nextract: {<<: *base}\n")),
+    Case("bench-pickle-only-folder", ["bench", "--model", "{pkl}", "--output_dir", "{root}/b"],
+         r"pkl has no model\.safetensors \(only \['pytorch_model\.bin'\]", setup=pickle_only),
+    Case("bench-nan-weights", ["bench", "--model", "{sick}", "--output_dir", "{root}/b"],
+         r"The model .*sick .*has non-finite weights \(NaN or inf\)", setup=sick_model),
+    Case("compress-gpt2", ["compress", "--model_dir", "{gpt2}", "--output_dir", "{root}/c"],
+         r"holds a gpt2 model, not a BERT-family encoder .*intermediate_size", setup=gpt2_classifier),
+    Case("compress-nan-weights", ["compress", "--model_dir", "{sick}", "--output_dir", "{root}/c"],
+         r"sick/model\.safetensors has non-finite weights", setup=sick_model),
+    Case("compress-max-length-above-positions", ["compress", "--model_dir", "{ft}", "--output_dir", "{root}/c",
+                                                 "--max_length", "200"],
+         r"--max_length 200 exceeds what the model in .*finetune can read: .*max_position_embeddings 128",
+         setup=finished_run),
+    Case("compress-latency-seq-len-above-positions", ["compress", "--model_dir", "{ft}", "--output_dir", "{root}/c",
+                                                      "--latency_seq_len", "300"],
+         r"--latency_seq_len 300 exceeds .*Give --latency_seq_len 128 or less", setup=finished_run),
+    Case("card-nan-weights", ["card", "--finetune_dir", "{sick}", "--output_dir", "{root}/rel",
+                              "--measure_latency", "false"], r"The model .*sick has non-finite weights",
+         setup=sick_model),
+    Case("card-nan-metric", ["card", "--finetune_dir", "{ft}", "--output_dir", "{root}/rel",
+                             "--measure_latency", "false"], r"non-finite numbers \(NaN/inf\) at .*test\.accuracy",
+         setup=nan_metric_run),
+    Case("compare-nan-weights", ["compare", "--old_model", "{root}/old", "--new_model", "{sick}", "--output_dir",
+                                 "{root}/cmp", "--train_file", "{root}/d.csv", "--test_fraction", "0.5"],
+         r"The new model '.*sick'.* has non-finite weights", setup=sick_pair),
+    Case("compare-max-length-above-positions", ["compare", "--old_model", "{root}/old", "--new_model", "{sick}",
+                                                "--output_dir", "{root}/cmp", "--train_file", "{root}/d.csv",
+                                                "--max_length", "400"],
+         r"--max_length 400 exceeds what the old model .* can read", setup=sick_pair),
+]
+
+
+@pytest.mark.parametrize("case", [c.param() for c in BROKEN_CASES])
+def test_broken_models_and_inputs(case, tmp_path, monkeypatch, capsys):
+    run_case(case, tmp_path, monkeypatch, capsys)
+
+
 HUB_FILES: dict = {}
 
 FINETUNE_MISSING_FILE = """

@@ -79,6 +79,23 @@ def _unfinished_other_corpus(root):
         "data": {"corpus": str(root / "other.txt"), "seq_len": 32}}), encoding="utf-8")
 
 
+def _poisoned_teacher(root):
+    """The teacher's word embeddings set to NaN (what a diverged training run leaves)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = root / "teacher" / "model.safetensors"
+    tensors = load_file(str(path))
+    name = next(k for k in tensors if "word_embeddings" in k)
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def _unfinished(root):
+    """A diverged run leaves no student and no report: nothing there looks like a result."""
+    assert not (root / "out" / "report.json").exists() and not (root / "out" / "model.safetensors").exists()
+
+
 def _foreign_output(root):
     (root / "out").mkdir()
     (root / "out" / "notes.txt").write_text("somebody else's files\n", encoding="utf-8")
@@ -101,6 +118,12 @@ CASES = [
     Case("empty-corpus-file", _args(corpus="{root}/empty.txt"), r"empty\.txt.* is empty", setup=_empty_corpus),
     Case("blank-corpus-file", _args(corpus="{root}/blank.txt"), r"blank\.txt.* is empty", setup=_blank_corpus),
     Case("seq-len-too-big", _args(seq_len="100"), r"seq_len 100 exceeds .*max_position_embeddings 64"),
+    # a broken model never looks like a result
+    Case("nan-weights-teacher", _args(), r"The teacher '.*teacher'.* has non-finite weights \(NaN or inf\)",
+         setup=_poisoned_teacher),
+    Case("learning-rate-diverges", _args(learning_rate="inf"),
+         r"Training diverged in pretraining \(learning_rate inf.*hold NaN or inf.*at step 1.*lower --learning_rate",
+         trains=True, check=_unfinished),
     Case("changed-corpus-on-resume", _args(), r"other arguments \(corpus: .*other\.txt.*corpus\.txt.*--overwrite",
          setup=_unfinished_other_corpus),
     Case("foreign-non-empty-output", _args(), r"holds no bortify pretraining run.*another --output_dir",
