@@ -30,8 +30,9 @@ from bortify.extraction.estimators import make_estimator
 from bortify.extraction.fptas import Candidate, make_candidate, run_fptas
 from bortify.extraction.report import build_report, plot_pareto
 from bortify.extraction.space import InlineSource, SpaceError, build_space, load_source_config
-from bortify.reports import PLOT_FILE, REPORT_FILE, ExtractReport, write_report
-from bortify.utils import OutputExistsError, check_output_dir, torch_threads, write_json_atomic
+from bortify.reports import PLOT_FILE, ExtractReport, write_report
+from bortify.outputs import Output, claim
+from bortify.utils import OutputExistsError, torch_threads, write_json_atomic
 
 PARTIAL_NAME = "partial_results.json"
 
@@ -73,7 +74,13 @@ def extract(args: ExtractionArguments, est_args: EstimatorArguments | None = Non
         raise SpaceError(f"seq_len={args.seq_len} exceeds the source's max_position_embeddings="
                          f"{source_config.max_position_embeddings}.")
     space = build_space(source_config, args.depths, args.heads, args.hidden_sizes, args.intermediate_sizes)
-    out = check_output_dir(args.output_dir, args.overwrite, resumable=True, marker=REPORT_FILE)
+    # the output folder (bortify.outputs): an unfinished extraction there resumes from its cached candidates; a
+    # replacement (--overwrite) is built beside it and swapped in at the end
+    with claim("extract", args.output_dir, overwrite=args.overwrite, inputs={"--source": args.source}) as output:
+        return _extract(args, est_args, estimator, source_config, space, output, start)
+
+
+def _extract(args, est_args, estimator, source_config, space, output: Output, start: float) -> ExtractReport:
     if estimator is None:
         estimator = make_estimator(args.error, source_config, args.source, est_args)
     name = getattr(estimator, "name", type(estimator).__name__)
@@ -82,16 +89,13 @@ def extract(args: ExtractionArguments, est_args: EstimatorArguments | None = Non
     if args.cost == "latency":  # measured latencies are cached too: only reuse them under the same settings
         fingerprint["latency"] = {"batch_size": args.latency_batch_size, "repeats": args.latency_repeats,
                                   "threads": args.latency_threads}
-    partial_path = out / PARTIAL_NAME
-    cache = {} if args.overwrite else _load_partial(partial_path, fingerprint)
+    cache = _load_partial(output.final / PARTIAL_NAME, fingerprint) if output.resuming else {}
     T, candidates = _candidates(args, source_config, space, cache)
     if args.objective == "latency_budget":  # cheap filter first: an impossible budget fails before any training
         check_latency_budget(candidates, budget_s(args, T), _budget_flag(args))
-    if args.overwrite:
-        for stale in (PARTIAL_NAME, REPORT_FILE):
-            (out / stale).unlink(missing_ok=True)
     if hasattr(estimator, "prepare"):
         estimator.prepare()  # loads data/teacher: fails here, before the loop, on bad input
+    out = output.work_dir()
     with torch_threads(args.torch_threads):
         return _search(args, source_config, space, T, candidates, out, estimator, name, fingerprint, cache, start)
 
