@@ -72,6 +72,8 @@ def test_the_runs_record_also_drops_its_texts_from_the_unlabelled_pool(tmp_path)
     assert overlap["found"]["test_vs_unlabeled"] == 2 and overlap["dropped"]["unlabeled"] == 2
     assert len(task.unlabeled) == len(pool) - 2 and not any(held.has_text(t) for t in task.unlabeled["text"])
     assert overlap["run_record"]["same_split"] is False  # the record holds two texts beyond this test split
+    done = finish(overlap, task, None, {"transfer_set": {"unlabeled_dropped_dev_test": 3}})
+    assert done["seen"]["transfer"] == 0 and done["found"]["dev_or_test_vs_transfer"] == 3
 
 
 def test_a_test_file_copied_from_train_is_refused(tmp_path):
