@@ -206,13 +206,13 @@ class MLMEstimator:
                  budget: TrainingBudget | None = None, train_samples: int = 4000, eval_samples: int = 500,
                  mlm_probability: float = 0.15, heldout=None):
         self.source_config, self.tokenizer_name, self.corpus = source_config, tokenizer, corpus
+        self.heldout, self.heldout_record = heldout, None  # bortify.heldout.HeldOut: the run's test texts, kept out
         self.corpus_config = corpus_config
         self.text_column, self.budget = text_column, budget or TrainingBudget(learning_rates=(5e-4,))
         self.train_samples, self.eval_samples, self.mlm_probability = train_samples, eval_samples, mlm_probability
         self._prepared = False
 
     def fingerprint(self) -> dict:
-        self.heldout, self.heldout_record = heldout, None  # bortify.heldout.HeldOut: the run's test texts, kept out
         return {"error_estimator": self.name, "tokenizer": self.tokenizer_name, "corpus": self.corpus,
                 "corpus_config": self.corpus_config, "budget": self.budget.__dict__, "train_samples": self.train_samples,
                 "eval_samples": self.eval_samples, **_data_key(self.text_column, self.heldout)}
@@ -220,7 +220,6 @@ class MLMEstimator:
     def prepare(self) -> None:
         from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
-        from bortify.data import load_text_corpus
         from bortify.resources import resolve_model
 
         self.budget.check()
@@ -237,7 +236,6 @@ class MLMEstimator:
         n = len(ds)
         if n < 20:
             raise EstimatorError(f"corpus {self.corpus!r} has only {n} non-empty rows; need at least 20.")
-        ds = ds.select(range(n))
         tok = ds.map(lambda b: self.tokenizer(b[self.text_column], truncation=True, max_length=self.budget.max_seq_length,
                                               return_special_tokens_mask=True),
                      batched=True, remove_columns=ds.column_names)
@@ -279,11 +277,11 @@ class SlicedTaskEstimator:
                  eval_samples: int = 500, importance: str = "activation", calibration_samples: int = 64,
                  train_embeddings: bool = False, heldout=None):
         self.source_config, self.source, self.task = source_config, source, task
+        self.heldout, self.heldout_record = heldout, None  # bortify.heldout.HeldOut: the run's test texts, kept out
         self.text_column, self.label_column = text_column, label_column
         self.budget = budget or TrainingBudget()
         self.train_samples, self.eval_samples = train_samples, eval_samples
         self.importance, self.calibration_samples = importance, calibration_samples
-        self.heldout, self.heldout_record = heldout, None  # bortify.heldout.HeldOut: the run's test texts, kept out
         self.train_embeddings = train_embeddings
         self._prepared = False
 
@@ -375,10 +373,6 @@ class SlicedTaskEstimator:
         return _best_learning_rate(self.budget, dev_error)
 
 
-def make_estimator(name: str, source_config, source: str, settings) -> ErrorEstimator:
-    """bortify's one estimator factory: estimator `name` (one of ESTIMATORS) for a search over `source`
-    (`source_config`, its config), configured by `settings` (an `EstimatorArguments`)."""
-    if name not in ESTIMATORS:
 def _data_key(text_column: str, heldout) -> dict:
     """The fingerprint's part for the data read: a text column other than `text`, and the held-out texts kept out
     (ê measured on other data must not be reused); empty by default, so older caches still match."""
@@ -437,15 +431,19 @@ def estimator_texts(settings: dict) -> list[str] | None:
     return None
 
 
+def make_estimator(name: str, source_config, source: str, settings) -> ErrorEstimator:
+    """bortify's one estimator factory: estimator `name` (one of ESTIMATORS) for a search over `source`
+    (`source_config`, its config), configured by `settings` (an `EstimatorArguments`)."""
+    if name not in ESTIMATORS:
         raise EstimatorError(f"Unknown error estimator {name!r}; choose one of {ESTIMATORS}.")
     if name == "none":
         return NoneEstimator()
+    from bortify.heldout import load_heldout
+
     budget = TrainingBudget.from_settings(settings)
     common = dict(text_column=settings.text_column, budget=budget, train_samples=settings.train_samples,
                   eval_samples=settings.eval_samples, heldout=load_heldout(getattr(settings, "heldout", None)))
     if name == "mlm":
-    from bortify.heldout import load_heldout
-
         return MLMEstimator(source_config, tokenizer=settings.tokenizer or source, corpus=settings.corpus,
                             corpus_config=settings.corpus_config, **common)
     return SlicedTaskEstimator(source_config, source=source, task=settings.task, label_column=settings.label_column,

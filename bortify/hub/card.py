@@ -228,10 +228,10 @@ def collect_evidence(stage_dirs: dict[str, str], model_dir: str | Path, options:
         "compare": read_compare(stage_dirs),  # docs/methods.md §4: NFR against the replaced model, when measured
         "compress": read_compress(stage_dirs),  # docs/methods.md §5: sizes, scores and int8 speed of the compressed forms
     }
-    bench_report = read_bench_report(stage_dirs)
     # one NFR: the compare stage's when the run measured it (docs/methods.md §4.2), else the finetune report's
     compared = evidence["compare"].nfr if evidence["compare"] is not None else None
     evidence["nfr"] = compared if compared is not None else finetune.nfr
+    bench_report = read_bench_report(stage_dirs)
     # docs/methods.md §5.s: accuracy vs sentences/s of the run's models (bortify.hub.card_plots), None below 2 points
     evidence["accuracy_speed"] = accuracy_speed_evidence(finetune, evidence["compress"], bench_report) \
         if bench_report is not None else None
@@ -368,7 +368,6 @@ def _packaged_source(name: str) -> str | None:
         return None
 
 
-def public_name(name: Any, what: str) -> str:
 # What this run's own folders are, for readers of a card (a `<run>/...` name means nothing on the Hub)
 RUN_FOLDERS = {"pretrain": "the student pretrained in this run", "finetune/teacher": "the teacher fine-tuned in this run",
                "finetune": "the model fine-tuned in this run", "extract": "the architecture extracted in this run"}
@@ -383,6 +382,7 @@ EMBEDDED_WHAT = {
 }
 
 
+def public_name(name: Any, what: str) -> str:
     """A model/corpus name fit for a public card, in words a Hub user can act on: a Hub id as it is, a packaged
     default as its Hub id or what it is (EMBEDDED_WHAT), this run's folders (`<run>/pretrain`) as what they hold,
     and any local path as 'a local <what>'."""
@@ -399,12 +399,12 @@ EMBEDDED_WHAT = {
     return f"a local {what}"
 
 
-
 def public_code(name: Any, what: str) -> str:
     """`public_name` for running text: a Hub id as code (`NS/NAME`), a description as words."""
     text = public_name(name, what)
     return f"`{text}`" if text == name and looks_like_hub_id(text) or (
         str(name).startswith("embedded:") and text == _hub_id(str(name))) else text
+
 
 
 

@@ -421,9 +421,9 @@ def build_report(model_args: ModelArguments, data_args: DataArguments, training_
         "resumed_from": str(resume) if resume else None,
         "device": str(training_args.device),
         "compatibility": run.get("compatibility"),
+        "heldout": run.get("heldout"),
     }, output_dir=str(training_args.output_dir))
 
-        "heldout": run.get("heldout"),
 
 def _loss_report(args: DistillationArguments, plan: KDPlan) -> dict:
     """The loss settings as the user gives them: layers 1-based (`--layer_map`, `--relation_teacher_layer`)."""
