@@ -370,6 +370,8 @@ def random_batch(model, batch_size: int, seq_len: int) -> dict:
 def bench(args: BenchArguments, *, progress: bool = True) -> BenchReport:
     """Run the grid and the real-text throughput; write report.json and bench.png to args.output_dir."""
     paths, unavailable = chosen_paths(args.paths)  # before any long work
+    if args.onnx_dir and any(p in ("onnxruntime", "openvino") for p in paths):
+        shipped_int8(args.onnx_dir, args.onnx_dir)  # a --onnx_dir without the file: refused before loading anything
     if args.source is None and not paths:
         raise BenchError("Nothing to time.")
     # the output folder first (bortify.outputs): never an input, another stage's folder or foreign files
