@@ -101,18 +101,30 @@ def _foreign_output(root):
     (root / "out" / "notes.txt").write_text("somebody else's files\n", encoding="utf-8")
 
 
+def _another_checkpoint(root):
+    (root / "out").mkdir()
+    (root / "out" / "config.json").write_text("{}", encoding="utf-8")
+    (root / "out" / "model.safetensors").write_bytes(b"someone's weights")
+
+
+def _finetune_output(root):
+    _another_checkpoint(root)
+    (root / "out" / "report.json").write_text("{}", encoding="utf-8")
+    (root / "out" / ".bortify-output.json").write_text('{"stage": "finetune", "files": []}', encoding="utf-8")
+
+
 def _student_inside_output(root):
     shutil.copytree(root / "student", root / "out" / "student")
 
 
 CASES = [
-    Case("output-is-teacher", _args(output_dir="{root}/teacher"), r"output_dir .*teacher is the --teacher input"),
+    Case("output-is-teacher", _args(output_dir="{root}/teacher"), r"output_dir .*teacher is the input --teacher"),
     Case("output-is-teacher-even-with-overwrite", _args(output_dir="{root}/teacher", overwrite=""),
-         r"is the --teacher input.*--overwrite does not allow"),
-    Case("output-inside-teacher", _args(output_dir="{root}/teacher/out"), r"is inside the --teacher input"),
+         r"is the input --teacher.*--overwrite never replaces an input"),
+    Case("output-inside-teacher", _args(output_dir="{root}/teacher/out"), r"is inside the input --teacher"),
     Case("output-contains-student-config", _args(student_config="{root}/out/student"),
-         r"contains the --student_config input", setup=_student_inside_output),
-    Case("output-is-corpus-file", _args(output_dir="{root}/corpus.txt"), r"is the --corpus input"),
+         r"contains the input --student_config", setup=_student_inside_output),
+    Case("output-is-corpus-file", _args(output_dir="{root}/corpus.txt"), r"is the input --corpus"),
     Case("student-config-missing", _args(student_config="{root}/no_such_config"), r"student_config .* does not exist"),
     Case("teacher-missing", _args(teacher="{root}/no_such_teacher"), r"teacher .* does not exist"),
     Case("empty-corpus-file", _args(corpus="{root}/empty.txt"), r"empty\.txt.* is empty", setup=_empty_corpus),
@@ -126,8 +138,17 @@ CASES = [
          trains=True, check=_unfinished),
     Case("changed-corpus-on-resume", _args(), r"other arguments \(corpus: .*other\.txt.*corpus\.txt.*--overwrite",
          setup=_unfinished_other_corpus),
-    Case("foreign-non-empty-output", _args(), r"holds no bortify pretraining run.*another --output_dir",
+    Case("foreign-non-empty-output", _args(), r"is not an output of `bortify pretrain` \(it holds notes\.txt\)",
          setup=_foreign_output),
+    # the output contract (bortify.outputs): nothing bortify did not write is replaced, even with --overwrite
+    Case("foreign-non-empty-output-with-overwrite", _args(overwrite=""),
+         r"is not an output of `bortify pretrain` \(it holds notes\.txt\).*even with --overwrite",
+         setup=_foreign_output),
+    Case("another-models-checkpoint-with-overwrite", _args(overwrite=""),
+         r"out is not an output of `bortify pretrain`: it holds config\.json, model\.safetensors but no "
+         r"\.bortify-output\.json", setup=_another_checkpoint),
+    Case("another-stages-output", _args(overwrite=""), r"holds the output of `bortify finetune`",
+         setup=_finetune_output),
     Case("negative-learning-rate", _args(learning_rate="-1"), r"learning_rate must be > 0"),
     Case("negative-w-kd", _args(w_kd="-0.5"), r"w_kd must be >= 0"),
     Case("bogus-kd-mode", _args(kd_mode="bogus"), r"kd_mode must be one of"),

@@ -194,7 +194,7 @@ def test_overwrite_is_a_dataclass_field_and_a_keyword(tiny_setup, tmp_path):
     model_args, _, _ = parse_stage_args((ModelArguments, DataArguments, DistillationArguments), argv,
                                         stage="pretrain", prog="bortify pretrain", description="")
     assert model_args.overwrite is True
-    # a foreign directory is refused without overwrite, accepted with the keyword (what stage.py passes)
+    # a foreign directory is refused, with the keyword (what stage.py passes) too: its files are not bortify's
     out = tmp_path / "foreign"
     out.mkdir()
     (out / "notes.txt").write_text("not a run\n")
@@ -203,8 +203,17 @@ def test_overwrite_is_a_dataclass_field_and_a_keyword(tiny_setup, tmp_path):
     args = (ModelArguments, DataArguments, DistillationArguments)
     parsed = parse_stage_args(args, [f"--{k}={v}" for k, v in _stage_config(tiny_setup, out, max_steps=1).items()],
                               stage="pretrain", prog="bortify pretrain", description="")
-    with pytest.raises(OutputExistsError, match="holds no bortify pretraining run"):
+    with pytest.raises(OutputExistsError, match="not an output of `bortify pretrain` \\(it holds notes.txt\\)"):
         pretrain(*parsed)
-    pretrain(*parsed, overwrite=True)
-    assert (out / "report.json").exists() and (out / "notes.txt").read_text() == "not a run\n"
+    with pytest.raises(OutputExistsError, match="even with --overwrite"):
+        pretrain(*parsed, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "not a run\n"
+    (out / "notes.txt").unlink()
+    pretrain(*parsed, overwrite=True)  # an empty folder: written
+    assert (out / "report.json").exists()
+    first = (out / "model.safetensors").stat().st_ino
+    report = pretrain(*parsed, overwrite=True)  # a finished run: trained beside it, then swapped in
+    assert report.output_dir == str(out) and (out / "model.safetensors").stat().st_ino != first
+    assert json.loads((out / ".bortify-output.json").read_text())["stage"] == "pretrain"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging, old or lock
     shutil.rmtree(out)

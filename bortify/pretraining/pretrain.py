@@ -5,8 +5,9 @@ before any weight is loaded for training; then the student is distilled through 
 written as a standard BertForMaskedLM checkpoint with the teacher's tokenizer, the training log
 (`trainer_state.json`) and `report.json` (the marker of a finished run; what the model card reads).
 
-The steps, in order (each a function here): `_guard_output_dir` (refuse a bad output, find the checkpoint to
-resume), `load_student_config`, `plan_distillation` (teacher config + tokenizer, KD mode, layer map, relation
+The steps, in order (each a function here): the output folder is claimed (bortify.outputs: not an input, not
+foreign, not finished unless --overwrite, locked), `_guard_output_dir` (an unfinished run's arguments, the checkpoint
+to resume), `load_student_config`, `plan_distillation` (teacher config + tokenizer, KD mode, layer map, relation
 settings), `load_pretraining_data`, `prepare_output_dir`, `build_models`, `heldout_mlm_loss` (before),
 `DistillationTrainer.train`, `_save_final`, `heldout_mlm_loss` (after), `build_report`.
 """
@@ -50,20 +51,17 @@ from bortify.pretraining.rundir import (
     RUN_ARGS_NAME,
     RunDirError,
     changed_run_args,
-    check_not_foreign,
     checkpoint_problem,
     checkpoint_step,
     find_resume_checkpoint,
-    probe_writable,
-    refuse_overlap,
     run_args_record,
 )
 from bortify.pretraining.trainer import DistillationStudent, DistillationTrainer
-from bortify.reports import REPORT_FILE as REPORT_NAME
 from bortify.reports import PretrainReport, write_report
 from bortify.slicing import default_layer_map, init_from_teacher
 from bortify.trainer import FiniteGuard
-from bortify.utils import (check_finite_weights, check_output_dir, check_sequence_length, is_hub_repo_id,
+from bortify.outputs import Output, claim, refuse_inputs
+from bortify.utils import (check_finite_weights, check_sequence_length, is_hub_repo_id,
                            torch_threads, write_json_atomic)
 
 logger = logging.getLogger(__name__)
@@ -139,22 +137,22 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
     `model_args.overwrite` (or the `overwrite` keyword, the same) replaces a finished run in the output directory
     and starts an unfinished one again instead of resuming it. `model_args.torch_threads` applies for the call."""
     overwrite = bool(overwrite or model_args.overwrite)
-    with torch_threads(model_args.torch_threads):
-        return _pretrain(model_args, data_args, training_args, overwrite)
+    inputs = {"--teacher": model_args.teacher, "--student_config": model_args.student_config,
+              "--corpus": data_args.corpus, "--compatible_with": model_args.compatible_with}
+    # The output folder (bortify.outputs): an unfinished run there resumes from its checkpoints; a replacement
+    # (--overwrite) trains in a sibling folder swapped in at the end. Only the main process locks and swaps.
+    with torch_threads(model_args.torch_threads), claim("pretrain", training_args.output_dir, overwrite=overwrite,
+                                                        inputs=inputs,
+                                                        main_process=training_args.process_index == 0) as output:
+        return _pretrain(model_args, data_args, training_args, overwrite, output)
 
 
 def _guard_output_dir(out: Path, model_args: ModelArguments, data_args: DataArguments,
                       training_args: DistillationArguments, overwrite: bool) -> str | None:
-    """Refuse, before any work, an output that would clobber an input, cannot be written, holds a finished or a
-    foreign run, or holds an unfinished run started with other arguments. Returns the checkpoint to resume."""
+    """Refuse, before any work, to resume an unfinished run started with other arguments (the folder itself was
+    claimed before: bortify.outputs). Returns the checkpoint to resume."""
     try:
-        refuse_overlap(out, {"--teacher": model_args.teacher, "--student_config": model_args.student_config,
-                             "--corpus": data_args.corpus, "--compatible_with": model_args.compatible_with})
-        probe_writable(out)
         if not overwrite:
-            if (out / REPORT_NAME).exists():
-                check_output_dir(out, overwrite, resumable=True, marker=REPORT_NAME)  # raises OutputExistsError
-            check_not_foreign(out, REPORT_NAME)
             changes = changed_run_args(out, run_args_record(model_args, data_args, training_args))
             if changes:
                 raise PretrainError(
@@ -204,10 +202,7 @@ def load_teacher(spec: str, out: Path) -> tuple[str, object, object]:
     """(local path, config, tokenizer) of the teacher; refuses an output directory that overlaps its local copy."""
     _check_local(spec, "teacher")
     teacher_path = resolve_model(spec)
-    try:
-        refuse_overlap(out, {"--teacher": teacher_path})  # a Hub/embedded teacher's local copy
-    except RunDirError as exc:
-        raise PretrainError(str(exc)) from exc
+    refuse_inputs(out, {"--teacher": teacher_path})  # a Hub/embedded teacher's local copy
     try:
         return teacher_path, AutoConfig.from_pretrained(teacher_path), AutoTokenizer.from_pretrained(teacher_path)
     except (OSError, ValueError) as exc:
@@ -261,15 +256,15 @@ def plan_distillation(student_cfg: BertConfig, model_args: ModelArguments, data_
     return plan
 
 
-def prepare_output_dir(out: Path, overwrite: bool, resume: str | None, process_index: int) -> None:
-    """Refuse a finished run (checked before, re-checked now that the slow data step is over), forget the old
-    report when overwriting, and say when the run resumes."""
-    check_output_dir(out, overwrite, resumable=True, marker=REPORT_NAME)
-    if overwrite and process_index == 0:
-        (out / REPORT_NAME).unlink(missing_ok=True)  # the old run no longer counts as finished
+def prepare_output_dir(output: Output, training_args: DistillationArguments, resume: str | None) -> Path:
+    """The folder to train into, created now: the output folder itself (a new or resumed run) or, replacing a run,
+    its sibling being built (bortify.outputs), where the Trainer writes its checkpoints. Says when the run resumes."""
+    out = output.work_dir()
+    training_args.output_dir = str(out)
     if resume:
         logger.warning("Resuming the unfinished run in %s from %s.", out, resume)
         print(f"[bortify pretrain] resuming from {resume}", flush=True)
+    return out
 
 
 def build_models(student_cfg: BertConfig, plan: KDPlan, model_args: ModelArguments,
@@ -331,8 +326,8 @@ def heldout_mlm_loss(student: BertForMaskedLM, blocks: datasets.Dataset, collato
 
 
 def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_args: DistillationArguments,
-              overwrite: bool) -> PretrainReport | None:
-    out = Path(training_args.output_dir)
+              overwrite: bool, output: Output) -> PretrainReport | None:
+    out, final_dir = Path(training_args.output_dir), training_args.output_dir
     resume = _guard_output_dir(out, model_args, data_args, training_args, overwrite)
     student_cfg = load_student_config(model_args.student_config)  # cheap checks first: configs, tokenizer, corpus
     plan = plan_distillation(student_cfg, model_args, data_args, training_args, out)
@@ -344,7 +339,7 @@ def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_arg
         max_heldout_blocks=data_args.max_heldout_blocks, max_train_texts=data_args.max_train_texts,
         seed=training_args.seed, num_proc=data_args.preprocessing_num_workers,
         heldout=load_heldout(data_args.heldout), record=heldout_record)
-    prepare_output_dir(out, overwrite, resume, training_args.process_index)
+    out = prepare_output_dir(output, training_args, resume)
     teacher, wrapper, init_report = build_models(student_cfg, plan, model_args, training_args)
     eval_collator = make_collator(plan.tokenizer, data_args.mlm_probability, "static", seed=training_args.seed)
     # Scored before training (a resumed run re-creates the same initial student from the seed first).
@@ -381,6 +376,7 @@ def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_arg
     if compat:
         run["compatibility"] = finish_compat(compat, trainer.accelerator.unwrap_model(trainer.model), data_args,
                                              training_args)
+    training_args.output_dir = final_dir  # the report names the output folder, not the one being built
     report = build_report(model_args, data_args, training_args, plan, init_report, run)
     write_report(out, report)  # written last: marks the run finished
     return report

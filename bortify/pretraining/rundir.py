@@ -1,12 +1,9 @@
-"""Guards for the pretraining output directory: never clobber an input, never lose or mix up a run.
+"""Resuming a pretraining run: never lose or mix up a run.
 
-All checks here are cheap (paths, small JSON files, safetensors headers) and run before any model is loaded:
+The output folder itself (not an input, writable, not foreign, not finished unless --overwrite, locked) is claimed
+through bortify.outputs, like every stage's. All checks here are cheap (small JSON files, safetensors headers) and
+run before any model is loaded:
 
-- `refuse_overlap`: the output directory must not be, contain, or lie inside an input (teacher, student
-  config, corpus); otherwise the run would overwrite it.
-- `probe_writable`: the output directory (or its nearest existing parent) accepts a file.
-- `check_not_foreign`: a non-empty output directory that is neither a finished nor an unfinished bortify
-  pretraining run (no report.json, run_args.json or checkpoint-*) is someone else's: refuse.
 - `changed_run_args`: what an unfinished run was started with (run_args.json) against this invocation.
 - `find_resume_checkpoint`: the newest *complete* checkpoint-N (a save killed half-way is skipped).
 - `checkpoint_step`: the optimiser step a checkpoint was saved at, from its trainer_state.json.
@@ -17,14 +14,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 from transformers import TrainerState
 
-from bortify.utils import OutputExistsError, is_same_or_nested
 
 RUN_ARGS_NAME = "run_args.json"
 TRAINER_STATE_NAME = "trainer_state.json"
@@ -42,43 +37,6 @@ class RunDirError(ValueError):
     """The output directory cannot be used as asked; the message names the fix."""
 
 
-def _real(path: str | os.PathLike) -> Path:
-    return Path(os.path.realpath(os.path.expanduser(str(path))))
-
-
-def refuse_overlap(out: str | os.PathLike, inputs: dict[str, str | None]) -> None:
-    """Raise when `out` is, contains, or is inside one of the local `inputs` ({flag: path}); others are skipped."""
-    target = _real(out)
-    for flag, spec in inputs.items():
-        if not spec or not os.path.exists(os.path.expanduser(str(spec))):
-            continue  # a Hub or embedded name: nothing local to clobber
-        relation = is_same_or_nested(target, _real(spec))
-        if relation is None:
-            continue
-        raise RunDirError(f"--output_dir {out} {relation} the {flag} input {spec}: pretraining would write its "
-                          f"checkpoints and model over it. Choose an --output_dir outside {spec} "
-                          "(--overwrite does not allow this).")
-
-
-def probe_writable(out: str | os.PathLike) -> None:
-    """Raise unless a file can be created in `out` (or, if it does not exist yet, in its nearest existing parent)."""
-    out = Path(os.path.expanduser(str(out)))
-    existing = out
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        where = "--output_dir" if existing == out else f"{existing}, on the way to --output_dir,"
-        raise RunDirError(f"Cannot write to --output_dir {out}: {where} is a file, not a directory. Choose "
-                          "another --output_dir.")
-    try:
-        fd, probe = tempfile.mkstemp(dir=existing, prefix=".bortify-write-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise RunDirError(f"Cannot write to --output_dir {out} ({exc.strerror} in {existing}). Choose a writable "
-                          "--output_dir.") from exc
-
-
 def checkpoints(out: str | os.PathLike) -> list[Path]:
     """checkpoint-N directories of `out`, newest (largest N) first."""
     out = Path(out)
@@ -86,18 +44,6 @@ def checkpoints(out: str | os.PathLike) -> list[Path]:
         return []
     found = [(int(m.group(1)), p) for p in out.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
     return [p for _, p in sorted(found, reverse=True)]
-
-
-def check_not_foreign(out: str | os.PathLike, marker: str) -> None:
-    """Refuse a non-empty `out` that holds no bortify pretraining run (finished or not): it is not ours to resume."""
-    out = Path(out)
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    if (out / marker).exists() or (out / RUN_ARGS_NAME).exists() or checkpoints(out):
-        return
-    raise OutputExistsError(f"Output directory {out} is not empty and holds no bortify pretraining run (no "
-                            f"{marker}, {RUN_ARGS_NAME} or checkpoint-*). Choose another --output_dir, or pass "
-                            "--overwrite to write into it anyway.")
 
 
 def checkpoint_problem(path: str | os.PathLike) -> str | None:
@@ -163,7 +109,7 @@ def _same(key: str, old, new) -> bool:
     if old == new:
         return True
     if key in _PATH_KEYS and isinstance(old, str) and isinstance(new, str):
-        return os.path.exists(old) and os.path.exists(new) and _real(old) == _real(new)
+        return os.path.exists(old) and os.path.exists(new) and os.path.realpath(old) == os.path.realpath(new)
     return False
 
 
