@@ -1,0 +1,65 @@
+"""benchmarks/panels.py's splitting on a tiny synthetic input (no Debian download, no model)."""
+
+import csv
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import panels  # noqa: E402
+
+
+def synthetic_rows():
+    rows = []
+    for c in range(5):
+        n = 8 + 4 * c  # 8..24 distinct texts a class; class 0 is under min_class_rows
+        rows += [(f"class {c} text number {i}", f"c{c}") for i in range(n)]
+    rows += [("Class 1  TEXT number 0", "c1"), ("class 2 text number 0", "c2")]  # normalised duplicates
+    rows += [("shared text", "c3"), ("SHARED   text", "c4")]  # same text under two labels: dropped
+    return rows
+
+
+SPEC = panels.PanelSpec("toy", test=panels.Quota(per_class=4), dev=panels.Quota(per_class=2),
+                        train=panels.Quota(per_class=3), min_class_rows=10, source="synthetic", licence="-",
+                        label_is="-")
+
+
+def test_split_keeps_test_out_and_respects_caps():
+    for seed in (1, 2, 3):
+        out = panels.split_rows(synthetic_rows(), SPEC, seed)
+        assert out["dropped_classes"] == {"c0": 8}
+        norm = {k: {panels.normalise(r if isinstance(r, str) else r[0]) for r in out[k]}
+                for k in ("train", "dev", "test", "pool")}
+        assert not norm["test"] & (norm["train"] | norm["dev"] | norm["pool"])
+        assert not norm["dev"] & (norm["train"] | norm["pool"]) and not norm["train"] & norm["pool"]
+        assert "shared text" not in set().union(*norm.values())
+        for split, cap in (("train", 3), ("dev", 2), ("test", 4)):
+            per_class = {}
+            for _, label in out[split]:
+                per_class[label] = per_class.get(label, 0) + 1
+            assert per_class == {c: cap for c in ("c1", "c2", "c3", "c4")}
+        total = sum(len(out[k]) for k in ("train", "dev", "test", "pool"))
+        assert total == 12 + 16 + 20 + 24  # every distinct text of the kept classes, once
+
+
+def test_test_rows_fixed_across_seeds_and_splits_reproducible():
+    a, b, a2 = (panels.split_rows(synthetic_rows(), SPEC, s) for s in (1, 2, 1))
+    assert sorted(a["test"]) == sorted(b["test"])
+    assert a == a2 and sorted(a["train"]) != sorted(b["train"])
+
+
+def test_stratified_total_quota():
+    counts = panels.Quota(total=10).counts({"big": 80, "mid": 15, "small": 5})
+    assert sum(counts.values()) == 10 and counts["big"] == 8 and counts["small"] >= 1
+
+
+def test_build_panel_writes_csvs(tmp_path):
+    folder = panels.build_panel("many-class", 1, cache=tmp_path,
+                                rows=[(f"t{c} {i}", f"k{c}") for c in range(25) for i in range(100)], tokens=False)
+    with open(folder / "train.csv", newline="") as f:
+        train = list(csv.DictReader(f))
+    with open(folder / "pool.csv", newline="") as f:
+        pool = list(csv.DictReader(f))
+    assert len(train) == 25 * 30 and set(train[0]) == {"text", "label"}
+    assert len(pool) == 25 * (100 - 60) and set(pool[0]) == {"text"}
+    assert panels.panel_info(folder)["n_classes"] == 25
