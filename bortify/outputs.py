@@ -436,7 +436,11 @@ class Output:
         try:
             if kind is None:
                 if self._work is not None and not self.committed:
-                    self.commit()
+                    try:
+                        self.commit()
+                    except BaseException:
+                        self.abort()
+                        raise
             else:
                 self.abort()
         finally:

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, output-directory guards, the options every stage shares."""
+"""Small shared helpers: atomic writes, the options every stage shares (output folders: bortify.outputs)."""
 
 from __future__ import annotations
 
@@ -109,26 +109,6 @@ def json_text(obj: Any, *, what: str = "JSON", nulls: bool = False, **kwargs) ->
     return json.dumps(obj, allow_nan=False, **kwargs)
 
 
-def check_output_dir(path: str | os.PathLike, overwrite: bool, *, resumable: bool = False, marker: str | None = None) -> Path:
-    """Refuse to clobber a finished output unless `overwrite`.
-
-    A directory that holds `marker` counts as a finished output. With `resumable`, an unfinished
-    directory (no marker) is accepted so the stage can continue where it stopped.
-    """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputExistsError(f"Output path {path} exists and is not a directory.")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        finished = marker is None or (path / marker).exists()
-        if finished or not resumable:
-            raise OutputExistsError(
-                f"Output directory {path} already holds results. Pass --overwrite to replace them"
-                + (", or choose another --output_dir." if not resumable else "; an unfinished run there would resume.")
-            )
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 # ---- options every stage shares: same name, type, default, meaning and help -------------------------------
 
 OVERWRITE_HELP = ("Replace a finished output in --output_dir and start an unfinished one again (default: a finished "
@@ -136,32 +116,6 @@ OVERWRITE_HELP = ("Replace a finished output in --output_dir and start an unfini
                   "or files bortify did not write.")
 TORCH_THREADS_HELP = ("CPU threads for torch during this stage (torch.set_num_threads), restored when it returns; "
                       "default (unset): torch's choice. 1-2 is much faster on a CPU shared with other jobs.")
-
-
-def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike, *, before_replace=None) -> None:
-    """Move the finished directory `tmp` to `final` atomically. A previous non-empty `final` is moved aside first
-    (after `before_replace(final)`, which may refuse by raising) and deleted only once `tmp` is in place; if the
-    move fails, the previous one is put back."""
-    import shutil
-
-    tmp, final = Path(tmp), Path(final)
-    old = None
-    if final.is_dir() and any(final.iterdir()):
-        if before_replace is not None:
-            before_replace(final)
-        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
-        os.replace(final, old / final.name)
-    elif final.is_dir():
-        final.rmdir()
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        if old is not None and not final.exists():
-            os.replace(old / final.name, final)  # put the previous one back
-        raise
-    finally:
-        if old is not None and final.exists():
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def help_field(text: str, **kw):

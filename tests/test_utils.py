@@ -1,4 +1,4 @@
-"""bortify/utils.py: atomic writes, output-directory guards, the shared stage options, user errors, secrets,
+"""bortify/utils.py: atomic writes, the shared stage options, user errors, secrets,
 path overlap and the Hub repo-id rule."""
 
 import json
@@ -15,7 +15,6 @@ from bortify.utils import (
     REDACTED,
     TOKENIZER_FILES,
     OutputExistsError,
-    check_output_dir,
     check_torch_threads,
     help_field,
     is_hub_repo_id,
@@ -68,34 +67,6 @@ def test_make_shareable_gives_ordinary_modes(tmp_path):
     os.umask(mask)
     assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~mask
-
-
-# --- output directories --------------------------------------------------------------------------------------
-
-def test_check_output_dir_refuses_finished_output_unless_overwrite(tmp_path):
-    out = tmp_path / "out"
-    assert check_output_dir(out, False) == out and out.is_dir()  # created
-    (out / "report.json").write_text("{}")
-    with pytest.raises(OutputExistsError, match="--overwrite"):
-        check_output_dir(out, False)
-    check_output_dir(out, True)  # allowed; nothing is deleted here
-    assert (out / "report.json").exists()
-
-
-def test_check_output_dir_resumes_an_unfinished_run_only_when_resumable(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "checkpoint-2").mkdir()
-    check_output_dir(out, False, resumable=True, marker="report.json")  # no marker: unfinished, resumable
-    with pytest.raises(OutputExistsError, match="unfinished run there would resume"):
-        (out / "report.json").write_text("{}")
-        check_output_dir(out, False, resumable=True, marker="report.json")
-    (out / "report.json").unlink()
-    with pytest.raises(OutputExistsError):
-        check_output_dir(out, False, resumable=False, marker="report.json")
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputExistsError, match="not a directory"):
-        check_output_dir(tmp_path / "file", True)
 
 
 @pytest.mark.parametrize("a, b, relation", [("x", "x", "is"), ("x", "x/y", "contains"), ("x/y", "x", "is inside"),
@@ -184,24 +155,3 @@ def test_is_hub_repo_id_follows_huggingface_hub(spec, valid):
     except HFValidationError:
         library = False
     assert library is valid  # the same rule as the library's, not a second guess
-
-
-def test_replace_dir_swaps_a_finished_directory_in_and_can_refuse_first(tmp_path):
-    from bortify.utils import replace_dir
-
-    final = tmp_path / "out"
-    final.mkdir()
-    (final / "old.txt").write_text("old")
-    new = tmp_path / "new"
-    new.mkdir()
-    (new / "new.txt").write_text("new")
-
-    def refuse(existing):
-        raise RuntimeError(f"keep {existing.name}")
-
-    with pytest.raises(RuntimeError, match="keep out"):
-        replace_dir(new, final, before_replace=refuse)
-    assert (final / "old.txt").read_text() == "old" and (new / "new.txt").exists()  # nothing moved
-    replace_dir(new, final)
-    assert sorted(p.name for p in final.iterdir()) == ["new.txt"] and not new.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the previous one is deleted, not left aside
