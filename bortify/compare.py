@@ -18,7 +18,7 @@ flips file are written first, so the failure can be inspected.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +149,8 @@ def compare(args: CompareArguments, data_args) -> CompareReport:
 
 
 def _compare(args: CompareArguments, data_args, output: Output) -> CompareReport:
-    from bortify.finetuning.old_model import check_max_length, label_names, label_order, load_task_classifier
+    from bortify.finetuning.old_model import label_names, label_order, load_task_classifier, model_config
+    from bortify.utils import fit_sequence_length
     from bortify.finetuning.tasks import dataset_display, load_task
     from bortify.finetuning.trainer import score
     from bortify.metrics import load_metric
@@ -165,8 +166,9 @@ def _compare(args: CompareArguments, data_args, output: Output) -> CompareReport
         raise CompareError("The task is regression: flips are defined for classifiers. Compare classifiers.")
     for names, what in ((old_labels, "old model"), (new_labels, "new model")):
         label_order(names, task.label_names, what)  # a LabelSetError before any weights are read
-    for name, what in ((old_name, "old model"), (new_name, "new model")):
-        check_max_length(name, what, args.max_length)
+    default = next(f.default for f in fields(CompareArguments) if f.name == "max_length")
+    models = [(model_config(n, w), f"the {w} {n!r}") for n, w in ((old_name, "old model"), (new_name, "new model"))]
+    args.max_length = fit_sequence_length(args.max_length, default, models, "--max_length")  # a default: shortened
     split = task.test if args.split == "test" else task.dev
     kw = {"max_length": args.max_length, "batch_size": args.eval_batch_size}
     old = load_task_classifier(old_name, task.label_names, "old model")

@@ -344,3 +344,16 @@ def check_sequence_length(length: int | None, config: Any, flag: str, what: str)
         offset = f" less the padding offset {table - limit} = {limit} tokens" if table != limit else " tokens"
         raise SequenceLengthError(f"{flag} {length} exceeds what {what} can read: its position table has "
                                   f"max_position_embeddings {table}{offset}. Give {flag} {limit} or less.")
+
+
+def fit_sequence_length(length: int, default: int, models: list[tuple[Any, str]], flag: str) -> int:
+    """The sequence length a run uses: `length` when every model ((config, what it is) pairs) can read it; the
+    stage's `default` (e.g. 128) shortened to the shortest position table (a small model with 64 positions runs as
+    it did, and the report records the length used); any other length longer than a table is refused
+    (check_sequence_length)."""
+    limits = [limit for limit in (position_limit(config) for config, _ in models) if limit is not None]
+    if length == default and limits and min(limits) < length:
+        return min(limits)
+    for config, what in models:
+        check_sequence_length(length, config, flag, what)
+    return length

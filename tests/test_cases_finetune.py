@@ -186,6 +186,11 @@ def _check_all_rows_used(root):
     assert splits["dropped_empty"] == 0 and splits["train"] + splits["dev"] + splits["test"] == 40
 
 
+def _check_max_length_64(root):
+    """The default max_length (128) ran as the model's 64 positions, and the report says so."""
+    assert json.loads((root / "out" / "report.json").read_text())["max_length"] == 64
+
+
 def _check_nothing_written(root):
     """A refused run leaves no model and no report (the output is not a result)."""
     out = root / "out"
@@ -353,6 +358,11 @@ CASES = [
     Case("max-length-above-positions", ft("--max_length", "100"),
          r"--max_length 100 exceeds what the model '.*model' can read: .*max_position_embeddings 64.*64 or less",
          setup=with_model()),
+    Case("default-max-length-shortened-to-positions",
+         ["finetune", "--model", "{model}", "--output_dir", "{root}/out", "--train_file", "{train}", "--mode", "plain",
+          "--num_train_epochs", "1", "--learning_rates", "1e-3", "--batch_sizes", "8"], r"test: accuracy", rc=0,
+         trains=True, stream="stdout", setup=with_model(),
+         check=_check_max_length_64),
     Case("max-length-above-labeler-positions", ft("--mode", "agora", "--labeler", "{short}", "--max_length", "32"),
          r"--max_length 32 exceeds what the labeler '.*short' can read: .*max_position_embeddings 24",
          setup=with_model(_short_labeler)),

@@ -87,6 +87,17 @@ def test_position_limit_and_padding_offset():
     utils.check_sequence_length(None, BertConfig(max_position_embeddings=8), "--max_length", "m")  # unset: nothing
 
 
+def test_fit_sequence_length_shortens_the_default_and_refuses_an_explicit_length():
+    from transformers import BertConfig
+
+    short, long = BertConfig(max_position_embeddings=64), BertConfig(max_position_embeddings=512)
+    models = [(long, "the teacher"), (short, "the student")]
+    assert utils.fit_sequence_length(128, 128, models, "--max_length") == 64  # the default: the shortest table
+    assert utils.fit_sequence_length(48, 128, models, "--max_length") == 48
+    with pytest.raises(utils.SequenceLengthError, match=r"--max_length 100 exceeds what the student can read"):
+        utils.fit_sequence_length(100, 128, models, "--max_length")
+
+
 # ---- the training guard ------------------------------------------------------------------------------------
 
 def test_finite_guard_checks_weights_on_a_doubling_schedule_and_at_the_end():

@@ -40,6 +40,7 @@ from bortify.finetuning.overlap import majority_baseline
 from bortify.finetuning.tasks import TaskData, dataset_display, dataset_hub_id, load_task
 from bortify.finetuning.trainer import (examples_seen, fit, load_classifier_with_note, predict, say, score,
                                         theta_text, to_predictions, tokenize, tokenizer_for_saving)
+from bortify.finetuning.trainer import fitted_max_length
 from bortify.heldout import load_heldout
 from bortify.reports import REPORT_FILE as REPORT
 from bortify.reports import FinetuneReport, write_report
@@ -195,7 +196,11 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
 
     t_start = time.perf_counter()
     thetas = grid_args.thetas()
+    model_args.max_length = fitted_max_length(model_args)  # the default, shortened to a small model's positions
     task = load_task(data_args)
+    # the run's test texts out of train, dev and the unlabelled pool, before any model sees them (docs/methods.md §9)
+    overlap = clean_task(task, load_heldout(data_args.heldout), user_files=bool(task.splits.get("files"))
+                         and task.splits.get("test_source") == "test")
     check_congruent(congruent_args, model_args, task, agora_args)
     check_compatible(compat_args, congruent_args, model_args, task)
     if (note := single_theta_agora_note(model_args.mode, thetas, agora_args)) is not None:

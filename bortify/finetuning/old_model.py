@@ -44,6 +44,11 @@ def label_names(name: str, what: str) -> list[str]:
     return [str(config.id2label[i]) for i in range(config.num_labels)]
 
 
+def model_config(name: str, what: str):
+    """The config of a classifier (nothing else is loaded), or a LabelSetError naming it."""
+    return _config(name, what)
+
+
 def check_max_length(name: str, what: str, max_length: int | None, flag: str = "--max_length") -> None:
     """Refuse `max_length` above the classifier's position table (config only: nothing is loaded)."""
     from bortify.utils import check_sequence_length

@@ -45,6 +45,23 @@ def check_encoder(config, tokenizer, name: str) -> None:
                              "fine-tunes BERT-family encoders, whose tokenizers have one ([PAD] / <pad>).")
 
 
+def fitted_max_length(model_args) -> int:
+    """--max_length for a fine-tuning run on `model_args.model` (utils.fit_sequence_length): the default shortened
+    to the model's position table, an explicit longer value refused before any work. An unreadable config is left to
+    load_classifier_with_note, which names the problem."""
+    import dataclasses
+
+    from bortify.utils import fit_sequence_length
+
+    default = next(f.default for f in dataclasses.fields(model_args) if f.name == "max_length")
+    try:
+        config = AutoConfig.from_pretrained(resolve_model(model_args.model), trust_remote_code=False)
+    except Exception:  # noqa: BLE001 - reported with its cause when the model is loaded
+        return model_args.max_length
+    return fit_sequence_length(model_args.max_length, default, [(config, f"the model {model_args.model!r}")],
+                               "--max_length")
+
+
 def describe_load(info: dict) -> str:
     """One line for the keys transformers did not load from a checkpoint (instead of its load-report table):
     the expected ones (fresh classifier head, dropped MLM/pooler-less heads) are named, anything else counted."""
