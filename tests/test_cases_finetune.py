@@ -106,6 +106,46 @@ def _finished_output(root):
     (root / "out" / "model.safetensors").write_bytes(b"earlier run")
 
 
+_NOT_OURS = (r"out is not an output of `bortify finetune`: it holds config\.json, model\.safetensors but no "
+             r"\.bortify-output\.json or report\.json.*another model's checkpoint.*even with --overwrite")
+_LOCKS: list[int] = []
+
+
+def _other_checkpoint(root):
+    """Another model's checkpoint folder: config + weights, no report, no marker."""
+    (root / "out").mkdir()
+    (root / "out" / "config.json").write_text('{"model_type": "bert"}')
+    (root / "out" / "model.safetensors").write_bytes(b"someone else's weights")
+
+
+def _bench_output(root):
+    (root / "out").mkdir()
+    (root / "out" / "report.json").write_text("{}")
+    (root / "out" / MARKER).write_text(json.dumps({"stage": "bench", "files": ["report.json"]}))
+
+
+def _locked_output(root):
+    """Another run holds the folder's lock (flock conflicts between two opens, in one process as in two)."""
+    import fcntl
+
+    _finished_output(root)
+    fd = os.open(root / ".out.bortify-lock", os.O_RDWR | os.O_CREAT)
+    os.write(fd, b"4242\n")
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _LOCKS.append(fd)
+
+
+def _unlock(root):
+    while _LOCKS:
+        os.close(_LOCKS.pop())
+
+
+def _check_no_siblings(root):
+    """The replacement was built beside the old output and dropped when training failed; the old one is whole
+    (the harness checks every pre-existing byte)."""
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".out.")]
+
+
 def _text_file(name, content):
     def extra(root):
         (root / name).write_text(content)
@@ -250,6 +290,22 @@ CASES = [
     Case("output-not-writable", ["finetune", "--model", "{model}", "--output_dir", "{root}/afile/out", *FAST,
                                  "--train_file", "{train}"], r"Cannot write to --output_dir",
          setup=with_model(lambda root: {"_": (root / "afile").write_text("not a folder")})),
+    # the output contract (bortify.outputs): nothing bortify did not write is ever replaced, even with --overwrite
+    Case("output-is-another-models-checkpoint", ft(), _NOT_OURS, setup=with_model(_other_checkpoint)),
+    Case("output-is-another-models-checkpoint-with-overwrite", ft("--overwrite"), _NOT_OURS,
+         setup=with_model(_other_checkpoint)),
+    Case("overwrite-keeps-a-users-config", ft("--overwrite"),
+         r"out is not an output of `bortify finetune`: it holds config\.json but no", setup=with_model(
+             lambda root: {"_": (root / "out").mkdir() or (root / "out" / "config.json").write_text('{"mine": 1}')})),
+    Case("output-holds-other-files-with-overwrite", ft("--overwrite"), r"\(it holds notes\.txt\).*even with --overwrite",
+         setup=with_model(lambda root: {"_": _finished_output(root) or (root / "out" / "notes.txt").write_text("x")})),
+    Case("output-is-another-stages", ft("--overwrite"), r"out holds the output of `bortify bench`",
+         setup=with_model(_bench_output)),
+    Case("output-locked-by-another-run", ft("--overwrite"),
+         r"--output_dir .*out is being written by another bortify run \(pid 4242; lock .*\.out\.bortify-lock\)",
+         setup=with_model(_locked_output), check=_unlock),
+    Case("failed-overwrite-keeps-the-old-output", ft("--overwrite", "--learning_rates", "1e30"),
+         r"Training diverged", trains=True, setup=with_model(_finished_output), check=_check_no_siblings),
     # 3. errors, not tracebacks: files and columns
     Case("zero-byte-csv", ft(data=("--train_file", "{empty}")), r"empty\.csv.*is empty \(0 bytes\)",
          setup=with_model(_text_file("empty.csv", ""))),
