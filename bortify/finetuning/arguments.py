@@ -323,6 +323,19 @@ class AgoraArguments:
                                                 "0.5 r for regression; in distill mode: m (r 0 for regression), "
                                                 "the teacher must beat the trivial predictor.", default=None)
 
+    teacher_candidates: list[str] | None = _help(
+        "The teachers built from `teacher` and compared on dev, the best one labelling the transfer set / generated "
+        "rows (docs/methods.md §7.2): 'probe' (logistic regression on the frozen encoder's pooled features), "
+        "'finetune' (full fine-tuning with the pooling the encoder was trained with, the head at "
+        "teacher_head_learning_rate, best epoch on dev), 'lp-ft' (head from the probe, then fine-tuned at half "
+        "labeler_learning_rate), 'stock' (the [CLS] classifier at one learning rate). Default: probe finetune lp-ft "
+        "in distill mode, stock in Agora mode.", default=None)
+    teacher_head_learning_rate: float = _help("Learning rate of the fresh classifier head in the 'finetune' "
+                                              "teacher candidate (the encoder trains at labeler_learning_rate).",
+                                              default=1e-2)
+    teacher_ensemble: int = _help("k > 1: the average class distribution of the best k teacher candidates is one "
+                                  "more candidate, judged on dev like the others (1 = off).", default=1)
+
     def __post_init__(self):
         if self.prune not in ("worst", "none"):
             raise ValueError(f"prune must be 'worst' or 'none', got {self.prune!r}.")
@@ -339,6 +352,14 @@ class AgoraArguments:
         if self.k < 1 or self.max_rounds < 1 or self.neighbours < 1 or self.replay < 0 or self.train_k < 0:
             raise ValueError("k, max_rounds and neighbours must be >= 1, replay and train_k >= 0.")
         _positive(labeler_epochs=self.labeler_epochs, labeler_learning_rate=self.labeler_learning_rate)
+        from bortify.finetuning.teachers import CANDIDATES
+
+        unknown = [c for c in self.teacher_candidates or [] if c not in CANDIDATES]
+        if unknown or self.teacher_candidates == []:
+            raise ValueError(f"teacher_candidates: unknown {unknown or 'empty list'}; choose from "
+                             f"{', '.join(CANDIDATES)}.")
+        _positive(teacher_head_learning_rate=self.teacher_head_learning_rate)
+        _at_least(1, teacher_ensemble=self.teacher_ensemble)
         _at_least(1, labeler_batch_size=self.labeler_batch_size,
                   labeler_max_train_samples=self.labeler_max_train_samples)
 

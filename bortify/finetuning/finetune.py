@@ -384,6 +384,23 @@ def save_teacher(out: Path, labeler, report: FinetuneReport) -> None:
     report.labeler["saved_to"] = TEACHER_DIR
 
 
+def teacher_settings(agora_args: AgoraArguments, model_args: FinetuneModelArguments):
+    """The teacher candidates to build and compare on dev (teachers.TeacherSettings), or None for the stock labeler
+    alone (Agora's default; also when an existing `labeler` is given)."""
+    from bortify.finetuning.teachers import DISTILL_CANDIDATES, TeacherSettings
+
+    candidates = agora_args.teacher_candidates or (DISTILL_CANDIDATES if model_args.mode == "distill" else ["stock"])
+    if agora_args.labeler or (list(candidates) == ["stock"] and agora_args.teacher_ensemble == 1):
+        return None
+    return TeacherSettings(candidates=tuple(candidates), epochs=agora_args.labeler_epochs,
+                           learning_rate=agora_args.labeler_learning_rate,
+                           head_learning_rate=agora_args.teacher_head_learning_rate,
+                           batch_size=agora_args.labeler_batch_size, ensemble=agora_args.teacher_ensemble,
+                           max_train_samples=agora_args.labeler_max_train_samples,
+                           max_length=model_args.max_length, eval_batch_size=model_args.eval_batch_size,
+                           seed=model_args.seed)
+
+
 def make_labeler(task: TaskData, model_args: FinetuneModelArguments, agora_args: AgoraArguments):
     """Agora's labeler / distillation's teacher (labelers.build_labeler, which refuses one under its dev bar);
     None in plain mode."""
@@ -394,7 +411,8 @@ def make_labeler(task: TaskData, model_args: FinetuneModelArguments, agora_args:
         seed=model_args.seed, epochs=agora_args.labeler_epochs, learning_rate=agora_args.labeler_learning_rate,
         batch_size=agora_args.labeler_batch_size, max_train_samples=agora_args.labeler_max_train_samples,
         min_dev_score=agora_args.labeler_min_dev_score, eval_batch_size=model_args.eval_batch_size,
-        role="teacher" if model_args.mode == "distill" else "labeler")
+        role="teacher" if model_args.mode == "distill" else "labeler",
+        selection=teacher_settings(agora_args, model_args))
     say(f"{'teacher' if model_args.mode == 'distill' else 'labeler'} ready: {labeler.source}, "
         f"dev score {labeler.dev_score:.4f}")
     return labeler

@@ -75,6 +75,7 @@ class Labeler:
         self.threshold: float | None = None  # the dev bar it passed (build_labeler)
         self.majority_rate: float | None = None  # dev majority-class rate (classification)
         self.seconds = 0.0
+        self.selection: dict | None = None  # teachers.TeacherSelection's record (every candidate's dev score)
 
     def logits(self, rows: list[dict]) -> np.ndarray:
         ds = datasets.Dataset.from_list([{**{c: r[c] for c in self.task.text_columns},
@@ -111,7 +112,8 @@ class Labeler:
 
     def describe(self) -> dict:
         return {"name": self.source, "dev_accuracy" if not self.task.regression else "dev_pearsonr": self.dev_score,
-                "threshold": self.threshold, "majority_rate": self.majority_rate, "seconds": round(self.seconds, 1)}
+                "threshold": self.threshold, "majority_rate": self.majority_rate, "seconds": round(self.seconds, 1),
+                **({"selection": self.selection} if self.selection else {})}
 
 
 def tempered(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -176,8 +178,12 @@ def _label_map(model, task: TaskData, source: str) -> list[int] | None:
 def build_labeler(task: TaskData, *, labeler: str | None, teacher: str, max_length: int, seed: int,
                   epochs: float = 3.0, learning_rate: float = 5e-5, batch_size: int = 16,
                   max_train_samples: int | None = None, min_dev_score: float | None = None,
-                  eval_batch_size: int = 64, role: str = "labeler") -> Labeler:
-    """Load or build the labeler and check it on dev (raises LabelerError when it is not good enough)."""
+                  eval_batch_size: int = 64, role: str = "labeler", selection=None) -> Labeler:
+    """Load or build the labeler and check it on dev (raises LabelerError when it is not good enough).
+
+    `selection` (teachers.TeacherSettings): build the teacher candidates from `teacher` and keep the best on dev
+    (teachers.TeacherSelection, docs/methods.md §7.2); the record of every candidate lands in `Labeler.selection`.
+    None: the stock recipe (fine-tune `teacher` for `epochs` at `learning_rate`)."""
     import transformers
 
     start = time.perf_counter()
@@ -203,6 +209,15 @@ def build_labeler(task: TaskData, *, labeler: str | None, teacher: str, max_leng
         tokenizer = AutoTokenizer.from_pretrained(path)
         result = Labeler(model, tokenizer, task, max_length=max_length, batch_size=eval_batch_size, source=labeler,
                          id_map=_label_map(model, task, labeler))
+    elif selection is not None:
+        from bortify.finetuning.teachers import TeacherSelection, candidate_text
+
+        chooser = TeacherSelection(task, teacher, selection)
+        chosen, record = chooser.select()
+        check_finite_weights(chosen.model, f"The {role} candidate {chosen.name!r}")
+        result = Labeler(chosen.model, chooser.tokenizer, task, max_length=max_length, batch_size=eval_batch_size,
+                         source=f"{teacher}: {candidate_text(chosen, len(chooser.train))}")
+        result.selection = record
     else:
         model0, tokenizer, note = load_classifier_with_note(teacher, task.label_names, task.regression,
                                                             max_length=max_length)
