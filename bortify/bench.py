@@ -381,6 +381,8 @@ def bench(args: BenchArguments, *, progress: bool = True) -> BenchReport:
         source = source_model(args.source, model) if args.source else None
         check_lengths(args.seq_lens, *([model, source] if source is not None else [model]))
         texts = real_texts(args) if args.dataset else None
+        shipped = shipped_int8(args.onnx_dir, model_path) if any(p in ("onnxruntime", "openvino") for p in paths) \
+            else None
         out = output.work_dir()  # built beside --output_dir and swapped in when the report is written
         with tempfile.TemporaryDirectory(prefix="bortify-bench-", dir=out) as tmp:
             grid = run_grid(args, paths, model, source, Path(tmp), progress, shipped=shipped)
@@ -403,8 +405,6 @@ def bench(args: BenchArguments, *, progress: bool = True) -> BenchReport:
 @contextlib.contextmanager
 def _bar(total: int, enabled: bool) -> Iterator[Any]:
     from tqdm.auto import tqdm
-        shipped = shipped_int8(args.onnx_dir, model_path) if any(p in ("onnxruntime", "openvino") for p in paths) \
-            else None
 
     with tqdm(total=total, desc="bench", unit="cell", disable=not enabled) as bar:
         yield bar

@@ -468,6 +468,11 @@ class FinetuneReport(Report):
                          f"{counts['unlabeled']} unlabelled rows under the teacher's soft labels; teacher "
                          f"({self.labeler['name']}) test score "
                          + (f"{teacher_test:.4f}" if teacher_test is not None else "not measured"))
+            selection = (self.labeler or {}).get("selection")
+            if selection:  # finetuning/teachers.py: every candidate's dev score and the one that taught
+                scores = ", ".join(f"{c['name']} {c['dev_score']:.4f}" for c in selection["candidates"])
+                lines.append(f"teacher chosen on dev ({selection['metric']}): {selection['chosen']}; candidates: "
+                             f"{scores}")
         if self.congruent:  # --old_model (docs/methods.md §4.3)
             c = self.congruent
             lines.append(f"focal distillation against {c.get('old_model')} (λ {c.get('lambda')}, α {c.get('alpha')}, "

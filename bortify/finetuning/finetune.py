@@ -205,12 +205,10 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
     check_compatible(compat_args, congruent_args, model_args, task)
     if (note := single_theta_agora_note(model_args.mode, thetas, agora_args)) is not None:
         logger.warning(note)
-    # the run's test texts out of train, dev and the unlabelled pool, before any model sees them (docs/methods.md §9)
-    overlap = clean_task(task, load_heldout(data_args.heldout), user_files=bool(task.splits.get("files"))
-                         and task.splits.get("test_source") == "test")
     # Seed before anything random is drawn: the classifier head (and pooler) are initialised at load time.
     transformers.set_seed(model_args.seed)
-    student0, tokenizer, load_note = load_classifier_with_note(model_args.model, task.label_names, task.regression)
+    student0, tokenizer, load_note = load_classifier_with_note(model_args.model, task.label_names, task.regression,
+                                                               max_length=model_args.max_length)
     say(f"student {model_args.model}: {load_note}")
     out = output.work_dir()  # the output folder, or (a replacement) its sibling being built
     if torch.cuda.is_available():
@@ -370,10 +368,19 @@ TEACHER_DIR = "teacher"  # save_teacher: the fine-tuned teacher / labeler beside
 
 
 def save_teacher(out: Path, labeler, report: FinetuneReport) -> None:
-    """The labeler's model + tokenizer as out/teacher (staged, then moved in); the report's labeler records it."""
+    """The labeler's model + tokenizer as out/teacher (staged, then moved in); the report's labeler records it.
+    An ensemble teacher (teachers.EnsembleModel) has no single checkpoint: its best member on dev is saved, and
+    the report says so."""
+    from bortify.finetuning.teachers import EnsembleModel
+
+    model, note = labeler.model, None
+    if isinstance(model, EnsembleModel):
+        model = model.members[0]
+        chosen = next((c for c in (labeler.selection or {}).get("candidates", []) if c.get("members")), None)
+        note = f"the ensemble's best member on dev ({chosen['members'][0] if chosen else 'the first'})"
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-teacher-"))
     try:
-        labeler.model.to("cpu").save_pretrained(staging, safe_serialization=True)
+        model.to("cpu").save_pretrained(staging, safe_serialization=True)
         tokenizer_for_saving(labeler.tokenizer).save_pretrained(staging)
         make_shareable(staging)
         if (out / TEACHER_DIR).is_dir():
@@ -382,6 +389,8 @@ def save_teacher(out: Path, labeler, report: FinetuneReport) -> None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     report.labeler["saved_to"] = TEACHER_DIR
+    if note:
+        report.labeler["saved_model"] = note
 
 
 def teacher_settings(agora_args: AgoraArguments, model_args: FinetuneModelArguments):

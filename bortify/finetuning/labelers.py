@@ -193,6 +193,8 @@ def build_labeler(task: TaskData, *, labeler: str | None, teacher: str, max_leng
         from bortify.resources import resolve_model
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        import bortify.finetuning.pooled  # noqa: F401 - a saved teacher/ may be bortify's mean-pooling classifier
+
         path = resolve_model(labeler)
         try:
             config = transformers.AutoConfig.from_pretrained(path)

@@ -1027,7 +1027,19 @@ def _distill_text(ft: FinetuneReport) -> str:
             f"variants and {fmt(counts.get('unlabeled'))} unlabelled in-domain texts; loss α·CE(gold) + "
             f"(1−α)·T²·KL(teacher ‖ student) with α = {fmt(st.get('distill_alpha'))}, T = "
             f"{fmt(st.get('distill_temperature'))}, {fmt(st.get('distill_epochs'))} epochs. The teacher's own test "
-            f"score: {fmt(teacher_test)}.")
+            f"score: {fmt(teacher_test)}." + _teacher_selection_text(ft))
+
+
+def _teacher_selection_text(ft: FinetuneReport) -> str:
+    """' Teacher chosen on dev: probe 0.55, finetune 0.71 (chosen), lp-ft 0.64 (dev accuracy).' or empty when the
+    teacher was given or built by the stock recipe alone (finetuning/teachers.py)."""
+    sel = (ft.labeler or {}).get("selection")
+    if not sel or not sel.get("candidates"):
+        return ""
+    parts = [f"{c['name']} {fmt(c.get('dev_score'))}" + (" (chosen)" if c["name"] == sel.get("chosen") else "")
+             for c in sel["candidates"]]
+    return (f" The teacher was chosen on dev from {len(parts)} candidates built from the same encoder "
+            f"(dev {sel.get('metric', 'score')}): " + ", ".join(parts) + ".")
 
 
 def _labeler_text(ft: FinetuneReport) -> str:

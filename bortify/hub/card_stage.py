@@ -164,6 +164,10 @@ def build_release(args: CardArguments, options: CardOptions) -> CardReport:
         release_configs(tmp)  # the sentence-transformers sub-folder's config.json too
         copied += _copy_onnx(stage_dirs.get("compress"), tmp)
         evidence = collect_evidence(stage_dirs, tmp, options)
+        if bad := non_finite_paths(evidence_json(evidence)):  # a NaN score would be printed as a measured result
+            raise CardError(f"The stage reports hold non-finite numbers (NaN/inf) at {bad[:5]}: a card would state "
+                            "them as measured results. Re-run the stage that wrote them (a diverged training run: "
+                            "lower its learning rate).")
         images = {}
         for key, stage, name in (("pareto", "extract", evidence["extract"].plot), ("rounds", "finetune", None)):
             image = _find_image(stage_dirs.get(stage), name, f"{key}.png")

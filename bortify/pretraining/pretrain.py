@@ -331,8 +331,8 @@ def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_arg
     resume = _guard_output_dir(out, model_args, data_args, training_args, overwrite)
     student_cfg = load_student_config(model_args.student_config)  # cheap checks first: configs, tokenizer, corpus
     plan = plan_distillation(student_cfg, model_args, data_args, training_args, out)
-    heldout_record: dict = {}  # the run's test texts dropped from the corpus (docs/methods.md §9)
     compat_plan = plan_compat(model_args.compatible_with, data_args.compat_eval_dataset)  # docs/methods.md §4
+    heldout_record: dict = {}  # the run's test texts dropped from the corpus (docs/methods.md §9)
     train_blocks, held_blocks = load_pretraining_data(
         data_args.corpus, plan.tokenizer, seq_len=data_args.seq_len, text_column=data_args.text_column,
         split=data_args.corpus_split, config=data_args.corpus_config, heldout_fraction=data_args.heldout_fraction,
