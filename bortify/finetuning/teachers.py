@@ -217,8 +217,11 @@ class EnsembleModel(torch.nn.Module):
         from transformers.modeling_outputs import SequenceClassifierOutput
 
         inputs.pop("labels", None)
-        probs = torch.stack([torch.softmax(m(**inputs).logits.float(), -1) for m in self.members]).mean(0)
-        return SequenceClassifierOutput(logits=torch.log(probs.clamp(min=1e-12)))
+        outputs = [m(**inputs) for m in self.members]
+        probs = torch.stack([torch.softmax(o.logits.float(), -1) for o in outputs]).mean(0)
+        # hidden states (the intermediate-layer term, docs/methods.md §7.1): the best member's
+        return SequenceClassifierOutput(logits=torch.log(probs.clamp(min=1e-12)),
+                                        hidden_states=getattr(outputs[0], "hidden_states", None))
 
 
 class TeacherSelection:
