@@ -1,8 +1,8 @@
-"""Agora vs plain fine-tuning vs the teacher on Rotten Tomatoes (issue 4's claim), side by side in one run.
+"""Agora vs plain fine-tuning vs the teacher on Rotten Tomatoes (Agora's claim, docs/methods/03-agora.md §3), side by side in one run.
 
 Regime (defaults): 300 labelled train rows, a 2,000-row dev set (Agora: 1,000 repair + 1,000 selection), 1,000
 test rows, max 32 tokens. For each seed, on the same data split and the same student checkpoint:
-  - agora: the Agora loop (docs/methods.md §3) with our changes (labeler-verified mistakes, soft labels, repair /
+  - agora: the Agora loop (docs/methods/03-agora.md §3) with our changes (labeler-verified mistakes, soft labels, repair /
     selection dev split, class-balanced acceptance); the labeler is the teacher (all-MiniLM-L6-v2) fine-tuned on
     the same train subsample, so its test accuracy is the "teacher fine-tuned on the same data" baseline;
   - paper (ablation, unless --no_ablation): the paper's loop on the same Θ and k;

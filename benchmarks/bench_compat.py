@@ -1,4 +1,4 @@
-"""Backward-compatible embeddings benchmark (issue 11; docs/methods.md §4, BCT), side by side in one run.
+"""Backward-compatible embeddings benchmark (docs/methods/04-updates.md §4, BCT), side by side in one run.
 
 The old model is all-MiniLM-L6-v2 (the demo's teacher, a sentence-transformers encoder: mean pooling +
 normalisation). The new model is the demo-size student (recipes/demo.yaml's pick, D3 A4 H256 I768 since the demo

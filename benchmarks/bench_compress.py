@@ -1,4 +1,4 @@
-"""Compression of the demo task model (docs/methods.md §5; BENCHMARKS.md "Compression").
+"""Compression of the demo task model (docs/methods/05-compression.md §5; BENCHMARKS.md "Compression").
 
 One `bortify compress` run with the defaults (8-bit weights, ONNX fp32/int8, the offline bundle: sizes, test
 scores, agreement, latency), then the quantisation settings side by side on the same test split: per tensor vs per

@@ -1,4 +1,4 @@
-"""Task-specific distillation (docs/methods.md §7) on the demo split: how close does the student get to its teacher?
+"""Task-specific distillation (docs/methods/07-task-distillation.md §7) on the demo split: how close does the student get to its teacher?
 
 Setting (the demo recipe's fine-tuning split): Rotten Tomatoes (embedded), 600 gold train rows, 600 dev, 1,000
 test (split seed 42), max 40 tokens. Teacher = all-MiniLM-L6-v2 fine-tuned on the 600 rows (build_labeler, 3

@@ -1,4 +1,4 @@
-"""Extraction benchmark (issue 2): (a) CPU forward latency of chosen architectures next to their sources, as
+"""Extraction benchmark (docs/methods/01-extraction.md §1): (a) CPU forward latency of chosen architectures next to their sources, as
 ratios beside the multiply-add ratios; (b) extraction cost on the demo space for ε ∈ {0, 0.1, 0.3}.
 
     .venv/bin/python benchmarks/bench_extraction.py            # writes benchmarks/results/extraction.json

@@ -1,4 +1,4 @@
-"""Regression-free updates (docs/methods.md §4): does focal distillation cut the negative flips of a student that
+"""Regression-free updates (docs/methods/04-updates.md §4): does focal distillation cut the negative flips of a student that
 replaces its fine-tuned teacher?
 
 Per task and seed: old = all-MiniLM-L6-v2 fine-tuned on the task's train rows (build_labeler, as the demo's
@@ -11,7 +11,7 @@ training seconds.
     .venv/bin/python benchmarks/bench_flips.py --seeds 0 --max_train 600 --max_test 1000      # ~6 min on 2 cores
     .venv/bin/python benchmarks/bench_flips.py --seeds 0 1 2 --tasks embedded:rotten-tomatoes embedded:debates
 
-`--mode distill` (the product's fine-tuning mode, docs/methods.md §7 + §4.3): old = the fine-tuned teacher; new =
+`--mode distill` (the product's fine-tuning mode, docs/methods/07-task-distillation.md §7 + §4.3): old = the fine-tuned teacher; new =
 the student task-distilled from it (transfer set = the train rows + the unused train rows / generated variants, as
 `bortify finetune --mode distill` builds it with its defaults) plainly (β = 0: plain distillation) and with focal
 weights λ·(α + β·1(teacher right)) on the gold rows' KD term (`--old_model teacher`), for every β of
@@ -241,7 +241,7 @@ def distill_table(results: list[dict]) -> str:
 
 
 def agora_run(name: str, task, labeler, old_model, seed: int, args):
-    """Agora (docs/methods.md §3) through `finetune()`, the labeler being the old model (saved once), optionally with
+    """Agora (docs/methods/03-agora.md §3) through `finetune()`, the labeler being the old model (saved once), optionally with
     focal distillation against it; returns the best model's test predictions (task label order)."""
     import tempfile
 

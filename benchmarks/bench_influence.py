@@ -1,4 +1,4 @@
-"""BCT's influence loss in fine-tuning (issue 11; docs/methods.md §4.4): can the fine-tuned student's embedding
+"""BCT's influence loss in fine-tuning (docs/methods/04-updates.md §4.4): can the fine-tuned student's embedding
 search an index built by the model it replaces?
 
 Per task and seed: old = all-MiniLM-L6-v2 fine-tuned on the task's train rows (the demo's teacher: 3 epochs, lr
@@ -10,7 +10,7 @@ test split (gallery embedded by the old model, queries by the new one through φ
 new→old, old→old, new→new. A student trained without the option has no φ; its baseline φ is the ridge read-out
 of the old [CLS] embeddings of the train texts from its own (the best linear map it can get without training for
 it) — BCT's "should fail" baseline. A student trained WITH the option ships the better, on dev, of its trained φ and
-that same ridge refit (docs/methods.md §4.4, "Which φ ships"); the choice is recorded. Also test accuracy and
+that same ridge refit (docs/methods/04-updates.md §4.4, "Which φ ships"); the choice is recorded. Also test accuracy and
 fine-tuning seconds of each arm (the cost).
 
     .venv/bin/python benchmarks/bench_influence.py --seeds 0 1 2 --tasks embedded:rotten-tomatoes \\

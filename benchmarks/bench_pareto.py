@@ -1,4 +1,4 @@
-"""Accuracy vs speed: bortify's students against what users pick instead (issue 12), side by side in one run.
+"""Accuracy vs speed: bortify's students against what users pick instead, side by side in one run.
 
 For each task (embedded:rotten-tomatoes, binary; embedded:debates, 3-way) and train size (300, 1,000 rows), on ONE
 split shared by every model (bortify's prepare_task, split_seed 42; dev of 300 rows (200 for the 1,055-statement
@@ -8,8 +8,8 @@ debates); test = all remaining rows up to 1,000):
          - model2vec + LR: static embeddings distilled from the same MiniLM (pca_dims 256) + logistic regression;
          - SetFit: not run (contrastive fine-tuning of MiniLM is too slow for 2 shared CPU cores; not installed).
   bortify - plain: `finetune(mode="plain")` of the student (Θ grid once, best on dev);
-         - Agora: `finetune(mode="agora")`, bortify's defaults, the teacher above as the labeler (docs/methods.md §3);
-         - task-distilled (--with_distill: `finetune(mode="distill")`, docs/methods.md §7);
+         - Agora: `finetune(mode="agora")`, bortify's defaults, the teacher above as the labeler (docs/methods/03-agora.md §3);
+         - task-distilled (--with_distill: `finetune(mode="distill")`, docs/methods/07-task-distillation.md §7);
          - int8 (--with_int8: the first seed's task-distilled student (else Agora's) through bortify's int8 CPU
            path, ONNX Runtime; timed with the others).
 Seeds (default 1 2 3) vary the fine-tuning of the teacher and of the students; the logistic-regression peers are
@@ -172,7 +172,7 @@ def int8_available() -> str | None:
 
 def int8_point(model_dir: Path, out_dir: Path) -> Path:
     """The student at `model_dir` made int8 by bortify's CPU path (`bortify.bench.int8_cpu_model`: ONNX export,
-    onnxruntime dynamic int8, docs/methods.md §5) into `out_dir` (model.int8.onnx + the tokenizer); returns out_dir."""
+    onnxruntime dynamic int8, docs/methods/05-compression.md §5) into `out_dir` (model.int8.onnx + the tokenizer); returns out_dir."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from bortify.bench import int8_cpu_model
@@ -342,7 +342,7 @@ def run_unit(settings: Settings, plan: TaskPlan, data: dict, seed: int) -> dict:
     agora_args = dict(max_rounds=settings.max_rounds, k=settings.k, labeler=str(unit / "teacher"),
                       labeler_min_dev_score=settings.labeler_min_dev_score)
     bortify_point("agora", "agora", AgoraArguments(**agora_args))
-    # the task-distilled point (docs/methods.md §7): the fine-tuned teacher comes in as Agora's labeler does
+    # the task-distilled point (docs/methods/07-task-distillation.md §7): the fine-tuned teacher comes in as Agora's labeler does
     bortify_point("distill", "distill", AgoraArguments(**agora_args), **distill_kwargs(settings))
     of = next((n for n in ("distill", "agora") if "model_dir" in points.get(n, {})), None)
     if settings.with_int8 and not ready("int8") and of is not None:

@@ -1,4 +1,4 @@
-"""The perfect-hashed vocabulary (docs/methods.md §5) on the packaged MiniLM vocabulary (30,522 WordPiece tokens).
+"""The perfect-hashed vocabulary (docs/methods/05-compression.md §5) on the packaged MiniLM vocabulary (30,522 WordPiece tokens).
 
 Builds bortify's cascade (bortify.compression.phash) at a few settings and reports, for each: bytes on disk against
 vocab.txt and tokenizer.json, cascade levels, bits a key, build time (median of 5), look-ups per second (vocabulary

@@ -1,4 +1,4 @@
-"""Pretraining benchmark (issue 3), side by side in one run, on the packaged models and corpus:
+"""Pretraining benchmark (docs/methods/02-pretraining.md §2), side by side in one run, on the packaged models and corpus:
 
 1. step time of the KD trainer (DistillationTrainer.train, per step) against the same work done by hand —
    student MLM step (forward, backward, clip, AdamW) + teacher forward, timed separately — so the overhead

@@ -1,5 +1,5 @@
-"""CPU speed benchmark (issue 13): the int8 CPU paths measured side by side before choosing bortify's default,
-and the speed goals, all in one run with bortify's own bench (bortify/bench.py, docs/methods.md §5).
+"""CPU speed benchmark (docs/methods/05-compression.md §5.s): the int8 CPU paths measured side by side before choosing bortify's default,
+and the speed goals, all in one run with bortify's own bench (bortify/bench.py, docs/methods/05-compression.md §5).
 
     .venv/bin/python benchmarks/bench_speed.py                  # writes benchmarks/results/speed.json (+ speed_*.png)
     # torchao as well (it must not live in bortify's .venv: transformers imports it whenever it is installed):
@@ -14,7 +14,7 @@ and the speed goals, all in one run with bortify's own bench (bortify/bench.py, 
 (b) demo: `bortify bench` on the demo task model (runs/demo/finetune; else a random model of the demo student's
     shape, 3/4/128/768) against its extraction source all-MiniLM-L6-v2, the same grid, and sentences/s on 256 real
     texts of the packaged Rotten Tomatoes test rows (the model's own tokenizer, batches of 8, dynamic padding).
-Goals (issue 13): Bort fp32 >= 18x BERT-large (multiply-add ratio ~19x); int8 Bort >= 30x fp32 BERT-large; demo int8
+Goals: Bort fp32 >= 18x BERT-large (multiply-add ratio ~19x); int8 Bort >= 30x fp32 BERT-large; demo int8
 sentences/s >= 1.5x fp32. BERT-large at 8 x 512 takes tens of seconds a pass on one core: its cells get one round
 (the Timer's block-size estimate is their warm-up), and the paths that were no faster than fp32 in a first run
 (torchao, OpenVINO on the int8 ONNX file) are timed on the shapes only up to length 128, which keeps the run
@@ -103,7 +103,7 @@ def demo_part(args, paths: list[str]) -> dict:
 
 
 def goals(shapes: dict, demo: dict) -> dict:
-    """The issue's goals at batch 8 x 128 (and their range over the grid)."""
+    """The goals at batch 8 x 128 (and their range over the grid)."""
     grid = shapes["grid"]
     fp32 = {(c["batch_size"], c["seq_len"]): c for c in grid if c["path"] == "fp32"}
     best_int8 = {}

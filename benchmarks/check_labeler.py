@@ -1,6 +1,6 @@
 """How right is Agora's labeler on the student's dev mistakes? (the check behind `verify_mistakes`, BENCHMARKS.md)
 
-Agora labels variants of the student's dev mistakes with the labeler (docs/methods.md §3). This script compares the
+Agora labels variants of the student's dev mistakes with the labeler (docs/methods/03-agora.md §3). This script compares the
 labeler's accuracy on those mistakes with its accuracy on all of dev, and by confidence threshold, on the same
 split as benchmarks/bench_agora.py.
 

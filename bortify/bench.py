@@ -1,6 +1,6 @@
 """`bortify bench MODEL [--source MODEL]`: CPU latency and throughput, model and source side by side in one run.
 
-docs/methods.md §5 "Measuring speed". What is measured, and how:
+docs/methods/05-compression.md §5 "Measuring speed". What is measured, and how:
 
 - One timer for all of bortify (bortify.timing.time_calls): torch.utils.benchmark's blocked_autorange, the
   functions compared timed in alternation, medians. Extraction's measured costs, compress and the card use it too.
@@ -353,7 +353,7 @@ def check_lengths(seq_lens: list[int], *models) -> None:
 
 
 def macs(model, seq_len: int) -> int:
-    """Encoder multiply-adds per sequence (docs/methods.md §1, bortify.extraction.costs.operation_count)."""
+    """Encoder multiply-adds per sequence (docs/methods/01-extraction.md §1, bortify.extraction.costs.operation_count)."""
     from bortify.extraction.costs import Shape, operation_count
 
     return operation_count(Shape.from_config(model.config), seq_len)
@@ -481,7 +481,7 @@ def sentences_per_second(args, paths, model, model_path, texts, workdir: Path, *
                          source=None, shipped: Path | None = None) -> tuple[dict, dict | None]:
     """Sentences/s of the whole pass over `texts` (tokenised once, batches padded to their longest), per path, and
     agreement of each int8 path's predictions (argmax) with fp32. With a `source` (random weights, `source_model`),
-    its fp32 pass over the same texts is timed in alternation with the model's fp32 pass (docs/methods.md §5.s).
+    its fp32 pass over the same texts is timed in alternation with the model's fp32 pass (docs/methods/05-compression.md §5.s).
     -> (the report's `sentences`, its `source_sentences`: None without a source)"""
     import numpy as np
 

@@ -1,4 +1,4 @@
-"""`bortify compare OLD NEW`: what replacing OLD by NEW breaks, and a release gate (docs/methods.md §4).
+"""`bortify compare OLD NEW`: what replacing OLD by NEW breaks, and a release gate (docs/methods/04-updates.md §4).
 
 Both classifiers predict the same split of a task (the test split by default; the data options are
 `bortify finetune`'s, and the task is loaded by bortify.finetuning.tasks.prepare_task, so the same options give

@@ -1,5 +1,5 @@
 """The run's held-out test texts: defined once, kept out of every stage upstream, overlap counted everywhere
-(docs/methods.md §9).
+(docs/methods/09-heldout.md §9).
 
 A run's final test split is only a measurement if no stage saw its texts: not the extraction estimator (its
 train/dev rows), not the pretraining corpus, not fine-tuning's train/dev/unlabelled pool. `bortify run` derives

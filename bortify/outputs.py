@@ -59,7 +59,7 @@ CHECKPOINT_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
     "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja",
 )
-# sentence-transformers files beside a checkpoint (bortify.compat.sentence, docs/methods.md §4.4)
+# sentence-transformers files beside a checkpoint (bortify.compat.sentence, docs/methods/04-updates.md §4.4)
 SENTENCE_FILES = ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json", "0_Transformer",
                   "1_Pooling", "2_Dense", "3_Normalize")
 # Hidden names bortify itself makes inside a folder while writing it (staging folders, atomic-write temps).
@@ -113,7 +113,7 @@ OUTPUTS: dict[str, StageOutput] = {s.stage: s for s in (
     StageOutput("bench", (REPORT, "bench.png")),
     StageOutput("compare", (REPORT, "negative_flips.jsonl")),
     # The release folder (bortify.hub.card_stage): checkpoint, card, plots, evidence, sentence-transformers
-    # modules and compress's onnx/ (docs/methods.md §5).
+    # modules and compress's onnx/ (docs/methods/05-compression.md §5).
     StageOutput("card", (*CHECKPOINT_FILES, *SENTENCE_FILES, "README.md", "card_evidence.json", "pareto.png",
                          "rounds.png", "accuracy_speed.png", "onnx"),
                 finished=("README.md", "card_evidence.json"), marker=False,

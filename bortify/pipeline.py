@@ -12,7 +12,7 @@ resumes where it stopped (each stage also resumes inside itself where it can). T
 recipe section: if the recipe has changed since, the run stops before any work and names the changed keys (redo
 with --overwrite). The next stage reads only the previous stage's output directory, and `<run>/heldout.json`: the
 run's final test texts (from the finetune section's data options), written before the first stage and kept out
-of every stage's data (docs/methods.md §9).
+of every stage's data (docs/methods/09-heldout.md §9).
 
 Two exceptions: a stage whose folder is a release (the card) keeps its record beside the folder
 (`<run>/card.stage_done.json`), because that folder is what gets pushed and must hold nothing but the release;
@@ -134,7 +134,7 @@ def stage_config(stage: StageSpec, recipe: dict, outputs: dict[str, str], run_di
                  heldout: str | None = None) -> dict:
     """The stage's settings in a run: its recipe section, `output_dir` = <run dir>/<stage>, and every input the
     table names (StageSpec.inputs, .borrow) that the recipe leaves unset; `heldout` (the run's record of its test
-    texts, docs/methods.md §9) for the stages that read it."""
+    texts, docs/methods/09-heldout.md §9) for the stages that read it."""
     config = dict(recipe.get(stage.name) or {})
     config["output_dir"] = str(run_dir / stage.name)
     if heldout and stage.reads_heldout and config.get("heldout") is None:
@@ -289,7 +289,7 @@ def run_recipe(recipe_path: str | os.PathLike, output_dir: str | os.PathLike | N
 
 
 def run_heldout(recipe: dict, selected: list[StageSpec], run_dir: Path, overwrite: bool) -> str | None:
-    """The run's held-out test texts (docs/methods.md §9): `<run>/heldout.json`, derived from the finetune
+    """The run's held-out test texts (docs/methods/09-heldout.md §9): `<run>/heldout.json`, derived from the finetune
     section's data options when a stage that reads data is about to run (rewritten then, so it always matches
     the recipe), or None for a recipe without a finetune section."""
     from bortify.heldout import HELDOUT_FILE, write_run_heldout

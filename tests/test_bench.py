@@ -1,4 +1,4 @@
-"""`bortify bench` and the one latency timer (issue 13, issue 10 §4): structure and positivity, never timings
+"""`bortify bench` and the one latency timer (docs/methods/05-compression.md §5.s): structure and positivity, never timings
 (the machine is shared and noisy)."""
 
 from __future__ import annotations

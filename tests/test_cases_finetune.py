@@ -444,7 +444,7 @@ CASES = [
     Case("empty-train-texts-dropped-and-counted", ft(data=("--train_file", "{tr}")),
          r"2 train row\(s\) with an empty text were dropped", rc=0, trains=True, stream="stdout",
          setup=with_model(_rows_file("tr.csv", _EMPTY_TEXT_TRAIN)), check=_check_dropped),
-    # 4. test rows that repeat train rows (docs/methods.md §9): a warning naming the count, the repeats dropped from
+    # 4. test rows that repeat train rows (docs/methods/09-heldout.md §9): a warning naming the count, the repeats dropped from
     # train and counted in report.json (the card says so); a test file that is a copy of train is refused
     Case("test-file-repeats-train-rows", ft(data=("--train_file", "{train}", "--test_file", "{test}")),
          r"3 of the 10 test rows of your files repeat train rows", rc=0, trains=True, stream="any",

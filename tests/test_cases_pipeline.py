@@ -426,8 +426,9 @@ def _hooked_run(root: Path) -> dict:
 
 
 def long_real_text(words: int = LONG_TEXT_WORDS) -> str:
-    """A real English text of `words` words: the start of docs/methods.md, prose and all."""
-    text = (Path(__file__).parents[1] / "docs" / "methods.md").read_text(encoding="utf-8").split()
+    """A real English text of `words` words: the start of the method pages (docs/methods/), prose and all."""
+    pages = sorted((Path(__file__).parents[1] / "docs" / "methods").glob("0*.md"))
+    text = " ".join(page.read_text(encoding="utf-8") for page in pages).split()
     assert len(text) >= words
     return " ".join(text[:words])
 

@@ -1,4 +1,4 @@
-"""`bortify compare OLD NEW` (docs/methods.md §4): flips against hand-checked predictions, label re-mapping by
+"""`bortify compare OLD NEW` (docs/methods/04-updates.md §4): flips against hand-checked predictions, label re-mapping by
 name, the release gate (exit code 3), the bad-input case table, and the gate inside `bortify run`."""
 
 import csv

@@ -1,4 +1,4 @@
-"""Backward-compatible embeddings (bortify.compat, docs/methods.md §4): losses, BCT's compatibility test and the
+"""Backward-compatible embeddings (bortify.compat, docs/methods/04-updates.md §4): losses, BCT's compatibility test and the
 sentence-transformers folder writer, on tiny models and hand-computed cases."""
 
 import json

@@ -1,4 +1,4 @@
-"""The release folder of a student trained with --compatible_with (docs/methods.md §4): the card stage copies the
+"""The release folder of a student trained with --compatible_with (docs/methods/04-updates.md §4): the card stage copies the
 pretrained student's sentence-transformers files (encoder in 0_Transformer/ when the root holds the fine-tuned
 model), renders the compatibility figures, the folder stays replaceable, and push uploads every file of it."""
 

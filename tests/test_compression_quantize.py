@@ -1,4 +1,4 @@
-"""Linear 8-bit quantisation (bortify.compression.quantize, docs/methods.md §5): the arithmetic, the zero-dropping
+"""Linear 8-bit quantisation (bortify.compression.quantize, docs/methods/05-compression.md §5): the arithmetic, the zero-dropping
 sparse form, the safetensors storage and the loader that rebuilds a transformers model."""
 
 import json

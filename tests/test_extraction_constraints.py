@@ -1,4 +1,4 @@
-"""Extraction constraint modes (issue 12): --max_error_increase δ and --latency_budget_ms B.
+"""Extraction constraint modes (docs/methods/08-constraints.md §8): --max_error_increase δ and --latency_budget_ms B.
 
 Deterministic injected estimators (as in test_extraction_fptas.py) on synthetic and tiny real spaces; one slow
 test runs the real sliced-task estimator on the demo space.

@@ -51,7 +51,7 @@ def test_closed_form_parameters_equal_transformers_for_all_300(bort_space):
 
 
 def test_bort_reported_sizes():
-    """The two readings of Bort's ⟨4,8,768,1024⟩ (docs/methods.md §1): ~55M paper reading, ~75M released weights."""
+    """The two readings of Bort's ⟨4,8,768,1024⟩ (docs/methods/01-extraction.md §1): ~55M paper reading, ~75M released weights."""
     paper = Shape(4, 8, 768, 1024, 50265, 514, 1)
     released = Shape(4, 8, 1024, 768, 50265, 514, 1)
     large = Shape(24, 16, 1024, 4096, 50265, 514, 1)
@@ -71,7 +71,7 @@ def test_operation_count_is_exact_for_a_layer_and_orders_candidates():
 
 
 def test_measure_latency_times_the_candidate_forward(tiny_bert_config, monkeypatch):
-    """Timing-independent (issue 10): asserts what is timed (forward passes of BertModel(config) at batch x
+    """Timing-independent: asserts what is timed (forward passes of BertModel(config) at batch x
     seq_len) and that the result is a positive, finite number of seconds. Which of two models runs faster is
     not asserted (a loaded shared machine can reorder them); the size order is the exact operation count's."""
     big_config = BertConfig(**{**tiny_bert_config.to_dict(), "num_hidden_layers": 6, "hidden_size": 512,

@@ -11,7 +11,7 @@ from bortify.extraction.fptas import Candidate, epsilon_buckets, gain, run_fptas
 
 
 def test_w_coefficient_formula_and_maximum_point():
-    # W = ((p(T)-p)/p(T)) * ((i(T)-i)/i(T)) / ê   (docs/methods.md §1)
+    # W = ((p(T)-p)/p(T)) * ((i(T)-i)/i(T)) / ê   (docs/methods/01-extraction.md §1)
     assert w_coefficient(25, 50, 0.5, 100, 200) == pytest.approx(0.75 * 0.75 / 0.5)
     assert w_coefficient(100, 200, 0.3, 100, 200) == 0.0  # the maximum point itself
     assert w_coefficient(50, 100, 0.2, 100, 200) > w_coefficient(50, 100, 0.4, 100, 200)  # lower error, higher W

@@ -1,4 +1,4 @@
-"""The Agora loop (bortify/finetuning/agora.py, docs/methods.md §3) with fake models: pruning, stopping, replay,
+"""The Agora loop (bortify/finetuning/agora.py, docs/methods/03-agora.md §3) with fake models: pruning, stopping, replay,
 the labeler's labels (never dev gold) entering train, and the loop's named steps. The generator has its own file
 (test_finetuning_generators.py)."""
 
@@ -165,7 +165,7 @@ def test_verify_expands_only_the_mistakes_the_labeler_gets_right():
     assert first.mistakes_expanded == len(generated_from)
 
 
-# --- never worse than plain round 1; no re-fit on unchanged data; rejections by reason (issue 12) -------------
+# --- never worse than plain round 1; no re-fit on unchanged data; rejections by reason ------------------------
 
 def _scripted(train, dev, scores_by_round, *, label=None, generate=None, **kw):
     """agora() with injected callables: a model is (round, θ name, train size); its selection score is scripted

@@ -1,4 +1,4 @@
-"""`bortify finetune --compatible_with OLD` (BCT's influence loss in fine-tuning, docs/methods.md §4.4): the pure loss,
+"""`bortify finetune --compatible_with OLD` (BCT's influence loss in fine-tuning, docs/methods/04-updates.md §4.4): the pure loss,
 the old model's head split off and checked, plain and Agora runs on tiny models, the sentence-transformers files,
 the bad-input rows, and one real-model run."""
 
@@ -308,7 +308,7 @@ def test_agora_mode_with_compatible_with_runs(tmp_path):
 
 
 def test_distill_mode_adds_the_influence_term_and_writes_the_trained_projection(tmp_path, monkeypatch):
-    """The product's default mode: task distillation with BCT's influence term (docs/methods.md §4.4); the φ the
+    """The product's default mode: task distillation with BCT's influence term (docs/methods/04-updates.md §4.4); the φ the
     loss trained is the one the folder ships and the report's test used."""
     from bortify.compat import finetune as compat_ft
     from bortify.compat.finetune import cls_encoder

@@ -1,4 +1,4 @@
-"""Positive-congruent fine-tuning (docs/methods.md §4): the focal-distillation loss by hand, the old-model cache
+"""Positive-congruent fine-tuning (docs/methods/04-updates.md §4): the focal-distillation loss by hand, the old-model cache
 (once per text) and the Trainer subclass on a tiny BERT."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Focal distillation inside task distillation (docs/methods.md §4.3): the weighted KD loss by hand, rows without a
+"""Focal distillation inside task distillation (docs/methods/04-updates.md §4.3): the weighted KD loss by hand, rows without a
 gold label at α, the transfer-set columns (no second pass when the old model is the teacher), and `bortify finetune
 --mode distill --old_model` end to end on tiny models."""
 

@@ -1,4 +1,4 @@
-"""`bortify finetune --old_model` (focal distillation, docs/methods.md §4.3) in plain and Agora mode (distill mode:
+"""`bortify finetune --old_model` (focal distillation, docs/methods/04-updates.md §4.3) in plain and Agora mode (distill mode:
 test_finetuning_congruent_distill.py), save_teacher
 + `bortify compare`'s default old model, and the bad-input rows, on tiny models (plus one real-model run)."""
 

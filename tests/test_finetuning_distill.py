@@ -1,4 +1,4 @@
-"""Task-specific distillation (bortify/finetuning/distill.py, losses.task_distillation_loss; docs/methods.md §7):
+"""Task-specific distillation (bortify/finetuning/distill.py, losses.task_distillation_loss; docs/methods/07-task-distillation.md §7):
 the pure loss, the transfer set (no dev/test text, ever), one teacher forward per row, and a tiny student that
 moves toward its teacher's distribution on unlabelled text."""
 

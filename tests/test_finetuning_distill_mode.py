@@ -83,7 +83,7 @@ def test_distill_card_states_the_transfer_set_and_the_teachers_score(tmp_path, c
 
 def test_intermediate_layer_term_runs_the_teacher_per_batch_and_is_reported(tmp_path, capsys, monkeypatch):
     """--distill_w_layers: the teacher runs on every training batch with output_hidden_states, and the report
-    names the layer map (docs/methods.md §7.1)."""
+    names the layer map (docs/methods/07-task-distillation.md §7.1)."""
     from bortify.finetuning import losses
 
     calls = []

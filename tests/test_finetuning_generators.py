@@ -1,4 +1,4 @@
-"""Agora's text generators (bortify/finetuning/generators.py, docs/methods.md §3.3): nearest-neighbour token
+"""Agora's text generators (bortify/finetuning/generators.py, docs/methods/03-agora.md §3.3): nearest-neighbour token
 substitution on a hand-made embedding table (fast) and on the packaged MiniLM's (slow), and `generate_rows`."""
 
 import random

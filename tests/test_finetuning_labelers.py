@@ -1,4 +1,4 @@
-"""The labeler's dev gate (bortify/finetuning/labelers.py, docs/methods.md §3.2): the bar is the dev majority-class
+"""The labeler's dev gate (bortify/finetuning/labelers.py, docs/methods/03-agora.md §3.2): the bar is the dev majority-class
 rate m plus a third of the rest, m + (1 - m)/3 (2/3 for a balanced binary task, the paper's bar), so a labeler that
 only predicts the most frequent class can never pass it, on a skewed binary task or a many-class one. Also the
 labeler's probabilities in the task's label order and Agora's labelling of generated rows (GeneratedRowLabeler)."""

@@ -1,4 +1,4 @@
-"""Teacher selection on dev (bortify/finetuning/teachers.py, docs/methods.md §7.2): the candidates (linear probe,
+"""Teacher selection on dev (bortify/finetuning/teachers.py, docs/methods/07-task-distillation.md §7.2): the candidates (linear probe,
 fine-tuning with the source's pooling, LP-FT, the stock classifier, an ensemble) are built on train and the best on
 dev teaches. Tiny random encoders; each selection test builds a task where one kind of candidate must win."""
 

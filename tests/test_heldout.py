@@ -1,4 +1,4 @@
-"""The held-out test split (docs/methods.md §9): one record per run, its texts dropped from every stage's data,
+"""The held-out test split (docs/methods/09-heldout.md §9): one record per run, its texts dropped from every stage's data,
 overlap counted everywhere and stated on the card."""
 
 import json

@@ -1,4 +1,4 @@
-"""The shipped `flips` evaluate module (docs/methods.md §4): hand-computed cases and the module interface."""
+"""The shipped `flips` evaluate module (docs/methods/04-updates.md §4): hand-computed cases and the module interface."""
 
 import pytest
 from hypothesis import given, settings

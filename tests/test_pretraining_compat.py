@@ -1,4 +1,4 @@
-"""`bortify pretrain --compatible_with OLD` (BCT, docs/methods.md §4): the compat collator, the head's save/load,
+"""`bortify pretrain --compatible_with OLD` (BCT, docs/methods/04-updates.md §4): the compat collator, the head's save/load,
 bad input before training (case table), a tiny end-to-end run whose output loads with sentence-transformers, and
 one real-model run against the packaged all-MiniLM-L6-v2 (slow)."""
 

@@ -1,5 +1,5 @@
 """Real multi-process runs on CPU (gloo): `accelerate launch` DDP of the KD trainer, and a 2 × 2 HSDP mesh
-(PyTorch fully_shard) of the same KD loss on bortify's student (docs/methods.md §6)."""
+(PyTorch fully_shard) of the same KD loss on bortify's student (docs/methods/06-mics.md §6)."""
 
 import json
 import os

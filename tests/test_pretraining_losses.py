@@ -1,4 +1,4 @@
-"""Pure KD losses (docs/methods.md §2): logit KD, hidden-state MSE, MiniLMv2 attention relations."""
+"""Pure KD losses (docs/methods/02-pretraining.md §2): logit KD, hidden-state MSE, MiniLMv2 attention relations."""
 
 import math
 

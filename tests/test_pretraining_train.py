@@ -235,7 +235,7 @@ def test_recipe_pretrain_sections_parse(recipe, tmp_path):
     section = {**section, "student_config": "unused", "output_dir": str(tmp_path)}
     section.pop("bf16", None)  # a GPU setting; this machine has none
     model_args, data_args, training_args = args_from_dict((ModelArguments, DataArguments, DistillationArguments), section)
-    if recipe == "bort.yaml":  # the paper's values (docs/methods.md §2)
+    if recipe == "bort.yaml":  # the paper's values (docs/methods/02-pretraining.md §2)
         assert model_args.teacher == "roberta-large" and data_args.seq_len == 512
         assert (training_args.temperature, training_args.w_mlm, training_args.w_kd) == (2.0, 0.1, 0.5)
         assert (training_args.learning_rate, training_args.warmup_steps) == (1e-4, 0.01)

@@ -1,4 +1,4 @@
-"""The `bortify compress` options, read from flags or a recipe's `compress:` section (docs/methods.md §5)."""
+"""The `bortify compress` options, read from flags or a recipe's `compress:` section (docs/methods/05-compression.md §5)."""
 
 from __future__ import annotations
 

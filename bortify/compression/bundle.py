@@ -1,4 +1,4 @@
-"""The offline bundle: one directory that classifies text with no Hub and no tokenizer files (docs/methods.md §5).
+"""The offline bundle: one directory that classifies text with no Hub and no tokenizer files (docs/methods/05-compression.md §5).
 
     bundle/
       bundle.json                     format, labels, max_length, the files with their sha256

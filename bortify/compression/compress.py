@@ -1,5 +1,5 @@
 """`bortify compress DIR`: 8-bit weights, ONNX (fp32 + int8) and the offline bundle of a task model, each scored
-on the task's test split and timed on the CPU (docs/methods.md §5). The stage between finetune and card.
+on the task's test split and timed on the CPU (docs/methods/05-compression.md §5). The stage between finetune and card.
 
     <output_dir>/
       config.json, tokenizer files       copied from DIR (so the folder loads with load_quantized_model)

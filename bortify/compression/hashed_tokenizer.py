@@ -1,4 +1,4 @@
-"""A BERT WordPiece tokenizer over the perfect-hashed vocabulary: no token strings on disk (methods §5).
+"""A BERT WordPiece tokenizer over the perfect-hashed vocabulary: no token strings on disk (docs/methods/05-compression.md §5).
 
 It reproduces the Hugging Face fast BERT tokenizer (tokenizers' BertNormalizer + BertPreTokenizer + WordPiece +
 the [CLS] A [SEP] B [SEP] template) on top of `HashedVocab`, so the offline bundle needs neither vocab.txt nor

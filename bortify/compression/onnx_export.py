@@ -1,4 +1,4 @@
-"""ONNX export of a task model and its dynamic int8 version (docs/methods.md §5), in the layout Hub users load.
+"""ONNX export of a task model and its dynamic int8 version (docs/methods/05-compression.md §5), in the layout Hub users load.
 
     <release>/onnx/model.onnx            fp32, dynamic batch and sequence axes
     <release>/onnx/model_quantized.onnx  int8 weights (ONNX Runtime dynamic quantisation, activations int8 at run time)
@@ -15,7 +15,7 @@ after ONNX Runtime's shape-inference pre-processing. Both files are checked with
 
 This is bortify's one ONNX path: compress writes the release's files with it, and `bortify bench` times the shipped
 `model_quantized.onnx` (or, for a folder without one, a file made here), so the card's int8 figures are the shipped
-file's (docs/methods.md §5).
+file's (docs/methods/05-compression.md §5).
 
 What the files carry: the graph and weights only. The dynamo exporter records, per node, metadata entries such as
 `pkg.torch.onnx.stack_trace` and `pkg.torch.onnx.name_scopes` that hold this machine's source paths; `strip_metadata`

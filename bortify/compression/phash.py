@@ -1,6 +1,6 @@
-"""A minimal perfect hash of a tokenizer vocabulary: no key strings stored (methods §5, Strimel et al. 2018).
+"""A minimal perfect hash of a tokenizer vocabulary: no key strings stored (docs/methods/05-compression.md §5, Strimel et al. 2018).
 
-The paper's algorithm (docs/methods.md §5): a cascade of seeded MurmurHash3 functions. Level 1 hashes all N
+The paper's algorithm (docs/methods/05-compression.md §5): a cascade of seeded MurmurHash3 functions. Level 1 hashes all N
 keys into ~N slots; a key alone in its slot sets that slot's bit; colliding keys go on to level 2 with a new
 seed and a smaller array; repeat until every key has a slot. The levels' bit arrays are concatenated, and the
 rank of a key's set bit (the number of set bits before it, from a popcount directory) is its dense index in

@@ -1,4 +1,4 @@
-"""Linear 8-bit quantisation of a model's weights, as Strimel et al. (2018) define it (docs/methods.md §5).
+"""Linear 8-bit quantisation of a model's weights, as Strimel et al. (2018) define it (docs/methods/05-compression.md §5).
 
 Each weight matrix (per tensor, or per output channel = per row) is split into 256 equal intervals over its
 range [min, max]; a weight is stored as the one byte k of its nearest grid point and read back as
@@ -51,7 +51,7 @@ class QuantizeError(BortifyError):
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """How weights are quantised (docs/methods.md §5).
+    """How weights are quantised (docs/methods/05-compression.md §5).
 
     per_channel: one (min, step) per output channel (row) instead of one per tensor: more accurate, 5 bytes a row.
     drop_zeros: store a tensor sparse (bit mask + non-zero codes) when that is smaller than one byte a weight.

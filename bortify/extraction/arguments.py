@@ -98,7 +98,7 @@ class ExtractionArguments:
         self._resolve_objective()
 
     def _resolve_objective(self) -> None:
-        """objective from the bound given (issue 12); the bound's range; latency_budget implies cost=latency."""
+        """objective from the bound given (docs/methods/08-constraints.md §8); the bound's range; latency_budget implies cost=latency."""
         if self.latency_budget_ms is not None and self.min_speedup is not None:
             raise ValueError("--latency_budget_ms and --min_speedup are two ways to set one latency budget; give one.")
         budget = self.latency_budget_ms if self.min_speedup is None else self.min_speedup
@@ -156,7 +156,7 @@ class EstimatorArguments:
     train_embeddings: bool = _help("sliced-task: also train the (sliced) word embeddings; off = faster, they come "
                                    "from the teacher already.", default=False)
     seed: int = _help("Seed for data order, masking and initialisation (same for every candidate).", default=0)
-    heldout: Optional[str] = _help("A run's heldout.json (docs/methods.md §9; `bortify run` sets it): its test texts "
+    heldout: Optional[str] = _help("A run's heldout.json (docs/methods/09-heldout.md §9; `bortify run` sets it): its test texts "
                                    "are dropped from the estimator's data and counted in report.json.", default=None)
 
     def __post_init__(self):

@@ -1,7 +1,7 @@
-"""Constraint modes of the extraction: a size the user chooses instead of W's trade-off (issue 12).
+"""Constraint modes of the extraction: a size the user chooses instead of W's trade-off (docs/methods/08-constraints.md §8).
 
 W = f/ê (fptas.py) favours the tiniest candidates whenever ê is flat; these modes fix one axis and optimise the
-other, with the same ingredients (the ABnC ordering and ε-buckets; docs/methods.md §1 "Algorithm"):
+other, with the same ingredients (the ABnC ordering and ε-buckets; docs/methods/01-extraction.md §1 "Algorithm"):
 
 - max_error_increase δ: the cheapest candidate (fewest multiply-adds, or lowest measured latency with
   cost=latency) with ê ≤ ê(T) + δ, where ê(T) is the source's own shape under the same estimator.

@@ -1,5 +1,5 @@
 """Cost surrogates of a BERT architecture: parameter size p(ξ), effective size, operation count i(ξ),
-and (our addition) measured CPU latency. docs/methods.md §1 "Surrogates".
+and (our addition) measured CPU latency. docs/methods/01-extraction.md §1 "Surrogates".
 
 All closed forms take a `Shape` (D, A, H, I plus the source's vocabulary/positions/token types), so
 they cost nothing to evaluate over a whole search space; `parameter_count` is tested to equal
@@ -48,7 +48,7 @@ def embedding_parameters(s: Shape) -> int:
 
 def layer_parameters(H: int, I: int) -> int:  # noqa: E741
     """One transformer block: 4(H²+H) attention projections, (H·I+I)+(I·H+H) feed-forward, 4H two LayerNorms.
-    A does not appear: heads split H, they do not add weights (docs/methods.md §1)."""
+    A does not appear: heads split H, they do not add weights (docs/methods/01-extraction.md §1)."""
     return 4 * (H * H + H) + (H * I + I) + (I * H + H) + 4 * H
 
 
@@ -67,7 +67,7 @@ def operation_count(s: Shape, seq_len: int) -> int:
 
     Per layer: Q, K, V, O projections 4·L·H²; feed-forward 2·L·H·I; attention scores QKᵀ and the
     weighted sum of V, L²·H each; softmax ~A·L² (so A matters, a little). Embedding look-ups are free.
-    docs/methods.md §1: i(ξ) ≈ D·(4H² + 2HI + 2LH) per token; this is that times L plus the softmax term.
+    docs/methods/01-extraction.md §1: i(ξ) ≈ D·(4H² + 2HI + 2LH) per token; this is that times L plus the softmax term.
     """
     L = seq_len
     per_layer = 4 * L * s.H * s.H + 2 * L * s.H * s.I + 2 * L * L * s.H + s.A * L * L
@@ -92,7 +92,7 @@ def measure_latency(config, batch_size: int = 8, seq_len: int = 128, repeats: in
     `seq_len` random token ids, after `warmup` untimed passes, at torch's current thread count.
 
     Timed by bortify's one latency timer (bortify.timing.time_call: torch.utils.benchmark's blocked_autorange,
-    `repeats` rounds, median per-call time), the same as the card and `bortify bench` (docs/methods.md §5).
+    `repeats` rounds, median per-call time), the same as the card and `bortify bench` (docs/methods/05-compression.md §5).
     `config` is a BertConfig (or any config AutoModel-free BertModel accepts) or a `Shape`.
     Random weights are fine for latency: dense kernels do not depend on the values.
     """

@@ -1,4 +1,4 @@
-"""Error estimators ê(ξ) for the FPTAS (docs/methods.md §1 "Surrogates": ê = error after a truncated training
+"""Error estimators ê(ξ) for the FPTAS (docs/methods/01-extraction.md §1 "Surrogates": ê = error after a truncated training
 run, best over a small hyperparameter set Θ, weight clipping on).
 
 An estimator is any callable `estimate(shape) -> {"error": float > 0, ...}` (or a bare float); tests
@@ -9,7 +9,7 @@ are reused only under the same fingerprint.
 - `none`        ê = 1: ranks by p and i only ("smallest wins"); instant.
 - `mlm`         the paper's estimator: a from-scratch BertForMaskedLM trained n steps with the Trainer on a
                 text corpus, ê = held-out masked-LM loss (logits at masked positions only). Meaningful with GPU
-                budgets; on 2 CPU cores it does NOT separate candidates (docs/methods.md §1 "Measured here").
+                budgets; on 2 CPU cores it does NOT separate candidates (docs/methods/01-extraction.md §1 "Measured here").
 - `sliced-task` ours: the candidate is initialised by slicing the source model (bortify.slicing,
                 Minitron-style activation importance), fine-tuned n steps with a mean-pooling classifier
                 head on a labelled task (default: the embedded Rotten Tomatoes sentiment task; embeddings
@@ -56,7 +56,7 @@ def masked_lm_loss(sequence_output: torch.Tensor, labels: torch.Tensor, head: to
     """Cross-entropy of the MLM head at masked positions only (labels != -100; pretraining.losses.masked_cross_entropy).
 
     Same value as BertForMaskedLM's loss, but the V-way output layer runs on the ~15% masked tokens
-    instead of every position (docs/methods.md §1 "Measured here": that layer dominates CPU time, ~7x saving).
+    instead of every position (docs/methods/01-extraction.md §1 "Measured here": that layer dominates CPU time, ~7x saving).
     """
     mask = labels != IGNORE_INDEX
     if not bool(mask.any()):
@@ -72,7 +72,7 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 
 def error_rate(predictions: np.ndarray, labels: np.ndarray, floor: float) -> float:
-    """1 − accuracy, never below `floor` (W divides by ê; docs/methods.md §1 warns against estimates near 0)."""
+    """1 − accuracy, never below `floor` (W divides by ê; docs/methods/01-extraction.md §1 warns against estimates near 0)."""
     if len(labels) == 0:
         raise EstimatorError("empty dev set")
     return max(float(np.mean(predictions != labels)), floor)
@@ -81,7 +81,7 @@ def error_rate(predictions: np.ndarray, labels: np.ndarray, floor: float) -> flo
 # ----------------------------------------------------------------------------------- Trainer plumbing
 class WeightClipCallback(TrainerCallback):
     """Clamp every weight matrix to [−c, c] after each optimiser step (the OSE paper's weight clipping,
-    one of the conditions for the ABnC error ordering; docs/methods.md §1). Biases and LayerNorms untouched."""
+    one of the conditions for the ABnC error ordering; docs/methods/01-extraction.md §1). Biases and LayerNorms untouched."""
 
     def __init__(self, clip_value: float):
         self.clip_value = clip_value
@@ -382,7 +382,7 @@ def _data_key(text_column: str, heldout) -> dict:
 
 def sliced_task_rows(ds, text_column: str, seed: int, train_samples: int, eval_samples: int, heldout=None):
     """(dev, train, held-out record) of the sliced-task estimator: the held-out test texts of the run dropped
-    (docs/methods.md §9), then a seeded shuffle; dev = the first min(eval_samples, n/5) rows, train the next
+    (docs/methods/09-heldout.md §9), then a seeded shuffle; dev = the first min(eval_samples, n/5) rows, train the next
     train_samples. The task's own test split is never read."""
     from bortify.heldout import drop_from_dataset
 
@@ -395,7 +395,7 @@ def sliced_task_rows(ds, text_column: str, seed: int, train_samples: int, eval_s
 
 def mlm_corpus_rows(corpus: str, text_column: str, corpus_config, seed: int, train_samples: int, eval_samples: int,
                     heldout=None):
-    """(the corpus lines the mlm estimator reads, held-out record): held-out test texts dropped (docs/methods.md
+    """(the corpus lines the mlm estimator reads, held-out record): held-out test texts dropped (docs/methods/09-heldout.md
     §9), a seeded shuffle, the first train_samples + eval_samples lines."""
     from bortify.data import load_text_corpus
     from bortify.heldout import drop_from_dataset

@@ -1,7 +1,7 @@
-"""The Bort FPTAS (de Wynter 2020, arXiv 2010.08512; docs/methods.md §1 "Algorithm").
+"""The Bort FPTAS (de Wynter 2020, arXiv 2010.08512; docs/methods/01-extraction.md §1 "Algorithm").
 
     T    = the maximum point (the source shape: largest p and i)
-    W(ξ) = ((p(T) − p(ξ)) / p(T)) · ((i(T) − i(ξ)) / i(T)) / ê(ξ)                    (docs/methods.md §1, "W-coefficient")
+    W(ξ) = ((p(T) − p(ξ)) / p(T)) · ((i(T) − i(ξ)) / i(T)) / ê(ξ)                    (docs/methods/01-extraction.md §1, "W-coefficient")
 
 Write f(ξ) = (1 − p(ξ)/p(T))·(1 − i(ξ)/i(T)), the size/cost gain known without training, so W = f / ê.
 
@@ -67,12 +67,12 @@ def make_candidate(shape: Shape, seq_len: int, latency_s: float | None = None) -
 
 
 def gain(p: float, i: float, p_T: float, i_T: float) -> float:
-    """f(ξ) = ((p(T) − p)/p(T)) · ((i(T) − i)/i(T)) — the numerator of W (docs/methods.md §1)."""
+    """f(ξ) = ((p(T) − p)/p(T)) · ((i(T) − i)/i(T)) — the numerator of W (docs/methods/01-extraction.md §1)."""
     return ((p_T - p) / p_T) * ((i_T - i) / i_T)
 
 
 def w_coefficient(p: float, i: float, error: float, p_T: float, i_T: float) -> float:
-    """W(ξ) = ((p(T) − p)/p(T)) · ((i(T) − i)/i(T)) / ê (docs/methods.md §1). Maximise it; W(T) = 0."""
+    """W(ξ) = ((p(T) − p)/p(T)) · ((i(T) − i)/i(T)) / ê (docs/methods/01-extraction.md §1). Maximise it; W(T) = 0."""
     if error <= 0:
         raise ValueError(f"error estimate must be > 0 (got {error}); W divides by it — use an error with a floor.")
     return gain(p, i, p_T, i_T) / error

@@ -93,7 +93,7 @@ def build_report(*, source: str, T: Candidate, epsilon: float, space: dict, drop
     n_trained = sum(c.status == "trained" for c in candidates)
     n_cached = sum(c.status == "cached" for c in candidates)
     return ExtractReport.make({
-        "heldout": heldout,  # the run's test texts dropped from the estimator's data (docs/methods.md §9)
+        "heldout": heldout,  # the run's test texts dropped from the estimator's data (docs/methods/09-heldout.md §9)
         "source": source,
         "source_shape": T.shape.dims(),
         "source_parameters": T.parameters,

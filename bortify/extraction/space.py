@@ -1,4 +1,4 @@
-"""The search space: candidate ⟨D, A, H, I⟩ architectures around a source model (docs/methods.md §1).
+"""The search space: candidate ⟨D, A, H, I⟩ architectures around a source model (docs/methods/01-extraction.md §1).
 
 The source gives everything that is not searched: vocabulary, positions, token types, LayerNorm eps,
 activation — and the maximum point T (its own shape). Only its config is loaded (AutoConfig), never

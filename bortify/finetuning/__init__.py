@@ -4,7 +4,7 @@ with Agora.
 Files: `arguments.py` (dataclasses), `tasks.py` (task -> columns/metrics table, label checks, splits),
 `trainer.py` (one fine-tuning run through the Trainer, prediction, scoring), `generators.py`
 (nearest-neighbour token substitution), `labelers.py` (the second model that labels generated texts),
-`agora.py` (the loop, docs/methods.md §3), `finetune.py` (the library function, -> bortify.reports.FinetuneReport);
+`agora.py` (the loop, docs/methods/03-agora.md §3), `finetune.py` (the library function, -> bortify.reports.FinetuneReport);
 the command and the pipeline stage are its entry in the stage table (bortify/stages.py).
 """
 

@@ -1,4 +1,4 @@
-"""Pure helpers around Agora's repair step (docs/methods.md §3), our additions to the paper's loop.
+"""Pure helpers around Agora's repair step (docs/methods/03-agora.md §3), our additions to the paper's loop.
 
 - `split_dev`: the paper expands the dev mistakes AND selects θ / the best model on the same dev set, so once
   variants of dev mistakes are in train, dev is a biased judge. We split dev into a *repair* part (its mistakes
@@ -65,7 +65,7 @@ REGRESSION_MISTAKE_QUANTILE = 0.75
 def largest_errors(predictions: Sequence[float], golds: Sequence[float],
                    quantile: float = REGRESSION_MISTAKE_QUANTILE) -> list[bool]:
     """Per row: its absolute error is at least the `quantile` of the absolute errors (ours: a regressor's
-    "mistakes" are the quarter of the rows it misses most; docs/methods.md §3)."""
+    "mistakes" are the quarter of the rows it misses most; docs/methods/03-agora.md §3)."""
     if len(predictions) != len(golds):
         raise ValueError("predictions and golds must have the same length.")
     if not predictions:
@@ -93,7 +93,7 @@ CLASS_CAP = "class_cap"  # over its class's cap (--balance_classes)
 
 
 def class_caps(available: dict[int, int], ratio: Sequence[float]) -> dict[int, int]:
-    """Per-class caps for balanced acceptance, relative to the classes that are present (ours, docs/methods.md §3.5).
+    """Per-class caps for balanced acceptance, relative to the classes that are present (ours, docs/methods/03-agora.md §3.5).
 
     P = the classes with at least one available row and a train share r_c > 0. N = min over P of
     (available_c / r_c) is the largest total a perfectly balanced acceptance could reach over P (a class with a

@@ -1,4 +1,4 @@
-"""The Agora loop (de Wynter 2020, arXiv 2010.07990; docs/methods.md §3), independent of models and data formats.
+"""The Agora loop (de Wynter 2020, arXiv 2010.07990; docs/methods/03-agora.md §3), independent of models and data formats.
 
     AGORA(model0, labeler, train, dev, Θ, gen):
       while Θ not empty:
@@ -131,7 +131,7 @@ def _unlabelled(rows: list[dict]) -> list[dict]:
 
 
 def prune_worst(scores: list[tuple[dict, float]]) -> list[dict]:
-    """Θ after dropping the worst-scoring θ; ties for worst are dropped together (docs/methods.md §3).
+    """Θ after dropping the worst-scoring θ; ties for worst are dropped together (docs/methods/03-agora.md §3).
 
     Our choice: when EVERY θ ties (common on small dev sets, e.g. all predict the majority class), the paper's
     rule would empty Θ and end Agora before any repair; we drop only the last θ of Θ instead."""

@@ -1,6 +1,6 @@
 """The `bortify finetune` options: one dataclass per concern, read from flags or a recipe's `finetune:` section.
 
-Θ (docs/methods.md §3) is the product of the four grid lists (learning rates × weight decays × warmup ratios ×
+Θ (docs/methods/03-agora.md §3) is the product of the four grid lists (learning rates × weight decays × warmup ratios ×
 batch sizes). Plain mode fine-tunes every θ once and keeps the best on dev (grid search, the baseline);
 Agora mode runs the paper's loop over the same Θ.
 """
@@ -97,7 +97,7 @@ def check_training_arguments(extra: dict) -> None:
 
 EMBEDDED_DEFAULT_DATASET = "embedded:rotten-tomatoes"
 MODES = ("agora", "plain", "distill")
-# Agora's text generators (generators.GENERATORS builds them; docs/methods.md §3.3): name -> what it does.
+# Agora's text generators (generators.GENERATORS builds them; docs/methods/03-agora.md §3.3): name -> what it does.
 GENERATORS = {"nn-substitution": "replace ~substitution_rate of the word tokens by one of their `neighbours` "
                                  "nearest tokens in an input-embedding table; our choice"}
 
@@ -109,10 +109,10 @@ class FinetuneModelArguments:
                        "AutoModelForSequenceClassification: an MLM head is dropped and a classifier initialised.")
     output_dir: str = _help("Where the fine-tuned checkpoint, report.json and rounds.png are written.")
     overwrite: bool = overwrite_field()
-    mode: str = _help("'distill' (task distillation, docs/methods.md §7, the default: the teacher is fine-tuned on "
+    mode: str = _help("'distill' (task distillation, docs/methods/07-task-distillation.md §7, the default: the teacher is fine-tuned on "
                       "train as Agora's labeler is, then the student learns its soft labels over the train texts, "
                       "generated variants and unlabelled in-domain text; the distill_* options), 'agora' (the Agora "
-                      "loop, docs/methods.md §3) or 'plain' (fine-tune each θ of the grid once, keep the best on "
+                      "loop, docs/methods/03-agora.md §3) or 'plain' (fine-tune each θ of the grid once, keep the best on "
                       "dev). Distill is the default because it was the most accurate student on every task measured "
                       "(BENCHMARKS.md, the Pareto benchmark).", default="distill")
     seed: int = _help("Seed of fine-tuning: set (transformers.set_seed) before the student, the labeler and the "
@@ -167,7 +167,7 @@ class FinetuneDataArguments:
                                           default=None)
     max_dev_samples: int | None = _help("Subsample dev to this many rows.", default=None)
     max_test_samples: int | None = _help("Subsample test to this many rows.", default=None)
-    heldout: str | None = _help("A run's heldout.json (docs/methods.md §9; `bortify run` sets it): its test texts are "
+    heldout: str | None = _help("A run's heldout.json (docs/methods/09-heldout.md §9; `bortify run` sets it): its test texts are "
                                 "dropped from train, dev and the unlabelled pool too. Without it the stage's own test "
                                 "split is kept out, and overlap with the base model's corpus and extraction data is "
                                 "counted from their reports (report.json `overlap`).", default=None)
@@ -325,7 +325,7 @@ class AgoraArguments:
 
     teacher_candidates: list[str] | None = _help(
         "The teachers built from `teacher` and compared on dev, the best one labelling the transfer set / generated "
-        "rows (docs/methods.md §7.2): 'probe' (logistic regression on the frozen encoder's pooled features), "
+        "rows (docs/methods/07-task-distillation.md §7.2): 'probe' (logistic regression on the frozen encoder's pooled features), "
         "'finetune' (full fine-tuning with the pooling the encoder was trained with, the head at "
         "teacher_head_learning_rate, best epoch on dev), 'lp-ft' (head from the probe, then fine-tuned at half "
         "labeler_learning_rate), 'stock' (the [CLS] classifier at one learning rate). Default: probe finetune lp-ft "
@@ -404,7 +404,7 @@ class TaskDistillArguments:
     distill_warmup: float = _help("Linear warm-up as a fraction of the steps, in [0, 1).", default=0.1)
     distill_weight_decay: float = _help("AdamW weight decay.", default=0.01)
     distill_w_layers: float = _help(
-        "Weight of the intermediate-layer term (TinyBERT's task stage; docs/methods.md §7.1): for each student layer "
+        "Weight of the intermediate-layer term (TinyBERT's task stage; docs/methods/07-task-distillation.md §7.1): for each student layer "
         "and its teacher layer (slicing.default_layer_map), KL between the teacher's and the student's token-token "
         "relations of the hidden states, as MiniLMv2 compares attention relations (no projection: widths may "
         "differ). 0 = off (the default). Runs the fine-tuned teacher on every batch (slower) and needs a teacher "
@@ -452,7 +452,7 @@ PC_DIVERGENCES = ("l2", "kl")
 @dataclass
 class CongruentArguments:
     """`--old_model`: positive-congruent fine-tuning, focal distillation against the model being replaced
-    (docs/methods.md §4.3). Plain, Agora and distill modes; the other names start with `pc_`."""
+    (docs/methods/04-updates.md §4.3). Plain, Agora and distill modes; the other names start with `pc_`."""
 
     old_model: str | None = _help("The classifier this fine-tuning replaces (its id2label names must be the task's "
                                   "labels): train with focal distillation against it, L = CE + λ·mean[(α + β·1(old "
@@ -493,7 +493,7 @@ COMPAT_INITS = ("lstsq", "random")
 @dataclass
 class CompatibleArguments:
     """`--compatible_with`: backward-compatible embeddings in fine-tuning, BCT's influence loss through the old
-    classifier's frozen head (docs/methods.md §4.4). Every mode (in task distillation the rows without a gold label
+    classifier's frozen head (docs/methods/04-updates.md §4.4). Every mode (in task distillation the rows without a gold label
     take the teacher's distribution as the target); the other names start with `compat_` /
     `w_compat`, as in `bortify pretrain --compatible_with`."""
 

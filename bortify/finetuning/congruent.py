@@ -1,4 +1,4 @@
-"""Positive-congruent fine-tuning: focal distillation against the model being replaced (docs/methods.md §4).
+"""Positive-congruent fine-tuning: focal distillation against the model being replaced (docs/methods/04-updates.md §4).
 
 Yan et al., *Positive-Congruent Training*, CVPR 2021 (arXiv:2011.09161). The new model learns the task and,
 on top, stays close to the old model, most of all where the old model was right:
@@ -34,7 +34,7 @@ DIVERGENCES = ("l2", "kl")
 
 @dataclass
 class FocalDistillation:
-    """The loss settings (docs/methods.md §4); `bortify finetune --old_model` fills them from its pc_* options."""
+    """The loss settings (docs/methods/04-updates.md §4); `bortify finetune --old_model` fills them from its pc_* options."""
 
     lam: float = 1.0
     alpha: float = 1.0
@@ -231,7 +231,7 @@ class FocalDistillTrainer(Trainer):
 
 
 # --- focal distillation inside task distillation (`bortify finetune --mode distill --old_model`) ---------------
-# docs/methods.md §4.3. Task distillation (§7) already trains the student towards its fine-tuned teacher on every
+# docs/methods/04-updates.md §4.3. Task distillation (§7) already trains the student towards its fine-tuned teacher on every
 # transfer-set row: L = a·CE(gold rows) + (1-a)·mean_i KD_i. When the model being replaced IS that teacher (the
 # common case: a small model replaces the big one it was distilled from; `--old_model teacher`, or the --labeler
 # path), the focal weights go onto the KD term itself, with no second pass over the transfer set:

@@ -1,11 +1,11 @@
-"""Task-specific distillation: the student learns the fine-tuned teacher's soft labels (docs/methods.md §7).
+"""Task-specific distillation: the student learns the fine-tuned teacher's soft labels (docs/methods/07-task-distillation.md §7).
 
 TinyBERT's task stage (Jiao et al. 2020) and Tang et al. 2019 ("Distilling task-specific knowledge from BERT into
 simple networks"): once the teacher is fine-tuned on the task, its logits are a label for ANY in-domain text, so the
 student can be trained on far more text than the gold rows:
 
     transfer set = gold train rows                           (label: gold, + the teacher's logits)
-                 + k augmented variants of every train row     (no gold label; Agora's generator, docs/methods.md §3;
+                 + k augmented variants of every train row     (no gold label; Agora's generator, docs/methods/03-agora.md §3;
                                                                 k fills a small transfer set up to
                                                                 distill_augment_until rows: variants_per_row)
                  + an unlabelled in-domain pool                (no gold label: the dataset's unused train rows,
@@ -231,9 +231,9 @@ class DistillTrainer(Trainer):
                  layers: "LayerKD | None" = None, influence=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.kd_alpha, self.kd_temperature, self.kd_regression = alpha, temperature, regression
-        self.focal = focal  # congruent.FocalDistillation with --old_model (docs/methods.md §4.3)
-        self.layers = layers  # the intermediate-layer term (docs/methods.md §7.1), None = off
-        # compat.finetune.InfluenceTerm with --compatible_with: BCT's influence term (docs/methods.md §4.4)
+        self.focal = focal  # congruent.FocalDistillation with --old_model (docs/methods/04-updates.md §4.3)
+        self.layers = layers  # the intermediate-layer term (docs/methods/07-task-distillation.md §7.1), None = off
+        # compat.finetune.InfluenceTerm with --compatible_with: BCT's influence term (docs/methods/04-updates.md §4.4)
         self.influence = influence.to(self.args.device) if influence is not None else None
 
     def create_optimizer(self, model=None):
@@ -269,7 +269,7 @@ class DistillTrainer(Trainer):
 @dataclass
 class LayerKD:
     """The intermediate-layer term's teacher side: the fine-tuned teacher run on each batch (no gradient), the
-    layer map and the number of relation heads (docs/methods.md §7.1, losses.layer_relation_loss)."""
+    layer map and the number of relation heads (docs/methods/07-task-distillation.md §7.1, losses.layer_relation_loss)."""
 
     teacher: Any
     weight: float
@@ -396,9 +396,9 @@ def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, g
     teacher's input embeddings). Returns (model, info) with info = transfer-set sizes by source, seconds by
     step and the settings, for report.json. Only train/dev/test TEXTS are read here (dev/test to keep them out
     of the transfer set); no model is scored. `focal` (congruent.DistillFocal, `--old_model`): focal weights
-    against the model being replaced (docs/methods.md §4.3); info["congruent"] describes them. `compat`
+    against the model being replaced (docs/methods/04-updates.md §4.3); info["congruent"] describes them. `compat`
     (compat.finetune.CompatFinetune, `--compatible_with`): BCT's influence term through the old model's frozen
-    head (docs/methods.md §4.4); the trained φ is registered with it.
+    head (docs/methods/04-updates.md §4.4); the trained φ is registered with it.
     """
     t0 = time.perf_counter()
     say = progress or (lambda msg: None)

@@ -171,8 +171,8 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
              compat_args: CompatibleArguments | None = None) -> FinetuneReport:
     """Fine-tune (plain, Agora or task distillation) and write the checkpoint + report.json + rounds.png.
     Returns the report. `distill_args` (mode 'distill'; default: TaskDistillArguments()) sets the distillation;
-    `congruent_args.old_model` trains with focal distillation against the replaced model (docs/methods.md §4.3);
-    `compat_args.compatible_with` with BCT's influence loss through its frozen head (docs/methods.md §4.4).
+    `congruent_args.old_model` trains with focal distillation against the replaced model (docs/methods/04-updates.md §4.3);
+    `compat_args.compatible_with` with BCT's influence loss through its frozen head (docs/methods/04-updates.md §4.4).
 
     `torch_threads` applies for the call and is restored afterwards. The output folder is claimed first
     (bortify.outputs: never an input, never foreign files, locked; a replacement is built aside and swapped in)."""
@@ -198,7 +198,7 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
     thetas = grid_args.thetas()
     model_args.max_length = fitted_max_length(model_args)  # the default, shortened to a small model's positions
     task = load_task(data_args)
-    # the run's test texts out of train, dev and the unlabelled pool, before any model sees them (docs/methods.md §9)
+    # the run's test texts out of train, dev and the unlabelled pool, before any model sees them (docs/methods/09-heldout.md §9)
     overlap = clean_task(task, load_heldout(data_args.heldout), user_files=bool(task.splits.get("files"))
                          and task.splits.get("test_source") == "test")
     check_congruent(congruent_args, model_args, task, agora_args)
@@ -227,12 +227,12 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
         distill_focal = DistillFocal(congruent_args.old_model, task, congruent_args.focal(),
                                      teacher=is_teacher(congruent_args.old_model, agora_args.labeler),
                                      max_length=model_args.max_length, batch_size=model_args.eval_batch_size)
-    elif congruent_args.old_model:  # --old_model: every run trains with focal distillation (docs/methods.md §4.3)
+    elif congruent_args.old_model:  # --old_model: every run trains with focal distillation (docs/methods/04-updates.md §4.3)
         from bortify.finetuning.congruent import CongruentRuns
 
         runs.congruent = CongruentRuns(congruent_args.old_model, task, congruent_args.focal(),
                                        max_length=model_args.max_length, batch_size=model_args.eval_batch_size)
-    if compat_args.compatible_with:  # BCT's influence loss through the old model's frozen head (docs/methods.md §4.4)
+    if compat_args.compatible_with:  # BCT's influence loss through the old model's frozen head (docs/methods/04-updates.md §4.4)
         from bortify.compat.finetune import CompatFinetune
 
         say(f"--compatible_with {compat_args.compatible_with}: embedding the train texts with the old model (once)")
@@ -289,7 +289,7 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
         "congruent": (runs.congruent.describe() if runs.congruent is not None
                       else distill_focal.describe() if distill_focal is not None else None),
         "compatibility": compatibility,  # --compatible_with: BCT settings and compatibility test (§4.4)
-        "overlap": finish_overlap(overlap, task, model_args.model, distill_info),  # docs/methods.md §9
+        "overlap": finish_overlap(overlap, task, model_args.model, distill_info),  # docs/methods/09-heldout.md §9
         "baseline": majority_baseline(task),  # the floor a classifier must beat: the train majority class
     }, output_dir=model_args.output_dir)
     if congruent_args.save_teacher and labeler is not None:  # beside the student, for `bortify compare`
@@ -453,14 +453,14 @@ class Runs:
             self._train_tok.clear()
             self._train_tok[len(rows)] = tokenize(_to_dataset(rows, self.task), self.tokenizer,
                                                   self.task.text_columns, self.max_length)
-        if self.congruent is not None:  # focal distillation against the old model (docs/methods.md §4.3)
+        if self.congruent is not None:  # focal distillation against the old model (docs/methods/04-updates.md §4.3)
             from bortify.finetuning.congruent import fit_congruent
 
             model = fit_congruent(self.student0, self.tokenizer,
                                   self.congruent.train_set(rows, self._train_tok[len(rows)]), theta,
                                   self.congruent.focal, epochs=self.grid.num_train_epochs, max_steps=self.grid.max_steps,
                                   seed=self.seed, training=self.training)
-        elif self.compat is not None:  # BCT's influence loss (docs/methods.md §4.4)
+        elif self.compat is not None:  # BCT's influence loss (docs/methods/04-updates.md §4.4)
             model = self.compat.fit(self.student0, self.tokenizer, self._train_tok[len(rows)], theta,
                                     epochs=self.grid.num_train_epochs, max_steps=self.grid.max_steps, seed=self.seed,
                                     training=self.training)
@@ -492,7 +492,7 @@ class Runs:
 def _distill_result(task: TaskData, student0, tokenizer, labeler, distill_args: TaskDistillArguments,
                     model_args: FinetuneModelArguments, generator, dev_score_of, bar,
                     focal=None, compat=None) -> tuple[AgoraResult, dict]:
-    """Mode 'distill' (docs/methods.md §7): one distillation run, recorded as round 1 so the report, the rounds
+    """Mode 'distill' (docs/methods/07-task-distillation.md §7): one distillation run, recorded as round 1 so the report, the rounds
     plot and the card read it like the other modes."""
     start = time.perf_counter()
     model, info = distill(task, student0, tokenizer, labeler, distill_args, generator=generator, seed=model_args.seed,
@@ -540,7 +540,7 @@ def agora_label(task: TaskData, agora_args: AgoraArguments, labeler, train_rows:
 
 
 def agora_search(runs: Runs, thetas: list[dict], agora_args: AgoraArguments, labeler, generator) -> AgoraResult:
-    """The Agora loop (agora.py, docs/methods.md §3) over train and dev, wired to the student's runs, the labeler
+    """The Agora loop (agora.py, docs/methods/03-agora.md §3) over train and dev, wired to the student's runs, the labeler
     and the generator."""
     task = runs.task
     train_rows, dev_rows = _rows(task.train, task), _rows(task.dev, task)

@@ -1,4 +1,4 @@
-"""Text generators for Agora: new texts near a dev mistake, never the mistake itself (docs/methods.md §3).
+"""Text generators for Agora: new texts near a dev mistake, never the mistake itself (docs/methods/03-agora.md §3).
 
 The paper does not say how its generator works. Our choice (configurable): k variants per text, each replacing
 a fraction (10-15%) of its word tokens by one of their nearest neighbours, by cosine similarity, in an input-

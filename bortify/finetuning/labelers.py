@@ -1,4 +1,4 @@
-"""The labeler: a second model that labels Agora's generated texts (docs/methods.md §3).
+"""The labeler: a second model that labels Agora's generated texts (docs/methods/03-agora.md §3).
 
 Either an existing classifier (path, Hub or embedded name) or one bortify builds by fine-tuning the teacher
 (default all-MiniLM-L6-v2) on the train split. Its dev score must exceed a threshold, else `LabelerError`
@@ -43,7 +43,7 @@ def majority_rate(labels) -> float:
 
 
 def default_threshold(task: TaskData, *, role: str = "labeler") -> float:
-    """The default dev bar (docs/methods.md §3.2, §7).
+    """The default dev bar (docs/methods/03-agora.md §3.2, §7).
 
     role "labeler" (Agora: its hard labels join the gold training set): Pearson r 0.5 for regression; for
     classification m + (1 - m)/3, with m the dev majority-class rate (2/3 for a balanced binary task, the paper's bar).
@@ -131,7 +131,7 @@ def tempered(probabilities: np.ndarray, temperature: float) -> np.ndarray:
 class GeneratedRowLabeler:
     """Agora's `label` callable for classification (agora.py): one labeler pass labels a batch of generated rows
     and applies the acceptance rules (acceptance.rejection_reasons: confidence floor, class cap at the train
-    ratio), docs/methods.md §3.
+    ratio), docs/methods/03-agora.md §3.
 
     Per row it returns `Rejected(reason)`, the labeler's class id, or with `soft_labels` {"label": id,
     "soft_label": softmax(logits / T)} (the target of losses.soft_cross_entropy)."""
@@ -182,7 +182,7 @@ def build_labeler(task: TaskData, *, labeler: str | None, teacher: str, max_leng
     """Load or build the labeler and check it on dev (raises LabelerError when it is not good enough).
 
     `selection` (teachers.TeacherSettings): build the teacher candidates from `teacher` and keep the best on dev
-    (teachers.TeacherSelection, docs/methods.md §7.2); the record of every candidate lands in `Labeler.selection`.
+    (teachers.TeacherSelection, docs/methods/07-task-distillation.md §7.2); the record of every candidate lands in `Labeler.selection`.
     None: the stock recipe (fine-tune `teacher` for `epochs` at `learning_rate`)."""
     import transformers
 

@@ -1,6 +1,6 @@
 """Loss maths for fine-tuning, as pure functions (tested in tests/test_finetuning_losses.py).
 
-Agora's labeler (docs/methods.md §3) labels generated texts. The paper adds its hard label; with `soft_labels` we keep
+Agora's labeler (docs/methods/03-agora.md §3) labels generated texts. The paper adds its hard label; with `soft_labels` we keep
 the labeler's whole class distribution as the target (knowledge distillation, Hinton et al. 2015, eq. 2 at T):
 
     L(x) = - Σ_c q_c(x) · log softmax(z(x))_c ,   q = softmax(z_labeler / T)  for a generated row,
@@ -9,7 +9,7 @@ the labeler's whole class distribution as the target (knowledge distillation, Hi
 so gold rows get the usual cross-entropy and generated rows carry the labeler's uncertainty instead of a label
 that is often wrong near the hard texts Agora expands (BENCHMARKS.md, fine-tuning).
 
-`task_distillation_loss` is task-specific distillation's loss (docs/methods.md §7, distill.py): α·CE on the rows
+`task_distillation_loss` is task-specific distillation's loss (docs/methods/07-task-distillation.md §7, distill.py): α·CE on the rows
 with a gold label + (1-α)·T²·KL(teacher ‖ student) on every row (MSE for regression).
 """
 
@@ -49,7 +49,7 @@ def one_hot(label: int, num_labels: int) -> list[float]:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Task-specific distillation (docs/methods.md §7; TinyBERT's task stage, Jiao et al. 2020; Tang et al. 2019
+# Task-specific distillation (docs/methods/07-task-distillation.md §7; TinyBERT's task stage, Jiao et al. 2020; Tang et al. 2019
 # "Distilling task-specific knowledge from BERT into simple networks"). The student learns from the FINE-TUNED
 # teacher's logits on a transfer set: the gold train rows, augmented variants of them and unlabelled in-domain
 # text. Rows without a gold label carry `labels = IGNORE_INDEX` and contribute the KD term only.
@@ -80,7 +80,7 @@ def _row_mean(per_row: torch.Tensor, weights: torch.Tensor | None) -> torch.Tens
 def task_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
                            alpha: float = 0.5, temperature: float = 2.0, regression: bool = False,
                            ignore_index: int = IGNORE_INDEX, kd_weights: torch.Tensor | None = None) -> TaskKDLoss:
-    """Hinton et al. 2015 / Tang et al. 2019 for a classifier, one batch (docs/methods.md §7):
+    """Hinton et al. 2015 / Tang et al. 2019 for a classifier, one batch (docs/methods/07-task-distillation.md §7):
 
         L = α · CE(z_s, y)  over the rows with a gold label
           + (1 - α) · T² · KL(softmax(z_t / T) ‖ softmax(z_s / T))  over all rows,
@@ -90,7 +90,7 @@ def task_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.T
     (`regression=True`, logits (B, 1) or (B,)): L = α · MSE(z_s, y) over gold rows + (1 - α) · MSE(z_s, z_t) over
     all rows (Tang et al. 2019 distil logits by MSE); T is not used. The teacher is never back-propagated into.
     `kd_weights` (B,): the KD term becomes mean_i(w_i · KD_i), e.g. focal distillation's α + β·1(old right)
-    (congruent.focal_task_distillation_loss, docs/methods.md §4.3); None = every row 1.
+    (congruent.focal_task_distillation_loss, docs/methods/04-updates.md §4.3); None = every row 1.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha (the gold-label weight) must be in [0, 1], got {alpha}.")
@@ -128,7 +128,7 @@ def task_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.T
 
 def layer_relation_loss(student_hidden, teacher_hidden, layer_map: list[int], attention_mask: torch.Tensor,
                         relation_heads: int) -> torch.Tensor:
-    """The intermediate-layer term of task distillation (docs/methods.md §7.1; TinyBERT's task stage, Jiao et al.
+    """The intermediate-layer term of task distillation (docs/methods/07-task-distillation.md §7.1; TinyBERT's task stage, Jiao et al.
     2020 §3.1, with MiniLMv2's relation loss, Wang et al. 2021 eq. 4, so that widths may differ): the mean over
     student layers m of KL(teacher ‖ student) between the token-token relations of the hidden states of student
     layer m and teacher layer layer_map[m]. `*_hidden` are transformers' `hidden_states` tuples (index 0 = the

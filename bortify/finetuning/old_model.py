@@ -1,4 +1,4 @@
-"""The model an update replaces (docs/methods.md §4): a fine-tuned classifier whose labels are matched to the
+"""The model an update replaces (docs/methods/04-updates.md §4): a fine-tuned classifier whose labels are matched to the
 task's BY NAME, and its logits in the task's label order.
 
 `bortify compare` (negative flips) and `bortify finetune --old_model` (focal distillation) both read an old

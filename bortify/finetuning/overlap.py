@@ -1,4 +1,4 @@
-"""Fine-tuning's side of the held-out test split (docs/methods.md §9): test texts are dropped from train, dev and
+"""Fine-tuning's side of the held-out test split (docs/methods/09-heldout.md §9): test texts are dropped from train, dev and
 the unlabelled pool before any model sees them, and report.json's `overlap` counts test texts against every input
 of every stage (train, dev, the transfer set, the pretraining corpus, the extraction estimator's data).
 

@@ -1,4 +1,4 @@
-"""A sequence classifier that pools token states the way its encoder was trained to (docs/methods.md §7.2).
+"""A sequence classifier that pools token states the way its encoder was trained to (docs/methods/07-task-distillation.md §7.2).
 
 `AutoModelForSequenceClassification` classifies from [CLS] through a pooler. A sentence-transformers encoder such
 as all-MiniLM-L6-v2 was trained with MEAN pooling and ships no pooler, so the stock classifier reads a token the

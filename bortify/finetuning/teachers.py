@@ -1,4 +1,4 @@
-"""The best teacher the labels allow: teacher candidates built on train, the best kept on dev (docs/methods.md §7.2).
+"""The best teacher the labels allow: teacher candidates built on train, the best kept on dev (docs/methods/07-task-distillation.md §7.2).
 
 Task distillation is only as good as its teacher, and the recipe that fine-tunes a teacher well depends on the task:
 with ~20 labelled rows a class over 45 classes, three epochs of fine-tuning from a randomly initialised [CLS] pooler
@@ -219,7 +219,7 @@ class EnsembleModel(torch.nn.Module):
         inputs.pop("labels", None)
         outputs = [m(**inputs) for m in self.members]
         probs = torch.stack([torch.softmax(o.logits.float(), -1) for o in outputs]).mean(0)
-        # hidden states (the intermediate-layer term, docs/methods.md §7.1): the best member's
+        # hidden states (the intermediate-layer term, docs/methods/07-task-distillation.md §7.1): the best member's
         return SequenceClassifierOutput(logits=torch.log(probs.clamp(min=1e-12)),
                                         hidden_states=getattr(outputs[0], "hidden_states", None))
 

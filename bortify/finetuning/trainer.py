@@ -233,7 +233,7 @@ def fit(model0, tokenizer, train_tok: datasets.Dataset, theta: dict, *, epochs: 
         seed: int = 42, desc: str | None = None, training: dict | None = None,
         eval_tok: datasets.Dataset | None = None, guard: FiniteGuard | None = None):
     """Fine-tune a copy of `model0` on `train_tok` with hyperparameters θ; returns the trained model (model0 is
-    left untouched: Agora restarts every round from the same initial model, docs/methods.md §3 `copy(model0)`).
+    left untouched: Agora restarts every round from the same initial model, docs/methods/03-agora.md §3 `copy(model0)`).
 
     `training`: extra TrainingArguments fields (run_arguments' `extra`); `eval_tok` is the Trainer's
     eval_dataset, read only when `training` sets an eval_strategy (e.g. with load_best_model_at_end). A run whose

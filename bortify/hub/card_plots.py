@@ -1,7 +1,7 @@
 """The card's accuracy vs sentences/s plot: the run's own models on one chart, the Pareto frontier marked.
 
 The same kind of chart as the Pareto benchmark's (BENCHMARKS.md, benchmarks/bench_pareto.py), drawn from one run's
-reports only (docs/methods.md §5.s for the speeds, §7 for the teacher):
+reports only (docs/methods/05-compression.md §5.s for the speeds, §7 for the teacher):
 
 - this model in fp32: the finetune report's test score; `bortify bench`'s fp32 sentences/s on real texts;
 - this model in int8 on ONNX Runtime: the compress report's `forms["onnx_int8"]` test score; bench's `onnxruntime`

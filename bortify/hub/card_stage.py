@@ -86,7 +86,7 @@ def _copy_checkpoint(src: Path, dst: Path) -> list[str]:
 
 
 def _copy_sentence_transformer(pretrain_dir: str | None, model_dir: Path, dst: Path) -> list[str]:
-    """The pretrained student's sentence-transformers files (`bortify pretrain --compatible_with`, docs/methods.md
+    """The pretrained student's sentence-transformers files (`bortify pretrain --compatible_with`, docs/methods/04-updates.md
     §4), when it has them, so `SentenceTransformer(RELEASE)` loads that encoder with its projection into the old
     model's space: in 0_Transformer/ when the release's root holds the fine-tuned model, else at the root."""
     from bortify.compat.sentence import MODULES_FILE, copy_sentence_folder
@@ -98,7 +98,7 @@ def _copy_sentence_transformer(pretrain_dir: str | None, model_dir: Path, dst: P
 
 
 def _copy_finetune_sentence(finetune_dir: str | None, model_dir: Path, dst: Path) -> list[str]:
-    """`bortify finetune --compatible_with`'s sentence-transformers files (docs/methods.md §4.4), when the release's
+    """`bortify finetune --compatible_with`'s sentence-transformers files (docs/methods/04-updates.md §4.4), when the release's
     root is that fine-tuned model: cls pooling + the projection trained with it, at the root."""
     from bortify.compat.sentence import MODULES_FILE, copy_sentence_folder
 
@@ -174,7 +174,7 @@ def build_release(args: CardArguments, options: CardOptions) -> CardReport:
             if image is not None:
                 shutil.copy2(image, tmp / f"{key}.png")
                 images[key] = f"{key}.png"
-        if evidence.get("accuracy_speed"):  # drawn here from the reports (docs/methods.md §5.s), not copied
+        if evidence.get("accuracy_speed"):  # drawn here from the reports (docs/methods/05-compression.md §5.s), not copied
             plot_accuracy_speed(evidence["accuracy_speed"], tmp / ACCURACY_SPEED_FILE)
             images["accuracy_speed"] = ACCURACY_SPEED_FILE
         release_tokenizer_configs(tmp, training_length(evidence))  # before make_shareable sets the modes

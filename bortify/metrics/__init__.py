@@ -18,7 +18,7 @@ from pathlib import Path
 __all__ = ["METRICS", "metric_path", "load_metric", "compute_metrics"]
 
 # The modules shipped with bortify; each one returns {name: value} (pearsonr/spearmanr: one key each). `flips`
-# (docs/methods.md §4) takes three columns (references, old_predictions, new_predictions) and returns several keys.
+# (docs/methods/04-updates.md §4) takes three columns (references, old_predictions, new_predictions) and returns several keys.
 METRICS = ("accuracy", "f1", "matthews_correlation", "pearsonr", "spearmanr", "flips")
 
 

@@ -1,1 +1,1 @@
-"""Pretraining by knowledge distillation (docs/methods.md §2): `pretrain()`, `DistillationTrainer`, pure losses."""
+"""Pretraining by knowledge distillation (docs/methods/02-pretraining.md §2): `pretrain()`, `DistillationTrainer`, pure losses."""

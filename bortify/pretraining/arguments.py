@@ -2,7 +2,7 @@
 
 `DistillationArguments` documents only the knowledge-distillation fields; every other field is a standard
 `transformers.TrainingArguments` option (see its docs). Defaults follow Bort's released pretraining script
-where it has one (docs/methods.md §2: AdamW lr 1e-4, weight decay 0.01, warm-up 1%, linear decay, clip 1.0,
+where it has one (docs/methods/02-pretraining.md §2: AdamW lr 1e-4, weight decay 0.01, warm-up 1%, linear decay, clip 1.0,
 T = 2, w_mlm = 0.1, w_kd = 0.5) and are sized for short runs otherwise.
 """
 
@@ -47,7 +47,7 @@ class ModelArguments:
     )
     compatible_with: str | None = field(
         default=None,
-        metadata={"help": "Backward-compatible embeddings (BCT, docs/methods.md §4): an OLD sentence encoder (Hub "
+        metadata={"help": "Backward-compatible embeddings (BCT, docs/methods/04-updates.md §4): an OLD sentence encoder (Hub "
                   "name, local directory or embedded name; e.g. embedded:all-MiniLM-L6-v2) whose index the student "
                   "must be able to query with no re-indexing. The student also learns a projection (Dense) from its "
                   "mean-pooled embedding to the old model's space, trained on the old model's embeddings of the "
@@ -109,7 +109,7 @@ class DataArguments:
     compat_eval_queries: int = field(default=500, metadata={"help": "Compatibility test: queries (the student)."})
     compat_eval_k: int = field(default=10, metadata={"help": "Compatibility test: k of the kNN classification."})
     heldout: str | None = field(default=None, metadata={
-        "help": "A run's heldout.json (docs/methods.md §9; `bortify run` sets it): the run's final test texts, dropped "
+        "help": "A run's heldout.json (docs/methods/09-heldout.md §9; `bortify run` sets it): the run's final test texts, dropped "
                 "from the corpus before anything else and counted in report.json (not the MLM split of "
                 "--heldout_fraction)."})
 
@@ -129,7 +129,7 @@ class DataArguments:
 
 @dataclass
 class DistillationArguments(TrainingArguments):
-    """TrainingArguments plus the knowledge-distillation fields below (docs/methods.md §2)."""
+    """TrainingArguments plus the knowledge-distillation fields below (docs/methods/02-pretraining.md §2)."""
 
     temperature: float = field(default=2.0, metadata={"help": "KD softmax temperature T (Bort: 2.0); the KL is scaled by T²."})
     w_mlm: float | None = field(
@@ -168,7 +168,7 @@ class DistillationArguments(TrainingArguments):
     )
     w_compat: float = field(
         default=1.0, metadata={"help": "With --compatible_with: weight of the compatibility loss between the student's "
-                               "projected sentence embedding and the old model's (docs/methods.md §4)."})
+                               "projected sentence embedding and the old model's (docs/methods/04-updates.md §4)."})
     compat_loss: str = field(
         default="cosine", metadata={"help": "With --compatible_with: 'cosine' (1 - cos, for cosine indexes; the "
                                     "default) or 'mse' (squared error, for Euclidean / dot-product indexes)."})
@@ -181,7 +181,7 @@ class DistillationArguments(TrainingArguments):
     compat_texts: int | None = field(
         default=None, metadata={"help": "With --compatible_with: corpus texts whose old-model embeddings are computed "
                                 "(once, before training). Default: max_steps x compat_batch_size (each seen once)."})
-    # Bort's optimisation defaults (docs/methods.md §2) in place of Trainer's.
+    # Bort's optimisation defaults (docs/methods/02-pretraining.md §2) in place of Trainer's.
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW peak learning rate (Bort: 1e-4)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay, none on LayerNorm/bias (Bort: 0.01)."})
     warmup_steps: float = field(default=0.01, metadata={"help": "Warm-up steps; a value < 1 is a fraction of the run (Bort: 1%%)."})

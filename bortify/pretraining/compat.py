@@ -1,4 +1,4 @@
-"""`bortify pretrain --compatible_with OLD`: backward-compatible embeddings in pretraining (BCT; docs/methods.md §4).
+"""`bortify pretrain --compatible_with OLD`: backward-compatible embeddings in pretraining (BCT; docs/methods/04-updates.md §4).
 
 Besides the KD loss, each step embeds a batch of clean corpus sentences with the student — Dense(mean_pool(student))
 through a learned projection to the old model's width, normalised like the old model — and pulls it onto the OLD
@@ -176,7 +176,7 @@ class CompatHead(nn.Module):
 def init_projection(head: CompatHead, encoder: nn.Module, data: CompatData, pad_token_id: int,
                     batch_size: int = 64) -> None:
     """Start the projection at the ridge-regression read-out of the old embeddings from the initial student's pooled
-    embeddings of the same texts (bortify.compat.losses.least_squares_projection; docs/methods.md §4)."""
+    embeddings of the same texts (bortify.compat.losses.least_squares_projection; docs/methods/04-updates.md §4)."""
     was_training = encoder.training
     encoder.eval()
     device = next(encoder.parameters()).device

@@ -73,7 +73,7 @@ def split_corpus_texts(corpus: str, *, text_column: str = "text", split: str = "
                        heldout_fraction: float = 0.05, max_train_texts: int | None = None,
                        seed: int = 42, heldout=None, record: dict | None = None) -> tuple[datasets.Dataset, datasets.Dataset]:
     """(train texts, held-out texts) of a corpus, split before packing (also what --compatible_with trains on).
-    `heldout` (bortify.heldout.HeldOut): the run's final test texts, dropped from the corpus first (docs/methods.md
+    `heldout` (bortify.heldout.HeldOut): the run's final test texts, dropped from the corpus first (docs/methods/09-heldout.md
     §9); `record`, when given, receives what was dropped (the report's `heldout`)."""
     from bortify.heldout import drop_from_dataset
 
@@ -123,7 +123,7 @@ def block_seed(input_ids, seed: int) -> int:
 def mask_block(input_ids: torch.Tensor, maskable: torch.Tensor, *, generator: torch.Generator, mlm_probability: float,
                mask_token_id: int, vocab_size: int, mask_replace_prob: float = 0.8,
                random_replace_prob: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT's masking of one 1-D block (Devlin et al. 2019, §3.1; Bort keeps it, docs/methods.md §2): each `maskable`
+    """BERT's masking of one 1-D block (Devlin et al. 2019, §3.1; Bort keeps it, docs/methods/02-pretraining.md §2): each `maskable`
     position is selected with probability `mlm_probability`; a selected one becomes [MASK] with probability
     `mask_replace_prob`, else a uniformly random token with probability `random_replace_prob` (of the whole),
     else stays. Returns (masked input_ids, labels with -100 at unselected positions). All draws come from

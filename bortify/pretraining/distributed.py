@@ -1,6 +1,6 @@
 """Hybrid-sharded (HSDP, the MiCS layout) KD pretraining with PyTorch's own FSDP2 `fully_shard`.
 
-MiCS (docs/methods.md §6) shards model states only inside a partition group and replicates across groups; in
+MiCS (docs/methods/06-mics.md §6) shards model states only inside a partition group and replicates across groups; in
 PyTorch that is `fully_shard(module, mesh=2-D DeviceMesh(replicate, shard))`: parameters, gradients and
 optimiser state are sharded over the `shard` dimension (reduce-scatter inside the group) and gradients are
 all-reduced over the `replicate` dimension (the second hop). On GPUs, accelerate reaches the same thing with
@@ -8,7 +8,7 @@ all-reduced over the `replicate` dimension (the second hop). On GPUs, accelerate
 `fully_shard` directly. It runs bortify's student (`DistillationStudent`) and KD loss (`logit_kd_loss`),
 and for comparison the same steps under DDP, on identical global batches and masks.
 
-What it is (our decision, docs/methods.md §6): the product's documented CPU path for the MiCS layout, not test
+What it is (our decision, docs/methods/06-mics.md §6): the product's documented CPU path for the MiCS layout, not test
 scaffolding. It therefore owns no maths of its own: the student module, the masked-position teacher logits,
 the loss (`losses.logit_kd_loss`) and the rescaling to the step's global token count
 (`losses.scale_to_global_tokens`) are the ones `DistillationTrainer` uses; only the loop (which accelerate

@@ -1,4 +1,4 @@
-"""Distillation losses as pure functions (no modules, no state): docs/methods.md §2.
+"""Distillation losses as pure functions (no modules, no state): docs/methods/02-pretraining.md §2.
 
 - `logit_kd_loss`: Bort's pretraining loss, L = w_mlm·CE(student, gold) + w_kd·T²·KL(p_t^T ‖ p_s^T) on masked
   positions only (Hinton et al. 2015; Bort's public code for w_mlm=0.1, w_kd=0.5, T=2).
@@ -46,7 +46,7 @@ def select_masked(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int 
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX,
                          reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy of `logits` against `labels` at the positions whose label is not `ignore_index`
-    (Devlin et al. 2019's masked-LM loss; docs/methods.md §2), in float32 whatever the logits' dtype.
+    (Devlin et al. 2019's masked-LM loss; docs/methods/02-pretraining.md §2), in float32 whatever the logits' dtype.
 
     `logits` (..., V) with `labels` (...), or already gathered at the masked positions ((N, V) with (N,)).
     `reduction`: "mean" (per labelled position), "sum", or "none" (one value per labelled position). With no
@@ -62,7 +62,7 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_i
 
 
 def scale_to_global_tokens(loss: torch.Tensor, local_tokens: int, global_tokens, num_processes: int = 1):
-    """This micro-batch's share of the per-token mean over a whole optimiser step (docs/methods.md §2, §6).
+    """This micro-batch's share of the per-token mean over a whole optimiser step (docs/methods/02-pretraining.md §2, §6).
 
     `loss` is a mean over this micro-batch's `local_tokens` labelled positions; `global_tokens` counts them over
     every micro-batch of the step on every process. Summing the returned values over the step's micro-batches
@@ -74,7 +74,7 @@ def scale_to_global_tokens(loss: torch.Tensor, local_tokens: int, global_tokens,
 
 def kd_kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0,
                      reduction: str = "textbook") -> torch.Tensor:
-    """T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)), summed over the vocabulary, mean over positions (docs/methods.md §2).
+    """T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)), summed over the vocabulary, mean over positions (docs/methods/02-pretraining.md §2).
 
     The T² factor keeps the gradient scale independent of T (Hinton et al. 2015, §2). `reduction="bort_quirk"`
     reproduces Bort's released script instead: it applies softmax twice and averages the KL over the
@@ -105,7 +105,7 @@ def kd_kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 def logit_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
                   temperature: float = 2.0, w_mlm: float = 0.1, w_kd: float = 0.5, kd_reduction: str = "textbook",
                   ignore_index: int = IGNORE_INDEX) -> LogitKDLoss:
-    """Bort's KD loss on masked positions only (docs/methods.md §2): w_mlm·CE + w_kd·T²·KL.
+    """Bort's KD loss on masked positions only (docs/methods/02-pretraining.md §2): w_mlm·CE + w_kd·T²·KL.
 
     Logits may be (..., V) over all positions with labels (...) holding `ignore_index` at unmasked ones, or
     already gathered at the masked positions ((N, V) with (N,) labels). Unmasked positions never count.

@@ -276,7 +276,7 @@ def build_models(student_cfg: BertConfig, plan: KDPlan, model_args: ModelArgumen
     check_finite_weights(teacher, f"The teacher {model_args.teacher!r} ({plan.teacher_path})")
     student = BertForMaskedLM(student_cfg)  # N(0, initializer_range=0.02) as Bort
     init_report = None
-    if model_args.init == "teacher":  # docs/methods.md §1: slicing, from the KD layer map's teacher layers
+    if model_args.init == "teacher":  # docs/methods/01-extraction.md §1: slicing, from the KD layer map's teacher layers
         init_report = init_from_teacher(student, teacher, layer_map=plan.teacher_layers, importance="magnitude")
     representation = plan.kd_mode == "representation"
     projections, hidden_layers = None, []
@@ -331,8 +331,8 @@ def _pretrain(model_args: ModelArguments, data_args: DataArguments, training_arg
     resume = _guard_output_dir(out, model_args, data_args, training_args, overwrite)
     student_cfg = load_student_config(model_args.student_config)  # cheap checks first: configs, tokenizer, corpus
     plan = plan_distillation(student_cfg, model_args, data_args, training_args, out)
-    compat_plan = plan_compat(model_args.compatible_with, data_args.compat_eval_dataset)  # docs/methods.md §4
-    heldout_record: dict = {}  # the run's test texts dropped from the corpus (docs/methods.md §9)
+    compat_plan = plan_compat(model_args.compatible_with, data_args.compat_eval_dataset)  # docs/methods/04-updates.md §4
+    heldout_record: dict = {}  # the run's test texts dropped from the corpus (docs/methods/09-heldout.md §9)
     train_blocks, held_blocks = load_pretraining_data(
         data_args.corpus, plan.tokenizer, seq_len=data_args.seq_len, text_column=data_args.text_column,
         split=data_args.corpus_split, config=data_args.corpus_config, heldout_fraction=data_args.heldout_fraction,

@@ -1,4 +1,4 @@
-"""`DistillationTrainer(Trainer)`: knowledge-distillation pretraining of a BERT student (docs/methods.md §2).
+"""`DistillationTrainer(Trainer)`: knowledge-distillation pretraining of a BERT student (docs/methods/02-pretraining.md §2).
 
 What the Trainer trains (`self.model`) is `DistillationStudent`: the student `BertForMaskedLM` plus, in
 representation mode, the learned projections the hidden-state loss needs. The teacher is NOT part of it:
@@ -88,7 +88,7 @@ class DistillationStudent(nn.Module):
     """The student BertForMaskedLM plus the KD projections, as one module for the Trainer / DDP / FSDP.
 
     Its forward computes the MLM head only at masked positions: the 30k-way output layer is most of a small
-    student's cost, and only masked positions enter the loss (docs/methods.md §1: ~7× cheaper). Everything the
+    student's cost, and only masked positions enter the loss (docs/methods/01-extraction.md §1: ~7× cheaper). Everything the
     loss needs from the student comes out of this one forward, so DDP sees every parameter used.
     """
 
@@ -130,13 +130,13 @@ class DistillationStudent(nn.Module):
         # score) the output carries the student's own masked-LM loss.
         loss = None if self.training else masked_cross_entropy(logits, gold)
         compat = None
-        if self.compat is not None and compat_input_ids is not None:  # clean single texts (docs/methods.md §4)
+        if self.compat is not None and compat_input_ids is not None:  # clean single texts (docs/methods/04-updates.md §4)
             compat = self.compat(self.student.bert, compat_input_ids, compat_attention_mask)
         return StudentOutput(loss=loss, logits=logits, labels=gold, hidden=hidden, qkv=qkv, compat=compat)
 
 
 class DistillationTrainer(Trainer):
-    """Trainer whose loss is Bort's logit KD or TinyBERT/MiniLMv2 representation KD (docs/methods.md §2).
+    """Trainer whose loss is Bort's logit KD or TinyBERT/MiniLMv2 representation KD (docs/methods/02-pretraining.md §2).
 
     Args beyond Trainer's: `teacher` (a frozen model; never saved), `kd_mode` ('logit' | 'representation'),
     `teacher_layers` (the teacher layer, 0-based as `bortify.slicing.default_layer_map` gives it, that each
@@ -168,7 +168,7 @@ class DistillationTrainer(Trainer):
         representation = self.kd_mode == "representation"
         parts: dict[str, torch.Tensor] = {}
         if not representation:
-            # Bort (docs/methods.md §2): w_mlm·CE + w_kd·T²·KL, masked positions only.
+            # Bort (docs/methods/02-pretraining.md §2): w_mlm·CE + w_kd·T²·KL, masked positions only.
             keep = inputs["labels"] != IGNORE_INDEX
             with torch.no_grad():
                 t_logits = masked_teacher_logits(self.accelerator.unwrap_model(self.teacher), inputs["input_ids"],
@@ -177,7 +177,7 @@ class DistillationTrainer(Trainer):
                                w_mlm=args.mlm_weight("logit"), w_kd=args.w_kd, kd_reduction=args.kd_reduction)
             loss, parts["mlm"], parts["kd"] = kd.loss, kd.mlm, kd.kd
         else:
-            # Representation KD (docs/methods.md §2): student's own MLM + TinyBERT hidden MSE + MiniLMv2 relations.
+            # Representation KD (docs/methods/02-pretraining.md §2): student's own MLM + TinyBERT hidden MSE + MiniLMv2 relations.
             with torch.no_grad():
                 t_out = self.teacher(input_ids=inputs["input_ids"], attention_mask=attention_mask,
                                      output_hidden_states=True, return_dict=True)
@@ -199,7 +199,7 @@ class DistillationTrainer(Trainer):
                 loss = loss + args.w_attn * rel
                 parts["attn_relation"] = rel
         if student.compat is not None:
-            # Backward-compatible embeddings (BCT, docs/methods.md §4): the projected sentence embedding onto the
+            # Backward-compatible embeddings (BCT, docs/methods/04-updates.md §4): the projected sentence embedding onto the
             # old model's, precomputed once (inputs["compat_target"]).
             comp = compatibility_loss(student.compat, inputs["compat_target"], args.compat_loss)
             loss = loss + args.w_compat * comp

@@ -1,4 +1,4 @@
-"""Flip metrics of a model update as an `evaluate` module (offline; shipped with bortify; docs/methods.md §4).
+"""Flip metrics of a model update as an `evaluate` module (offline; shipped with bortify; docs/methods/04-updates.md §4).
 
 Positive-congruent training (Yan et al., CVPR 2021, arXiv:2011.09161) measures what an update breaks: over N
 examples with gold labels y, the old model's predictions o and the new model's n,
