@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from bortify.hub.card import (REPO_PLACEHOLDER, CardError, CardOptions, collect_evidence, example_literal, fmt_params,
-                               render_card, shape_text, speed_text)
+from bortify.formatting import fmt_params
+from bortify.hub.card import (REPO_PLACEHOLDER, CardError, CardEvidence, CardOptions, collect_evidence, example_literal,
+                              render_card, shape_text, speed_text)
 from bortify.hub.card_plots import ACCURACY_SPEED_FILE, plot_accuracy_speed
 from bortify.reports import CardReport, Record
 from bortify.utils import check_finite_weights, json_text, non_finite_paths
@@ -169,13 +170,13 @@ def build_release(args: CardArguments, options: CardOptions) -> CardReport:
                             "them as measured results. Re-run the stage that wrote them (a diverged training run: "
                             "lower its learning rate).")
         images = {}
-        for key, stage, name in (("pareto", "extract", evidence["extract"].plot), ("rounds", "finetune", None)):
+        for key, stage, name in (("pareto", "extract", evidence.extract.plot), ("rounds", "finetune", None)):
             image = _find_image(stage_dirs.get(stage), name, f"{key}.png")
             if image is not None:
                 shutil.copy2(image, tmp / f"{key}.png")
                 images[key] = f"{key}.png"
-        if evidence.get("accuracy_speed"):  # drawn here from the reports (docs/methods/05-compression.md §5.s), not copied
-            plot_accuracy_speed(evidence["accuracy_speed"], tmp / ACCURACY_SPEED_FILE)
+        if evidence.accuracy_speed:  # drawn here from the reports (docs/methods/05-compression.md §5.s), not copied
+            plot_accuracy_speed(evidence.accuracy_speed, tmp / ACCURACY_SPEED_FILE)
             images["accuracy_speed"] = ACCURACY_SPEED_FILE
         release_tokenizer_configs(tmp, training_length(evidence))  # before make_shareable sets the modes
         evidence = _without_local_paths(evidence, stage_dirs)
@@ -187,8 +188,8 @@ def build_release(args: CardArguments, options: CardOptions) -> CardReport:
     return summarize(out, evidence, str(final), copied)  # on disk now: the local summary shows the local path
 
 
-def evidence_json(evidence: dict) -> dict:
-    """The evidence as JSON data (its reports as their report.json form)."""
+def evidence_json(evidence: CardEvidence) -> dict:
+    """The evidence as JSON data (its reports as their report.json form), in card_evidence.json's key order."""
     return {k: v.to_dict() if isinstance(v, Record) else v for k, v in evidence.items()}
 
 
@@ -216,12 +217,11 @@ def release_configs(folder: Path) -> None:
             write_json_atomic(path, data)
 
 
-def training_length(evidence: dict) -> int | None:
+def training_length(evidence: CardEvidence) -> int | None:
     """The length the released model was trained on: the finetune report's max_length for a task model, else the
     pretrain report's (None: not recorded)."""
-    ft, pt = evidence.get("finetune"), evidence.get("pretrain")
-    lengths = ([getattr(ft, "max_length", None)] if evidence.get("kind") == "task" else []) + [
-        getattr(pt, "seq_len", None)]
+    ft, pt = evidence.finetune, evidence.pretrain
+    lengths = ([getattr(ft, "max_length", None)] if evidence.is_task else []) + [getattr(pt, "seq_len", None)]
     return next((int(n) for n in lengths if isinstance(n, int) and n > 0), None)
 
 
@@ -278,6 +278,8 @@ def _without_local_paths(obj, stage_dirs: dict):
             return value
         if isinstance(value, Record):
             return type(value).from_dict(clean(value.to_dict()))
+        if isinstance(value, CardEvidence):
+            return CardEvidence.from_dict(clean(dict(value)))
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items()}
         if isinstance(value, list):
@@ -287,15 +289,15 @@ def _without_local_paths(obj, stage_dirs: dict):
     return clean(obj)
 
 
-def summarize(out: Path, evidence: dict, load_from: str, copied: list[str]) -> CardReport:
-    params = evidence["parameters"] or {}
-    ft = evidence["finetune"]
-    lat = evidence["latency"]
-    shape = evidence["shape"]
-    example = example_literal(ft, evidence["kind"])
+def summarize(out: Path, evidence: CardEvidence, load_from: str, copied: list[str]) -> CardReport:
+    params = evidence.parameters or {}
+    ft = evidence.finetune
+    lat = evidence.latency
+    shape = evidence.shape
+    example = example_literal(ft, evidence.kind)
     lines = [
         f"release folder: {out} ({len(copied)} checkpoint files + README.md card)",
-        f"model: {evidence['architecture']} " + " ".join(f"{k}={shape_text(shape.get(k))}" for k in "DAHI")
+        f"model: {evidence.architecture} " + " ".join(f"{k}={shape_text(shape.get(k))}" for k in "DAHI")
         + f", {fmt_params(params.get('total'))} parameters "
         f"({fmt_params(params.get('effective'))} effective), {params.get('bytes', 0) / 2**20:.1f} MiB",
         "scores: " + (", ".join(f"test {k}={v:.4f}" for k, v in ft.test.items()) or
@@ -306,11 +308,11 @@ def summarize(out: Path, evidence: dict, load_from: str, copied: list[str]) -> C
         "how to load:",
         "    from transformers import pipeline",
         f"    classifier = pipeline(\"text-classification\", model=\"{load_from}\")"
-        if evidence["kind"] == "task" else f"    encoder = pipeline(\"feature-extraction\", model=\"{load_from}\")",
-        f"    print(classifier({example}, truncation=True))" if evidence["kind"] == "task"
+        if evidence.is_task else f"    encoder = pipeline(\"feature-extraction\", model=\"{load_from}\")",
+        f"    print(classifier({example}, truncation=True))" if evidence.is_task
         else f"    print(len(encoder({example}, truncation=True)[0]))",
     ]
-    return CardReport(release_dir=str(out), kind_of_model=evidence["kind"], parameters=params.get("total"),
+    return CardReport(release_dir=str(out), kind_of_model=evidence.kind, parameters=params.get("total"),
                       test=dict(ft.test), dev=dict(ft.dev), latency_speedup=lat["speedup"] if lat else None, lines=lines)
 
 
