@@ -65,3 +65,33 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ---- tiny models of tests/helpers.py, built once per module that asks for them -----------------------------------
+
+@pytest.fixture(scope="module")
+def finetune_models(tmp_path_factory):
+    """helpers.FINETUNE_MODELS (student, labeler, gpt2, nopad) for this module: `copy_model` reads it."""
+    from helpers import FINETUNE_MODELS, save_finetune_models
+
+    FINETUNE_MODELS.update(save_finetune_models(tmp_path_factory.mktemp("models")))
+    yield FINETUNE_MODELS
+    FINETUNE_MODELS.clear()
+
+
+@pytest.fixture(scope="module")
+def compare_models(tmp_path_factory):
+    """helpers.COMPARE_MODELS (old, new, other_labels, old_swapped, mlm) for this module: `copy_compare_models`."""
+    from helpers import COMPARE_MODELS, save_compare_models
+
+    COMPARE_MODELS.update(save_compare_models(tmp_path_factory.mktemp("models")))
+    yield COMPARE_MODELS
+    COMPARE_MODELS.clear()
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory):
+    """A tiny masked-LM teacher directory (model.safetensors + tokenizer), built once per module."""
+    from helpers import save_tiny_teacher
+
+    return save_tiny_teacher(tmp_path_factory.mktemp("teacher") / "teacher")

@@ -1,12 +1,8 @@
 """benchmarks/panels.py's splitting on a tiny synthetic input (no Debian download, no model)."""
 
 import csv
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import panels  # noqa: E402
+import panels
 
 
 def synthetic_rows():

@@ -12,71 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPORTS = {
-    "extract": {
-        "source": "embedded:all-MiniLM-L6-v2", "source_shape": {"D": 6, "A": 12, "H": 384, "I": 1536},
-        "source_parameters": 22713216, "source_effective_parameters": 10646784, "epsilon": 0.2,
-        "space": {"D": [1, 2], "A": [2], "H": [32, 64], "I": [64]}, "error_estimator": "slice+kd",
-        "winner": {"D": 2, "A": 2, "H": 32, "I": 64, "parameters": 1000000, "effective_parameters": 25000,
-                   "ops": 123, "error": 0.41, "W": 0.77, "ops_ratio": 0.0123},
-        "num_candidates": 4, "num_trained": 2, "num_cached": 0, "num_skipped": 2, "seq_len": 128,
-        "plot": "pareto.png",
-    },
-    "pretrain": {
-        "teacher": "embedded:splade-tiny", "teacher_kind": "mlm", "corpus": "embedded:corpus", "kd_mode": "logit",
-        "loss": {"w_mlm": 0.1, "w_kd": 0.5, "temperature": 2.0}, "init": "slice", "max_steps": 40,
-        "heldout_mlm_loss_before": 9.81, "heldout_mlm_loss_after": 7.42, "parameters": 1012345,
-    },
-    "finetune": {
-        "base_model": "runs/x/pretrain", "dataset": "embedded:rotten-tomatoes", "task": "sentiment",
-        "labels": ["rotten", "fresh"], "metric": "accuracy", "mode": "agora",
-        "labeler": {"name": "embedded:all-MiniLM-L6-v2", "dev_accuracy": 0.81},
-        "rounds": [{"round": 0, "best_theta": {"lr": 5e-5}, "dev_score": 0.6, "mistakes": 80, "examples_added": 12,
-                    "train_size": 500},
-                   {"round": 1, "best_theta": {"lr": 1e-4}, "dev_score": 0.64, "mistakes": 72, "examples_added": 7,
-                    "train_size": 512}],
-        "best_round": 1,
-        "dev": {"eval_accuracy": 0.6423, "eval_loss": 0.6}, "test": {"test_accuracy": 0.6317, "test_f1": 0.6071,
-                                                                     "test_runtime": 1.2},
-        "splits": {"train": 500, "dev": 200, "test": 200},
-    },
-}
-
-
-def build_run_dirs(root, minilm_path, stages=("extract", "pretrain", "finetune"), seed=0, reports=None):
-    """A fake finished run: stage dirs with report.json, a tiny classifier checkpoint, plots, Trainer leftovers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, BertConfig
-
-    torch.manual_seed(seed)
-    dirs = {}
-    kwargs = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=64, max_position_embeddings=128)
-    for stage in stages:
-        d = root / stage
-        d.mkdir(parents=True)
-        dirs[stage] = str(d)
-        (d / "report.json").write_text(json.dumps({**REPORTS, **(reports or {})}[stage]))
-    if "extract" in stages:
-        plt.figure(figsize=(2, 2))
-        plt.plot([1, 2], [2, 1])
-        plt.savefig(root / "extract" / "pareto.png")
-        plt.close()
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    if "pretrain" in stages:
-        AutoModelForMaskedLM.from_config(BertConfig(**kwargs)).save_pretrained(root / "pretrain")
-        tokenizer.save_pretrained(root / "pretrain")
-    if "finetune" in stages:
-        config = BertConfig(**kwargs, num_labels=2, id2label={0: "rotten", 1: "fresh"}, label2id={"rotten": 0, "fresh": 1})
-        AutoModelForSequenceClassification.from_config(config).save_pretrained(root / "finetune")
-        tokenizer.save_pretrained(root / "finetune")
-        (root / "finetune" / "checkpoint-5").mkdir()
-        (root / "finetune" / "checkpoint-5" / "optimizer.pt").write_bytes(b"not for release")
-    return dirs
+from helpers import REPORTS, build_run_dirs  # the reports and the fake finished run (tests/helpers.py)
 
 
 def safetensors_counts(path):

@@ -2,86 +2,19 @@
 truthful report. A bad-input case table (tests/casetable.py) plus end-to-end checks on a tiny random BERT with a
 tiny word-level tokenizer (seconds per run)."""
 
-import csv
 import json
 import os
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from casetable import Case, run_case  # noqa: E402
-from bortify.outputs import MARKER  # noqa: E402
+from casetable import Case, run_case
+from helpers import FINETUNE_MODELS, copy_model, finetune_tokenizer, micro_bert_config, sentiment_rows, write_csv
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+from bortify.outputs import MARKER
 
-WORDS = ("a an the great awful film good bad movie number was is wonderful dull plot acting and of score "
-         "cat sat ran dog").split()
-MODELS: dict[str, Path] = {}  # name -> a saved checkpoint (module fixture), copied into each case's root
-
-
-def _tokenizer(truncate=True):
-    from transformers import BertTokenizer
-
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + [str(i) for i in range(200)]
-    tok = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
-    if truncate:  # like a sentence-transformers tokenizer.json: run-specific truncation/padding stored in the file
-        tok.backend_tokenizer.enable_truncation(max_length=50)
-        tok.backend_tokenizer.enable_padding(length=50)
-    return tok, len(vocab)
-
-
-def _bert_config(vocab_size, **kw):
-    from transformers import BertConfig
-
-    return BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                      intermediate_size=32, max_position_embeddings=64, **kw)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_models(tmp_path_factory):
-    from transformers import (BertForMaskedLM, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel)
-
-    root = tmp_path_factory.mktemp("models")
-    tok, n = _tokenizer()
-    torch.manual_seed(0)
-    BertForMaskedLM(_bert_config(n)).save_pretrained(root / "student")  # as the pretraining stage writes
-    tok.save_pretrained(root / "student")
-    labels = {"id2label": {0: "fresh", 1: "rotten"}, "label2id": {"fresh": 0, "rotten": 1}}
-    BertForSequenceClassification(_bert_config(n, **labels)).save_pretrained(root / "labeler")
-    tok.save_pretrained(root / "labeler")
-    GPT2LMHeadModel(GPT2Config(vocab_size=n, n_layer=1, n_head=2, n_embd=16, n_positions=64)).save_pretrained(
-        root / "gpt2")
-    tok.save_pretrained(root / "gpt2")
-    shutil.copytree(root / "student", root / "nopad")
-    cfg_path = root / "nopad" / "tokenizer_config.json"
-    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "pad_token": None}))
-    MODELS.update({p.name: p for p in root.iterdir()})
-    yield
-    MODELS.clear()
-
-
-def copy_model(root: Path, name="student", dest="model") -> str:
-    shutil.copytree(MODELS[name], root / dest)
-    return str(root / dest)
-
-
-def sentiment_rows(n, start=0):
-    return [{"text": f"{'a great' if i % 2 else 'an awful'} film number {i}", "label": "fresh" if i % 2 else "rotten"}
-            for i in range(start, start + n)]
-
-
-def write_csv(path: Path, rows, fieldnames=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=fieldnames or list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return str(path)
-
+pytestmark = pytest.mark.usefixtures("finetune_models", "one_torch_thread")
 
 FAST = ["--mode", "plain", "--max_length", "16", "--num_train_epochs", "1", "--learning_rates", "1e-3",
         "--batch_sizes", "8", "--eval_batch_size", "16"]
@@ -206,8 +139,8 @@ def _short_labeler(root):
     """A classifier (the task's labels) whose position table is shorter than the run's --max_length."""
     from transformers import BertForSequenceClassification
 
-    tok, n = _tokenizer()
-    config = _bert_config(n, id2label={0: "fresh", 1: "rotten"}, label2id={"fresh": 0, "rotten": 1})
+    tok, n = finetune_tokenizer()
+    config = micro_bert_config(n, id2label={0: "fresh", 1: "rotten"}, label2id={"fresh": 0, "rotten": 1})
     config.max_position_embeddings = 24
     BertForSequenceClassification(config).save_pretrained(root / "short")
     tok.save_pretrained(root / "short")
@@ -567,18 +500,19 @@ def test_same_seed_same_weights_tokenizer_without_run_truncation_and_threads_res
                                                                                        monkeypatch):
     import tokenizers
 
-    import bortify.finetuning.finetune as ft_module
+    import bortify.finetuning.output as output_module
+    import bortify.finetuning.runs as runs_module
 
     train = write_csv(tmp_path / "train.csv", sentiment_rows(40))
     model = copy_model(tmp_path)
     threads_in_fit = []
-    real_fit = ft_module.fit
+    real_fit = runs_module.fit
 
     def spy_fit(*a, **k):
         threads_in_fit.append(torch.get_num_threads())
         return real_fit(*a, **k)
 
-    monkeypatch.setattr(ft_module, "fit", spy_fit)
+    monkeypatch.setattr(runs_module, "fit", spy_fit)
     replaced = []
     real_replace = os.replace
 
@@ -586,7 +520,7 @@ def test_same_seed_same_weights_tokenizer_without_run_truncation_and_threads_res
         replaced.append((Path(src), Path(dst)))
         return real_replace(src, dst, *a, **k)
 
-    monkeypatch.setattr(ft_module.os, "replace", spy_replace)
+    monkeypatch.setattr(output_module.os, "replace", spy_replace)
     torch.set_num_threads(2)
     try:
         for name in ("a", "b"):
@@ -607,7 +541,7 @@ def test_same_seed_same_weights_tokenizer_without_run_truncation_and_threads_res
     assert all(s in staged or (s.parent == tmp_path / "a" and d.name in ("report.json", MARKER)) for s, d in moved)
     assert [p.name for p in (tmp_path / "a").glob(".*")] == [MARKER]  # no temporaries left, the marker kept
     # the saved tokenizer carries no run-specific truncation/padding (the source file had both)
-    assert tokenizers.Tokenizer.from_file(str(MODELS["student"] / "tokenizer.json")).truncation is not None
+    assert tokenizers.Tokenizer.from_file(str(FINETUNE_MODELS["student"] / "tokenizer.json")).truncation is not None
     saved = json.loads((tmp_path / "a" / "tokenizer.json").read_text())
     assert saved["truncation"] is None and saved["padding"] is None
     tok = tokenizers.Tokenizer.from_file(str(tmp_path / "a" / "tokenizer.json"))

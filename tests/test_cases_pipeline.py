@@ -8,15 +8,12 @@ Checkpoints are tiny and real: a random 2-layer BertForSequenceClassification wi
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from casetable import Case, run_case  # noqa: E402
+from casetable import Case, run_case
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

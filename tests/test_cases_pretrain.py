@@ -7,31 +7,13 @@ The teacher is a tiny random BertForMaskedLM saved with splade-tiny's tokenizer 
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from casetable import Case, run_case  # noqa: E402
+from casetable import Case, run_case
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory):
-    """A tiny masked-LM teacher directory (model.safetensors + tokenizer), built once per module."""
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
-
-    from bortify.resources import resolve_model
-
-    path = tmp_path_factory.mktemp("teacher") / "teacher"
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("embedded:splade-tiny"))
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64)
-    BertForMaskedLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def _base(root: Path, teacher: Path) -> dict:

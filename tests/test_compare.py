@@ -1,95 +1,16 @@
 """`bortify compare OLD NEW` (docs/methods/04-updates.md §4): flips against hand-checked predictions, label re-mapping by
 name, the release gate (exit code 3), the bad-input case table, and the gate inside `bortify run`."""
 
-import csv
 import json
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from casetable import Case, run_case  # noqa: E402
+from casetable import Case, run_case
+from helpers import DATA, compare_rows, compare_setup, copy_compare_models, write_data
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-WORDS = "a an the great awful film good bad movie was is dull plot".split()
-MODELS: dict[str, Path] = {}
-
-
-def _tokenizer():
-    from transformers import BertTokenizer
-
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + [str(i) for i in range(100)]
-    return BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}), len(vocab)
-
-
-def _save_classifier(path: Path, labels, seed: int, tok, n):
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=n, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                        max_position_embeddings=64, initializer_range=1.0, id2label=dict(enumerate(labels)),
-                        label2id={x: i for i, x in enumerate(labels)})
-    model = BertForSequenceClassification(config)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return model
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_models(tmp_path_factory):
-    from transformers import BertConfig, BertForMaskedLM
-
-    root = tmp_path_factory.mktemp("models")
-    tok, n = _tokenizer()
-    old = _save_classifier(root / "old", ["rotten", "fresh"], 1, tok, n)
-    _save_classifier(root / "new", ["rotten", "fresh"], 2, tok, n)
-    _save_classifier(root / "other_labels", ["neg", "pos"], 3, tok, n)
-    # the old model with its classes stored in the other order (rows of the head swapped): same predictions
-    swapped = _save_classifier(root / "old_swapped", ["fresh", "rotten"], 1, tok, n)
-    swapped.load_state_dict(old.state_dict())
-    with torch.no_grad():
-        swapped.classifier.weight.copy_(old.classifier.weight.flip(0))
-        swapped.classifier.bias.copy_(old.classifier.bias.flip(0))
-    swapped.save_pretrained(root / "old_swapped")
-    BertForMaskedLM(BertConfig(vocab_size=n, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                               intermediate_size=32, max_position_embeddings=64)).save_pretrained(root / "mlm")
-    tok.save_pretrained(root / "mlm")
-    MODELS.update({p.name: p for p in root.iterdir()})
-    yield
-    MODELS.clear()
-
-
-def rows(n, start=0):
-    return [{"text": f"{'a great' if i % 3 else 'an awful'} {WORDS[i % len(WORDS)]} film {i % 100}",
-             "label": "fresh" if i % 2 else "rotten"} for i in range(start, start + n)]
-
-
-def write_data(root: Path, n_test=40) -> dict:
-    for name, part in (("train", rows(40)), ("dev", rows(20, 40)), ("test", rows(n_test, 60))):
-        with open(root / f"{name}.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=["text", "label"])
-            w.writeheader()
-            w.writerows(part)
-    return {"train": str(root / "train.csv"), "dev": str(root / "dev.csv"), "test": str(root / "test.csv")}
-
-
-def models(root: Path, *names) -> dict:
-    for name in names:
-        shutil.copytree(MODELS[name], root / name)
-    return {name: str(root / name) for name in names}
-
-
-def setup(*names):
-    def make(root: Path) -> dict:
-        return {**write_data(root), **models(root, *names)}
-    return make
-
-
-DATA = ["--train_file", "{train}", "--dev_file", "{dev}", "--test_file", "{test}"]
+pytestmark = pytest.mark.usefixtures("compare_models", "one_torch_thread")
 
 
 def _predict(path, texts):
@@ -108,10 +29,10 @@ def test_compare_matches_hand_checked_flips(tmp_path):
     from bortify.metrics.flips.flips import flip_statistics
 
     files = write_data(tmp_path)
-    paths = models(tmp_path, "old", "new")
+    paths = copy_compare_models(tmp_path, "old", "new")
     report = compare(CompareArguments(old_model=paths["old"], new_model=paths["new"], output_dir=str(tmp_path / "cmp")),
                      FinetuneDataArguments(train_file=files["train"], dev_file=files["dev"], test_file=files["test"]))
-    test = rows(40, 60)
+    test = compare_rows(40, 60)
     gold = [r["label"] for r in test]
     old, new = _predict(paths["old"], [r["text"] for r in test]), _predict(paths["new"], [r["text"] for r in test])
     expected = flip_statistics(gold, old, new)
@@ -136,7 +57,7 @@ def test_same_names_in_another_order_are_remapped(tmp_path):
     from bortify.finetuning.arguments import FinetuneDataArguments
 
     files = write_data(tmp_path)
-    paths = models(tmp_path, "old", "old_swapped")
+    paths = copy_compare_models(tmp_path, "old", "old_swapped")
     report = compare(CompareArguments(old_model=paths["old"], new_model=paths["old_swapped"],
                                       output_dir=str(tmp_path / "cmp")),
                      FinetuneDataArguments(train_file=files["train"], dev_file=files["dev"], test_file=files["test"]))
@@ -149,7 +70,7 @@ def test_same_names_in_another_order_are_remapped(tmp_path):
 def test_gate_fails_with_exit_code_3_naming_the_flips_file(tmp_path, monkeypatch, capsys):
     from bortify.cli import main
 
-    values = setup("old", "new")(tmp_path)
+    values = compare_setup("old", "new")(tmp_path)
     monkeypatch.chdir(tmp_path)
     argv = ["compare", values["old"], values["new"], "--output_dir", str(tmp_path / "cmp"),
             *[a.format(**values) for a in DATA]]
@@ -166,36 +87,36 @@ def test_gate_fails_with_exit_code_3_naming_the_flips_file(tmp_path, monkeypatch
 
 
 CASES = [
-    Case("no-new-model", ["compare", "--output_dir", "{root}/cmp", *DATA], r"new model", setup=setup()),
+    Case("no-new-model", ["compare", "--output_dir", "{root}/cmp", *DATA], r"new model", setup=compare_setup()),
     Case("no-old-model", ["compare", "--new_model", "{new}", "--output_dir", "{root}/cmp", *DATA],
-         r"Give the old model.*save_teacher", setup=setup("new")),
+         r"Give the old model.*save_teacher", setup=compare_setup("new")),
     Case("max-nfr-out-of-range", ["compare", "{old}", "{new}", "--output_dir", "{root}/cmp", "--max_nfr", "2", *DATA],
-         r"max_nfr is a rate in \[0, 1\]", setup=setup("old", "new")),
+         r"max_nfr is a rate in \[0, 1\]", setup=compare_setup("old", "new")),
     Case("bad-split", ["compare", "{old}", "{new}", "--output_dir", "{root}/cmp", "--split", "train", *DATA],
-         r"split must be one of test, dev", setup=setup("old", "new")),
+         r"split must be one of test, dev", setup=compare_setup("old", "new")),
     Case("label-names-differ", ["compare", "{old}", "{other_labels}", "--output_dir", "{root}/cmp", *DATA],
-         r"\['rotten', 'fresh'\].*\['neg', 'pos'\].*same label names", setup=setup("old", "other_labels")),
+         r"\['rotten', 'fresh'\].*\['neg', 'pos'\].*same label names", setup=compare_setup("old", "other_labels")),
     Case("labels-not-the-tasks", ["compare", "{other_labels}", "{other_labels}", "--output_dir", "{root}/cmp", *DATA],
-         r"task's labels are \[.*fresh.*\].*match by name", setup=setup("other_labels")),
+         r"task's labels are \[.*fresh.*\].*match by name", setup=compare_setup("other_labels")),
     Case("not-a-classifier", ["compare", "{old}", "{mlm}", "--output_dir", "{root}/cmp", *DATA],
-         r"not a sequence classifier", setup=setup("old", "mlm")),
+         r"not a sequence classifier", setup=compare_setup("old", "mlm")),
     Case("missing-model", ["compare", "{old}", "{root}/nowhere", "--output_dir", "{root}/cmp", *DATA],
-         r"Cannot read the config of the new model", setup=setup("old")),
+         r"Cannot read the config of the new model", setup=compare_setup("old")),
     Case("output-inside-input", ["compare", "{old}", "{new}", "--output_dir", "{new}/cmp", *DATA],
-         r"is inside the input new model", setup=setup("old", "new")),
+         r"is inside the input new model", setup=compare_setup("old", "new")),
     Case("finished-output", ["compare", "{old}", "{new}", "--output_dir", "{root}/cmp", *DATA],
          r"already holds results.*--overwrite",
-         setup=lambda root: {**setup("old", "new")(root), **_finished(root / "cmp")}),
+         setup=lambda root: {**compare_setup("old", "new")(root), **_finished(root / "cmp")}),
     # the output contract (bortify.outputs): a user's own flips file is never replaced, even with --overwrite
     Case("users-own-flips-file", ["compare", "{old}", "{new}", "--output_dir", "{root}/cmp", "--overwrite", *DATA],
          r"cmp is not an output of `bortify compare`: it holds negative_flips\.jsonl but no \.bortify-output\.json",
-         setup=lambda root: {**setup("old", "new")(root), **_users_flips(root / "cmp")}),
+         setup=lambda root: {**compare_setup("old", "new")(root), **_users_flips(root / "cmp")}),
     Case("users-notes-beside-a-comparison", ["compare", "{old}", "{new}", "--output_dir", "{root}/cmp", "--overwrite",
                                              *DATA], r"is not an output of `bortify compare` \(it holds notes\.md\)",
-         setup=lambda root: {**setup("old", "new")(root), **_finished(root / "cmp", notes=True)}),
+         setup=lambda root: {**compare_setup("old", "new")(root), **_finished(root / "cmp", notes=True)}),
     Case("output-is-another-stages", ["compare", "{old}", "{new}", "--output_dir", "{root}/bench", "--overwrite",
                                       *DATA], r"holds the output of `bortify bench`.*even with --overwrite",
-         setup=lambda root: {**setup("old", "new")(root), **_finished(root / "bench", stage="bench")}),
+         setup=lambda root: {**compare_setup("old", "new")(root), **_finished(root / "bench", stage="bench")}),
 ]
 
 
@@ -240,7 +161,7 @@ def _recipe(root: Path, values: dict, max_nfr: float) -> Path:
 def test_run_gate_stops_before_the_card_and_names_the_flips_file(tmp_path, monkeypatch, capsys):
     from bortify.pipeline import main
 
-    values = setup("old", "new")(tmp_path)
+    values = compare_setup("old", "new")(tmp_path)
     rc = main([str(_recipe(tmp_path, values, 0.0)), "--output_dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc == 3
@@ -252,7 +173,7 @@ def test_run_gate_stops_before_the_card_and_names_the_flips_file(tmp_path, monke
 def test_run_gate_passes_and_the_card_states_the_nfr(tmp_path, capsys):
     from bortify.pipeline import main
 
-    values = setup("old", "new")(tmp_path)
+    values = compare_setup("old", "new")(tmp_path)
     assert main([str(_recipe(tmp_path, values, 1.0)), "--output_dir", str(tmp_path / "run")]) == 0
     report = json.loads((tmp_path / "run" / "compare" / "report.json").read_text())
     card = (tmp_path / "run" / "card" / "README.md").read_text()

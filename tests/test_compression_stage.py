@@ -4,15 +4,13 @@ case table, the offline bundle's format checks, and the card/push side (onnx/ sh
 import csv
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from casetable import Case, run_case  # noqa: E402
+from casetable import Case, run_case
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -24,8 +24,7 @@ from bortify.extraction.constraints import (
 from bortify.extraction.costs import Shape
 from bortify.extraction.fptas import Candidate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from casetable import Case, run_case  # noqa: E402
+from casetable import Case, run_case
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 

@@ -4,27 +4,18 @@ the bad-input rows, and one real-model run."""
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent))
-from casetable import Case, run_case  # noqa: E402
-from test_compare import DATA, MODELS, models, setup, tiny_models, write_data  # noqa: E402,F401 (the fixture)
+from casetable import Case, run_case
+from helpers import COMPARE_MODELS, DATA, compare_setup, copy_compare_models, finetune_cli, write_data
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("compare_models", "one_torch_thread")
 
 FAST = ["--learning_rates", "1e-3", "--num_train_epochs", "1", "--batch_sizes", "8", "--max_length", "16"]
-
-
-def _finetune(*argv):
-    from bortify.cli import main
-
-    return main(["finetune", *argv])
 
 
 # ---- the pure loss ---------------------------------------------------------------------------------------------
@@ -106,7 +97,7 @@ def test_bct_loss_refuses_a_trainable_old_head_and_other_label_sets():
 def _load(name):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    path = MODELS[name]
+    path = COMPARE_MODELS[name]
     return AutoModelForSequenceClassification.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
 
@@ -163,7 +154,7 @@ def test_plain_mode_trains_with_the_influence_loss_and_writes_a_sentence_folder(
     from bortify.compat.sentence import load_sentence_encoder
 
     files = write_data(tmp_path)
-    paths = models(tmp_path, "old", "mlm")
+    paths = copy_compare_models(tmp_path, "old", "mlm")
     seen = []
     original = compat_ft.bct_finetune_loss
 
@@ -174,10 +165,10 @@ def test_plain_mode_trains_with_the_influence_loss_and_writes_a_sentence_folder(
 
     monkeypatch.setattr(compat_ft, "bct_finetune_loss", spy)
     out = tmp_path / "out"
-    rc = _finetune("--model", paths["mlm"], "--output_dir", str(out), "--mode", "plain",
-                   "--compatible_with", paths["old"], "--w_compat", "0.5", "--compat_eval_gallery", "20",
-                   "--compat_eval_queries", "10",
-                   "--compat_eval_k", "3", *[a.format(**files) for a in DATA], *FAST)
+    rc = finetune_cli("--model", paths["mlm"], "--output_dir", str(out), "--mode", "plain",
+                      "--compatible_with", paths["old"], "--w_compat", "0.5", "--compat_eval_gallery", "20",
+                      "--compat_eval_queries", "10",
+                      "--compat_eval_k", "3", *[a.format(**files) for a in DATA], *FAST)
     assert rc == 0
     assert seen and all(p.influence.item() > 0 for p in seen)  # the loss ran, with the influence term
     report = json.loads((out / "report.json").read_text())
@@ -205,10 +196,10 @@ def test_card_renders_the_compatibility_table_and_ships_the_projection(tmp_path)
     from bortify.compat.sentence import load_sentence_encoder
 
     files = write_data(tmp_path)
-    paths = models(tmp_path, "old", "mlm")
+    paths = copy_compare_models(tmp_path, "old", "mlm")
     out = tmp_path / "out"
-    assert _finetune("--model", paths["mlm"], "--output_dir", str(out), "--mode", "plain",
-                     "--compatible_with", paths["old"], *[a.format(**files) for a in DATA], *FAST) == 0
+    assert finetune_cli("--model", paths["mlm"], "--output_dir", str(out), "--mode", "plain",
+                        "--compatible_with", paths["old"], *[a.format(**files) for a in DATA], *FAST) == 0
     c = json.loads((out / "report.json").read_text())["compatibility"]
     rel = tmp_path / "release"
     assert main(["card", "--finetune_dir", str(out), "--output_dir", str(rel), "--measure_latency", "false"]) == 0
@@ -228,8 +219,8 @@ def test_projection_trains_and_starts_at_the_ridge_solution(tmp_path):
 
     files = write_data(tmp_path)
     task = prepare_task(None, data_files={"train": files["train"], "validation": files["dev"], "test": files["test"]})
-    student0, tok = load_classifier(str(MODELS["mlm"]), task.label_names, False)
-    compat = CompatFinetune(CompatSettings(str(MODELS["old"])), task, student0, tok, max_length=16)
+    student0, tok = load_classifier(str(COMPARE_MODELS["mlm"]), task.label_names, False)
+    compat = CompatFinetune(CompatSettings(str(COMPARE_MODELS["old"])), task, student0, tok, max_length=16)
     texts = list(task.train["text"])
     w, b = least_squares_projection(cls_encoder(student0, tok, 16)(texts), compat.old_encoder(texts))
     torch.testing.assert_close(compat.projection0.weight.detach(), w)
@@ -253,8 +244,8 @@ def test_the_better_projection_on_dev_ships(tmp_path, monkeypatch, scores, chose
 
     files = write_data(tmp_path)
     task = prepare_task(None, data_files={"train": files["train"], "validation": files["dev"], "test": files["test"]})
-    student0, tok = load_classifier(str(MODELS["mlm"]), task.label_names, False)
-    compat = CompatFinetune(CompatSettings(str(MODELS["old"]), gallery=10, queries=5), task, student0, tok,
+    student0, tok = load_classifier(str(COMPARE_MODELS["mlm"]), task.label_names, False)
+    compat = CompatFinetune(CompatSettings(str(COMPARE_MODELS["old"]), gallery=10, queries=5), task, student0, tok,
                             max_length=16)
     model = compat.fit(student0, tok, tokenize(task.train, tok, ["text"], 16),
                        {"learning_rate": 1e-2, "weight_decay": 0.0, "warmup_ratio": 0.0, "batch_size": 8}, epochs=1)
@@ -283,8 +274,8 @@ def test_the_refit_is_the_ridge_read_out_of_the_final_encoder(tmp_path):
 
     files = write_data(tmp_path)
     task = prepare_task(None, data_files={"train": files["train"], "validation": files["dev"], "test": files["test"]})
-    student0, tok = load_classifier(str(MODELS["mlm"]), task.label_names, False)
-    compat = CompatFinetune(CompatSettings(str(MODELS["old"])), task, student0, tok, max_length=16)
+    student0, tok = load_classifier(str(COMPARE_MODELS["mlm"]), task.label_names, False)
+    compat = CompatFinetune(CompatSettings(str(COMPARE_MODELS["old"])), task, student0, tok, max_length=16)
     model = compat.fit(student0, tok, tokenize(task.train, tok, ["text"], 16),
                        {"learning_rate": 1e-2, "weight_decay": 0.0, "warmup_ratio": 0.0, "batch_size": 8}, epochs=1)
     texts = list(task.train["text"])
@@ -297,11 +288,11 @@ def test_the_refit_is_the_ridge_read_out_of_the_final_encoder(tmp_path):
 
 def test_agora_mode_with_compatible_with_runs(tmp_path):
     files = write_data(tmp_path)
-    paths = models(tmp_path, "old", "mlm")
-    rc = _finetune("--model", paths["mlm"], "--output_dir", str(tmp_path / "out"), "--mode", "agora",
-                   "--compatible_with", paths["old"], "--labeler", paths["old"], "--labeler_min_dev_score", "0",
-                   "--max_rounds", "2", "--k", "2", "--verify_mistakes", "false", "--balance_classes", "false",
-                   *[a.format(**files) for a in DATA], *FAST)
+    paths = copy_compare_models(tmp_path, "old", "mlm")
+    rc = finetune_cli("--model", paths["mlm"], "--output_dir", str(tmp_path / "out"), "--mode", "agora",
+                      "--compatible_with", paths["old"], "--labeler", paths["old"], "--labeler_min_dev_score", "0",
+                      "--max_rounds", "2", "--k", "2", "--verify_mistakes", "false", "--balance_classes", "false",
+                      *[a.format(**files) for a in DATA], *FAST)
     assert rc == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["compatibility"]["new_old"] and (tmp_path / "out" / "2_Dense" / "model.safetensors").is_file()
@@ -323,13 +314,13 @@ def test_distill_mode_adds_the_influence_term_and_writes_the_trained_projection(
 
     monkeypatch.setattr(compat_ft, "distill_influence_loss", spy)
     files = write_data(tmp_path)
-    paths = models(tmp_path, "old", "mlm")
+    paths = copy_compare_models(tmp_path, "old", "mlm")
     out = tmp_path / "out"
-    rc = _finetune("--model", paths["mlm"], "--output_dir", str(out), "--mode", "distill", "--teacher", paths["mlm"],
-                   "--compatible_with", paths["old"], "--compat_eval_gallery", "20", "--compat_eval_queries", "10",
-                   "--compat_eval_k", "3", "--labeler_epochs", "1", "--labeler_min_dev_score", "0",
-                   "--distill_epochs", "1", "--distill_min_examples", "0", "--distill_augment_k", "2",
-                   "--distill_batch_size", "8", *[a.format(**files) for a in DATA], *FAST)
+    rc = finetune_cli("--model", paths["mlm"], "--output_dir", str(out), "--mode", "distill", "--teacher", paths["mlm"],
+                      "--compatible_with", paths["old"], "--compat_eval_gallery", "20", "--compat_eval_queries", "10",
+                      "--compat_eval_k", "3", "--labeler_epochs", "1", "--labeler_min_dev_score", "0",
+                      "--distill_epochs", "1", "--distill_min_examples", "0", "--distill_augment_k", "2",
+                      "--distill_batch_size", "8", *[a.format(**files) for a in DATA], *FAST)
     assert rc == 0
     assert seen and max(seen) > 0  # batches with generated (unlabelled) rows went through the influence term
     report = json.loads((out / "report.json").read_text())
@@ -346,12 +337,12 @@ def test_distill_mode_adds_the_influence_term_and_writes_the_trained_projection(
 
 def test_a_plain_rerun_without_the_option_removes_the_sentence_files(tmp_path):
     files = write_data(tmp_path)
-    paths = models(tmp_path, "old", "mlm")
+    paths = copy_compare_models(tmp_path, "old", "mlm")
     out = tmp_path / "out"
     args = ["--model", paths["mlm"], "--output_dir", str(out), "--mode", "plain", *[a.format(**files) for a in DATA],
             *FAST]
-    assert _finetune(*args, "--compatible_with", paths["old"]) == 0
-    assert _finetune(*args, "--overwrite", "true") == 0
+    assert finetune_cli(*args, "--compatible_with", paths["old"]) == 0
+    assert finetune_cli(*args, "--overwrite", "true") == 0
     assert not (out / "modules.json").exists() and not (out / "2_Dense").exists()
     assert json.loads((out / "report.json").read_text())["compatibility"] is None
 
@@ -364,19 +355,20 @@ def ft(*argv):
 
 CASES = [
     Case("compat-old-without-classifier-head", ft("--compatible_with", "{mlm}"), r"not a sequence classifier",
-         setup=setup("mlm")),
+         setup=compare_setup("mlm")),
     Case("compat-old-other-labels", ft("--compatible_with", "{other_labels}"),
-         r"predicts labels \['neg', 'pos'\].*match by name", setup=setup("other_labels", "mlm")),
+         r"predicts labels \['neg', 'pos'\].*match by name", setup=compare_setup("other_labels", "mlm")),
     Case("compat-with-old-model", ft("--compatible_with", "{old}", "--old_model", "{old}"), r"cannot be combined",
-         setup=setup("old", "mlm")),
+         setup=compare_setup("old", "mlm")),
     Case("compat-old-is-the-output", ["finetune", "--model", "{mlm}", "--output_dir", "{old}", "--mode", "plain",
-                                      *DATA, *FAST, "--compatible_with", "{old}"], r"old model", setup=setup("old", "mlm")),
+                                      *DATA, *FAST, "--compatible_with", "{old}"], r"old model",
+         setup=compare_setup("old", "mlm")),
     Case("compat-bad-init", ft("--compatible_with", "{old}", "--compat_init", "pca"), r"compat_init must be one of",
-         setup=setup("old", "mlm")),
+         setup=compare_setup("old", "mlm")),
     Case("compat-negative-weight", ft("--compatible_with", "{old}", "--w_compat", "-1"), r"w_compat must be >= 0",
-         setup=setup("old", "mlm")),
+         setup=compare_setup("old", "mlm")),
     Case("compat-missing-old-model", ft("--compatible_with", "{root}/nope"), r"Cannot read the config",
-         setup=setup("mlm")),
+         setup=compare_setup("mlm")),
 ]
 
 
@@ -403,10 +395,10 @@ def test_real_models_influence_loss(tmp_path, minilm_path, splade_path):
     old.save_pretrained(tmp_path / "old")
     tok.save_pretrained(tmp_path / "old")
     out = tmp_path / "out"
-    rc = _finetune("--model", splade_path, "--output_dir", str(out), "--mode", "plain",
-                   "--compatible_with", str(tmp_path / "old"),
-                   "--max_train_samples", "200", "--max_test_samples", "200", "--max_length", "40",
-                   "--num_train_epochs", "1", "--learning_rates", "1e-4", "--torch_threads", "2")
+    rc = finetune_cli("--model", splade_path, "--output_dir", str(out), "--mode", "plain",
+                      "--compatible_with", str(tmp_path / "old"),
+                      "--max_train_samples", "200", "--max_test_samples", "200", "--max_length", "40",
+                      "--num_train_epochs", "1", "--learning_rates", "1e-4", "--torch_threads", "2")
     assert rc == 0
     c = json.loads((out / "report.json").read_text())["compatibility"]
     assert c["projection"] == [128, 384] and c["old_head"] == "pooler+classifier" and c["queries"] == 100

@@ -3,22 +3,19 @@ gold label at α, the transfer-set columns (no second pass when the old model is
 --mode distill --old_model` end to end on tiny models."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_compare import DATA, models, tiny_models, write_data  # noqa: E402,F401 (tiny_models: the fixture)
+from helpers import DATA, copy_compare_models, finetune_cli, write_data
 
-from bortify.finetuning.congruent import (DistillFocal, FocalDistillation, distill_focal_weights,  # noqa: E402
+from bortify.finetuning.congruent import (DistillFocal, FocalDistillation, distill_focal_weights,
                                           divergence, focal_task_distillation_loss, is_teacher)
-from bortify.finetuning.losses import IGNORE_INDEX, task_distillation_loss  # noqa: E402
+from bortify.finetuning.losses import IGNORE_INDEX, task_distillation_loss
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("compare_models", "one_torch_thread")
 
 FAST = ["--max_length", "16", "--labeler_epochs", "1", "--labeler_min_dev_score", "0", "--distill_epochs", "1",
         "--distill_min_examples", "0", "--distill_augment_k", "0", "--distill_batch_size", "8"]
@@ -125,12 +122,6 @@ def test_distill_focal_columns_reuse_the_teacher_logits_and_flag_gold_rows_only(
     assert info["gold_rows"] == 2
 
 
-def _finetune(*argv):
-    from bortify.cli import main
-
-    return main(["finetune", *argv])
-
-
 def test_distill_mode_accepts_old_model_teacher_and_weights_the_kd_term(tmp_path, monkeypatch):
     """--old_model teacher: the KD term is weighted by the teacher's cached logits; no second pass."""
     from bortify.finetuning import congruent
@@ -144,10 +135,10 @@ def test_distill_mode_accepts_old_model_teacher_and_weights_the_kd_term(tmp_path
 
     monkeypatch.setattr(congruent, "focal_task_distillation_loss", spy)
     files = write_data(tmp_path)
-    paths = models(tmp_path, "mlm")
-    rc = _finetune("--model", paths["mlm"], "--output_dir", str(tmp_path / "out"), "--mode", "distill",
-                   "--teacher", paths["mlm"], "--old_model", "teacher", "--pc_beta", "4",
-                   *[a.format(**files) for a in DATA], *FAST)
+    paths = copy_compare_models(tmp_path, "mlm")
+    rc = finetune_cli("--model", paths["mlm"], "--output_dir", str(tmp_path / "out"), "--mode", "distill",
+                      "--teacher", paths["mlm"], "--old_model", "teacher", "--pc_beta", "4",
+                      *[a.format(**files) for a in DATA], *FAST)
     assert rc == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     info = report["congruent"]
@@ -159,9 +150,9 @@ def test_distill_mode_accepts_old_model_teacher_and_weights_the_kd_term(tmp_path
 
 def test_distill_mode_with_another_old_model_runs_it_once_per_transfer_row(tmp_path):
     files = write_data(tmp_path)
-    paths = models(tmp_path, "old", "mlm")
-    rc = _finetune("--model", paths["mlm"], "--output_dir", str(tmp_path / "out"), "--mode", "distill",
-                   "--teacher", paths["mlm"], "--old_model", paths["old"], *[a.format(**files) for a in DATA], *FAST)
+    paths = copy_compare_models(tmp_path, "old", "mlm")
+    rc = finetune_cli("--model", paths["mlm"], "--output_dir", str(tmp_path / "out"), "--mode", "distill",
+                      "--teacher", paths["mlm"], "--old_model", paths["old"], *[a.format(**files) for a in DATA], *FAST)
     assert rc == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     info = report["congruent"]

@@ -3,31 +3,22 @@ test_finetuning_congruent_distill.py), save_teacher
 + `bortify compare`'s default old model, and the bad-input rows, on tiny models (plus one real-model run)."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from casetable import Case, run_case  # noqa: E402
-from test_compare import DATA, models, setup, tiny_models, write_data  # noqa: E402,F401 (tiny_models: the fixture)
+from casetable import Case, run_case
+from helpers import DATA, compare_setup, copy_compare_models, finetune_cli, write_data
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("compare_models", "one_torch_thread")
 
 FAST = ["--learning_rates", "1e-3", "--num_train_epochs", "1", "--batch_sizes", "8", "--max_length", "16"]
-
-
-def _finetune(*argv):
-    from bortify.cli import main
-
-    return main(["finetune", *argv])
 
 
 def test_plain_mode_with_old_model_trains_with_focal_distillation(tmp_path, monkeypatch):
     from bortify.finetuning import congruent
 
     files = write_data(tmp_path)
-    paths = models(tmp_path, "old", "mlm")
+    paths = copy_compare_models(tmp_path, "old", "mlm")
     losses = []
     original = congruent.focal_distillation_loss
 
@@ -37,8 +28,8 @@ def test_plain_mode_with_old_model_trains_with_focal_distillation(tmp_path, monk
         return parts
 
     monkeypatch.setattr(congruent, "focal_distillation_loss", spy)
-    rc = _finetune("--model", paths["mlm"], "--output_dir", str(tmp_path / "out"), "--mode", "plain",
-                   "--old_model", paths["old"], "--pc_beta", "3", *[a.format(**files) for a in DATA], *FAST)
+    rc = finetune_cli("--model", paths["mlm"], "--output_dir", str(tmp_path / "out"), "--mode", "plain",
+                      "--old_model", paths["old"], "--pc_beta", "3", *[a.format(**files) for a in DATA], *FAST)
     assert rc == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     info = report["congruent"]
@@ -49,11 +40,11 @@ def test_plain_mode_with_old_model_trains_with_focal_distillation(tmp_path, monk
 
 def test_agora_mode_with_old_model_computes_generated_rows_once(tmp_path):
     files = write_data(tmp_path)
-    paths = models(tmp_path, "old", "mlm")
-    rc = _finetune("--model", paths["mlm"], "--output_dir", str(tmp_path / "out"), "--mode", "agora",
-                   "--old_model", paths["old"], "--labeler", paths["old"], "--labeler_min_dev_score", "0",
-                   "--max_rounds", "2", "--k", "2", "--verify_mistakes", "false", "--balance_classes", "false",
-                   *[a.format(**files) for a in DATA], *FAST)
+    paths = copy_compare_models(tmp_path, "old", "mlm")
+    rc = finetune_cli("--model", paths["mlm"], "--output_dir", str(tmp_path / "out"), "--mode", "agora",
+                      "--old_model", paths["old"], "--labeler", paths["old"], "--labeler_min_dev_score", "0",
+                      "--max_rounds", "2", "--k", "2", "--verify_mistakes", "false", "--balance_classes", "false",
+                      *[a.format(**files) for a in DATA], *FAST)
     assert rc == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     added = report["examples_added"]
@@ -64,10 +55,10 @@ def test_save_teacher_is_compares_default_old_model(tmp_path, capsys):
     from bortify.cli import main
 
     files = write_data(tmp_path)
-    paths = models(tmp_path, "mlm")
-    rc = _finetune("--model", paths["mlm"], "--output_dir", str(tmp_path / "out"), "--mode", "distill",
-                   "--teacher", paths["mlm"], "--labeler_epochs", "1", "--labeler_min_dev_score", "0",
-                   "--distill_epochs", "1", "--distill_min_examples", "0", "--save_teacher", "true", *[a.format(**files) for a in DATA], *FAST)
+    paths = copy_compare_models(tmp_path, "mlm")
+    rc = finetune_cli("--model", paths["mlm"], "--output_dir", str(tmp_path / "out"), "--mode", "distill",
+                      "--teacher", paths["mlm"], "--labeler_epochs", "1", "--labeler_min_dev_score", "0",
+                      "--distill_epochs", "1", "--distill_min_examples", "0", "--save_teacher", "true", *[a.format(**files) for a in DATA], *FAST)
     assert rc == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["labeler"]["saved_to"] == "teacher"
@@ -87,17 +78,17 @@ def ft(*argv):
 
 CASES = [
     Case("old-model-teacher-outside-distill", ft("--mode", "plain", "--old_model", "teacher"),
-         r"old_model teacher names the teacher of --mode distill", setup=setup("mlm")),
+         r"old_model teacher names the teacher of --mode distill", setup=compare_setup("mlm")),
     Case("old-model-other-labels", ft("--mode", "plain", "--old_model", "{other_labels}"),
-         r"old model predicts labels \['neg', 'pos'\].*match by name", setup=setup("other_labels", "mlm")),
+         r"old model predicts labels \['neg', 'pos'\].*match by name", setup=compare_setup("other_labels", "mlm")),
     Case("old-model-not-a-classifier", ft("--mode", "plain", "--old_model", "{mlm}"), r"not a sequence classifier",
-         setup=setup("mlm")),
+         setup=compare_setup("mlm")),
     Case("old-model-is-the-output", ["finetune", "--model", "{mlm}", "--output_dir", "{old}", *DATA, *FAST, "--mode",
-                                     "plain", "--old_model", "{old}"], r"old model", setup=setup("old", "mlm")),
+                                     "plain", "--old_model", "{old}"], r"old model", setup=compare_setup("old", "mlm")),
     Case("bad-divergence", ft("--old_model", "{old}", "--pc_divergence", "mse"), r"pc_divergence must be one of",
-         setup=setup("old", "mlm")),
+         setup=compare_setup("old", "mlm")),
     Case("negative-beta", ft("--old_model", "{old}", "--pc_beta", "-1"), r"pc_beta must be >= 0",
-         setup=setup("old", "mlm")),
+         setup=compare_setup("old", "mlm")),
 ]
 
 
@@ -118,9 +109,9 @@ def test_real_models_focal_distillation(tmp_path, minilm_path, splade_path):
               {"learning_rate": 1e-4, "weight_decay": 0.0, "warmup_ratio": 0.1, "batch_size": 16}, epochs=1, seed=0)
     old.save_pretrained(tmp_path / "old")
     tok.save_pretrained(tmp_path / "old")
-    rc = _finetune("--model", splade_path, "--output_dir", str(tmp_path / "out"), "--mode", "plain",
-                   "--old_model", str(tmp_path / "old"), "--max_train_samples", "200", "--max_test_samples", "200",
-                   "--max_length", "40", "--num_train_epochs", "1", "--learning_rates", "1e-4", "--torch_threads", "2")
+    rc = finetune_cli("--model", splade_path, "--output_dir", str(tmp_path / "out"), "--mode", "plain",
+                      "--old_model", str(tmp_path / "old"), "--max_train_samples", "200", "--max_test_samples", "200",
+                      "--max_length", "40", "--num_train_epochs", "1", "--learning_rates", "1e-4", "--torch_threads", "2")
     assert rc == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["congruent"]["old_rows_computed"] == 200 and 0 < report["congruent"]["old_train_accuracy"] <= 1
@@ -135,7 +126,7 @@ def test_run_wires_finetune_teacher_into_compare_and_the_card(tmp_path):
     from bortify.pipeline import main
 
     files = write_data(tmp_path)
-    paths = models(tmp_path, "mlm")
+    paths = copy_compare_models(tmp_path, "mlm")
     recipe = {
         "finetune": {"model": paths["mlm"], "mode": "distill", "teacher": paths["mlm"], "labeler_epochs": 1,
                      "labeler_min_dev_score": 0, "distill_epochs": 1, "save_teacher": True,

@@ -3,15 +3,13 @@ classifier given as --labeler) labels train + the unused train rows, the student
 summary and card say what the transfer set was."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_cases_finetune import copy_model, sentiment_rows, tiny_models, write_csv  # noqa: E402,F401
+from helpers import copy_model, sentiment_rows, write_csv
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("finetune_models", "one_torch_thread")
 
 
 def _run(tmp_path, capsys, *extra):

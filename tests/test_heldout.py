@@ -10,7 +10,9 @@ from bortify.data import DataError
 from bortify.finetuning.overlap import clean_task, finish, majority_baseline, upstream_seen
 from bortify.finetuning.tasks import prepare_task
 from bortify.heldout import HELDOUT_FILE, HeldOut, normalise, row_hash, rows_of, text_hash
-from test_cases_finetune import copy_model, sentiment_rows, tiny_models, write_csv  # noqa: F401 (fixture)
+from helpers import copy_model, sentiment_rows, write_csv
+
+pytestmark = pytest.mark.usefixtures("finetune_models")
 
 TEST_TEXT = "a great film number 7"  # a test row planted (case and white space changed) upstream
 

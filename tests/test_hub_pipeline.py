@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from helpers import build_run_dirs
 from hub_server import HubServer
-from test_card_render import build_run_dirs
 
 TOKEN = "hf_pipelineSECRET_987654321"
 

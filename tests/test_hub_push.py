@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import REPORTS, build_run_dirs
 from hub_server import DROP, HubServer, client_env
-from test_card_render import REPORTS, build_run_dirs
 
 TOKEN = "hf_loopbackSECRETtoken_0123456789"
 BORTIFY = [sys.executable, "-m", "bortify.cli"]

@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from casetable import Case, run_case  # noqa: E402
+from casetable import Case, run_case
+from helpers import KILLER
 
-from bortify.compat.sentence import SentenceSpec, read_sentence_folder, write_sentence_folder  # noqa: E402
-from bortify.pretraining.compat import (CompatCollator, CompatData, CompatError, CompatHead,  # noqa: E402
+from bortify.compat.sentence import SentenceSpec, read_sentence_folder, write_sentence_folder
+from bortify.pretraining.compat import (CompatCollator, CompatData, CompatError, CompatHead,
                                         plan_compat)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -108,21 +108,6 @@ def test_plan_reads_the_old_models_pooling(tmp_path, tiny_bert_config):
 
 
 # ---- bad input: exit 2, before training, nothing changed ----------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory):
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
-
-    from bortify.resources import resolve_model
-
-    path = tmp_path_factory.mktemp("teacher") / "teacher"
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("embedded:splade-tiny"))
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64)
-    BertForMaskedLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
 
 def _setup(teacher):
     def setup(root: Path):
@@ -256,8 +241,6 @@ def test_a_killed_compatible_run_resumes_with_its_trained_projection(tmp_path, t
     import os
     import subprocess
 
-    from test_pretraining_train import _KILLER
-
     old = tmp_path / "old"
     shutil.copytree(tiny_teacher, old)
     write_sentence_folder(old, hidden_size=16, spec=SentenceSpec("mean", False, 48), projection=nn.Linear(16, 24))
@@ -269,7 +252,7 @@ def test_a_killed_compatible_run_resumes_with_its_trained_projection(tmp_path, t
     ref = subprocess.run([sys.executable, "-m", "bortify.cli", "pretrain", *flags, f"--output_dir={ref_out}"],
                          env=env, capture_output=True, text=True, timeout=600)
     assert ref.returncode == 0, ref.stderr[-2000:]
-    killed = subprocess.run([sys.executable, "-c", _KILLER, "pretrain", *flags], env=env, capture_output=True,
+    killed = subprocess.run([sys.executable, "-c", KILLER, "pretrain", *flags], env=env, capture_output=True,
                             text=True, timeout=600)
     out = tmp_path / "out"
     assert killed.returncode == -9, killed.stderr[-2000:]

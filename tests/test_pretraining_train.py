@@ -4,13 +4,14 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
+
+from helpers import KILLER
 
 from bortify.data import DataError
 from bortify.pretraining.pretrain import PretrainError
@@ -181,34 +182,13 @@ def test_bad_input_fails_before_training(tmp_path, workdir, change, error, match
     assert not list((tmp_path / "out").glob("checkpoint-*")) if (tmp_path / "out").exists() else True
 
 
-_KILLER = textwrap.dedent("""
-    import os, signal, sys
-    from transformers import TrainerCallback
-    import bortify.pretraining.pretrain as P
-
-    class KillAfterSave(TrainerCallback):  # a hard crash right after checkpoint-N is on disk
-        def on_save(self, args, state, control, **kwargs):
-            if state.global_step >= int(os.environ["KILL_AT"]):
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    class Killable(P.DistillationTrainer):
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            self.add_callback(KillAfterSave())
-
-    P.DistillationTrainer = Killable
-    from bortify.cli import main
-    sys.exit(main(sys.argv[1:]))
-""")
-
-
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_final_step(logit_run, workdir, tmp_path):
     reference, _ = logit_run  # the same configuration, never interrupted
     out = tmp_path / "resumed"
     flags = [f"--{k}={v}" for k, v in _config(workdir, out).items()]
     env = {**os.environ, "KILL_AT": "10", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    killed = subprocess.run([sys.executable, "-c", _KILLER, "pretrain", *flags], env=env, capture_output=True,
+    killed = subprocess.run([sys.executable, "-c", KILLER, "pretrain", *flags], env=env, capture_output=True,
                             text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (out / "checkpoint-10").is_dir() and not (out / "report.json").exists()

@@ -3,14 +3,11 @@ bortify.compression.onnx_export). The push/card/Trainer-option rows are in the c
 (test_cases_pipeline.py, test_cases_finetune.py, test_cases_pretrain.py)."""
 
 import ast
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from casetable import Case, run_case  # noqa: E402
+from casetable import Case, run_case
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ROOT = Path(__file__).parents[1]

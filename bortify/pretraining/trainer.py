@@ -6,6 +6,16 @@ it lives in `self.teacher`, frozen, in eval mode, placed on the device by accele
 and never saved. `_save` writes the student as a plain BertForMaskedLM checkpoint (loads with
 `AutoModelForMaskedLM.from_pretrained`, no custom code) and the projections apart
 (`kd_projections.safetensors`, needed only to resume); `_load_from_checkpoint` reads both back.
+
+Why these two private Trainer methods, when no public hook serves: every save (the checkpoints of `_save_checkpoint`
+and the final `save_model`) goes through the public `save_model`, which under FSDP and DeepSpeed first gathers the
+full state dict and hands it to `_save`; overriding `save_model` instead would mean copying that gathering. A
+callback's `on_save` runs only after the Trainer has written the wrapper's own state dict (`student.` and
+`projections.` keys, which `from_pretrained` cannot load). Resuming has no public hook: `train` calls
+`_load_from_checkpoint` before `accelerator.prepare` (FSDP: in `_prepare_for_training`, after it), and
+`on_train_begin` comes later, once the stock loader has already tried the plain checkpoint on the wrapper.
+tests/test_pretraining_trainer_hooks.py pins the signatures and call sites this relies on against the locked
+transformers (requirements/lock.txt).
 """
 
 from __future__ import annotations

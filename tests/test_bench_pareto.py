@@ -2,15 +2,11 @@
 the --distill overrides of the task-distilled point. No model is trained here."""
 
 import json
-import sys
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import bench_pareto  # noqa: E402
+import bench_pareto
 
 
 def _config(tmp_path, **changes):
