@@ -18,14 +18,14 @@ flips file are written first, so the failure can be inspected.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from bortify.outputs import Output, claim
 from bortify.reports import CompareReport, read_report, write_report
-from bortify.utils import json_text
+from bortify.utils import help_field, json_text
 from bortify.utils import (BortifyError, check_torch_threads, overwrite_field, torch_threads,
                            torch_threads_field, write_bytes_atomic)
 
@@ -44,25 +44,21 @@ class GateError(BortifyError):
     exit_code = GATE_EXIT_CODE
 
 
-def _help(text: str, **kw):
-    return field(metadata={"help": text}, **kw)
-
-
 @dataclass
 class CompareArguments:
-    old_model: str | None = _help(
+    old_model: str | None = help_field(
         "The model being replaced: a fine-tuned classifier (directory, Hub or embedded name) whose id2label names are "
         "the task's labels. Default: the teacher the new model was distilled from, when its `bortify finetune` output "
         "kept it (save_teacher).", default=None)
-    new_model: str | None = _help("The replacing classifier (e.g. a `bortify finetune` output directory).",
+    new_model: str | None = help_field("The replacing classifier (e.g. a `bortify finetune` output directory).",
                                   default=None)
-    output_dir: str = _help("Where report.json and negative_flips.jsonl are written.", default=None)
-    max_nfr: float | None = _help(
+    output_dir: str = help_field("Where report.json and negative_flips.jsonl are written.", default=None)
+    max_nfr: float | None = help_field(
         "Release gate: fail (exit code 3) when the negative flip rate exceeds this, e.g. 0.02. Unset: report only.",
         default=None)
-    split: str = _help("Which split of the task both models predict: 'test' (default) or 'dev'.", default="test")
-    max_length: int = _help("Maximum tokens per example (text pairs together).", default=128)
-    eval_batch_size: int = _help("Prediction batch size.", default=64)
+    split: str = help_field("Which split of the task both models predict: 'test' (default) or 'dev'.", default="test")
+    max_length: int = help_field("Maximum tokens per example (text pairs together).", default=128)
+    eval_batch_size: int = help_field("Prediction batch size.", default=64)
     overwrite: bool = overwrite_field()
     torch_threads: int | None = torch_threads_field()
 

@@ -11,16 +11,18 @@ from typing import Any
 from bortify.utils import json_text
 
 NOT_MEASURED = "not measured"
+NOT_APPLICABLE = "n/a"  # a figure the thing measured does not have (e.g. a BERT-shape figure of a non-BERT config)
 
 
-def fmt(value: Any, digits: int = 4, *, spec: str | None = None, missing: str = NOT_MEASURED) -> str:
-    """A reported value as text; a missing value (None, and without `spec` also "" and {}) as `missing`.
+def fmt(value: Any, digits: int | str = 4, *, missing: str = NOT_MEASURED) -> str:
+    """A reported value as text; a missing value as `missing`.
 
-    With `spec` (Python's format mini-language, e.g. ".4f", ".1%"), the value is formatted by it. Without, a float
-    has `digits` significant digits, an int thousands separators, a bool is lower-case and a dict or list is JSON.
+    `digits` as a number: a float gets that many significant digits, an int thousands separators, a bool is
+    lower-case, a dict or list is JSON, and None, "" and {} are missing. `digits` as a format spec (Python's
+    mini-language, e.g. ".4f", ".1%"): the value is formatted by it, and only None is missing.
     """
-    if spec is not None:
-        return missing if value is None else format(value, spec)
+    if isinstance(digits, str):
+        return missing if value is None else format(value, digits)
     if value is None or value == "" or value == {}:
         return missing
     if isinstance(value, bool):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from bortify.formatting import NOT_APPLICABLE as NA, fmt
 from bortify.utils import BortifyError, write_json_atomic
 
 REPORT_FILE = "report.json"  # every stage's report, in its output directory
@@ -170,10 +171,6 @@ class Report(Record):
         return {"summary_lines": self.summary_lines()}
 
 
-def _g(x, spec: str = ".4g") -> str:
-    return "n/a" if x is None else format(x, spec)
-
-
 def clean_scores(metrics: Any) -> dict[str, float]:
     """Numeric scores of a metrics dict, with Trainer prefixes (eval_/test_/dev_) dropped and bookkeeping keys
     (runtime, loss, ...) removed: how older finetune reports stored them, read as today's {metric: score}."""
@@ -253,10 +250,11 @@ class ExtractReport(Report):
             f"vs {self.source_effective_parameters / 1e6:.2f}M",
             f"multiply-adds at L={self.seq_len}: {w.ops / 1e9:.3f}G vs {self.source_ops / 1e9:.3f}G "
             f"({100 * w.ops_ratio:.1f}%, {1 / w.ops_ratio:.1f}x fewer)",
-            f"ê = {self.error_estimator}: winner {_g(w.error)}"
-            + (f", source {_g(self.source_error)}" if self.source_error is not None else "")
-            + f", W = {_g(w.W)}; spread over {spread['n']} evaluated candidates: min {_g(spread['min'])} max "
-            f"{_g(spread['max'])} std {_g(spread['std'], '.3g')}",
+            f"ê = {self.error_estimator}: winner {fmt(w.error, '.4g', missing=NA)}"
+            + (f", source {fmt(self.source_error, '.4g', missing=NA)}" if self.source_error is not None else "")
+            + f", W = {fmt(w.W, '.4g', missing=NA)}; spread over {spread['n']} evaluated candidates: min "
+            f"{fmt(spread['min'], '.4g', missing=NA)} max "
+            f"{fmt(spread['max'], '.4g', missing=NA)} std {fmt(spread['std'], '.3g', missing=NA)}",
             f"candidates: {self.num_candidates} ({self.dropped_indivisible} dropped H%A!=0), ε = {self.epsilon}: "
             f"{self.num_trained} trained, {self.num_cached} cached, {self.num_skipped} skipped",
             *([f"measured latency: winner {1e3 * w.latency_s:.3g} ms vs source {1e3 * self.source_latency_s:.3g} ms"]
@@ -477,8 +475,8 @@ class FinetuneReport(Report):
             c = self.congruent
             lines.append(f"focal distillation against {c.get('old_model')} (λ {c.get('lambda')}, α {c.get('alpha')}, "
                          f"β {c.get('beta')}, D {c.get('divergence')}); old model right on "
-                         f"{_g(c.get('old_train_accuracy'), '.1%')} of the train rows; measure the flips with "
-                         "`bortify compare`")
+                         f"{fmt(c.get('old_train_accuracy'), '.1%', missing=NA)} of the train rows; measure the "
+                         "flips with `bortify compare`")
         if self.compatibility:  # --compatible_with (docs/methods/04-updates.md §4.4)
             lines.append(self.compatibility.summary_line())
         if splits.get("dropped_empty"):
@@ -664,7 +662,7 @@ class BenchReport(Report):
         ratio = self.source_speed_ratio()
         return [f"source {self.source} fp32 on the same texts ({src.tokenizer}'s tokenizer, in alternation with the "
                 f"model's fp32): {src.sentences_per_s:.0f}/s; the model's fp32 is "
-                f"{_g(ratio, '.1f')}x the source's sentences/s"]
+                f"{fmt(ratio, '.1f', missing=NA)}x the source's sentences/s"]
 
     def _path_lines(self, path: str) -> list[str]:
         cells = [c for c in self.grid if c.path == path]
@@ -673,7 +671,8 @@ class BenchReport(Report):
         c = max(cells, key=lambda c: (c.batch_size, c.seq_len == 128, c.seq_len))  # batch 8 x 128 when there
         text = f"{path}: batch {c.batch_size} x {c.seq_len}: {c.model_ms:.1f} ms"
         if c.source_ms is not None:
-            text += f" vs source {c.source_ms:.1f} ms, {_g(c.speedup, '.1f')}x (multiply-adds {_g(c.macs_ratio, '.1f')}x)"
+            text += (f" vs source {c.source_ms:.1f} ms, {fmt(c.speedup, '.1f', missing=NA)}x (multiply-adds "
+                     f"{fmt(c.macs_ratio, '.1f', missing=NA)}x)")
             if path != "fp32" and c.speedup_vs_source_fp32 is not None:
                 text += f", {c.speedup_vs_source_fp32:.1f}x vs source fp32"
         if path != "fp32" and c.int8_gain is not None:
@@ -725,9 +724,10 @@ class CompareReport(Report):
         return [
             f"{self.split} split of {self.dataset} ({self.rows} rows): old {self.old_model}: {scores(self.old)}; "
             f"new {self.new_model}: {scores(self.new)}",
-            f"NFR {_g(self.nfr, '.4f')} ({self.negative_flips} negative flips), relative NFR "
-            f"{_g(self.relative_nfr, '.3f')}, PFR {_g(self.pfr, '.4f')} ({self.positive_flips} positive flips), "
-            f"disagreement {_g(self.disagreement, '.4f')}",
+            f"NFR {fmt(self.nfr, '.4f', missing=NA)} ({self.negative_flips} negative flips), relative NFR "
+            f"{fmt(self.relative_nfr, '.3f', missing=NA)}, PFR {fmt(self.pfr, '.4f', missing=NA)} "
+            f"({self.positive_flips} positive flips), "
+            f"disagreement {fmt(self.disagreement, '.4f', missing=NA)}",
             f"{self.gate_text()}; negative flips in {Path(self.output_dir or '.') / (self.flips_file or '')}",
         ]
 
@@ -766,10 +766,10 @@ class CompatibilityRecord(Record):
 
     def summary_line(self) -> str:
         def acc(d):
-            return _g(d.get("knn_accuracy"), ".4f")
+            return fmt(d.get("knn_accuracy"), ".4f", missing=NA)
         return (f"compatible with {self.old_model}: kNN accuracy new->old {acc(self.new_old)} vs old->old "
                 f"{acc(self.old_old)} (new->new {acc(self.new_new)}; recall@1 new->old "
-                f"{_g(self.new_old.get('recall@1'), '.4f')}) on {self.eval_dataset}: BCT criterion "
+                f"{fmt(self.new_old.get('recall@1'), '.4f', missing=NA)}) on {self.eval_dataset}: BCT criterion "
                 f"{'met' if self.criterion_met else 'not met'}")
 
 
@@ -814,16 +814,20 @@ class CompressReport(Report):
     def summary_lines(self) -> list[str]:
         s, mib = self.sizes, 2 ** 20
         lines = [f"8-bit weights ({'per channel' if self.quantization.get('per_channel') else 'per tensor'}): "
-                 f"{s['q8_file'] / mib:.2f} MiB vs {s['fp32_file'] / mib:.2f} MiB fp32 ({_g(self.ratio('q8'), '.2f')}x; "
-                 f"lzma-coded {_g(self.ratio('q8_lzma'), '.2f')}x); {self.zero_fraction:.1%} of weights are 0, codes "
+                 f"{s['q8_file'] / mib:.2f} MiB vs {s['fp32_file'] / mib:.2f} MiB fp32 "
+                 f"({fmt(self.ratio('q8'), '.2f', missing=NA)}x; "
+                 f"lzma-coded {fmt(self.ratio('q8_lzma'), '.2f', missing=NA)}x); {self.zero_fraction:.1%} of weights "
+                 "are 0, codes "
                  f"{self.code_entropy_bits:.2f} bits of entropy a weight"]
         fp32 = self.score("fp32")
         for form in ("q8", "onnx_fp32", "onnx_int8", "bundle"):
             f = self.forms.get(form)
             if f:
-                lines.append(f"{form}: test {self.metric} {_g(self.score(form), '.4f')} (fp32 {_g(fp32, '.4f')}), "
-                             f"agrees with fp32 on {_g(f.get('agreement'), '.2%')} of {self.test_rows} rows"
-                             + (f", {_g(self.ratio(form), '.2f')}x smaller" if self.ratio(form) else ""))
+                lines.append(f"{form}: test {self.metric} {fmt(self.score(form), '.4f', missing=NA)} "
+                             f"(fp32 {fmt(fp32, '.4f', missing=NA)}), "
+                             f"agrees with fp32 on {fmt(f.get('agreement'), '.2%', missing=NA)} of "
+                             f"{self.test_rows} rows"
+                             + (f", {fmt(self.ratio(form), '.2f', missing=NA)}x smaller" if self.ratio(form) else ""))
         if s.get("bundle"):
             lines.append(f"offline bundle: {s['bundle']['total'] / mib:.2f} MiB in all (weights "
                          f"{s['bundle']['weights'] / mib:.2f} MiB, hashed vocabulary {s['bundle']['vocab'] / 1024:.0f} KiB "

@@ -11,7 +11,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 
 from bortify.finetuning.arguments import (AgoraArguments, FinetuneDataArguments, FinetuneGridArguments,
                                           FinetuneModelArguments)
-from bortify.finetuning.finetune import (Runs, agora_fields, agora_label, dev_parts, generator_fields,
+from bortify.finetuning.finetune import (Runs, agora_fields, agora_labeler, dev_parts, generator_fields,
                                          output_inputs, plain_search, task_fields)
 from bortify.finetuning.labelers import GeneratedRowLabeler
 from bortify.finetuning.tasks import TaskData
@@ -106,8 +106,8 @@ def test_plain_search_fits_every_theta_once_and_records_round_one(tmp_path, tiny
 
 def test_agora_label_is_the_labeler_for_regression_and_the_accepting_labeler_otherwise():
     labeler = object()
-    assert agora_label(make_task(regression=True), AgoraArguments(), labeler, []) is labeler
-    label = agora_label(make_task(), AgoraArguments(soft_label_temperature=2.0, min_labeler_confidence=0.7), labeler,
+    assert agora_labeler(make_task(regression=True), AgoraArguments(), labeler, []) is labeler
+    label = agora_labeler(make_task(), AgoraArguments(soft_label_temperature=2.0, min_labeler_confidence=0.7), labeler,
                         [{"label": 0}, {"label": 1}, {"label": 1}, {"label": 1}])
     assert isinstance(label, GeneratedRowLabeler) and label.ratio == [0.25, 0.75]
     assert (label.temperature, label.min_confidence, label.balance) == (2.0, 0.7, True)

@@ -13,44 +13,44 @@ from bortify.extraction.constraints import OBJECTIVES
 from bortify.extraction.estimators import ESTIMATORS, TrainingBudget
 from bortify.slicing import IMPORTANCE_KINDS
 from bortify.utils import check_torch_threads, overwrite_field, torch_threads_field
-from bortify.utils import help_field as _help
+from bortify.utils import help_field
 
 
 @dataclass
 class ExtractionArguments:
-    output_dir: str = _help("Directory for config.json (the winner), report.json, pareto.png and partial results.")
-    source: str = _help(
+    output_dir: str = help_field("Directory for config.json (the winner), report.json, pareto.png and partial results.")
+    source: str = help_field(
         "Source model: a Hub name (bert-large-uncased), a local checkpoint dir or config.json, or an embedded default "
         "(embedded:all-MiniLM-L6-v2). Only its config is read (AutoConfig), except by error=sliced-task, which slices "
         "its weights. Vocabulary, positions, token types, LayerNorm eps and the maximum point T come from it.",
         default="embedded:all-MiniLM-L6-v2")
-    depths: list[int] = _help("Candidate depths D (num_hidden_layers).", default_factory=lambda: [2, 4])
-    heads: list[int] = _help("Candidate attention head counts A; combinations with H %% A != 0 are dropped and counted.",
+    depths: list[int] = help_field("Candidate depths D (num_hidden_layers).", default_factory=lambda: [2, 4])
+    heads: list[int] = help_field("Candidate attention head counts A; combinations with H %% A != 0 are dropped and counted.",
                              default_factory=lambda: [4, 8])
-    hidden_sizes: list[int] = _help("Candidate hidden sizes H.", default_factory=lambda: [128, 256])
-    intermediate_sizes: list[int] = _help("Candidate intermediate (feed-forward) sizes I.", default_factory=lambda: [512, 1024])
-    epsilon: float = _help("FPTAS approximation parameter ε in [0, 1): the winner's W is >= (1-ε) x the exhaustive best "
+    hidden_sizes: list[int] = help_field("Candidate hidden sizes H.", default_factory=lambda: [128, 256])
+    intermediate_sizes: list[int] = help_field("Candidate intermediate (feed-forward) sizes I.", default_factory=lambda: [512, 1024])
+    epsilon: float = help_field("FPTAS approximation parameter ε in [0, 1): the winner's W is >= (1-ε) x the exhaustive best "
                            "on instances that satisfy the ABnC ordering; larger ε trains fewer candidates. 0 = exhaustive. "
                            "--max_error_increase / --latency_budget_ms state their own ε-guarantee.",
                            default=0.1)
-    error: str = _help(f"Error estimator ê: one of {', '.join(ESTIMATORS)}. none = rank by p and i only (seconds); "
+    error: str = help_field(f"Error estimator ê: one of {', '.join(ESTIMATORS)}. none = rank by p and i only (seconds); "
                        "mlm = the paper's from-scratch masked-LM loss (needs a GPU budget to separate candidates); "
                        "sliced-task = teacher-sliced init + short task fine-tune, ê = dev error rate (separates on CPU).",
                        default="none")
-    seq_len: int = _help("Sequence length L at which the operation count i(ξ) (and measured latency) is taken.", default=128)
-    cost: str = _help("Inference cost i(ξ): 'ops' (multiply-add count, hardware-independent; the paper) or 'latency' "
+    seq_len: int = help_field("Sequence length L at which the operation count i(ξ) (and measured latency) is taken.", default=128)
+    cost: str = help_field("Inference cost i(ξ): 'ops' (multiply-add count, hardware-independent; the paper) or 'latency' "
                       "(measured median CPU forward time of a random-weight model on this machine; our addition). "
                       "--latency_budget_ms sets latency.",
                       default="ops")
-    latency_batch_size: int = _help("Batch size for cost=latency measurements.", default=8)
-    latency_repeats: int = _help("Timed forward passes per candidate for cost=latency (the median is kept).", default=3)
-    latency_threads: int = _help("CPU threads torch uses while measuring latency (cost=latency, latency_budget_ms); "
+    latency_batch_size: int = help_field("Batch size for cost=latency measurements.", default=8)
+    latency_repeats: int = help_field("Timed forward passes per candidate for cost=latency (the median is kept).", default=3)
+    latency_threads: int = help_field("CPU threads torch uses while measuring latency (cost=latency, latency_budget_ms); "
                                  "a latency budget holds at this thread count.", default=1)
-    objective: Optional[str] = _help(
+    objective: Optional[str] = help_field(
         "What the search optimises: W (the paper's trade-off; ε-guarantee: W >= (1-ε) x the exhaustive best under "
         "the ABnC ordering), max_error_increase (set by --max_error_increase) or latency_budget (set by "
         "--latency_budget_ms or --min_speedup). Default: the mode of the bound given, else W.", default=None)
-    max_error_increase: Optional[float] = _help(
+    max_error_increase: Optional[float] = help_field(
         "δ: pick the cheapest candidate (fewest multiply-adds; lowest measured latency with cost=latency) whose ê is "
         "<= ê(source) + δ (absolute). The source's own shape is estimated too, with the same estimator (with "
         "sliced-task: the source sliced to itself), so --error none is refused. Candidates are trained from the "
@@ -58,28 +58,28 @@ class ExtractionArguments:
         "cheapest within δ; ε > 0 trains one candidate per ε-bucket of cost and the winner costs <= 1/(1-ε) x the "
         "cheapest within δ when ê does not increase with cost (ABnC ordering), with no bound otherwise.",
         default=None)
-    latency_budget_ms: Optional[float] = _help(
+    latency_budget_ms: Optional[float] = help_field(
         "B: pick the lowest-ê candidate whose measured CPU latency (latency_batch_size x seq_len, latency_threads "
         "threads, median of latency_repeats) is <= B ms; implies cost=latency. Over-budget candidates are never "
         "trained; a budget below the fastest candidate is an error before any training. Guarantee: ε = 0 trains "
         "every candidate within budget (exact lowest ê); ε > 0 trains the slowest per ε-bucket of latency: exact "
         "when ê does not increase with latency (ABnC ordering), no bound on ê otherwise.", default=None)
-    min_speedup: Optional[float] = _help(
+    min_speedup: Optional[float] = help_field(
         "S: the latency budget as a speed-up over the source, measured here in the same run: B = latency(source) / "
         "S (the source's own shape, random weights, the same batch, length and threads). Portable across machines "
         "where --latency_budget_ms is not; same mode, search and guarantee. Give one of the two.", default=None)
-    source_layers: Optional[int] = _help("Inline source depth (overrides the loaded config). With source_heads, "
+    source_layers: Optional[int] = help_field("Inline source depth (overrides the loaded config). With source_heads, "
                                          "source_hidden, source_intermediate and source_vocab_size all set, the source "
                                          "config is not loaded at all (offline).", default=None)
-    source_heads: Optional[int] = _help("Inline source attention heads.", default=None)
-    source_hidden: Optional[int] = _help("Inline source hidden size.", default=None)
-    source_intermediate: Optional[int] = _help("Inline source intermediate size.", default=None)
-    source_vocab_size: Optional[int] = _help("Inline source vocabulary size (Bort: 50265, RoBERTa's BPE).", default=None)
-    source_max_position_embeddings: Optional[int] = _help("Inline source position table size (default 512).", default=None)
-    source_type_vocab_size: Optional[int] = _help("Inline source token-type table size (default 2).", default=None)
-    source_layer_norm_eps: Optional[float] = _help("Inline source LayerNorm epsilon (default 1e-12).", default=None)
+    source_heads: Optional[int] = help_field("Inline source attention heads.", default=None)
+    source_hidden: Optional[int] = help_field("Inline source hidden size.", default=None)
+    source_intermediate: Optional[int] = help_field("Inline source intermediate size.", default=None)
+    source_vocab_size: Optional[int] = help_field("Inline source vocabulary size (Bort: 50265, RoBERTa's BPE).", default=None)
+    source_max_position_embeddings: Optional[int] = help_field("Inline source position table size (default 512).", default=None)
+    source_type_vocab_size: Optional[int] = help_field("Inline source token-type table size (default 2).", default=None)
+    source_layer_norm_eps: Optional[float] = help_field("Inline source LayerNorm epsilon (default 1e-12).", default=None)
     overwrite: bool = overwrite_field()
-    progress: bool = _help("Show a progress bar over candidates.", default=True)
+    progress: bool = help_field("Show a progress bar over candidates.", default=True)
     torch_threads: Optional[int] = torch_threads_field()  # 1 thread was ~10x faster per candidate on a shared CPU
 
     def __post_init__(self):
@@ -131,32 +131,32 @@ class ExtractionArguments:
 
 @dataclass
 class EstimatorArguments:
-    train_steps: int = _help("Optimiser steps of each candidate's truncated training run (mlm, sliced-task).", default=40)
-    train_batch_size: int = _help("Batch size of those runs.", default=16)
-    learning_rates: list[float] = _help("Θ: learning rates tried per candidate; ê is the best over them.",
+    train_steps: int = help_field("Optimiser steps of each candidate's truncated training run (mlm, sliced-task).", default=40)
+    train_batch_size: int = help_field("Batch size of those runs.", default=16)
+    learning_rates: list[float] = help_field("Θ: learning rates tried per candidate; ê is the best over them.",
                                         default_factory=lambda: [6e-4, 1e-3])
-    max_seq_length: int = _help("Token length of training/dev examples.", default=48)
-    clip_value: float = _help("Weight clipping: weight matrices clamped to [-c, c] after each step (OSE's ABnC "
+    max_seq_length: int = help_field("Token length of training/dev examples.", default=48)
+    clip_value: float = help_field("Weight clipping: weight matrices clamped to [-c, c] after each step (OSE's ABnC "
                               "conditions); 0 disables. Default above any MiniLM/BERT weight so sliced inits are kept.",
                               default=10.0)
-    train_samples: int = _help("Training examples drawn (sliced-task: from the task's train split; mlm: corpus lines).",
+    train_samples: int = help_field("Training examples drawn (sliced-task: from the task's train split; mlm: corpus lines).",
                                default=1000)
-    eval_samples: int = _help("Held-out examples for ê (taken from the train split; the test split is never used).",
+    eval_samples: int = help_field("Held-out examples for ê (taken from the train split; the test split is never used).",
                               default=400)
-    task: str = _help("sliced-task: labelled classification data (embedded name, local csv/json, or Hub name).",
+    task: str = help_field("sliced-task: labelled classification data (embedded name, local csv/json, or Hub name).",
                       default="embedded:rotten-tomatoes")
-    text_column: str = _help("Text column of the task / corpus.", default="text")
-    label_column: str = _help("Label column of the task.", default="label")
-    corpus: str = _help("mlm: raw-text corpus (embedded:corpus, a text file, or a Hub dataset).", default="embedded:corpus")
-    corpus_config: Optional[str] = _help("mlm: dataset config name of a Hub corpus (e.g. wikitext-103-raw-v1).", default=None)
-    tokenizer: Optional[str] = _help("mlm: tokenizer to use (default: the source).", default=None)
-    importance: str = _help("sliced-task: how bortify.slicing ranks what to keep: activation (Minitron, on a calibration "
+    text_column: str = help_field("Text column of the task / corpus.", default="text")
+    label_column: str = help_field("Label column of the task.", default="label")
+    corpus: str = help_field("mlm: raw-text corpus (embedded:corpus, a text file, or a Hub dataset).", default="embedded:corpus")
+    corpus_config: Optional[str] = help_field("mlm: dataset config name of a Hub corpus (e.g. wikitext-103-raw-v1).", default=None)
+    tokenizer: Optional[str] = help_field("mlm: tokenizer to use (default: the source).", default=None)
+    importance: str = help_field("sliced-task: how bortify.slicing ranks what to keep: activation (Minitron, on a calibration "
                             "batch of task text), magnitude (weight norms) or first (naive truncation).",
                             default="activation")
-    train_embeddings: bool = _help("sliced-task: also train the (sliced) word embeddings; off = faster, they come "
+    train_embeddings: bool = help_field("sliced-task: also train the (sliced) word embeddings; off = faster, they come "
                                    "from the teacher already.", default=False)
-    seed: int = _help("Seed for data order, masking and initialisation (same for every candidate).", default=0)
-    heldout: Optional[str] = _help("A run's heldout.json (docs/methods/09-heldout.md §9; `bortify run` sets it): its test texts "
+    seed: int = help_field("Seed for data order, masking and initialisation (same for every candidate).", default=0)
+    heldout: Optional[str] = help_field("A run's heldout.json (docs/methods/09-heldout.md §9; `bortify run` sets it): its test texts "
                                    "are dropped from the estimator's data and counted in report.json.", default=None)
 
     def __post_init__(self):

@@ -82,16 +82,16 @@ def _by_cost(c: Candidate) -> tuple:
     return (c.cost, c.parameters, c.shape.key())
 
 
-def _set_w(c: Candidate, T: Candidate) -> None:
+def _set_w(c: Candidate, source_point: Candidate) -> None:
     """W as extra information in every mode (the model card shows it); undefined for ê ≤ 0."""
-    c.W = w_coefficient(c.parameters, c.cost, c.error, float(T.parameters), T.cost) if c.error > 0 else None
+    c.W = w_coefficient(c.parameters, c.cost, c.error, float(source_point.parameters), source_point.cost) if c.error > 0 else None
 
 
 def _cost_text(c: Candidate) -> str:
     return f"{1e3 * c.latency_s:.3g} ms" if c.latency_s is not None else f"{c.ops / 1e9:.4g}G multiply-adds"
 
 
-def run_max_error_increase(candidates: list[Candidate], T: Candidate, estimate: ErrorFn, delta: float,
+def run_max_error_increase(candidates: list[Candidate], source_point: Candidate, estimate: ErrorFn, delta: float,
                            epsilon: float, *, cache: dict | None = None,
                            on_result: Callable[[Candidate], None] | None = None, progress: bool = True) -> Outcome:
     """The cheapest candidate with ê ≤ ê(T) + δ (module docstring: scan, buckets, guarantee).
@@ -100,16 +100,16 @@ def run_max_error_increase(candidates: list[Candidate], T: Candidate, estimate: 
     Raises ConstraintError when no trained candidate meets the bound (after the scan: ê is only known then).
     """
     cache = cache if cache is not None else {}
-    source = Candidate(T.shape, T.parameters, T.effective_parameters, T.ops, latency_s=T.latency_s)
+    source = Candidate(source_point.shape, source_point.parameters, source_point.effective_parameters, source_point.ops, latency_s=source_point.latency_s)
     evaluate(source, estimate, cache, on_result)
-    T.error, T.details = source.error, source.details
+    source_point.error, source_point.details = source.error, source.details
     target = source.error + delta
     buckets, keep = cost_buckets([c.cost for c in candidates], epsilon)
     for c, b in zip(candidates, buckets):
         c.bucket, c.status, c.error, c.W = b, "skipped", None, None
     order = sorted(keep, key=lambda i: _by_cost(candidates[i]))
     winner, tried = None, []
-    for c in _train_in_order([candidates[i] for i in order], T, estimate, cache, on_result,
+    for c in _train_in_order([candidates[i] for i in order], source_point, estimate, cache, on_result,
                              desc=f"extract (ê ≤ {target:.4g}, ε={epsilon})", progress=progress):
         c.satisfies = c.error <= target + _TOL
         tried.append(c)
@@ -133,7 +133,7 @@ def run_max_error_increase(candidates: list[Candidate], T: Candidate, estimate: 
     return Outcome(winner, [winner], why, fields)
 
 
-def _train_in_order(ordered: list[Candidate], T: Candidate, estimate: ErrorFn, cache: dict,
+def _train_in_order(ordered: list[Candidate], source_point: Candidate, estimate: ErrorFn, cache: dict,
                     on_result: Callable[[Candidate], None] | None, *, desc: str, progress: bool):
     """Estimate ê for each candidate in turn (cached ones are not retrained) and yield it with its W set; the
     caller may stop early. One progress bar, closed however the loop ends."""
@@ -142,7 +142,7 @@ def _train_in_order(ordered: list[Candidate], T: Candidate, estimate: ErrorFn, c
         for c in bar:
             bar.set_postfix_str(c.shape.key(), refresh=False)
             evaluate(c, estimate, cache, on_result)
-            _set_w(c, T)
+            _set_w(c, source_point)
             yield c
     finally:
         bar.close()
@@ -166,7 +166,7 @@ def check_latency_budget(candidates: list[Candidate], budget_s: float, flag: str
     return within
 
 
-def run_latency_budget(candidates: list[Candidate], T: Candidate, estimate: ErrorFn, budget_s: float,
+def run_latency_budget(candidates: list[Candidate], source_point: Candidate, estimate: ErrorFn, budget_s: float,
                        epsilon: float, *, cache: dict | None = None,
                        on_result: Callable[[Candidate], None] | None = None, progress: bool = True,
                        flag: str | None = None) -> Outcome:
@@ -180,7 +180,7 @@ def run_latency_budget(candidates: list[Candidate], T: Candidate, estimate: Erro
     for c, b in zip(within, buckets):
         c.bucket = b
     order = sorted(keep, key=lambda i: _by_cost(within[i]))  # cheapest first: a crash late loses the costly ones
-    trained = list(_train_in_order([within[i] for i in order], T, estimate, cache, on_result,
+    trained = list(_train_in_order([within[i] for i in order], source_point, estimate, cache, on_result,
                                    desc=f"extract (≤ {1e3 * budget_s:g} ms, ε={epsilon})", progress=progress))
     winner = min(trained, key=lambda c: (c.error, -c.parameters, -c.cost, c.shape.key()))
     why = (f"lowest ê ({winner.error:.4g}) among the {len(trained)} trained of {len(within)} candidates within "

@@ -90,14 +90,14 @@ def _extract(args, est_args, estimator, source_config, space, output: Output, st
         fingerprint["latency"] = {"batch_size": args.latency_batch_size, "repeats": args.latency_repeats,
                                   "threads": args.latency_threads}
     cache = _load_partial(output.final / PARTIAL_NAME, fingerprint) if output.resuming else {}
-    T, candidates = _candidates(args, source_config, space, cache)
+    source_point, candidates = _candidates(args, source_config, space, cache)
     if args.objective == "latency_budget":  # cheap filter first: an impossible budget fails before any training
-        check_latency_budget(candidates, budget_s(args, T), _budget_flag(args))
+        check_latency_budget(candidates, budget_s(args, source_point), _budget_flag(args))
     if hasattr(estimator, "prepare"):
         estimator.prepare()  # loads data/teacher: fails here, before the loop, on bad input
     out = output.work_dir()
     with torch_threads(args.torch_threads):
-        return _search(args, source_config, space, T, candidates, out, estimator, name, fingerprint, cache, start)
+        return _search(args, source_config, space, source_point, candidates, out, estimator, name, fingerprint, cache, start)
 
 
 def _candidates(args, source_config, space, cache: dict) -> tuple[Candidate, list[Candidate]]:
@@ -119,24 +119,24 @@ def _candidates(args, source_config, space, cache: dict) -> tuple[Candidate, lis
                 torch.set_num_threads(threads)
         return cache[key]
 
-    T = make_candidate(space.maximum_point, args.seq_len, latency(space.maximum_point))
-    return T, [make_candidate(shape, args.seq_len, latency(shape)) for shape in space.candidates]
+    source_point = make_candidate(space.maximum_point, args.seq_len, latency(space.maximum_point))
+    return source_point, [make_candidate(shape, args.seq_len, latency(shape)) for shape in space.candidates]
 
 
-def _run_objective(args, T, candidates, estimator, cache, persist) -> Outcome:
+def _run_objective(args, source_point, candidates, estimator, cache, persist) -> Outcome:
     """Dispatch on args.objective; every mode returns the winner and why it won (constraints.py, fptas.py)."""
     kw = dict(cache=cache, on_result=persist, progress=args.progress)
     if args.objective == "max_error_increase":
-        return run_max_error_increase(candidates, T, estimator, args.max_error_increase, args.epsilon, **kw)
+        return run_max_error_increase(candidates, source_point, estimator, args.max_error_increase, args.epsilon, **kw)
     if args.objective == "latency_budget":
-        return run_latency_budget(candidates, T, estimator, budget_s(args, T), args.epsilon, flag=_budget_flag(args),
+        return run_latency_budget(candidates, source_point, estimator, budget_s(args, source_point), args.epsilon, flag=_budget_flag(args),
                                   **kw)
-    winner = run_fptas(candidates, T, estimator, args.epsilon, **kw)
+    winner = run_fptas(candidates, source_point, estimator, args.epsilon, **kw)
     n = sum(c.W is not None for c in candidates)
     return Outcome(winner, [], f"largest W ({winner.W:.4g}) among the {n} evaluated candidates", {})
 
 
-def _search(args, source_config, space, T, candidates, out, estimator, name, fingerprint, cache, start) -> ExtractReport:
+def _search(args, source_config, space, source_point, candidates, out, estimator, name, fingerprint, cache, start) -> ExtractReport:
     partial_path = out / PARTIAL_NAME
     results = {k: v for k, v in cache.items() if not k.startswith("latency:")}
 
@@ -145,7 +145,7 @@ def _search(args, source_config, space, T, candidates, out, estimator, name, fin
         lat = {k: v for k, v in cache.items() if k.startswith("latency:")}
         write_json_atomic(partial_path, {"fingerprint": fingerprint, "results": {**results, **lat}})
 
-    outcome = _run_objective(args, T, candidates, estimator, results, persist)
+    outcome = _run_objective(args, source_point, candidates, estimator, results, persist)
     winner = outcome.winner
 
     config = bert_config(winner.shape, source_config)
@@ -154,7 +154,7 @@ def _search(args, source_config, space, T, candidates, out, estimator, name, fin
         config.save_pretrained(tmp)
         os.replace(Path(tmp) / "config.json", out / "config.json")
     report = build_report(
-        source=args.source, T=T, epsilon=args.epsilon,
+        source=args.source, source_point=source_point, epsilon=args.epsilon,
         space={"D": sorted(set(args.depths)), "A": sorted(set(args.heads)), "H": sorted(set(args.hidden_sizes)),
                "I": sorted(set(args.intermediate_sizes))},
         dropped_indivisible=space.dropped_indivisible, dropped_larger=space.dropped_larger,
@@ -163,18 +163,18 @@ def _search(args, source_config, space, T, candidates, out, estimator, name, fin
         constraint=constraint_record(args, outcome), output_dir=args.output_dir,
         heldout=getattr(estimator, "heldout_record", None),
     )
-    plot_pareto(candidates, winner, T, out / PLOT_FILE,
+    plot_pareto(candidates, winner, source_point, out / PLOT_FILE,
                 title=f"{args.source}: {len(candidates)} candidates, ε={args.epsilon}, ê={name}, "
                       f"{objective_text(args)}; winner {winner.shape.key()}",
-                budget_s=budget_s(args, T))
+                budget_s=budget_s(args, source_point))
     write_report(out, report)  # last: its presence marks a finished extraction
     return report
 
 
-def budget_s(args, T: Candidate) -> float | None:
+def budget_s(args, source_point: Candidate) -> float | None:
     """The latency budget in seconds: --latency_budget_ms, or the source's measured latency / --min_speedup."""
     if args.min_speedup is not None:
-        return T.latency_s / args.min_speedup
+        return source_point.latency_s / args.min_speedup
     return args.latency_budget_ms / 1e3 if args.latency_budget_ms is not None else None
 
 

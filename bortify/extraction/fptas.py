@@ -129,7 +129,7 @@ def evaluate(c: Candidate, estimate: ErrorFn, cache: dict, on_result: Callable[[
         on_result(c)
 
 
-def run_fptas(candidates: list[Candidate], T: Candidate, estimate: ErrorFn, epsilon: float, *,
+def run_fptas(candidates: list[Candidate], source_point: Candidate, estimate: ErrorFn, epsilon: float, *,
               cache: dict | None = None, on_result: Callable[[Candidate], None] | None = None,
               progress: bool = True) -> Candidate:
     """Run the search in place over `candidates`; return the winner (argmax W over evaluated candidates).
@@ -138,7 +138,7 @@ def run_fptas(candidates: list[Candidate], T: Candidate, estimate: ErrorFn, epsi
     `cache` maps shape keys to earlier results {"error", "details"}: those are not re-estimated (resume).
     `on_result` is called after each evaluated candidate (the caller persists partial results there).
     """
-    p_T, i_T = float(T.parameters), T.cost
+    p_T, i_T = float(source_point.parameters), source_point.cost
     gains = [gain(c.parameters, c.cost, p_T, i_T) for c in candidates]
     buckets, keep = epsilon_buckets(gains, epsilon)
     keep_set = set(keep)

@@ -31,7 +31,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def plot_pareto(candidates: list[Candidate], winner: Candidate, T: Candidate, path: str | Path, title: str,
+def plot_pareto(candidates: list[Candidate], winner: Candidate, source_point: Candidate, path: str | Path, title: str,
                 budget_s: float | None = None) -> None:
     """Two panels: p vs i over every candidate (trained / skipped), and p vs ê over evaluated ones with the
     (p, ê) Pareto front; the winner is a star in both. `budget_s`: a latency budget drawn on the first panel."""
@@ -48,7 +48,7 @@ def plot_pareto(candidates: list[Candidate], winner: Candidate, T: Candidate, pa
         pts = [c for c in candidates if c.status == status]
         if pts:
             ax1.scatter([c.parameters for c in pts], [c.cost for c in pts], label=status, **style)
-    ax1.scatter([T.parameters], [T.cost], c="black", marker="s", s=40, label="source (T)")
+    ax1.scatter([source_point.parameters], [source_point.cost], c="black", marker="s", s=40, label="source (T)")
     ax1.scatter([winner.parameters], [winner.cost], c="red", marker="*", s=220, label="winner", zorder=5)
     if budget_s is not None:
         ax1.axhline(budget_s, c="tab:red", ls="--", lw=1, label="latency budget")
@@ -65,8 +65,8 @@ def plot_pareto(candidates: list[Candidate], winner: Candidate, T: Candidate, pa
     front = [ev[i] for i in pareto_front(pts)]
     ax2.plot([c.parameters for c in front], [c.error for c in front], "-", c="tab:orange", label="Pareto front (p, ê)")
     ax2.scatter([winner.parameters], [winner.error], c="red", marker="*", s=220, label="winner", zorder=5)
-    if T.error is not None:  # max_error_increase: the source's own ê
-        ax2.scatter([T.parameters], [T.error], c="black", marker="s", s=40, label="source (T)")
+    if source_point.error is not None:  # max_error_increase: the source's own ê
+        ax2.scatter([source_point.parameters], [source_point.error], c="black", marker="s", s=40, label="source (T)")
     for c in ev:
         ax2.annotate(c.shape.key(), (c.parameters, c.error), fontsize=5, alpha=0.6)
     ax2.set_xscale("log")
@@ -82,7 +82,7 @@ def plot_pareto(candidates: list[Candidate], winner: Candidate, T: Candidate, pa
     write_bytes_atomic(path, buf.getvalue())
 
 
-def build_report(*, source: str, T: Candidate, epsilon: float, space: dict, dropped_indivisible: int,
+def build_report(*, source: str, source_point: Candidate, epsilon: float, space: dict, dropped_indivisible: int,
                  dropped_larger: int, error_estimator: str, seq_len: int, cost: str, winner: Candidate,
                  candidates: list[Candidate], estimator_settings: dict, seconds: float,
                  constraint: dict | None = None, output_dir: str | Path | None = None,
@@ -95,12 +95,12 @@ def build_report(*, source: str, T: Candidate, epsilon: float, space: dict, drop
     return ExtractReport.make({
         "heldout": heldout,  # the run's test texts dropped from the estimator's data (docs/methods/09-heldout.md §9)
         "source": source,
-        "source_shape": T.shape.dims(),
-        "source_parameters": T.parameters,
-        "source_effective_parameters": T.effective_parameters,
-        "source_ops": T.ops,
-        "source_latency_s": T.latency_s,
-        "source_error": T.error,  # max_error_increase only: the source's own ê (same estimator); else null
+        "source_shape": source_point.shape.dims(),
+        "source_parameters": source_point.parameters,
+        "source_effective_parameters": source_point.effective_parameters,
+        "source_ops": source_point.ops,
+        "source_latency_s": source_point.latency_s,
+        "source_error": source_point.error,  # max_error_increase only: the source's own ê (same estimator); else null
         "objective": constraint["mode"],
         "constraint": constraint,
         "epsilon": epsilon,
@@ -117,7 +117,7 @@ def build_report(*, source: str, T: Candidate, epsilon: float, space: dict, drop
         "cost": cost,
         "winner": {**winner.shape.dims(), "parameters": winner.parameters, "effective_parameters": winner.effective_parameters,
                    "ops": winner.ops, "latency_s": winner.latency_s, "error": winner.error, "W": winner.W,
-                   "parameter_ratio": winner.parameters / T.parameters, "ops_ratio": winner.ops / T.ops},
+                   "parameter_ratio": winner.parameters / source_point.parameters, "ops_ratio": winner.ops / source_point.ops},
         "candidates": [c.record() for c in candidates],
         "plot": PLOT_FILE,
         "error_spread": error_spread(candidates),

@@ -148,16 +148,16 @@ def build_space(source: BertConfig, depths: Sequence[int], heads: Sequence[int],
     A_ = _check_sizes("heads (A)", heads)
     H_ = _check_sizes("hidden_sizes (H)", hidden_sizes)
     I_ = _check_sizes("intermediate_sizes (I)", intermediate_sizes)
-    T = Shape.from_config(source)
+    source_point = Shape.from_config(source)
     kept, indivisible, larger = [], 0, 0
     for D, A, H, I in itertools.product(D_, A_, H_, I_):  # noqa: E741
         if H % A:
             indivisible += 1
             continue
-        if D > T.D or A > T.A or H > T.H or I > T.I:
+        if D > source_point.D or A > source_point.A or H > source_point.H or I > source_point.I:
             larger += 1
             continue
-        kept.append(Shape(D, A, H, I, T.vocab_size, T.max_position_embeddings, T.type_vocab_size))
+        kept.append(Shape(D, A, H, I, source_point.vocab_size, source_point.max_position_embeddings, source_point.type_vocab_size))
     if not kept:
         raise SpaceError(
             f"The search space is empty after dropping {indivisible} candidate(s) with H not divisible by A and "

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bortify.utils import check_torch_threads, overwrite_field, torch_threads_field
-from bortify.utils import help_field as _help
+from bortify.utils import help_field
 
 
 # Argument checks, run in each dataclass's __post_init__: a bad value is refused before any data is loaded or any
@@ -104,23 +104,23 @@ GENERATORS = {"nn-substitution": "replace ~substitution_rate of the word tokens 
 
 @dataclass
 class FinetuneModelArguments:
-    model: str = _help("Student checkpoint to fine-tune: a directory (e.g. the pretraining stage's output), a Hub "
+    model: str = help_field("Student checkpoint to fine-tune: a directory (e.g. the pretraining stage's output), a Hub "
                        "name, or an embedded name (embedded:all-MiniLM-L6-v2). Loaded with "
                        "AutoModelForSequenceClassification: an MLM head is dropped and a classifier initialised.")
-    output_dir: str = _help("Where the fine-tuned checkpoint, report.json and rounds.png are written.")
+    output_dir: str = help_field("Where the fine-tuned checkpoint, report.json and rounds.png are written.")
     overwrite: bool = overwrite_field()
-    mode: str = _help("'distill' (task distillation, docs/methods/07-task-distillation.md §7, the default: the teacher is fine-tuned on "
+    mode: str = help_field("'distill' (task distillation, docs/methods/07-task-distillation.md §7, the default: the teacher is fine-tuned on "
                       "train as Agora's labeler is, then the student learns its soft labels over the train texts, "
                       "generated variants and unlabelled in-domain text; the distill_* options), 'agora' (the Agora "
                       "loop, docs/methods/03-agora.md §3) or 'plain' (fine-tune each θ of the grid once, keep the best on "
                       "dev). Distill is the default because it was the most accurate student on every task measured "
                       "(BENCHMARKS.md, the Pareto benchmark).", default="distill")
-    seed: int = _help("Seed of fine-tuning: set (transformers.set_seed) before the student, the labeler and the "
+    seed: int = help_field("Seed of fine-tuning: set (transformers.set_seed) before the student, the labeler and the "
                       "classifier head are built, so two runs with the same arguments give the same weights on the "
                       "same hardware; also data order and generation.", default=42)
-    max_length: int = _help("Maximum tokens per example (text pairs together); longer inputs are truncated.",
+    max_length: int = help_field("Maximum tokens per example (text pairs together); longer inputs are truncated.",
                             default=128)
-    eval_batch_size: int = _help("Batch size for prediction on dev/test and for labelling.", default=64)
+    eval_batch_size: int = help_field("Batch size for prediction on dev/test and for labelling.", default=64)
     torch_threads: int | None = torch_threads_field()
 
     def __post_init__(self):
@@ -134,40 +134,40 @@ class FinetuneModelArguments:
 
 @dataclass
 class FinetuneDataArguments:
-    dataset: str | None = _help("Dataset: an embedded name (embedded:rotten-tomatoes), a local csv/json/parquet file "
+    dataset: str | None = help_field("Dataset: an embedded name (embedded:rotten-tomatoes), a local csv/json/parquet file "
                                 "(or comma-separated files, or a directory: files named train*, validation*/dev*/"
                                 "valid*, test* keep those roles), or a Hub name (glue, with dataset_config sst2). "
                                 "Default: the train_file/dev_file/test_file when given, else "
                                 f"{EMBEDDED_DEFAULT_DATASET}. Not together with train_file.", default=None)
-    dataset_config: str | None = _help("Hub dataset configuration, e.g. 'sst2' for glue.", default=None)
-    task: str | None = _help("Task name from the built-in table (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, "
+    dataset_config: str | None = help_field("Hub dataset configuration, e.g. 'sst2' for glue.", default=None)
+    task: str | None = help_field("Task name from the built-in table (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, "
                              "rotten-tomatoes) setting text columns and metrics; default: guessed from the "
                              "dataset/config name.", default=None)
-    train_file: str | None = _help("Local train file (csv/json/parquet); with dev_file/test_file, each split "
+    train_file: str | None = help_field("Local train file (csv/json/parquet); with dev_file/test_file, each split "
                                    "comes from its own file.", default=None)
-    dev_file: str | None = _help("Local dev file (optional; made from train when missing).", default=None)
-    test_file: str | None = _help("Local test file (optional; made from train when missing).", default=None)
-    text_columns: list[str] | None = _help("One text column, or two for sentence pairs (default: from the task "
+    dev_file: str | None = help_field("Local dev file (optional; made from train when missing).", default=None)
+    test_file: str | None = help_field("Local test file (optional; made from train when missing).", default=None)
+    text_columns: list[str] | None = help_field("One text column, or two for sentence pairs (default: from the task "
                                            "table, or 'text' / 'sentence' / 'sentence1 sentence2' if present).",
                                            default=None)
-    label_column: str = _help("Label column: class names/ids, or floats for regression.", default="label")
-    regression: bool | None = _help("Treat the label as a float score (default: from the task table or the "
+    label_column: str = help_field("Label column: class names/ids, or floats for regression.", default="label")
+    regression: bool | None = help_field("Treat the label as a float score (default: from the task table or the "
                                     "column's type).", default=None)
-    train_split: str = _help("Split used for training.", default="train")
-    dev_split: str | None = _help("Split used as dev (Agora's repair set and model selection); default: "
+    train_split: str = help_field("Split used for training.", default="train")
+    dev_split: str | None = help_field("Split used as dev (Agora's repair set and model selection); default: "
                                   "the task's, else a seeded stratified split of train.", default=None)
-    test_split: str | None = _help("Labelled split used as the held-out test, read only at the end; default: "
+    test_split: str | None = help_field("Labelled split used as the held-out test, read only at the end; default: "
                                    "'test' if labelled, else the dataset's dev split (then dev is carved from "
                                    "train), else a seeded stratified split of train.", default=None)
-    dev_fraction: float = _help("Fraction of train carved out as dev when the data has no dev split.", default=0.1)
-    test_fraction: float = _help("Fraction of train carved out as test when the data has no labelled test split.",
+    dev_fraction: float = help_field("Fraction of train carved out as dev when the data has no dev split.", default=0.1)
+    test_fraction: float = help_field("Fraction of train carved out as test when the data has no labelled test split.",
                                  default=0.2)
-    split_seed: int = _help("Seed of the dev/test splits and of subsampling.", default=42)
-    max_train_samples: int | None = _help("Use a seeded stratified subsample of train (small-data regime; speed).",
+    split_seed: int = help_field("Seed of the dev/test splits and of subsampling.", default=42)
+    max_train_samples: int | None = help_field("Use a seeded stratified subsample of train (small-data regime; speed).",
                                           default=None)
-    max_dev_samples: int | None = _help("Subsample dev to this many rows.", default=None)
-    max_test_samples: int | None = _help("Subsample test to this many rows.", default=None)
-    heldout: str | None = _help("A run's heldout.json (docs/methods/09-heldout.md §9; `bortify run` sets it): its test texts are "
+    max_dev_samples: int | None = help_field("Subsample dev to this many rows.", default=None)
+    max_test_samples: int | None = help_field("Subsample test to this many rows.", default=None)
+    heldout: str | None = help_field("A run's heldout.json (docs/methods/09-heldout.md §9; `bortify run` sets it): its test texts are "
                                 "dropped from train, dev and the unlabelled pool too. Without it the stage's own test "
                                 "split is kept out, and overlap with the base model's corpus and extraction data is "
                                 "counted from their reports (report.json `overlap`).", default=None)
@@ -206,28 +206,28 @@ class FinetuneDataArguments:
 
 @dataclass
 class FinetuneGridArguments:
-    learning_rates: list[float] = _help("Θ: learning rates (the Bort paper's grid: 1e-4 1e-5 9e-6).",
+    learning_rates: list[float] = help_field("Θ: learning rates (the Bort paper's grid: 1e-4 1e-5 9e-6).",
                                         default_factory=lambda: [1e-4])
-    weight_decays: list[float] = _help("Θ: AdamW weight decays (paper: 0 10 100 350).",
+    weight_decays: list[float] = help_field("Θ: AdamW weight decays (paper: 0 10 100 350).",
                                        default_factory=lambda: [0.0])
-    warmup_ratios: list[float] = _help("Θ: linear warmup as a fraction of the steps (paper: 0.35-0.50).",
+    warmup_ratios: list[float] = help_field("Θ: linear warmup as a fraction of the steps (paper: 0.35-0.50).",
                                        default_factory=lambda: [0.1])
-    batch_sizes: list[int] = _help("Θ: train batch sizes (paper: 8 16).", default_factory=lambda: [16])
-    num_train_epochs: float = _help("Epochs of each fine-tuning run (every θ, every round).", default=3.0)
-    max_steps: int = _help("If > 0, optimiser steps per fine-tuning run instead of epochs.", default=-1)
+    batch_sizes: list[int] = help_field("Θ: train batch sizes (paper: 8 16).", default_factory=lambda: [16])
+    num_train_epochs: float = help_field("Epochs of each fine-tuning run (every θ, every round).", default=3.0)
+    max_steps: int = help_field("If > 0, optimiser steps per fine-tuning run instead of epochs.", default=-1)
     # transformers.TrainingArguments of each student fine-tuning run (trainer.run_arguments); the θ fields above
     # stay bortify's. The labeler/teacher keeps its own settings (AgoraArguments.labeler_*).
-    bf16: bool = _help("Train in bfloat16 mixed precision (TrainingArguments.bf16).", default=False)
-    fp16: bool = _help("Train in float16 mixed precision (TrainingArguments.fp16; needs a GPU).", default=False)
-    gradient_accumulation_steps: int = _help("Accumulate gradients over this many batches per optimiser step (the "
+    bf16: bool = help_field("Train in bfloat16 mixed precision (TrainingArguments.bf16).", default=False)
+    fp16: bool = help_field("Train in float16 mixed precision (TrainingArguments.fp16; needs a GPU).", default=False)
+    gradient_accumulation_steps: int = help_field("Accumulate gradients over this many batches per optimiser step (the "
                                              "effective batch is θ's batch size times this).", default=1)
-    eval_strategy: str = _help("Evaluate the dev loss during each run: 'no', 'steps' or 'epoch' "
+    eval_strategy: str = help_field("Evaluate the dev loss during each run: 'no', 'steps' or 'epoch' "
                                "(TrainingArguments.eval_strategy). Dev then also guides training, e.g. with "
                                "load_best_model_at_end in training_args.", default="no")
-    save_strategy: str = _help("Save checkpoints during each run: 'no', 'steps', 'epoch' or 'best' "
+    save_strategy: str = help_field("Save checkpoints during each run: 'no', 'steps', 'epoch' or 'best' "
                                "(TrainingArguments.save_strategy). They are written in the run's temporary "
                                "directory (for load_best_model_at_end), never into output_dir.", default="no")
-    training_args: str | None = _help("Further TrainingArguments of each run as a JSON object, e.g. "
+    training_args: str | None = help_field("Further TrainingArguments of each run as a JSON object, e.g. "
                                       "'{\"eval_steps\": 50, \"load_best_model_at_end\": true}'. Not the θ, epoch, "
                                       f"step or seed fields ({', '.join(sorted(RESERVED_TRAINING_ARGS))}): set "
                                       "those with their own options.", default=None)
@@ -272,68 +272,68 @@ class FinetuneGridArguments:
 
 @dataclass
 class AgoraArguments:
-    max_rounds: int = _help("Agora round budget (replays count as rounds); the loop also stops when Θ is empty.",
+    max_rounds: int = help_field("Agora round budget (replays count as rounds); the loop also stops when Θ is empty.",
                             default=4)
-    prune: str = _help("How Θ is pruned after a round: 'worst' (drop the worst-scoring θ, ties together; the "
+    prune: str = help_field("How Θ is pruned after a round: 'worst' (drop the worst-scoring θ, ties together; the "
                        "paper) or 'none' (never prune: stop on max_rounds).", default="worst")
-    replay: int = _help("How many times a round may be re-run (without pruning Θ) when it did not improve the "
+    replay: int = help_field("How many times a round may be re-run (without pruning Θ) when it did not improve the "
                         "best dev score (the author needed replay to converge).", default=0)
-    k: int = _help("Generated texts per dev mistake.", default=4)
-    verify_mistakes: bool = _help("Ours, not the paper's: expand only the dev mistakes whose original text the "
+    k: int = help_field("Generated texts per dev mistake.", default=4)
+    verify_mistakes: bool = help_field("Ours, not the paper's: expand only the dev mistakes whose original text the "
                                   "labeler labels correctly (a labeler wrong at the centre labels the variants wrong "
                                   "too); classification only. Set false for the paper's loop.", default=True)
-    train_k: int = _help("Ours, not the paper's: after round 1 also generate this many variants of every original "
+    train_k: int = help_field("Ours, not the paper's: after round 1 also generate this many variants of every original "
                          "train row (labelled by the labeler like the dev-mistake variants), so the added data covers "
                          "the task, not only the dev mistakes' neighbourhoods. 0 = the paper.", default=0)
-    generator: str = _help("Text generator, one of: " + "; ".join(f"'{k}' ({v})" for k, v in GENERATORS.items())
+    generator: str = help_field("Text generator, one of: " + "; ".join(f"'{k}' ({v})" for k, v in GENERATORS.items())
                            + ".", default="nn-substitution")
-    substitution_rate: float = _help("Fraction of word tokens replaced per generated text (10-15 percent; at least 1).",
+    substitution_rate: float = help_field("Fraction of word tokens replaced per generated text (10-15 percent; at least 1).",
                                      default=0.15)
-    neighbours: int = _help("Each replaced token is drawn from its this-many nearest neighbours (cosine).",
+    neighbours: int = help_field("Each replaced token is drawn from its this-many nearest neighbours (cosine).",
                             default=8)
-    generator_embeddings: str = _help("Whose input-embedding table the generator searches: 'labeler', 'student' or "
+    generator_embeddings: str = help_field("Whose input-embedding table the generator searches: 'labeler', 'student' or "
                                       "a model path/name.", default="labeler")
-    repair_fraction: float = _help("Fraction of dev whose mistakes Agora expands (the repair part); the rest (the "
+    repair_fraction: float = help_field("Fraction of dev whose mistakes Agora expands (the repair part); the rest (the "
                                    "selection part) only picks θ and the best round, so dev stays an unbiased judge "
                                    "once variants of its mistakes are in train. 1 = the paper (one dev set for "
                                    "both).", default=0.5)
-    balance_classes: bool = _help("Cap the generated rows added per labeler class at the train class ratio (the "
+    balance_classes: bool = help_field("Cap the generated rows added per labeler class at the train class ratio (the "
                                   "labeler's labels on hard texts are skewed); classification only.", default=True)
-    min_labeler_confidence: float | None = _help("Add only generated rows whose labeler confidence (max softmax "
+    min_labeler_confidence: float | None = help_field("Add only generated rows whose labeler confidence (max softmax "
                                                  "probability) is at least this, e.g. 0.7; classification only.",
                                                  default=None)
-    soft_labels: bool = _help("Train on the labeler's class distribution for generated rows (knowledge "
+    soft_labels: bool = help_field("Train on the labeler's class distribution for generated rows (knowledge "
                               "distillation; gold rows keep one-hot targets) instead of its hard label (false: the "
                               "paper); classification only.", default=True)
-    soft_label_temperature: float = _help("Temperature T of the soft labels, softmax(labeler logits / T); > 1 "
+    soft_label_temperature: float = help_field("Temperature T of the soft labels, softmax(labeler logits / T); > 1 "
                                           "softens an over-confident labeler.", default=1.0)
-    labeler: str | None = _help("A fine-tuned classifier (path, Hub or embedded name) that labels generated texts; "
+    labeler: str | None = help_field("A fine-tuned classifier (path, Hub or embedded name) that labels generated texts; "
                                 "default: bortify builds one by fine-tuning `teacher` on the train split.",
                                 default=None)
-    teacher: str = _help("Model fine-tuned into the labeler when `labeler` is unset.",
+    teacher: str = help_field("Model fine-tuned into the labeler when `labeler` is unset.",
                          default="embedded:all-MiniLM-L6-v2")
-    labeler_epochs: float = _help("Epochs of the labeler's fine-tuning.", default=3.0)
-    labeler_learning_rate: float = _help("Learning rate of the labeler's fine-tuning.", default=5e-5)
-    labeler_batch_size: int = _help("Batch size of the labeler's fine-tuning.", default=16)
-    labeler_max_train_samples: int | None = _help("Fine-tune the labeler on at most this many train rows.",
+    labeler_epochs: float = help_field("Epochs of the labeler's fine-tuning.", default=3.0)
+    labeler_learning_rate: float = help_field("Learning rate of the labeler's fine-tuning.", default=5e-5)
+    labeler_batch_size: int = help_field("Batch size of the labeler's fine-tuning.", default=16)
+    labeler_max_train_samples: int | None = help_field("Fine-tune the labeler on at most this many train rows.",
                                                   default=None)
-    labeler_min_dev_score: float | None = _help("The labeler's dev accuracy (Pearson r for regression) must exceed "
+    labeler_min_dev_score: float | None = help_field("The labeler's dev accuracy (Pearson r for regression) must exceed "
                                                 "this; default in Agora mode: m + (1 - m)/3 with m the dev "
                                                 "majority-class rate (2/3 for a balanced binary task, the paper), "
                                                 "0.5 r for regression; in distill mode: m (r 0 for regression), "
                                                 "the teacher must beat the trivial predictor.", default=None)
 
-    teacher_candidates: list[str] | None = _help(
+    teacher_candidates: list[str] | None = help_field(
         "The teachers built from `teacher` and compared on dev, the best one labelling the transfer set / generated "
         "rows (docs/methods/07-task-distillation.md §7.2): 'probe' (logistic regression on the frozen encoder's pooled features), "
         "'finetune' (full fine-tuning with the pooling the encoder was trained with, the head at "
         "teacher_head_learning_rate, best epoch on dev), 'lp-ft' (head from the probe, then fine-tuned at half "
         "labeler_learning_rate), 'stock' (the [CLS] classifier at one learning rate). Default: probe finetune lp-ft "
         "in distill mode, stock in Agora mode.", default=None)
-    teacher_head_learning_rate: float = _help("Learning rate of the fresh classifier head in the 'finetune' "
+    teacher_head_learning_rate: float = help_field("Learning rate of the fresh classifier head in the 'finetune' "
                                               "teacher candidate (the encoder trains at labeler_learning_rate).",
                                               default=1e-2)
-    teacher_ensemble: int = _help("k > 1: the average class distribution of the best k teacher candidates is one "
+    teacher_ensemble: int = help_field("k > 1: the average class distribution of the best k teacher candidates is one "
                                   "more candidate, judged on dev like the others (1 = off).", default=1)
 
     def __post_init__(self):
@@ -372,38 +372,38 @@ class TaskDistillArguments:
     """Options of `--mode distill`. Every name starts with `distill_` so they sit beside the other fine-tuning
     dataclasses in one HfArgumentParser / one recipe `finetune:` section without clashing."""
 
-    distill_temperature: float = _help("Temperature T of the KD term: KL(softmax(z_t/T) || softmax(z_s/T)), scaled "
+    distill_temperature: float = help_field("Temperature T of the KD term: KL(softmax(z_t/T) || softmax(z_s/T)), scaled "
                                        "by T² (Hinton et al. 2015). Classification only.", default=2.0)
-    distill_alpha: float = _help("Weight α of the gold-label cross-entropy (on the rows that have a gold label); "
+    distill_alpha: float = help_field("Weight α of the gold-label cross-entropy (on the rows that have a gold label); "
                                  "the KD term gets 1 - α. 0 = soft labels only, 1 = plain fine-tuning on the gold "
                                  "rows.", default=0.5)
-    distill_augment_k: int = _help("At most this many augmented variants of every train row in the transfer set "
+    distill_augment_k: int = help_field("At most this many augmented variants of every train row in the transfer set "
                                    "(Agora's nearest-neighbour substitution, no gold label; the teacher labels them), "
                                    "as many as distill_augment_until asks for. 0 = none.", default=8)
-    distill_augment_until: int = _help("Variants fill a small transfer set up to this many rows: each train row gets "
+    distill_augment_until: int = help_field("Variants fill a small transfer set up to this many rows: each train row gets "
                                        "min(distill_augment_k, ceil((N - train rows - unlabelled rows) / train rows)) "
                                        "variants, none when the train rows and the unlabelled pool reach N already "
                                        "(BENCHMARKS.md, task distillation on debates). 0 = always distill_augment_k.",
                                        default=4000)
-    distill_use_unlabeled: bool = _help("Add the task's unused train rows (those max_train_samples left out), labels "
+    distill_use_unlabeled: bool = help_field("Add the task's unused train rows (those max_train_samples left out), labels "
                                         "stripped, to the transfer set.", default=True)
-    distill_unlabeled_file: str | None = _help("Extra unlabelled in-domain text: a .txt (one text per line; single-"
+    distill_unlabeled_file: str | None = help_field("Extra unlabelled in-domain text: a .txt (one text per line; single-"
                                                "text tasks), .csv/.tsv/.json/.jsonl/.parquet file with the task's "
                                                "text column(s). Any label column is ignored.", default=None)
-    distill_max_unlabeled: int | None = _help("At most this many unlabelled rows (a seeded sample of the pool, "
+    distill_max_unlabeled: int | None = help_field("At most this many unlabelled rows (a seeded sample of the pool, "
                                               "after removing dev/test texts and duplicates); unset = all.",
                                               default=20000)
-    distill_epochs: float = _help("Epochs over the transfer set (at least; see distill_min_examples).", default=3.0)
-    distill_min_examples: int = _help("Raise the epochs of a small transfer set until the student sees at least this "
+    distill_epochs: float = help_field("Epochs over the transfer set (at least; see distill_min_examples).", default=3.0)
+    distill_min_examples: int = help_field("Raise the epochs of a small transfer set until the student sees at least this "
                                       "many rows in all (3 epochs over 300 gold rows is a few dozen steps). 0 = "
                                       "distill_epochs as given.", default=20000)
-    distill_learning_rate: float = _help("Peak learning rate of the student (AdamW, linear decay). 5e-4 measured "
+    distill_learning_rate: float = help_field("Peak learning rate of the student (AdamW, linear decay). 5e-4 measured "
                                          "stable for the demo's H128 student; 1e-3 sometimes collapsed to one class "
                                          "(BENCHMARKS.md, task distillation).", default=5e-4)
-    distill_batch_size: int = _help("Train batch size.", default=32)
-    distill_warmup: float = _help("Linear warm-up as a fraction of the steps, in [0, 1).", default=0.1)
-    distill_weight_decay: float = _help("AdamW weight decay.", default=0.01)
-    distill_w_layers: float = _help(
+    distill_batch_size: int = help_field("Train batch size.", default=32)
+    distill_warmup: float = help_field("Linear warm-up as a fraction of the steps, in [0, 1).", default=0.1)
+    distill_weight_decay: float = help_field("AdamW weight decay.", default=0.01)
+    distill_w_layers: float = help_field(
         "Weight of the intermediate-layer term (TinyBERT's task stage; docs/methods/07-task-distillation.md §7.1): for each student layer "
         "and its teacher layer (slicing.default_layer_map), KL between the teacher's and the student's token-token "
         "relations of the hidden states, as MiniLMv2 compares attention relations (no projection: widths may "
@@ -454,20 +454,20 @@ class CongruentArguments:
     """`--old_model`: positive-congruent fine-tuning, focal distillation against the model being replaced
     (docs/methods/04-updates.md §4.3). Plain, Agora and distill modes; the other names start with `pc_`."""
 
-    old_model: str | None = _help("The classifier this fine-tuning replaces (its id2label names must be the task's "
+    old_model: str | None = help_field("The classifier this fine-tuning replaces (its id2label names must be the task's "
                                   "labels): train with focal distillation against it, L = CE + λ·mean[(α + β·1(old "
                                   "right))·D(new, old)], so fewer examples it got right become wrong (negative flips). "
                                   "--mode distill: 'teacher' (or the --labeler path) = the run's own teacher, whose "
                                   "cached logits are reused: its KD term on gold rows is weighted λ·(α + β·1(teacher "
                                   "right)), λ·α elsewhere. Unset: plain training.", default=None)
-    pc_lambda: float = _help("λ: weight of the focal-distillation term.", default=1.0)
-    pc_alpha: float = _help("α: distillation weight of every row (0 does not work, the paper).", default=1.0)
-    pc_beta: float = _help("β: extra weight of the rows the old model gets right (0 = plain distillation).",
+    pc_lambda: float = help_field("λ: weight of the focal-distillation term.", default=1.0)
+    pc_alpha: float = help_field("α: distillation weight of every row (0 does not work, the paper).", default=1.0)
+    pc_beta: float = help_field("β: extra weight of the rows the old model gets right (0 = plain distillation).",
                            default=5.0)
-    pc_divergence: str = _help("D: 'l2' (½‖logit difference‖², the paper's better variant) or 'kl' (τ²·KL at "
+    pc_divergence: str = help_field("D: 'l2' (½‖logit difference‖², the paper's better variant) or 'kl' (τ²·KL at "
                                "temperature pc_temperature).", default="l2")
-    pc_temperature: float = _help("τ of the 'kl' divergence (the paper: a high temperature, ~100).", default=100.0)
-    save_teacher: bool = _help("Keep the fine-tuned teacher (distill) / labeler (agora) as teacher/ in --output_dir, "
+    pc_temperature: float = help_field("τ of the 'kl' divergence (the paper: a high temperature, ~100).", default=100.0)
+    save_teacher: bool = help_field("Keep the fine-tuned teacher (distill) / labeler (agora) as teacher/ in --output_dir, "
                                "so `bortify compare` can measure the student's negative flips against it (its default "
                                "old model).", default=False)
 
@@ -497,22 +497,22 @@ class CompatibleArguments:
     take the teacher's distribution as the target); the other names start with `compat_` /
     `w_compat`, as in `bortify pretrain --compatible_with`."""
 
-    compatible_with: str | None = _help("The fine-tuned classifier (same task labels, by name) whose embedding space "
+    compatible_with: str | None = help_field("The fine-tuned classifier (same task labels, by name) whose embedding space "
                                         "the new model must join (BCT, Shen et al. 2020): its [CLS] embedding, "
                                         "through a learned projection to the old width, must be classified right by "
                                         "the OLD model's frozen head: L = CE(new) + w_compat·CE(w_old(φ(e_new))). The "
                                         "output gains sentence-transformers files (cls pooling + the projection) and "
                                         "report.json BCT's compatibility test on the test split. Unset: off.",
                                         default=None)
-    w_compat: float = _help("With --compatible_with: weight λ of BCT's influence loss.", default=1.0)
-    compat_init: str = _help("With --compatible_with: the projection's start, 'lstsq' (ridge regression of the old "
+    w_compat: float = help_field("With --compatible_with: weight λ of BCT's influence loss.", default=1.0)
+    compat_init: str = help_field("With --compatible_with: the projection's start, 'lstsq' (ridge regression of the old "
                              "model's embeddings of the train texts on the initial student's) or 'random'.",
                              default="lstsq")
-    compat_eval_gallery: int = _help("Compatibility test: gallery size (test texts embedded by the old model).",
+    compat_eval_gallery: int = help_field("Compatibility test: gallery size (test texts embedded by the old model).",
                                      default=2000)
-    compat_eval_queries: int = _help("Compatibility test: queries (test texts embedded by the new model).",
+    compat_eval_queries: int = help_field("Compatibility test: queries (test texts embedded by the new model).",
                                      default=500)
-    compat_eval_k: int = _help("Compatibility test: k of the kNN classification.", default=10)
+    compat_eval_k: int = help_field("Compatibility test: k of the kNN classification.", default=10)
 
     def __post_init__(self):
         if self.compat_init not in COMPAT_INITS:

@@ -401,7 +401,7 @@ def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, g
     head (docs/methods/04-updates.md §4.4); the trained φ is registered with it.
     """
     t0 = time.perf_counter()
-    say = progress or (lambda msg: None)
+    log_progress = progress or (lambda msg: None)
     _check(task, student0, teacher)
     cols = list(task.text_columns)
     pool: list[dict] = []
@@ -425,12 +425,12 @@ def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, g
 
         generator = NearestNeighbourSubstitution(teacher.tokenizer, teacher.model.get_input_embeddings().weight)
 
-    say(f"building the transfer set ({augment_k} generated variant(s) per train row)")
+    log_progress(f"building the transfer set ({augment_k} generated variant(s) per train row)")
     transfer = build_transfer_set(task, augment_k=augment_k, generator=generator, unlabeled_rows=pool,
                                   max_unlabeled=args.distill_max_unlabeled, seed=seed)
     transfer.counts["variants_per_row"] = augment_k
     t1 = time.perf_counter()
-    say(f"teacher logits for {len(transfer.rows)} rows")
+    log_progress(f"teacher logits for {len(transfer.rows)} rows")
     logits = teacher_logits_for(teacher, transfer.rows, cols)
     t2 = time.perf_counter()
     train_tok = tokenize_transfer(transfer.rows, logits, tokenizer, cols, max_length, task.regression)
@@ -441,7 +441,7 @@ def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, g
         args = replace(args, distill_epochs=epochs)
     layers = LayerKD.build(student0, teacher.model, tokenizer, teacher.tokenizer, args.distill_w_layers) \
         if args.distill_w_layers > 0 else None
-    say(f"training the student on {len(train_tok)} rows for {epochs:g} epoch(s)"
+    log_progress(f"training the student on {len(train_tok)} rows for {epochs:g} epoch(s)"
         + (f", intermediate layers {layers.layer_map} of the teacher (weight {layers.weight:g})" if layers else ""))
     influence = compat.influence_term() if compat is not None else None
     model, train_loss = train_distilled(student0, tokenizer, train_tok, args, regression=task.regression, seed=seed,

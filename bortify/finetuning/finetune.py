@@ -37,11 +37,12 @@ from bortify.finetuning.losses import one_hot
 from bortify.finetuning.overlap import clean_task
 from bortify.finetuning.overlap import finish as finish_overlap
 from bortify.finetuning.overlap import majority_baseline
-from bortify.finetuning.tasks import TaskData, dataset_display, dataset_hub_id, load_task
-from bortify.finetuning.trainer import (examples_seen, fit, load_classifier_with_note, predict, say, score,
+from bortify.finetuning.tasks import TaskData, dataset_display, load_task
+from bortify.finetuning.trainer import (examples_seen, fit, load_classifier_with_note, predict, log_progress, score,
                                         theta_text, to_predictions, tokenize, tokenizer_for_saving)
 from bortify.finetuning.trainer import fitted_max_length
 from bortify.heldout import load_heldout
+from bortify.hub.card.naming import dataset_hub_id
 from bortify.reports import REPORT_FILE as REPORT
 from bortify.reports import FinetuneReport, write_report
 from bortify.outputs import SENTENCE_FILES, Output, claim
@@ -209,7 +210,7 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
     transformers.set_seed(model_args.seed)
     student0, tokenizer, load_note = load_classifier_with_note(model_args.model, task.label_names, task.regression,
                                                                max_length=model_args.max_length)
-    say(f"student {model_args.model}: {load_note}")
+    log_progress(f"student {model_args.model}: {load_note}")
     out = output.work_dir()  # the output folder, or (a replacement) its sibling being built
     if torch.cuda.is_available():
         student0 = student0.to("cuda")
@@ -235,7 +236,7 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
     if compat_args.compatible_with:  # BCT's influence loss through the old model's frozen head (docs/methods/04-updates.md §4.4)
         from bortify.compat.finetune import CompatFinetune
 
-        say(f"--compatible_with {compat_args.compatible_with}: embedding the train texts with the old model (once)")
+        log_progress(f"--compatible_with {compat_args.compatible_with}: embedding the train texts with the old model (once)")
         runs.compat = CompatFinetune(compat_args.settings(), task, student0, tokenizer,
                                      max_length=model_args.max_length, batch_size=model_args.eval_batch_size)
     distill_info = None
@@ -422,7 +423,7 @@ def make_labeler(task: TaskData, model_args: FinetuneModelArguments, agora_args:
         min_dev_score=agora_args.labeler_min_dev_score, eval_batch_size=model_args.eval_batch_size,
         role="teacher" if model_args.mode == "distill" else "labeler",
         selection=teacher_settings(agora_args, model_args))
-    say(f"{'teacher' if model_args.mode == 'distill' else 'labeler'} ready: {labeler.source}, "
+    log_progress(f"{'teacher' if model_args.mode == 'distill' else 'labeler'} ready: {labeler.source}, "
         f"dev score {labeler.dev_score:.4f}")
     return labeler
 
@@ -496,7 +497,7 @@ def _distill_result(task: TaskData, student0, tokenizer, labeler, distill_args: 
     plot and the card read it like the other modes."""
     start = time.perf_counter()
     model, info = distill(task, student0, tokenizer, labeler, distill_args, generator=generator, seed=model_args.seed,
-                          max_length=model_args.max_length, progress=lambda msg: (bar.set_postfix_str(msg), say(msg)),
+                          max_length=model_args.max_length, progress=lambda msg: (bar.set_postfix_str(msg), log_progress(msg)),
                           focal=focal, compat=compat)
     bar.update(1)
     dev = dev_score_of(model)
@@ -529,7 +530,7 @@ def plain_search(runs: Runs, thetas: list[dict]) -> AgoraResult:
                        round_models={1: model_b}, examples_seen=record.examples_seen)
 
 
-def agora_label(task: TaskData, agora_args: AgoraArguments, labeler, train_rows: list[dict]):
+def agora_labeler(task: TaskData, agora_args: AgoraArguments, labeler, train_rows: list[dict]):
     """Agora's `label`: the labeler's scores as they are for regression; for classification its class with the
     acceptance rules and soft labels (labelers.GeneratedRowLabeler)."""
     if task.regression:
@@ -551,12 +552,12 @@ def agora_search(runs: Runs, thetas: list[dict], agora_args: AgoraArguments, lab
     return agora(
         train=train_rows, dev=dev_rows, thetas=thetas, fit=runs.fit, dev_predict=runs.dev_predict,
         dev_score=runs.dev_main_score, mistakes=mistake_rule(task.regression), generate=generate(agora_args.k),
-        label=agora_label(task, agora_args, labeler, train_rows), key=_key(task), examples_seen=runs.seen,
+        label=agora_labeler(task, agora_args, labeler, train_rows), key=_key(task), examples_seen=runs.seen,
         max_rounds=agora_args.max_rounds, repair_fraction=agora_args.repair_fraction,
         verify=labeler if agora_args.verify_mistakes and not task.regression else None,
         generate_train=generate(agora_args.train_k) if agora_args.train_k else None,
         prune=agora_args.prune, replay=agora_args.replay, seed=runs.seed,
-        progress=runs.bar.set_postfix_str, theta_label=theta_text, log=say)
+        progress=runs.bar.set_postfix_str, theta_label=theta_text, log=log_progress)
 
 
 @dataclass
@@ -577,7 +578,7 @@ def score_result(runs: Runs, result: AgoraResult, model_args: FinetuneModelArgum
     """Step 4: the best model on dev (its selection / repair parts, as agora.py split them) and on test, and every
     round's best model on test; the round models are released afterwards."""
     task = runs.task
-    say(f"predicting on test ({len(task.test)} rows)")
+    log_progress(f"predicting on test ({len(task.test)} rows)")
     test_tok = tokenize(task.test, runs.tokenizer, task.text_columns, runs.max_length)
 
     def metrics_of(preds, gold, idx=None):

@@ -23,7 +23,7 @@ from bortify.finetuning.acceptance import rejection_reasons
 from bortify.finetuning.agora import Rejected
 from bortify.finetuning.losses import softmax_with_temperature
 from bortify.finetuning.tasks import TaskData
-from bortify.finetuning.trainer import (fit, load_classifier_with_note, predict, say, score, theta_guard,
+from bortify.finetuning.trainer import (fit, load_classifier_with_note, predict, log_progress, score, theta_guard,
                                         to_predictions, tokenize)
 from bortify.utils import check_finite_weights, check_sequence_length
 
@@ -205,7 +205,7 @@ def build_labeler(task: TaskData, *, labeler: str | None, teacher: str, max_leng
                                f"{config.architectures}). Give a fine-tuned classifier, or set `teacher` and leave "
                                "`labeler` unset to have bortify fine-tune one.")
         check_sequence_length(max_length, config, "--max_length", f"the labeler {labeler!r}")
-        say(f"loading the labeler {labeler}")
+        log_progress(f"loading the labeler {labeler}")
         model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
         check_finite_weights(model, f"The labeler {labeler!r} ({path})")
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -226,7 +226,7 @@ def build_labeler(task: TaskData, *, labeler: str | None, teacher: str, max_leng
         train = task.train
         if max_train_samples and max_train_samples < len(train):
             train = train.shuffle(seed=seed).select(range(max_train_samples))
-        say(f"building the labeler: fine-tuning {teacher} on {len(train)} train rows for {epochs:g} epoch(s) "
+        log_progress(f"building the labeler: fine-tuning {teacher} on {len(train)} train rows for {epochs:g} epoch(s) "
             f"({note})")
         theta = {"learning_rate": learning_rate, "weight_decay": 0.01, "warmup_ratio": 0.1, "batch_size": batch_size}
         model = fit(model0, tokenizer, tokenize(train, tokenizer, task.text_columns, max_length), theta,

@@ -28,7 +28,7 @@ def clean_task(task, heldout: HeldOut | None, *, user_files: bool) -> dict:
     """Drop test rows (normalised; and every text of the run's `heldout` record) from `task`'s train, dev and
     unlabelled pool, in place, and dev rows from train. -> the report's `overlap` (what was found and dropped).
     A DataError when nothing of train is left; a warning naming the count when the test rows repeat train rows."""
-    from bortify.finetuning.trainer import say
+    from bortify.finetuning.trainer import log_progress
 
     cols = list(task.text_columns)
     test_rows = rows_of(task.test, cols)
@@ -46,12 +46,12 @@ def clean_task(task, heldout: HeldOut | None, *, user_files: bool) -> dict:
     test_in_dev = [i for i, r in enumerate(dev_rows) if is_test(r)]
     found = {"test_vs_train": len(test_in_train), "dev_vs_train": len(dev_in_train), "test_vs_dev": len(test_in_dev)}
     if user_files and test_in_train:
-        say(f"warning: {len({row_hash(train_rows[i]) for i in test_in_train} & own.rows)} of the {len(test_rows)} "
+        log_progress(f"warning: {len({row_hash(train_rows[i]) for i in test_in_train} & own.rows)} of the {len(test_rows)} "
             "test rows of your files repeat train rows (after lower-casing and collapsing white space): those train "
             "rows are dropped so that the test score measures unseen text; report.json's overlap and the model card "
             "say so.")
     elif test_in_train or dev_in_train or test_in_dev:
-        say(f"warning: dropped {len(test_in_train)} train row(s) that repeat a test row, {len(dev_in_train)} that "
+        log_progress(f"warning: dropped {len(test_in_train)} train row(s) that repeat a test row, {len(dev_in_train)} that "
             f"repeat a dev row and {len(test_in_dev)} dev row(s) that repeat a test row (lower-cased, white space "
             "collapsed).")
     bad = set(test_in_train) | set(dev_in_train)

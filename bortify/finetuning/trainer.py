@@ -134,7 +134,7 @@ def load_classifier_with_note(name_or_path: str, label_names: list[str], regress
     return model, tokenizer, describe_load(info)
 
 
-def say(message: str) -> None:
+def log_progress(message: str) -> None:
     """One progress line on stdout that does not break the tqdm bars."""
     tqdm.write(f"bortify finetune: {message}")
 

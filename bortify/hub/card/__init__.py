@@ -25,7 +25,7 @@ how-to-load snippet shows `YOUR_NAME/MODEL_NAME`, which `bortify push` fills in 
 this package: see `bortify.hub.card_stage` (its arguments, `build_release` and the command).
 """
 
-from bortify.formatting import NOT_MEASURED, fmt, fmt_params, ratio
+from bortify.formatting import NOT_APPLICABLE, NOT_MEASURED, fmt, fmt_params, ratio
 from bortify.hub.card.data_notes import (DEFAULT_EXAMPLE, STUDENT_EXAMPLE, baseline_line, evaluation_notes,
                                          example_literal, example_text, overlap_lines, split_facts, split_labels)
 from bortify.hub.card.evidence import (STAGE_KINDS, CardError, CardEvidence, CardOptions, as_evidence,
@@ -37,7 +37,7 @@ from bortify.hub.card.naming import (DATA_SUFFIXES, EMBEDDED_WHAT, REPO_PLACEHOL
                                      hub_id, looks_like_hub_id, model_name, public_code, public_name, task_name,
                                      task_text)
 from bortify.hub.card.render import TEMPLATES, card_metadata, render_card
-from bortify.hub.card.sections import (NOT_APPLICABLE, _agora_text, _compat_values, compress_lines, latency_extra,
+from bortify.hub.card.sections import (_agora_text, _compat_values, compress_lines, latency_extra,
                                        latency_how, nfr_text, round_columns, shape_text, speed_text, splits_text,
                                        template_values)
 

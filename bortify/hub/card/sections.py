@@ -10,15 +10,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bortify.formatting import NOT_MEASURED, fmt, fmt_params, ratio
+from bortify.formatting import NOT_APPLICABLE, NOT_MEASURED, fmt, fmt_params, ratio
 from bortify.hub.card.data_notes import baseline_line, evaluation_notes, example_literal, overlap_lines, split_labels
 from bortify.hub.card.evidence import CardEvidence, CardOptions
 from bortify.hub.card.naming import (REPO_PLACEHOLDER, base_model_text, corpus_text, dataset_text, finetune_dataset_id,
                                      model_name, public_code, public_name, task_name, task_text)
 from bortify.reports import ExtractReport, FinetuneReport, PretrainReport, Round, Winner
-
-NOT_APPLICABLE = "n/a"  # a BERT-shape figure that a non-BERT config does not have
-
 
 def shape_text(value: Any, missing: str = NOT_APPLICABLE) -> str:
     """A ⟨D, A, H, I⟩ entry: the number, or n/a for a config that does not have it (non-BERT models)."""
