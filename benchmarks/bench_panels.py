@@ -83,8 +83,12 @@ LABELS = {
 def locked(path: Path):
     import fcntl
 
+    import hashlib
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"bortify-bench-panels-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
