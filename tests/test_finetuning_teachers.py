@@ -98,6 +98,11 @@ def test_probe_wins_when_fine_tuning_cannot_move(tmp_path, one_torch_thread):
     assert sel["source_pooling"] == "mean"
     assert "linear probe" in lab.source
     assert lab.describe()["selection"]["chosen"] == "probe"
+    lab.score_candidates(task.test)  # at the end of a run: every candidate on test, beside its dev score
+    tests = {c["name"]: c["test_score"] for c in sel["candidates"]}
+    assert set(tests) == {"probe", "finetune"}
+    assert tests["probe"] == pytest.approx(lab.evaluate(task.test), abs=1e-4)
+    assert lab.candidates == {}  # released
 
 
 def test_fine_tuning_wins_when_frozen_features_are_empty(tmp_path, one_torch_thread):

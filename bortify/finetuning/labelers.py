@@ -76,6 +76,22 @@ class Labeler:
         self.majority_rate: float | None = None  # dev majority-class rate (classification)
         self.seconds = 0.0
         self.selection: dict | None = None  # teachers.TeacherSelection's record (every candidate's dev score)
+        self.candidates: dict = {}  # the other teacher candidates' models by name, scored on test at the end
+
+    def score_candidates(self, split: datasets.Dataset) -> None:
+        """Each teacher candidate's score on `split` (the test split, at the end of a run) as `test_score` in the
+        selection record, for the report and the benchmark; the candidate models are released afterwards."""
+        if not self.selection:
+            return
+        metric = self.selection.get("metric", "accuracy")
+        for record in self.selection["candidates"]:
+            model = self.candidates.get(record["name"])
+            if model is None:
+                continue
+            other = Labeler(model, self.tokenizer, self.task, max_length=self.max_length, batch_size=self.batch_size)
+            record["test_score"] = round(float(score(other(list(split)), split["label"], [metric],
+                                                     self.task.num_labels)[metric]), 4)
+        self.candidates = {}
 
     def logits(self, rows: list[dict]) -> np.ndarray:
         ds = datasets.Dataset.from_list([{**{c: r[c] for c in self.task.text_columns},
@@ -220,6 +236,7 @@ def build_labeler(task: TaskData, *, labeler: str | None, teacher: str, max_leng
         result = Labeler(chosen.model, chooser.tokenizer, task, max_length=max_length, batch_size=eval_batch_size,
                          source=f"{teacher}: {candidate_text(chosen, len(chooser.train))}")
         result.selection = record
+        result.candidates = chooser.models  # scored on test at the end (score_candidates)
     else:
         model0, tokenizer, note = load_classifier_with_note(teacher, task.label_names, task.regression,
                                                             max_length=max_length)

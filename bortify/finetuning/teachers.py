@@ -332,6 +332,7 @@ class TeacherSelection:
             log_progress(f"teacher candidate {ens.name}: dev {self.task.main_metric} {ens.dev_score:.4f}")
             candidates.append(ens)
             ranked = sorted(candidates, key=lambda c: -c.dev_score)
+        self.models = {c.name: c.model for c in candidates}
         chosen = ranked[0]  # ties: the earlier (cheaper) candidate, as sorted() is stable
         record = {"source": self.source, "source_pooling": self.pooling, "pooling_note": self.pooling_note,
                   "metric": self.task.main_metric, "train_rows": len(self.train),
