@@ -196,70 +196,78 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
     import transformers
 
     t_start = time.perf_counter()
-    mode = mode_of(model_args.mode, agora_args, distill_args)
     thetas = grid_args.thetas()
     model_args.max_length = fitted_max_length(model_args)  # the default, shortened to a small model's positions
-    settings = RunSettings.of(model_args)
     task = load_task(data_args)
     # the run's test texts out of train, dev and the unlabelled pool, before any model sees them (docs/methods/09-heldout.md §9)
     overlap = clean_task(task, load_heldout(data_args.heldout), user_files=bool(task.splits.get("files"))
                          and task.splits.get("test_source") == "test")
-    check_congruent(congruent_args, mode, task, settings.max_length)
-    check_compatible(compat_args, congruent_args, task, settings.max_length)
-    if (note := mode.thetas_note(thetas)) is not None:
+    check_congruent(congruent_args, model_args, task, agora_args)
+    check_compatible(compat_args, congruent_args, model_args, task)
+    if (note := single_theta_agora_note(model_args.mode, thetas, agora_args)) is not None:
         logger.warning(note)
     # Seed before anything random is drawn: the classifier head (and pooler) are initialised at load time.
-    transformers.set_seed(settings.seed)
+    transformers.set_seed(model_args.seed)
     student0, tokenizer, load_note = load_classifier_with_note(model_args.model, task.label_names, task.regression,
-                                                               max_length=settings.max_length)
+                                                               max_length=model_args.max_length)
     log_progress(f"student {model_args.model}: {load_note}")
     out = output.work_dir()  # the output folder, or (a replacement) its sibling being built
     if torch.cuda.is_available():
         student0 = student0.to("cuda")
-    labeler = mode.make_labeler(task, settings)
-    generator = make_generator(agora_args, student0, tokenizer, labeler) if mode.needs_generator() else None
+    labeler = make_labeler(task, model_args, agora_args)
+    generator = None
+    if model_args.mode == "agora" or (model_args.mode == "distill" and distill_args.distill_augment_k > 0):
+        generator = _generator(agora_args, model_args, student0, tokenizer, labeler)
 
     # --- fine-tuning on train, selection on dev (the test split is not touched here) ---------------------------
-    runs = Runs(student0, tokenizer, task, settings, grid_args, name=mode.name, total=mode.run_total(thetas))
-    focal = mode.old_model_losses(runs, congruent_args, settings)  # --old_model (docs/methods/04-updates.md §4.3)
-    attach_compatible(runs, compat_args, settings)  # --compatible_with (docs/methods/04-updates.md §4.4)
-    result, info = mode.search(runs, thetas, labeler, generator, focal)
+    runs = Runs(student0, tokenizer, task, model_args, grid_args)
+    distill_focal = None
+    if congruent_args.old_model and model_args.mode == "distill":  # focal weights inside distillation (§4.3)
+        from bortify.finetuning.congruent import DistillFocal, is_teacher
+
+        distill_focal = DistillFocal(congruent_args.old_model, task, congruent_args.focal(),
+                                     teacher=is_teacher(congruent_args.old_model, agora_args.labeler),
+                                     max_length=model_args.max_length, batch_size=model_args.eval_batch_size)
+    elif congruent_args.old_model:  # --old_model: every run trains with focal distillation (docs/methods/04-updates.md §4.3)
+        from bortify.finetuning.congruent import CongruentRuns
+
+        runs.congruent = CongruentRuns(congruent_args.old_model, task, congruent_args.focal(),
+                                       max_length=model_args.max_length, batch_size=model_args.eval_batch_size)
+    if compat_args.compatible_with:  # BCT's influence loss through the old model's frozen head (docs/methods/04-updates.md §4.4)
+        from bortify.compat.finetune import CompatFinetune
+
+        log_progress(f"--compatible_with {compat_args.compatible_with}: embedding the train texts with the old model (once)")
+        runs.compat = CompatFinetune(compat_args.settings(), task, student0, tokenizer,
+                                     max_length=model_args.max_length, batch_size=model_args.eval_batch_size)
+    distill_info = None
+    if model_args.mode == "agora":
+        result = agora_search(runs, thetas, agora_args, labeler, generator)
+    elif model_args.mode == "distill":
+        result, distill_info = _distill_result(task, student0, tokenizer, labeler, distill_args, model_args,
+                                               generator, lambda m: runs.dev_main_score(runs.dev_predict(m)), runs.bar,
+                                               focal=distill_focal, compat=runs.compat)
+    else:
+        result = plain_search(runs, thetas)
     runs.bar.close()
     train_seconds = time.perf_counter() - t_start
 
     # --- the end: now, and only now, the test split ----------------------------------------------------------
-    scores = score_result(runs, result, mode.dev_parts(task, settings.seed))
-    report = make_report(model_args, data_args, grid_args, mode, thetas, runs, result, scores, info=info,
-                         labeler=labeler, focal=focal, load_note=load_note, overlap=overlap,
-                         train_seconds=train_seconds)
-    if congruent_args.save_teacher and labeler is not None:  # beside the student, for `bortify compare`
-        save_teacher(out, labeler, report)
-    sentence = ((lambda folder: runs.compat.write_sentence_files(result.best_model, folder))
-                if runs.compat is not None else None)
-    write_output(out, result.best_model, tokenizer, result.added_rows, scores.rounds, task.main_metric, report,
-                 sentence)
-    return report
-
-
-def make_report(model_args: FinetuneModelArguments, data_args: FinetuneDataArguments,
-                grid_args: FinetuneGridArguments, mode: Mode, thetas: list[dict], runs: Runs, result, scores: Scores,
-                *, info, labeler, focal, load_note: str, overlap, train_seconds: float) -> FinetuneReport:
-    """Step 4's report (written last by output.write_output): the task, the mode's fields, the scores."""
-    task = runs.task
+    scores = score_result(runs, result, model_args, agora_args)
     labeler_test = labeler.evaluate(task.test) if labeler is not None else None  # for the card and the benchmark
     if labeler is not None:  # every teacher candidate's test score beside its dev score (teachers.py)
         labeler.score_candidates(task.test)
-    fields = task_fields(task, model_args.model, data_args)
-    compatibility = (runs.compat.evaluate(result.best_model, runs.tokenizer, fields["dataset"], model_args.seed)
-                     if runs.compat is not None else None)
-    return FinetuneReport.make({
-        **fields,
-        "mode": mode.name,
+    compatibility = (runs.compat.evaluate(result.best_model, tokenizer, task_fields(task, model_args, data_args)
+                                          ["dataset"], model_args.seed) if runs.compat is not None else None)
+    report = FinetuneReport.make({
+        **task_fields(task, model_args, data_args),
+        "mode": model_args.mode,
         "labeler": ({**labeler.describe(), ("test_pearsonr" if task.regression else "test_accuracy"): labeler_test}
                     if labeler else None),
-        # generator / agora (Agora's settings), distill (transfer-set sizes by source, settings, seconds:
-        # distill.py), theta (Θ; None for distillation)
-        **mode.report_fields(thetas, task, result, scores, info),
+        "generator": generator_fields(agora_args, task) if model_args.mode == "agora" else None,
+        "agora": agora_fields(agora_args, task, result, scores) if model_args.mode == "agora" else None,
+        # mode 'distill': transfer-set sizes by source, settings, seconds (distill.py)
+        "distill": distill_info,
+        "theta": thetas if model_args.mode != "distill" else None,
         "num_train_epochs": grid_args.num_train_epochs,
         "max_steps": grid_args.max_steps,
         "max_length": model_args.max_length,
