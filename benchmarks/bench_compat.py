@@ -70,7 +70,7 @@ def baseline_encoder(folder: Path, old):
     from torch import nn
     from transformers import AutoModel, AutoTokenizer
 
-    from bortify.compat.sentence import SentenceEncoder
+    from bortify.compatible_embeddings.sentence import SentenceEncoder
 
     model = AutoModel.from_pretrained(str(folder), use_safetensors=True).eval()
     projection = None
@@ -99,7 +99,7 @@ def memoized(encoder):
 
 
 def run(args) -> dict:
-    from bortify.compat.sentence import load_sentence_encoder
+    from bortify.compatible_embeddings.sentence import load_sentence_encoder
     from bortify.pretraining.compat import compatibility_evaluation, labelled_texts, load_old_encoder
 
     torch.set_num_threads(1)
@@ -112,7 +112,7 @@ def run(args) -> dict:
     tasks = {t: labelled_texts(t) for t in args.tasks}
     corpus = {}
     if args.in_domain:  # pretrain (both runs) on the first task's texts that are in neither its gallery nor its queries
-        from bortify.compat.metric import split_gallery_queries
+        from bortify.compatible_embeddings.metric import split_gallery_queries
 
         texts, labels = tasks[args.tasks[0]]
         split = split_gallery_queries(texts, labels, args.gallery, args.queries, seed=0)

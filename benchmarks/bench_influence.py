@@ -60,8 +60,8 @@ def baseline_table(out_dir: Path, old_dir: Path, task, seed: int, max_length: in
     """BCT's test for a student fine-tuned WITHOUT the option: its [CLS] embedding through the ridge read-out of the
     old [CLS] embeddings of the train texts — the library's φ start (CompatFinetune, init lstsq) computed on the
     trained student — on the report's split (split_gallery_queries, same seed)."""
-    from bortify.compat.finetune import CompatFinetune, CompatSettings, cls_encoder
-    from bortify.compat.metric import run_compatibility_test, split_gallery_queries
+    from bortify.finetuning.compatible import CompatFinetune, CompatSettings, cls_encoder
+    from bortify.compatible_embeddings.metric import run_compatibility_test, split_gallery_queries
     from bortify.finetuning.old_model import load_task_classifier
 
     col = task.text_columns[0]

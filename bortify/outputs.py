@@ -59,7 +59,7 @@ CHECKPOINT_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
     "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja",
 )
-# sentence-transformers files beside a checkpoint (bortify.compat.sentence, docs/methods/04-updates.md §4.4)
+# sentence-transformers files beside a checkpoint (bortify.compatible_embeddings.sentence, docs/methods/04-updates.md §4.4)
 SENTENCE_FILES = ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json", "0_Transformer",
                   "1_Pooling", "2_Dense", "3_Normalize")
 # Hidden names bortify itself makes inside a folder while writing it (staging folders, atomic-write temps).

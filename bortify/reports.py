@@ -10,6 +10,9 @@ kept in `report.extra` (and written back). The card therefore reads typed fields
 Each report knows its own summary (`summary_lines()`, printed by `bortify <stage>` and `bortify run`) and the
 small record `bortify run` keeps in stage_done.json (`record()`). For callers written against the dicts these
 reports used to be, a report is also a read-only mapping of its JSON form: `report["winner"]["W"]`.
+
+Over 500 lines because it is the schema of every stage's report.json (one typed record per stage, read by the
+card, `compare` and `bortify run`); a split would separate the records from the reading rules they share.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Backward-compatible embeddings (bortify.compat, docs/methods/04-updates.md §4): losses, BCT's compatibility test and the
+"""Backward-compatible embeddings (bortify.compatible_embeddings, docs/methods/04-updates.md §4): losses, BCT's compatibility test and the
 sentence-transformers folder writer, on tiny models and hand-computed cases."""
 
 import json
@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from bortify.compat.losses import compatibility_loss, influence_loss, mean_pool
-from bortify.compat.metric import (compatibility_table, criterion_met, knn_accuracy, knn_predict, recall_at_k,
+from bortify.compatible_embeddings.losses import compatibility_loss, influence_loss, mean_pool
+from bortify.compatible_embeddings.metric import (compatibility_table, criterion_met, knn_accuracy, knn_predict, recall_at_k,
                                    run_compatibility_test, split_gallery_queries)
-from bortify.compat.sentence import (SentenceFolderError, SentenceSpec, copy_sentence_folder, read_sentence_folder,
+from bortify.compatible_embeddings.sentence import (SentenceFolderError, SentenceSpec, copy_sentence_folder, read_sentence_folder,
                                      sentence_embedding, write_sentence_folder)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -191,7 +191,7 @@ def test_dense_weights_use_sentence_transformers_key_names(tmp_path):
 
 
 def test_least_squares_projection_recovers_a_linear_map():
-    from bortify.compat.losses import least_squares_projection
+    from bortify.compatible_embeddings.losses import least_squares_projection
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 4, generator=g)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bortify.compat.sentence import SentenceSpec, read_sentence_folder, write_sentence_folder
+from bortify.compatible_embeddings.sentence import SentenceSpec, read_sentence_folder, write_sentence_folder
 from bortify.reports import PretrainReport, write_report
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -99,7 +99,7 @@ def test_release_loads_with_sentence_transformers_as_the_pretrained_student(tmp_
     same vectors as SentenceTransformer(PRETRAIN_DIR) and as bortify's own forward."""
     from sentence_transformers import SentenceTransformer
 
-    from bortify.compat.sentence import load_sentence_encoder
+    from bortify.compatible_embeddings.sentence import load_sentence_encoder
 
     out = tmp_path / "card"
     _release(out, pretrain_dir=pretrain_dir, finetune_dir=finetune_dir)

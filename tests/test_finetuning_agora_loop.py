@@ -362,7 +362,10 @@ def test_repair_step_counts_verify_failures_and_expands_nothing_when_none_is_ver
 
 def test_single_theta_agora_is_named_as_plain_fine_tuning_before_any_work():
     from bortify.finetuning.arguments import AgoraArguments
-    from bortify.finetuning.finetune import single_theta_agora_note
+    from bortify.finetuning.modes import mode_of
+
+    def single_theta_agora_note(mode, thetas, agora_args):
+        return mode_of(mode, agora_args).thetas_note(thetas)
 
     one, two = [{"learning_rate": 5e-4}], [{"learning_rate": 5e-4}, {"learning_rate": 1e-3}]
     note = single_theta_agora_note("agora", one, AgoraArguments(max_rounds=3))

@@ -27,7 +27,7 @@ def _frozen_linear(d_in, d_out, seed=0):
 
 
 def test_bct_loss_is_ce_plus_weighted_influence_by_hand():
-    from bortify.compat.losses import bct_finetune_loss
+    from bortify.compatible_embeddings.losses import bct_finetune_loss
 
     new_logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]], requires_grad=True)
     proj = torch.tensor([[1.0, -1.0, 0.5], [0.0, 2.0, 1.0]], requires_grad=True)
@@ -46,7 +46,7 @@ def test_bct_loss_is_ce_plus_weighted_influence_by_hand():
 
 
 def test_bct_loss_soft_targets_equal_one_hot_labels_and_w_zero_is_plain_ce():
-    from bortify.compat.losses import bct_finetune_loss
+    from bortify.compatible_embeddings.losses import bct_finetune_loss
 
     torch.manual_seed(1)
     logits, proj, head = torch.randn(4, 3), torch.randn(4, 5), _frozen_linear(5, 3)
@@ -59,7 +59,7 @@ def test_bct_loss_soft_targets_equal_one_hot_labels_and_w_zero_is_plain_ce():
 
 
 def test_distill_influence_uses_gold_labels_where_given_and_the_teacher_elsewhere_by_hand():
-    from bortify.compat.losses import distill_influence_loss
+    from bortify.compatible_embeddings.losses import distill_influence_loss
 
     proj = torch.tensor([[1.0, -1.0, 0.5], [0.0, 2.0, 1.0], [0.3, 0.1, -0.2]], requires_grad=True)
     head = _frozen_linear(3, 2)
@@ -81,7 +81,7 @@ def test_distill_influence_uses_gold_labels_where_given_and_the_teacher_elsewher
 
 
 def test_bct_loss_refuses_a_trainable_old_head_and_other_label_sets():
-    from bortify.compat.losses import bct_finetune_loss
+    from bortify.compatible_embeddings.losses import bct_finetune_loss
 
     y = torch.tensor([0, 1])
     with pytest.raises(ValueError, match="frozen"):
@@ -105,7 +105,7 @@ TEXTS = ["a great film", "the plot was dull", "bad movie", "good good 7"]
 
 
 def test_old_head_reproduces_the_old_logits_in_task_order():
-    from bortify.compat.finetune import find_old_head
+    from bortify.finetuning.compatible import find_old_head
 
     model, tok = _load("old")
     head = find_old_head(model, tok, [0, 1], TEXTS, "old")
@@ -124,7 +124,7 @@ def test_old_head_reproduces_the_old_logits_in_task_order():
 
 
 def test_old_head_that_cannot_be_split_is_refused_by_name():
-    from bortify.compat.finetune import CompatFinetuneError, find_old_head
+    from bortify.finetuning.compatible import CompatFinetuneError, find_old_head
 
     model, tok = _load("old")
 
@@ -149,9 +149,9 @@ def test_old_head_that_cannot_be_split_is_refused_by_name():
 # ---- whole runs on tiny models ------------------------------------------------------------------------------
 
 def test_plain_mode_trains_with_the_influence_loss_and_writes_a_sentence_folder(tmp_path, monkeypatch):
-    from bortify.compat import finetune as compat_ft
-    from bortify.compat.finetune import cls_encoder
-    from bortify.compat.sentence import load_sentence_encoder
+    from bortify.finetuning import compatible as compat_ft
+    from bortify.finetuning.compatible import cls_encoder
+    from bortify.compatible_embeddings.sentence import load_sentence_encoder
 
     files = write_data(tmp_path)
     paths = copy_compare_models(tmp_path, "old", "mlm")
@@ -193,7 +193,7 @@ def test_plain_mode_trains_with_the_influence_loss_and_writes_a_sentence_folder(
 
 def test_card_renders_the_compatibility_table_and_ships_the_projection(tmp_path):
     from bortify.cli import main
-    from bortify.compat.sentence import load_sentence_encoder
+    from bortify.compatible_embeddings.sentence import load_sentence_encoder
 
     files = write_data(tmp_path)
     paths = copy_compare_models(tmp_path, "old", "mlm")
@@ -212,8 +212,8 @@ def test_card_renders_the_compatibility_table_and_ships_the_projection(tmp_path)
 
 
 def test_projection_trains_and_starts_at_the_ridge_solution(tmp_path):
-    from bortify.compat.finetune import CompatFinetune, CompatSettings, cls_encoder
-    from bortify.compat.losses import least_squares_projection
+    from bortify.finetuning.compatible import CompatFinetune, CompatSettings, cls_encoder
+    from bortify.compatible_embeddings.losses import least_squares_projection
     from bortify.finetuning.tasks import prepare_task
     from bortify.finetuning.trainer import load_classifier, tokenize
 
@@ -237,8 +237,8 @@ def test_projection_trains_and_starts_at_the_ridge_solution(tmp_path):
     ({"trained": (0.78, 0.34), "refit": (0.77, 0.72)}, "refit"),  # a fair 10-NN vote, nearest neighbours below chance
     ({"trained": (0.5, 0.6), "refit": (0.6, 0.5)}, "trained")])  # a tie keeps the trained φ
 def test_the_better_projection_on_dev_ships(tmp_path, monkeypatch, scores, chosen):
-    from bortify.compat import finetune as compat_ft
-    from bortify.compat.finetune import CompatFinetune, CompatSettings
+    from bortify.finetuning import compatible as compat_ft
+    from bortify.finetuning.compatible import CompatFinetune, CompatSettings
     from bortify.finetuning.tasks import prepare_task
     from bortify.finetuning.trainer import load_classifier, tokenize
 
@@ -267,8 +267,8 @@ def test_the_better_projection_on_dev_ships(tmp_path, monkeypatch, scores, chose
 
 
 def test_the_refit_is_the_ridge_read_out_of_the_final_encoder(tmp_path):
-    from bortify.compat.finetune import CompatFinetune, CompatSettings, cls_encoder
-    from bortify.compat.losses import least_squares_projection
+    from bortify.finetuning.compatible import CompatFinetune, CompatSettings, cls_encoder
+    from bortify.compatible_embeddings.losses import least_squares_projection
     from bortify.finetuning.tasks import prepare_task
     from bortify.finetuning.trainer import load_classifier, tokenize
 
@@ -301,9 +301,9 @@ def test_agora_mode_with_compatible_with_runs(tmp_path):
 def test_distill_mode_adds_the_influence_term_and_writes_the_trained_projection(tmp_path, monkeypatch):
     """The product's default mode: task distillation with BCT's influence term (docs/methods/04-updates.md §4.4); the φ the
     loss trained is the one the folder ships and the report's test used."""
-    from bortify.compat import finetune as compat_ft
-    from bortify.compat.finetune import cls_encoder
-    from bortify.compat.sentence import load_sentence_encoder
+    from bortify.finetuning import compatible as compat_ft
+    from bortify.finetuning.compatible import cls_encoder
+    from bortify.compatible_embeddings.sentence import load_sentence_encoder
 
     seen = []
     original = compat_ft.distill_influence_loss
@@ -403,7 +403,7 @@ def test_real_models_influence_loss(tmp_path, minilm_path, splade_path):
     c = json.loads((out / "report.json").read_text())["compatibility"]
     assert c["projection"] == [128, 384] and c["old_head"] == "pooler+classifier" and c["queries"] == 100
     assert 0 <= c["new_old"]["knn_accuracy"] <= 1 and 0 <= c["old_old"]["knn_accuracy"] <= 1
-    from bortify.compat.sentence import load_sentence_encoder
+    from bortify.compatible_embeddings.sentence import load_sentence_encoder
 
     texts = ["a gripping, beautifully shot film", "a dull mess"]
     st = torch.as_tensor(SentenceTransformer(str(out), device="cpu").encode(texts))

@@ -10,6 +10,8 @@ from transformers import AutoTokenizer, BertForMaskedLM, BertForSequenceClassifi
 
 import bortify.finetuning.finetune as ft_module
 import bortify.finetuning.labelers as labelers_module
+import bortify.finetuning.modes as modes_module
+import bortify.finetuning.runs as runs_module
 from bortify.finetuning.arguments import (AgoraArguments, FinetuneDataArguments, FinetuneGridArguments,
                                           FinetuneModelArguments)
 from bortify.finetuning.cli import main as finetune_main
@@ -62,7 +64,7 @@ def test_agora_writes_a_standard_checkpoint_and_reads_test_only_at_the_end(tmp_p
     task = prepare_task(**DATA)
     test_texts, dev_texts = set(task.test["text"]), set(task.dev["text"])
     events = []
-    real_tokenize, real_fit, real_gen = ft_module.tokenize, ft_module.fit, ft_module.generate_rows
+    real_tokenize, real_fit, real_gen = runs_module.tokenize, runs_module.fit, modes_module.generate_rows
 
     def spy_tokenize(ds, *a, **kw):
         texts = set(ds["text"])
@@ -77,10 +79,10 @@ def test_agora_writes_a_standard_checkpoint_and_reads_test_only_at_the_end(tmp_p
         assert {r["text"] for r in rows} <= dev_texts  # Agora only repairs dev mistakes, never test rows
         return real_gen(rows, *a, **kw)
 
-    monkeypatch.setattr(ft_module, "tokenize", spy_tokenize)
+    monkeypatch.setattr(runs_module, "tokenize", spy_tokenize)
     monkeypatch.setattr(labelers_module, "tokenize", spy_tokenize)
-    monkeypatch.setattr(ft_module, "fit", spy_fit)
-    monkeypatch.setattr(ft_module, "generate_rows", spy_generate)
+    monkeypatch.setattr(runs_module, "fit", spy_fit)
+    monkeypatch.setattr(modes_module, "generate_rows", spy_generate)
 
     out = tmp_path / "out"
     # (a tiny random labeler predicts one class: class balancing would reject every generated row, and it is
@@ -127,7 +129,7 @@ def test_agora_writes_a_standard_checkpoint_and_reads_test_only_at_the_end(tmp_p
 ])
 def test_a_labeler_with_another_label_set_a_weak_one_or_no_classifier_is_refused_before_training(
         tmp_path, tiny_student, tiny_bert_config, minilm_path, monkeypatch, labeler, error):
-    monkeypatch.setattr(ft_module, "fit", lambda *a, **k: pytest.fail("trained despite a bad labeler"))
+    monkeypatch.setattr(runs_module, "fit", lambda *a, **k: pytest.fail("trained despite a bad labeler"))
     data = {"dataset": small_sentiment_csv(tmp_path / "s.csv")}  # labels sorted as strings: ["fresh", "rotten"]
     path = tiny_classifier(tmp_path, tiny_bert_config, minilm_path, labeler) if labeler else tiny_student
     bar = {"labeler_min_dev_score": 0.0} if labeler == ["negative", "positive"] else {}

@@ -11,8 +11,9 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 
 from bortify.finetuning.arguments import (AgoraArguments, FinetuneDataArguments, FinetuneGridArguments,
                                           FinetuneModelArguments)
-from bortify.finetuning.finetune import (Runs, agora_fields, agora_labeler, dev_parts, generator_fields,
-                                         output_inputs, plain_search, task_fields)
+from bortify.finetuning.finetune import output_inputs, task_fields
+from bortify.finetuning.modes import agora_fields, agora_labeler, generator_fields, mode_of, plain_search
+from bortify.finetuning.runs import Runs, RunSettings
 from bortify.finetuning.labelers import GeneratedRowLabeler
 from bortify.finetuning.tasks import TaskData
 from bortify.outputs import refuse_inputs
@@ -60,8 +61,8 @@ def tiny(tmp_path_factory):
     ("agora", 0.5, 4, 4, "dev_repair = the repair part (4 rows)"),
 ])
 def test_dev_parts(tmp_path, mode, repair_fraction, selection, repair, note):
-    select_idx, repair_idx, text = dev_parts(make_task(), model_args(tmp_path, mode),
-                                             AgoraArguments(repair_fraction=repair_fraction))
+    select_idx, repair_idx, text = mode_of(mode, AgoraArguments(repair_fraction=repair_fraction)).dev_parts(
+        make_task(), model_args(tmp_path, mode).seed)
     assert len(select_idx) == selection and (repair_idx if repair is None else len(repair_idx)) == repair
     assert note in text
     if repair:
@@ -91,7 +92,7 @@ def test_plain_search_fits_every_theta_once_and_records_round_one(tmp_path, tiny
     model0, tok = tiny
     grid = FinetuneGridArguments(learning_rates=[1e-2, 1e-3], num_train_epochs=1, batch_sizes=[4],
                                  gradient_accumulation_steps=2)
-    runs = Runs(model0, tok, make_task(), model_args(tmp_path), grid)
+    runs = Runs(model0, tok, make_task(), RunSettings.of(model_args(tmp_path)), grid)
     result = plain_search(runs, grid.thetas())
     runs.bar.close()
     (record,) = result.rounds
@@ -115,7 +116,7 @@ def test_agora_label_is_the_labeler_for_regression_and_the_accepting_labeler_oth
 
 def test_report_fields(tmp_path):
     task = make_task()
-    fields = task_fields(task, model_args(tmp_path), FinetuneDataArguments())
+    fields = task_fields(task, model_args(tmp_path).model, FinetuneDataArguments())
     assert fields["dataset"] == "embedded:rotten-tomatoes" and fields["positive_label"] == "pos"
     assert fields["metric"] == "accuracy" and fields["labels"] == ["neg", "pos"]
     assert generator_fields(AgoraArguments(), make_task(regression=True))["verify_mistakes"] is False

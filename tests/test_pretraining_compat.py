@@ -14,7 +14,7 @@ from torch import nn
 from casetable import Case, run_case
 from helpers import KILLER
 
-from bortify.compat.sentence import SentenceSpec, read_sentence_folder, write_sentence_folder
+from bortify.compatible_embeddings.sentence import SentenceSpec, read_sentence_folder, write_sentence_folder
 from bortify.pretraining.compat import (CompatCollator, CompatData, CompatError, CompatHead,
                                         plan_compat)
 
@@ -66,7 +66,7 @@ def test_head_is_pool_dense_normalize_and_round_trips(tmp_path, tiny_bert_config
 def test_least_squares_init_starts_the_projection_near_the_old_space(tiny_bert_config):
     from transformers import BertModel
 
-    from bortify.compat.losses import compatibility_loss
+    from bortify.compatible_embeddings.losses import compatibility_loss
     from bortify.pretraining.compat import init_projection
 
     torch.manual_seed(0)
@@ -180,7 +180,7 @@ def test_tiny_run_writes_a_sentence_transformers_student(tmp_path, tiny_teacher,
     from sentence_transformers import SentenceTransformer
     from transformers import AutoModel, AutoTokenizer
 
-    from bortify.compat.sentence import SentenceEncoder
+    from bortify.compatible_embeddings.sentence import SentenceEncoder
 
     # the old model: a sentence-transformers folder with its own Dense (16 -> 24) and no normalisation
     old = tmp_path / "old"

@@ -35,6 +35,9 @@ and its confidence does not tell them apart. Dev gold labels are used as the pap
 texts to expand (a mistake is already a comparison with gold); they never become train labels.
 
 Everything model-specific comes in as callables, so the loop's logic is unit-tested with fakes.
+
+Long function agora because a third of it is the signature (the loop's 20 documented callables and settings);
+the body is the paper's one round loop, its steps named (fit_round, next_thetas, repair_step).
 """
 
 from __future__ import annotations

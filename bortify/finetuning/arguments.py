@@ -3,6 +3,9 @@
 Θ (docs/methods/03-agora.md §3) is the product of the four grid lists (learning rates × weight decays × warmup ratios ×
 batch sizes). Plain mode fine-tunes every θ once and keeps the best on dev (grid search, the baseline);
 Agora mode runs the paper's loop over the same Θ.
+
+Over 500 lines because it is the command's option table: seven dataclasses of fields with their help texts and
+checks, which `--help`, recipes and docs/commands.md read together.
 """
 
 from __future__ import annotations
@@ -523,8 +526,8 @@ class CompatibleArguments:
                   compat_eval_k=self.compat_eval_k)
 
     def settings(self):
-        """The run's settings (bortify.compat.finetune.CompatSettings)."""
-        from bortify.compat.finetune import CompatSettings
+        """The run's settings (bortify.finetuning.compatible.CompatSettings)."""
+        from bortify.finetuning.compatible import CompatSettings
 
         return CompatSettings(old_model=self.compatible_with, w_compat=self.w_compat, init=self.compat_init,
                               gallery=self.compat_eval_gallery, queries=self.compat_eval_queries,

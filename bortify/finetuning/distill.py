@@ -233,13 +233,13 @@ class DistillTrainer(Trainer):
         self.kd_alpha, self.kd_temperature, self.kd_regression = alpha, temperature, regression
         self.focal = focal  # congruent.FocalDistillation with --old_model (docs/methods/04-updates.md §4.3)
         self.layers = layers  # the intermediate-layer term (docs/methods/07-task-distillation.md §7.1), None = off
-        # compat.finetune.InfluenceTerm with --compatible_with: BCT's influence term (docs/methods/04-updates.md §4.4)
+        # finetuning.compatible.InfluenceTerm with --compatible_with: BCT's influence term (docs/methods/04-updates.md §4.4)
         self.influence = influence.to(self.args.device) if influence is not None else None
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
         if self.influence is not None:  # φ trains with the student
-            from bortify.compat.finetune import add_projection_group
+            from bortify.finetuning.compatible import add_projection_group
 
             add_projection_group(optimizer, self.influence.projection)
         return optimizer
@@ -322,7 +322,7 @@ def train_distilled(student0, tokenizer, train_tok: datasets.Dataset, args: Task
     """Train a copy of `student0` on a tokenised transfer set (student0 is left untouched); returns (the model in
     eval mode, its mean training loss). `focal` (congruent.FocalDistillation): focal weights from the set's
     `old_right` (/`old_logits`) columns (congruent.DistillFocal.add_columns). `influence`
-    (compat.finetune.InfluenceTerm): BCT's influence term, its φ trained in place with the student."""
+    (finetuning.compatible.InfluenceTerm): BCT's influence term, its φ trained in place with the student."""
     model = copy.deepcopy(student0)
     with tempfile.TemporaryDirectory(prefix="bortify-distill-") as tmp:
         targs = run_arguments(tmp, batch_size=args.distill_batch_size, learning_rate=args.distill_learning_rate,
@@ -385,24 +385,10 @@ def _check(task, student0, teacher) -> None:
                            "task's labels (trainer.load_classifier).")
 
 
-def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, generator=None,
-            unlabeled_rows: list[dict] | None = None, seed: int = 42, max_length: int = 128,
-            progress: Callable[[str], None] | None = None, focal=None, compat=None):
-    """Distil the fine-tuned `teacher` (a labelers.Labeler) into a copy of `student0` on the task's transfer set.
-
-    `unlabeled_rows`: rows with the task's text column(s) (labels, if any, are ignored); None = the task's
-    `unlabeled` split when it has one and `args.distill_use_unlabeled`; `args.distill_unlabeled_file` adds to it.
-    `generator`: Agora's text generator for `distill_augment_k` (default: nearest-neighbour substitution over the
-    teacher's input embeddings). Returns (model, info) with info = transfer-set sizes by source, seconds by
-    step and the settings, for report.json. Only train/dev/test TEXTS are read here (dev/test to keep them out
-    of the transfer set); no model is scored. `focal` (congruent.DistillFocal, `--old_model`): focal weights
-    against the model being replaced (docs/methods/04-updates.md §4.3); info["congruent"] describes them. `compat`
-    (compat.finetune.CompatFinetune, `--compatible_with`): BCT's influence term through the old model's frozen
-    head (docs/methods/04-updates.md §4.4); the trained φ is registered with it.
-    """
-    t0 = time.perf_counter()
-    log_progress = progress or (lambda msg: None)
-    _check(task, student0, teacher)
+def unlabeled_pool(task, args: TaskDistillArguments,
+                   unlabeled_rows: list[dict] | None) -> tuple[list[dict], list[str]]:
+    """The unlabelled rows of the transfer set (`distill`'s `unlabeled_rows`, or the task's unused train rows, plus
+    `distill_unlabeled_file`) and a description of each source."""
     cols = list(task.text_columns)
     pool: list[dict] = []
     sources = []
@@ -416,6 +402,29 @@ def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, g
         from_file = load_unlabeled_file(args.distill_unlabeled_file, cols)
         pool += from_file
         sources.append(f"{len(from_file)} rows of {Path(args.distill_unlabeled_file).name}")
+    return pool, sources
+
+
+def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, generator=None,
+            unlabeled_rows: list[dict] | None = None, seed: int = 42, max_length: int = 128,
+            progress: Callable[[str], None] | None = None, focal=None, compat=None):
+    """Distil the fine-tuned `teacher` (a labelers.Labeler) into a copy of `student0` on the task's transfer set.
+
+    `unlabeled_rows`: rows with the task's text column(s) (labels, if any, are ignored); None = the task's
+    `unlabeled` split when it has one and `args.distill_use_unlabeled`; `args.distill_unlabeled_file` adds to it.
+    `generator`: Agora's text generator for `distill_augment_k` (default: nearest-neighbour substitution over the
+    teacher's input embeddings). Returns (model, info) with info = transfer-set sizes by source, seconds by
+    step and the settings, for report.json. Only train/dev/test TEXTS are read here (dev/test to keep them out
+    of the transfer set); no model is scored. `focal` (congruent.DistillFocal, `--old_model`): focal weights
+    against the model being replaced (docs/methods/04-updates.md §4.3); info["congruent"] describes them. `compat`
+    (finetuning.compatible.CompatFinetune, `--compatible_with`): BCT's influence term through the old model's frozen
+    head (docs/methods/04-updates.md §4.4); the trained φ is registered with it.
+    """
+    t0 = time.perf_counter()
+    log_progress = progress or (lambda msg: None)
+    _check(task, student0, teacher)
+    cols = list(task.text_columns)
+    pool, sources = unlabeled_pool(task, args, unlabeled_rows)
     n_pool = len(_clean(pool, cols))  # before de-duplication
     if args.distill_max_unlabeled is not None:
         n_pool = min(n_pool, args.distill_max_unlabeled)

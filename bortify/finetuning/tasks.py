@@ -3,6 +3,9 @@
 `TASKS` is the GLUE table (as in transformers' run_glue.py) plus the embedded sentiment task. Any other
 dataset works by naming its columns. Checks here run BEFORE any training: missing columns, one class,
 label values in dev/test that train does not have.
+
+Over 500 lines because `load_task`'s checks are one small function per way a user's data can be wrong, each
+with its own message, and they read best beside the splitting they guard.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def _copy_sentence_transformer(pretrain_dir: str | None, model_dir: Path, dst: P
     """The pretrained student's sentence-transformers files (`bortify pretrain --compatible_with`, docs/methods/04-updates.md
     §4), when it has them, so `SentenceTransformer(RELEASE)` loads that encoder with its projection into the old
     model's space: in 0_Transformer/ when the release's root holds the fine-tuned model, else at the root."""
-    from bortify.compat.sentence import MODULES_FILE, copy_sentence_folder
+    from bortify.compatible_embeddings.sentence import MODULES_FILE, copy_sentence_folder
 
     if not pretrain_dir or not (Path(pretrain_dir) / MODULES_FILE).is_file():
         return []
@@ -101,7 +101,7 @@ def _copy_sentence_transformer(pretrain_dir: str | None, model_dir: Path, dst: P
 def _copy_finetune_sentence(finetune_dir: str | None, model_dir: Path, dst: Path) -> list[str]:
     """`bortify finetune --compatible_with`'s sentence-transformers files (docs/methods/04-updates.md §4.4), when the release's
     root is that fine-tuned model: cls pooling + the projection trained with it, at the root."""
-    from bortify.compat.sentence import MODULES_FILE, copy_sentence_folder
+    from bortify.compatible_embeddings.sentence import MODULES_FILE, copy_sentence_folder
 
     if not finetune_dir or not (Path(finetune_dir) / MODULES_FILE).is_file():
         return []

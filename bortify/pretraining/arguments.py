@@ -207,7 +207,7 @@ class DistillationArguments(TrainingArguments):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
         if self.kd_reduction not in KD_REDUCTIONS:
             raise ValueError(f"kd_reduction must be one of {KD_REDUCTIONS}, got {self.kd_reduction!r}.")
-        from bortify.compat.losses import COMPAT_LOSSES
+        from bortify.compatible_embeddings.losses import COMPAT_LOSSES
 
         if self.compat_loss not in COMPAT_LOSSES:
             raise ValueError(f"compat_loss must be one of {COMPAT_LOSSES}, got {self.compat_loss!r}.")

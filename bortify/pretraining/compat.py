@@ -2,7 +2,7 @@
 
 Besides the KD loss, each step embeds a batch of clean corpus sentences with the student — Dense(mean_pool(student))
 through a learned projection to the old model's width, normalised like the old model — and pulls it onto the OLD
-model's sentence embedding of the same text (`bortify.compat.losses.compatibility_loss`, weight `w_compat`).
+model's sentence embedding of the same text (`bortify.compatible_embeddings.losses.compatibility_loss`, weight `w_compat`).
 
 - The old embeddings are computed ONCE, before training, for the sentences the run will use (`CompatData`), and
   travel with each batch as `compat_target`: the old model is never run inside the training loop.
@@ -10,7 +10,7 @@ model's sentence embedding of the same text (`bortify.compat.losses.compatibilit
   --seq_len: the index the student must join holds single texts, not the packed blocks the MLM loss sees.
 - `CompatCollator` wraps the MLM collator and adds `compat_input_ids` / `compat_attention_mask` / `compat_target`,
   cycling through the sentences in a seeded order (offset by the process index, so DDP ranks differ).
-- At the end the run writes the sentence-transformers files (`bortify.compat.sentence`) next to the checkpoint and
+- At the end the run writes the sentence-transformers files (`bortify.compatible_embeddings.sentence`) next to the checkpoint and
   runs BCT's compatibility test on a labelled set (`compat_eval_dataset`, default embedded:rotten-tomatoes).
 """
 
@@ -24,10 +24,10 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from bortify.compat.losses import POOLINGS, least_squares_projection
-from bortify.compat.metric import run_compatibility_test, split_gallery_queries
+from bortify.compatible_embeddings.losses import POOLINGS, least_squares_projection
+from bortify.compatible_embeddings.metric import run_compatibility_test, split_gallery_queries
 from bortify.utils import BortifyError
-from bortify.compat.sentence import (SentenceEncoder, SentenceSpec, load_sentence_encoder, read_sentence_folder,
+from bortify.compatible_embeddings.sentence import (SentenceEncoder, SentenceSpec, load_sentence_encoder, read_sentence_folder,
                                      sentence_embedding, write_sentence_folder)
 
 
@@ -135,7 +135,7 @@ def labelled_texts(spec: str, text_column: str = "text", label_column: str = "la
 def compatibility_evaluation(old: SentenceEncoder, new: SentenceEncoder, texts: Sequence[str], labels: Sequence[int],
                              *, gallery_size: int, query_size: int, knn_k: int, seed: int,
                              baseline: SentenceEncoder | None = None) -> dict:
-    """BCT's empirical compatibility test (bortify.compat.metric) on a seeded gallery/query split."""
+    """BCT's empirical compatibility test (bortify.compatible_embeddings.metric) on a seeded gallery/query split."""
     split = split_gallery_queries(texts, labels, gallery_size, query_size, seed)
     return run_compatibility_test(old, new, split, knn_k=knn_k, recall_ks=(1, 5), baseline=baseline)
 
@@ -176,7 +176,7 @@ class CompatHead(nn.Module):
 def init_projection(head: CompatHead, encoder: nn.Module, data: CompatData, pad_token_id: int,
                     batch_size: int = 64) -> None:
     """Start the projection at the ridge-regression read-out of the old embeddings from the initial student's pooled
-    embeddings of the same texts (bortify.compat.losses.least_squares_projection; docs/methods/04-updates.md §4)."""
+    embeddings of the same texts (bortify.compatible_embeddings.losses.least_squares_projection; docs/methods/04-updates.md §4)."""
     was_training = encoder.training
     encoder.eval()
     device = next(encoder.parameters()).device

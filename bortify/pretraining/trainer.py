@@ -31,7 +31,7 @@ from transformers import BertForMaskedLM, Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import ModelOutput
 
-from bortify.compat.losses import compatibility_loss
+from bortify.compatible_embeddings.losses import compatibility_loss
 from bortify.pretraining.losses import (
     IGNORE_INDEX,
     attention_relation_kd_loss,

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bortify.compat.losses import POOLINGS
+from bortify.compatible_embeddings.losses import POOLINGS
 from bortify.utils import BortifyError, write_bytes_atomic, write_json_atomic
 
 MODULES_FILE = "modules.json"

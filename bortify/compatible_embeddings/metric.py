@@ -1,4 +1,4 @@
-"""BCT's empirical compatibility test (Shen et al. 2020, §3.2; docs/methods.md §4), as pure functions plus the
+"""BCT's empirical compatibility test (Shen et al. 2020, §3.2; docs/methods/04-updates.md §4), as pure functions plus the
 function that runs it on encoders.
 
 The gallery (the index) is embedded by the OLD model; the queries by the NEW one. A new model is compatible with

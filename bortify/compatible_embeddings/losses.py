@@ -1,4 +1,4 @@
-"""Losses for backward-compatible embeddings, as pure functions (docs/methods.md §4, BCT).
+"""Losses for backward-compatible embeddings, as pure functions (docs/methods/04-updates.md §4, BCT).
 
 - `mean_pool`: the sentence embedding of sentence-transformers' mean pooling (average of the real tokens).
 - `compatibility_loss`: pulls the new model's projected sentence embedding φ_new(x)·W onto the old model's φ_old(x)
@@ -7,9 +7,9 @@
 - `influence_loss`: BCT's influence loss as published (Shen et al. 2020, eq. 4): the new embedding, through the
   OLD model's frozen classifier w_old, must classify x correctly: CE(w_old(φ_new(x)), y).
 - `bct_finetune_loss`: BCT's whole fine-tuning objective, L = CE(new head(e_new), y) + λ·CE(w_old(φ(e_new)), y)
-  (`bortify finetune --compatible_with`, docs/methods.md §4.4).
+  (`bortify finetune --compatible_with`, docs/methods/04-updates.md §4.4).
 - `distill_influence_loss`: the influence term inside task distillation (`--mode distill --compatible_with`): the
-  gold label where a row has one, the teacher's distribution where it has none (docs/methods.md §4.4).
+  gold label where a row has one, the teacher's distribution where it has none (docs/methods/04-updates.md §4.4).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def bct_finetune_loss(new_logits: torch.Tensor, projected_embedding: torch.Tenso
 def distill_influence_loss(projected_embedding: torch.Tensor, old_classifier: Callable[[torch.Tensor], torch.Tensor],
                            labels: torch.Tensor, teacher_logits: torch.Tensor, *,
                            ignore_index: int = -100) -> torch.Tensor:
-    """BCT's influence term for a task-distillation batch (docs/methods.md §4.4, "In task distillation"): the mean
+    """BCT's influence term for a task-distillation batch (docs/methods/04-updates.md §4.4, "In task distillation"): the mean
     over the rows of CE(w_old(φ(e_new(x_i))), t_i), where t_i is the gold class for a labelled row and the
     teacher's distribution softmax(teacher_logits_i) (temperature 1) for a row whose label is `ignore_index`
     (unused train rows, generated variants: the teacher's belief is the best label they have).
@@ -146,7 +146,7 @@ def distill_influence_loss(projected_embedding: torch.Tensor, old_classifier: Ca
 def least_squares_projection(x: torch.Tensor, y: torch.Tensor,
                              ridge: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
     """(W, b) minimising ‖x·Wᵀ + b − y‖² + ridge·N·‖W‖² (ridge regression, closed form; b unpenalised): the
-    projection's starting point before training (our choice, docs/methods.md §4): the student already carries
+    projection's starting point before training (our choice, docs/methods/04-updates.md §4): the student already carries
     much of the old model's space (it was distilled from, often sliced out of, it), and a linear read-out of it
     is one solve away. `x` (N, H_new) pooled student embeddings, `y` (N, D_old) the old embeddings."""
     if x.shape[0] != y.shape[0] or x.shape[0] < 2:

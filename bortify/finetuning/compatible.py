@@ -1,4 +1,4 @@
-"""`bortify finetune --compatible_with OLD`: BCT's influence loss in fine-tuning (Shen et al. 2020; docs/methods.md
+"""`bortify finetune --compatible_with OLD`: BCT's influence loss in fine-tuning (Shen et al. 2020; docs/methods/04-updates.md
 §4.4).
 
 OLD is a fine-tuned sequence classifier of the same task (labels matched by name, bortify.finetuning.old_model).
@@ -12,11 +12,11 @@ Each fine-tuning run (every θ of plain search, every Agora round) trains the st
 φ: H_new -> H_old (a Linear layer, started at the ridge-regression read-out of the old model's embeddings of the
 train texts from the initial student's, as pretraining does), with
 
-    L = CE(new head(e_new), y) + w_compat · CE(w_old(φ(e_new)), y)      (bortify.compat.losses.bct_finetune_loss)
+    L = CE(new head(e_new), y) + w_compat · CE(w_old(φ(e_new)), y)      (bortify.compatible_embeddings.losses.bct_finetune_loss)
 
 In task distillation (`--mode distill`) the influence term is added to the distillation loss instead
 (`InfluenceTerm`, inside bortify.finetuning.distill.DistillTrainer; rows without a gold label take the teacher's
-distribution as the target: bortify.compat.losses.distill_influence_loss).
+distribution as the target: bortify.compatible_embeddings.losses.distill_influence_loss).
 
 The old model's embeddings of the train texts are computed once (they serve the ridge start); the old head runs
 inside the loss, frozen. The output folder gets the sentence-transformers files (Pooling cls, Dense φ) beside the
@@ -36,9 +36,9 @@ import torch
 from torch import nn
 from transformers import Trainer
 
-from bortify.compat.losses import bct_finetune_loss, distill_influence_loss, least_squares_projection
-from bortify.compat.metric import run_compatibility_test, split_gallery_queries
-from bortify.compat.sentence import SentenceEncoder, SentenceSpec, write_sentence_folder
+from bortify.compatible_embeddings.losses import bct_finetune_loss, distill_influence_loss, least_squares_projection
+from bortify.compatible_embeddings.metric import run_compatibility_test, split_gallery_queries
+from bortify.compatible_embeddings.sentence import SentenceEncoder, SentenceSpec, write_sentence_folder
 from bortify.utils import BortifyError
 
 EMBEDDING = "cls"  # the [CLS] final hidden state (module docstring)
@@ -133,7 +133,7 @@ def add_projection_group(optimizer, projection: nn.Module):
 
 @dataclass
 class InfluenceTerm:
-    """BCT's influence term inside task distillation (`--mode distill --compatible_with`, docs/methods.md §4.4):
+    """BCT's influence term inside task distillation (`--mode distill --compatible_with`, docs/methods/04-updates.md §4.4):
     φ (trained with the student: the trainer adds its group with `add_projection_group`), the frozen old head and
     the weight. `loss` takes the student's last hidden states, the batch's labels and the teacher's logits."""
 
@@ -282,7 +282,7 @@ class CompatFinetune:
         return refit.eval()
 
     def choose_projection(self, model: nn.Module, tokenizer, seed: int) -> dict:
-        """Ours (docs/methods.md §4.4, "Which φ ships"): the influence loss pins φ(e_new) only to the old head's
+        """Ours (docs/methods/04-updates.md §4.4, "Which φ ships"): the influence loss pins φ(e_new) only to the old head's
         decision regions, not to the old space's geometry, and a trained φ can lose the kNN compatibility its ridge
         start had. So the φ trained with the model competes with the ridge refit on the final encoder, by BCT's
         test on the DEV split: new→old kNN accuracy + recall@1 (both: a φ whose queries land far from the gallery
