@@ -17,23 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+from common import RESULTS, mean_sd  # first: the environment (benchmarks/common.py)
 
 from bortify.finetuning.arguments import (AgoraArguments, FinetuneDataArguments, FinetuneGridArguments,  # noqa: E402
                                           FinetuneModelArguments)
 from bortify.finetuning.finetune import finetune  # noqa: E402
 from bortify.utils import write_json_atomic  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent
 
 
 def sliced_student(out: Path, layers: int, intermediate: int) -> str:
@@ -52,10 +47,6 @@ def sliced_student(out: Path, layers: int, intermediate: int) -> str:
     student.save_pretrained(out)
     AutoTokenizer.from_pretrained(teacher_path).save_pretrained(out)
     return str(out)
-
-
-def mean_spread(xs):
-    return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
 def main(argv=None) -> int:
@@ -89,7 +80,7 @@ def main(argv=None) -> int:
                         "fine-tuning MiniLM again")
     p.add_argument("--jobs", type=int, default=3, help="seeds run in this many parallel processes (1 = in turn)")
     p.add_argument("--torch_threads", type=int, default=1, help="torch threads per process")
-    p.add_argument("--out", default=str(ROOT / "results" / "agora_v3.json"))
+    p.add_argument("--out", default=str(RESULTS / "agora_v3.json"))
     p.add_argument("--summarize", default=None, help="only print the table of an existing results JSON")
     args = p.parse_args(argv)
     if args.summarize:
@@ -220,7 +211,7 @@ def summarize(results: dict, out: str | None = None) -> None:
                            "ablation)"),
             ("teacher_test", "teacher all-MiniLM-L6-v2 fine-tuned on the same train (= the labeler; one run)"))
     rows = tuple((n, lab) for n, lab in rows if all(n in r for r in runs))
-    summary = {name: mean_spread([r[name] for r in runs]) for name, _ in rows}
+    summary = {name: mean_sd([r[name] for r in runs]) for name, _ in rows}
     results["summary"] = {k: {"mean": m, "stdev": s} for k, (m, s) in summary.items()}
     if out:
         write_json_atomic(out, results)

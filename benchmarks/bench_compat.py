@@ -24,21 +24,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+import common  # first: the environment (benchmarks/common.py)
 
 import torch  # noqa: E402
 
 from bortify.utils import write_json_atomic  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "compat.json"
+RESULTS = common.RESULTS / "compat.json"
 OLD = "embedded:all-MiniLM-L6-v2"
 STUDENT = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 256, "num_hidden_layers": 3,
            "num_attention_heads": 4, "intermediate_size": 768, "max_position_embeddings": 512}  # the demo's pick
@@ -152,10 +149,8 @@ def run(args) -> dict:
 
 def summary(results: dict) -> str:
     """Markdown: kNN accuracy per task and step count, mean ± sd over the seeds."""
-    import statistics
-
     def cell(vals):
-        return f"{statistics.mean(vals):.3f}" + (f" ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else "")
+        return common.format_mean_sd(vals)
 
     lines = ["| task | steps | seeds | old→old | with: new→old | with: new→new | without: new→old | without: new→new "
              "| criterion met |", "|" + "---|" * 9]

@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-RESULTS = Path(__file__).parent / "results" / "compress.json"
+import common  # noqa: E402  (the environment, benchmarks/common.py)
+
+RESULTS = common.RESULTS / "compress.json"
 SETTINGS = [  # (per_channel, zero_threshold)
     (False, 0.5), (True, 0.5), (False, 2.0), (False, 4.0), (False, 8.0), (False, 16.0)]
 

@@ -28,13 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+from common import RESULTS, TEACHER, mean_sd  # first: the environment (benchmarks/common.py)
 
-ROOT = Path(__file__).resolve().parent
-TEACHER = "embedded:all-MiniLM-L6-v2"
 STUDENTS = {"demo": dict(num_hidden_layers=3, num_attention_heads=4, hidden_size=128, intermediate_size=768),
             "l3h384": dict(num_hidden_layers=3, num_attention_heads=12, hidden_size=384, intermediate_size=1536)}
 
@@ -304,7 +299,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.train, args.max_pool, args.max_k, args.teacher_epochs = 100, 300, 1, 1.0
         args.e2e = args.e2e or json.dumps({"distill_epochs": 1.0, "distill_max_unlabeled": 300})
-    out = Path(args.out or ROOT / "results" / ("distill_quick.json" if args.quick else "distill.json"))
+    out = Path(args.out or RESULTS / ("distill_quick.json" if args.quick else "distill.json"))
     known = settings(args.quick, sweep=True)
     unknown = sorted(set(args.only or ()) - {c["name"] for c in known})
     if unknown:  # before any long work
@@ -372,12 +367,11 @@ def main(argv=None) -> int:
 
 def seed_spread(runs: list[dict], prefix: str) -> str | None:
     """mean ± sample sd of the test accuracy over the seeds of one setting ('NAME', 'NAME seed 1', ...)."""
-    import statistics
-
     xs = [r["test"] for r in runs if r["name"] == prefix or r["name"].startswith(prefix + " seed ")]
     if len(xs) < 2:
         return None
-    return f"{prefix}: test {statistics.mean(xs):.4f} ± {statistics.stdev(xs):.4f} over {len(xs)} seeds ({xs})"
+    mean, sd = mean_sd(xs)
+    return f"{prefix}: test {mean:.4f} ± {sd:.4f} over {len(xs)} seeds ({xs})"
 
 
 def summarize(results: dict) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +27,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from common import time_calls  # noqa: E402  (first: the environment, benchmarks/common.py)
 
 from bortify.extraction import EstimatorArguments, ExtractionArguments, extract  # noqa: E402
 from bortify.extraction.costs import Shape, bert_config, operation_count, parameter_count  # noqa: E402
@@ -43,16 +44,10 @@ def latency_table(pairs, batch, seq_len, repeats, threads):
         models[name] = __import__("transformers").BertModel(bert_config(shape)).eval()
     ids = torch.randint(0, 30000, (batch, seq_len))
     mask = torch.ones_like(ids)
-    times = {name: [] for name in models}
-    with torch.inference_mode():
-        for name, m in models.items():  # warm-up
-            m(input_ids=ids, attention_mask=mask)
-        for _ in range(repeats):  # interleaved rounds
-            for name, m in models.items():
-                start = time.perf_counter()
-                m(input_ids=ids, attention_mask=mask)
-                times[name].append(time.perf_counter() - start)
-    med = {name: statistics.median(t) for name, t in times.items()}
+    with torch.inference_mode():  # bortify's timer: one warm-up call, `repeats` interleaved rounds, medians
+        timed = time_calls({name: (lambda m=m: m(input_ids=ids, attention_mask=mask)) for name, m in models.items()},
+                           threads=threads, rounds=repeats, min_run_time=0.0, warmup=1)
+    med = {name: t.median_s for name, t in timed.items()}
     rows = []
     for (big_name, big), (small_name, small), note in pairs:
         rows.append({

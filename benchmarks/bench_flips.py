@@ -27,19 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+from common import RESULTS, TEACHER, mean_sd  # first: the environment (benchmarks/common.py)
 
-ROOT = Path(__file__).resolve().parent
-TEACHER = "embedded:all-MiniLM-L6-v2"
 
 
 def parse(argv=None):
@@ -68,7 +61,7 @@ def parse(argv=None):
                    "variant (β = 0 with λ = α = 1 is the plain distillation baseline, always run)")
     p.add_argument("--distill_lams", nargs="+", type=float, default=[1.0], help="--mode distill: λ of each variant")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=str(ROOT / "results" / "flips.json"))
+    p.add_argument("--out", default=str(RESULTS / "flips.json"))
     return p.parse_args(argv)
 
 
@@ -204,10 +197,7 @@ def run_task_distill(name: str, seed: int, args) -> dict:
 
 def _mean_sd(rs: list[dict]):
     """f -> (mean, sd) of f over the seeds' results (sd 0 for one seed)."""
-    def mean_sd(f):
-        vals = [f(r) for r in rs]
-        return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-    return mean_sd
+    return lambda f: mean_sd([f(r) for r in rs])
 
 
 def _cell(rs: list[dict]):

@@ -23,19 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+from common import RESULTS  # first: the environment (benchmarks/common.py)
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
 from bench_flips import TEACHER, _cell, run_grid  # noqa: E402 (same old model, table cells, seed loop)
 
 ARMS = [(mode, compat) for mode in ("plain", "distill") for compat in (False, True)]
@@ -52,7 +47,7 @@ def parse(argv=None):
     p.add_argument("--max_length", type=int, default=40)
     p.add_argument("--w_compat", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=str(ROOT / "results" / "influence.json"))
+    p.add_argument("--out", default=str(RESULTS / "influence.json"))
     return p.parse_args(argv)
 
 

@@ -32,17 +32,13 @@ import pickle
 import platform
 import shlex
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+from common import RESULTS, TEACHER, mean_sd  # first: the environment (benchmarks/common.py)
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import numpy as np  # noqa: E402
@@ -50,9 +46,6 @@ import torch  # noqa: E402
 
 from bortify.utils import write_json_atomic  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-TEACHER = "embedded:all-MiniLM-L6-v2"
 
 
 @dataclass(frozen=True)
@@ -690,8 +683,7 @@ def assemble_panel(plan: TaskPlan, size: int, data: dict, units: list[dict], tim
                  "deterministic": any(p.get("deterministic") for _, p in per_seed)}
         if scored:
             accs = point["accuracy_per_seed"]
-            point["accuracy_mean"] = statistics.mean(accs)
-            point["accuracy_sd"] = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            point["accuracy_mean"], point["accuracy_sd"] = mean_sd(accs)
         if name in timing:
             point.update({"sentences_per_s": timing[name]["sentences_per_s"], "parameters": timing[name]["parameters"],
                           "timing": timing[name]})

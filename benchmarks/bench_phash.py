@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import string
@@ -31,11 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+from common import RESULTS  # first: the environment (benchmarks/common.py)
 
-ROOT = Path(__file__).resolve().parent
 MODEL = "embedded:all-MiniLM-L6-v2"
 SETTINGS = [  # (gamma, fingerprint bits); the first is the default
     (1.0, 16), (1.0, 12), (1.0, 8), (2.0, 16), (1.0, 0),  # f=0: the cascade alone, as bbhash stores it
@@ -208,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref-python", help="python of a separate venv with bbhash / perfect-hash installed")
     parser.add_argument("--chm-keys", type=int, default=3000, help="vocabulary prefix the pure-Python CHM hashes")
-    parser.add_argument("--output", default=str(ROOT / "results" / "phash.json"))
+    parser.add_argument("--output", default=str(RESULTS / "phash.json"))
     parser.add_argument("--summarize", metavar="JSON", help="print the table of an earlier run and exit")
     args = parser.parse_args(argv)
     if args.summarize:

@@ -18,16 +18,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+import common  # first: the environment (benchmarks/common.py)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -47,7 +44,7 @@ from bortify.pretraining.trainer import DistillationStudent, masked_teacher_logi
 from bortify.resources import load_embedded_dataset, resolve_model  # noqa: E402
 from bortify.utils import write_json_atomic  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "pretraining.json"
+RESULTS = common.RESULTS / "pretraining.json"
 MINILM, SPLADE = "embedded:all-MiniLM-L6-v2", "embedded:splade-tiny"
 
 
