@@ -59,7 +59,8 @@ def finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgument
              compat_args: CompatibleArguments | None = None) -> FinetuneReport:
     """Fine-tune (plain, Agora or task distillation) and write the checkpoint + report.json + rounds.png.
     Returns the report. `distill_args` (mode 'distill'; default: TaskDistillArguments()) sets the distillation;
-    `congruent_args.old_model` trains with focal distillation against the replaced model (docs/methods/04-updates.md §4.3);
+    `congruent_args.old_model` trains with focal distillation against the replaced model
+    (docs/methods/04-updates.md §4.3);
     `compat_args.compatible_with` with BCT's influence loss through its frozen head (docs/methods/04-updates.md §4.4).
 
     `torch_threads` applies for the call and is restored afterwards. The output folder is claimed first
@@ -88,7 +89,8 @@ def _finetune(model_args: FinetuneModelArguments, data_args: FinetuneDataArgumen
     model_args.max_length = fitted_max_length(model_args)  # the default, shortened to a small model's positions
     settings = RunSettings.of(model_args)
     task = load_task(data_args)
-    # the run's test texts out of train, dev and the unlabelled pool, before any model sees them (docs/methods/09-heldout.md §9)
+    # the run's test texts out of train, dev and the unlabelled pool, before any model sees them
+    # (docs/methods/09-heldout.md §9)
     overlap = clean_task(task, load_heldout(data_args.heldout), user_files=bool(task.splits.get("files"))
                          and task.splits.get("test_source") == "test")
     check_congruent(congruent_args, mode, task, settings.max_length)
@@ -183,7 +185,8 @@ def attach_compatible(runs: Runs, compat_args: CompatibleArguments, settings: Ru
         return
     from bortify.finetuning.compatible import CompatFinetune
 
-    log_progress(f"--compatible_with {compat_args.compatible_with}: embedding the train texts with the old model (once)")
+    log_progress(f"--compatible_with {compat_args.compatible_with}: embedding the train texts with the old model "
+                 "(once)")
     runs.compat = CompatFinetune(compat_args.settings(), runs.task, runs.student0, runs.tokenizer,
                                  max_length=settings.max_length, batch_size=settings.eval_batch_size)
 

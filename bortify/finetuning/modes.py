@@ -1,13 +1,15 @@
 """The fine-tuning modes as types: `Plain`, `Agora` and `Distill` (`--mode`, `MODES`).
 
 finetune.py picks the mode once (`mode_of(model_args.mode, ...)`) and asks it; each mode owns
-- its search over train and dev (plain: every θ once, docs/methods/03-agora.md §3's round 1; Agora: the loop of agora.py;
-  distill: one task-distillation run of distill.py, docs/methods/07-task-distillation.md §7), recorded as rounds (agora.AgoraResult);
+- its search over train and dev (plain: every θ once, docs/methods/03-agora.md §3's round 1; Agora: the loop of
+  agora.py; distill: one task-distillation run of distill.py, docs/methods/07-task-distillation.md §7), recorded
+  as rounds (agora.AgoraResult);
 - whether it needs a second model and in which role (`role`: Agora's labeler, distillation's teacher), with the
   teacher candidates it compares on dev by default (teachers.py, docs/methods/07-task-distillation.md §7.2);
 - whether it needs Agora's generator, how it used dev (`dev_parts`) and its report fields (theta / generator /
   agora / distill);
-- where `--old_model`'s focal distillation goes (every run's loss, or inside distillation: docs/methods/04-updates.md §4.3).
+- where `--old_model`'s focal distillation goes (every run's loss, or inside distillation:
+  docs/methods/04-updates.md §4.3).
 
 A mode reads the model arguments only through `runs.RunSettings` (max_length, eval_batch_size, seed).
 """
@@ -150,9 +152,9 @@ class Agora(Mode):
         args = self.agora
         if len(thetas) != 1 or args.prune != "worst" or args.max_rounds <= 1:
             return None
-        return ("--mode agora with a single θ and --prune worst stops after round 1 (pruning the worst θ empties Θ), "
-                "so no repaired round runs and the result is plain fine-tuning. Give several θ (e.g. --learning_rates "
-                "1e-3 5e-4) or --prune none to run up to --max_rounds rounds.")
+        return ("--mode agora with a single θ and --prune worst stops after round 1 (pruning the worst θ empties "
+                "Θ), so no repaired round runs and the result is plain fine-tuning. Give several θ (e.g. "
+                "--learning_rates 1e-3 5e-4) or --prune none to run up to --max_rounds rounds.")
 
     def needs_generator(self) -> bool:
         return True
@@ -174,13 +176,14 @@ class Agora(Mode):
 
     def report_fields(self, thetas: list[dict], task: TaskData, result: AgoraResult, scores: Scores,
                       info: dict | None) -> dict:
-        return {"generator": generator_fields(self.agora, task), "agora": agora_fields(self.agora, task, result, scores),
-                "distill": info, "theta": thetas}
+        return {"generator": generator_fields(self.agora, task),
+                "agora": agora_fields(self.agora, task, result, scores), "distill": info, "theta": thetas}
 
 
 @dataclass(frozen=True)
 class Distill(Mode):
-    """Task distillation (docs/methods/07-task-distillation.md §7): the student learns the fine-tuned teacher's soft labels."""
+    """Task distillation (docs/methods/07-task-distillation.md §7): the student learns the fine-tuned teacher's
+    soft labels."""
 
     name: ClassVar[str] = "distill"
     role: ClassVar[str | None] = "teacher"
@@ -210,7 +213,8 @@ class Distill(Mode):
         return {"generator": None, "agora": None, "distill": info, "theta": None}
 
     def old_model_losses(self, runs: Runs, congruent_args: CongruentArguments, settings: RunSettings):
-        """--old_model: focal weights inside distillation (docs/methods/04-updates.md §4.3), returned for the search."""
+        """--old_model: focal weights inside distillation (docs/methods/04-updates.md §4.3), returned for the
+        search."""
         if not congruent_args.old_model:
             return None
         from bortify.finetuning.congruent import DistillFocal, is_teacher
@@ -257,8 +261,8 @@ def agora_labeler(task: TaskData, agora_args: AgoraArguments, labeler, train_row
 
 
 def agora_search(runs: Runs, thetas: list[dict], agora_args: AgoraArguments, labeler, generator) -> AgoraResult:
-    """The Agora loop (agora.py, docs/methods/03-agora.md §3) over train and dev, wired to the student's runs, the labeler
-    and the generator."""
+    """The Agora loop (agora.py, docs/methods/03-agora.md §3) over train and dev, wired to the student's runs, the
+    labeler and the generator."""
     task = runs.task
     train_rows, dev_rows = task_rows(task.train, task), task_rows(task.dev, task)
 
@@ -278,14 +282,15 @@ def agora_search(runs: Runs, thetas: list[dict], agora_args: AgoraArguments, lab
 
 def distill_result(runs: Runs, labeler, distill_args: TaskDistillArguments, generator,
                    focal=None) -> tuple[AgoraResult, dict]:
-    """Mode 'distill' (docs/methods/07-task-distillation.md §7): one distillation run, recorded as round 1 so the report, the rounds
-    plot and the card read it like the other modes."""
+    """Mode 'distill' (docs/methods/07-task-distillation.md §7): one distillation run, recorded as round 1 so the
+    report, the rounds plot and the card read it like the other modes."""
     from bortify.finetuning.distill import distill
 
     start, bar = time.perf_counter(), runs.bar
     model, info = distill(runs.task, runs.student0, runs.tokenizer, labeler, distill_args, generator=generator,
                           seed=runs.seed, max_length=runs.max_length,
-                          progress=lambda msg: (bar.set_postfix_str(msg), log_progress(msg)), focal=focal, compat=runs.compat)
+                          progress=lambda msg: (bar.set_postfix_str(msg), log_progress(msg)), focal=focal,
+                          compat=runs.compat)
     bar.update(1)
     dev = runs.dev_main_score(runs.dev_predict(model))
     settings = {k.removeprefix("distill_"): v for k, v in info["settings"].items()

@@ -20,7 +20,8 @@ from bortify.finetuning.agora import AgoraResult
 from bortify.finetuning.arguments import FinetuneGridArguments
 from bortify.finetuning.losses import one_hot
 from bortify.finetuning.tasks import TaskData
-from bortify.finetuning.trainer import examples_seen, fit, predict, log_progress, score, to_predictions, tokenize
+from bortify.finetuning.trainer import (examples_seen, fit, log_progress, predict, score, to_predictions,
+                                        tokenize)
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,8 @@ class Runs:
 
             model = fit_congruent(self.student0, self.tokenizer,
                                   self.congruent.train_set(rows, self._train_tok[len(rows)]), theta,
-                                  self.congruent.focal, epochs=self.grid.num_train_epochs, max_steps=self.grid.max_steps,
-                                  seed=self.seed, training=self.training)
+                                  self.congruent.focal, epochs=self.grid.num_train_epochs,
+                                  max_steps=self.grid.max_steps, seed=self.seed, training=self.training)
         elif self.compat is not None:  # BCT's influence loss (docs/methods/04-updates.md §4.4)
             model = self.compat.fit(self.student0, self.tokenizer, self._train_tok[len(rows)], theta,
                                     epochs=self.grid.num_train_epochs, max_steps=self.grid.max_steps, seed=self.seed,
