@@ -27,6 +27,9 @@ The int8 CPU paths (`INT8_PATHS`; measured side by side in BENCHMARKS.md "CPU sp
   dynamo=True, onnxruntime.quantization.quantize_dynamic, int8 weights, MatMulInteger).
 - `openvino`: OpenVINO running that same int8 ONNX file (OpenVINO's own int8 weight compression needs NNCF).
 `int8_cpu_model(model)` gives the default one (`DEFAULT_INT8_PATH`), for the compress stage and for users.
+
+Over 500 lines because it is one stage whose parts share its runners: the int8 CPU paths, the shape grid, the
+real-text throughput and the plot; the int8 paths could move to their own module when a second user needs them.
 """
 
 from __future__ import annotations
