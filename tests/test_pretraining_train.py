@@ -15,6 +15,7 @@ from helpers import KILLER
 
 from bortify.data import DataError
 from bortify.pretraining.pretrain import PretrainError
+from bortify.utils import SequenceLengthError
 from bortify.pretraining.stage import run_stage
 from bortify.pretraining.trainer import DistillationStudent, masked_teacher_logits
 from bortify.utils import OutputExistsError
@@ -155,7 +156,7 @@ def test_representation_kd_from_minilm_keeps_projections_apart(workdir, init, mi
         ({"corpus_csv": "body,other\nhello there friend,1\n"}, DataError, "text column"),
         ({"kd_mode": "logit", "teacher": "embedded:all-MiniLM-L6-v2"}, PretrainError, "masked-LM head"),
         ({"student_type": "roberta"}, PretrainError, "model_type"),
-        ({"seq_len": 100}, PretrainError, "max_position_embeddings"),
+        ({"seq_len": 100}, SequenceLengthError, "max_position_embeddings"),
         ({"teacher": "/no/such/teacher"}, PretrainError, "does not exist"),
     ],
 )

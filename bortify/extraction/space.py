@@ -157,11 +157,12 @@ def build_space(source: BertConfig, depths: Sequence[int], heads: Sequence[int],
         if D > source_point.D or A > source_point.A or H > source_point.H or I > source_point.I:
             larger += 1
             continue
-        kept.append(Shape(D, A, H, I, source_point.vocab_size, source_point.max_position_embeddings, source_point.type_vocab_size))
+        kept.append(Shape(D, A, H, I, source_point.vocab_size, source_point.max_position_embeddings,
+                          source_point.type_vocab_size))
     if not kept:
         raise SpaceError(
             f"The search space is empty after dropping {indivisible} candidate(s) with H not divisible by A and "
-            f"{larger} larger than the source (D{T.D} A{T.A} H{T.H} I{T.I}). Choose sizes no larger than the source "
+            f"{larger} larger than the source (D{source_point.D} A{source_point.A} H{source_point.H} I{source_point.I}). Choose sizes no larger than the source "
             "with H divisible by A."
         )
     return Space(source=source, candidates=kept, dropped_indivisible=indivisible, dropped_larger=larger)
