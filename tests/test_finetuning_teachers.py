@@ -198,6 +198,21 @@ def test_the_probe_folded_into_a_linear_head_predicts_like_scikit_learn(num_labe
     np.testing.assert_array_equal((x @ weight.T + bias).argmax(1), clf.predict(scaler.transform(x)))
 
 
+def test_calibration_temperature_softens_an_over_confident_probe_and_keeps_its_classes():
+    from bortify.finetuning.teachers import calibration_temperature
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    right = rng.random(300) < 0.7  # 70% right, but every prediction at ~100% confidence
+    pred = np.where(right, labels, (labels + 1) % 3)
+    logits = np.eye(3)[pred] * 40.0
+    t = calibration_temperature(logits, labels)
+    assert t > 10  # far softer than T = 1
+    conf = torch.softmax(torch.tensor(logits / t), -1).max(-1).values.mean().item()
+    assert 0.55 < conf < 0.85  # close to the accuracy (0.7): calibrated
+    assert calibration_temperature(np.eye(3)[labels] * 2.0, labels) < 1  # an under-confident, always-right one sharpens
+
+
 def test_head_parameter_groups_put_only_the_head_at_the_head_rate(tmp_path):
     source = tiny_encoder(tmp_path / "enc", sentence_transformers=True)
     model = pooled_classifier(source, ["neg", "pos"], False, pooling="mean", normalize=False)

@@ -194,7 +194,28 @@ def fit_probe(x_train, y_train, x_dev, y_dev, task: TaskData, seed: int):
         coef, bias = full_w, full_b
     weight = coef / scaler.scale_
     bias = bias - weight @ scaler.mean_
-    return weight, bias, {("alpha" if task.regression else "C"): strength}
+    if task.regression:
+        return weight, bias, {"alpha": strength}
+    temperature = calibration_temperature(np.asarray(x_dev) @ weight.T + bias, y_dev)
+    return weight / temperature, bias / temperature, {"C": strength, "temperature": temperature}
+
+
+def calibration_temperature(logits: np.ndarray, labels, grid=np.geomspace(0.25, 64, 49)) -> float:
+    """Temperature scaling (Guo et al. 2017, "On Calibration of Modern Neural Networks"): the T that minimises the
+    dev negative log-likelihood of softmax(z / T). A probe that fits its train rows almost perfectly is
+    over-confident: its soft labels are near one-hot (little for a student to learn beyond the class), and LP-FT
+    started from it gets almost no gradient (its train loss is ~0), so it would stay the probe. T leaves every
+    argmax, hence the dev score, unchanged."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=int)
+    best_t, best_nll = 1.0, np.inf
+    for t in grid:
+        zt = z / t
+        zt = zt - zt.max(1, keepdims=True)
+        nll = float(np.mean(np.log(np.exp(zt).sum(1)) - zt[np.arange(len(y)), y]))
+        if nll < best_nll:
+            best_t, best_nll = float(t), nll
+    return round(best_t, 4)
 
 
 def dev_metric(preds, golds, task: TaskData) -> float:
