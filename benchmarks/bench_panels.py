@@ -483,6 +483,18 @@ def summarize(results: dict) -> str:
                 acc[label] = m
                 speed = timing.get(label, {}).get("sentences_per_s")
                 lines.append(f"| {LABELS[label]} | {m:.3f} ± {sd:.3f} | {n} | {f'{speed:,.0f}' if speed else '—'} |")
+        # every teacher candidate's test score (mean over seeds): the probe is frozen MiniLM + LR with bortify's
+        # pooling and dev-chosen C; `finetune` is fine-tuned MiniLM (mean pooling, best dev epoch)
+        names = [c.get("name") for s in students for c in ((s or {}).get("teacher_selection") or {}).get(
+            "candidates", [])]
+        for name in dict.fromkeys(names):
+            vals = [next((c.get("test_score") for c in ((s or {}).get("teacher_selection") or {}).get("candidates", [])
+                          if c.get("name") == name), None) for s in students]
+            m, sd, n = mean_sd(vals)
+            if n:
+                lines.append(f"| teacher candidate `{name}` | {m:.3f} ± {sd:.3f} | {n} | — |")
+                if name == "finetune" and "finetuned" not in acc:  # the fine-tuned peer, when it was not run apart
+                    acc["finetuned"] = m
         chosen = [s.get("teacher_selection", {}) or {} for s in students if s]
         if any(chosen):
             lines += ["", "Teacher candidates (dev / test) per seed:"]

@@ -190,12 +190,14 @@ def test_the_probe_folded_into_a_linear_head_predicts_like_scikit_learn(num_labe
     x = rng.normal(size=(80, 6)) * 3 + 5 + y[:, None] * np.linspace(0.5, 2, 6)
     task = TaskData(name="t", train=None, dev=None, test=None, text_columns=["text"],
                     label_names=[str(i) for i in range(num_labels)], regression=False, metrics=["accuracy"])
+    x = np.hstack([x, np.full((80, 1), 0.1, dtype=np.float32)])  # a constant feature (MiniLM has one)
     weight, bias, details = fit_probe(x[:60], y[:60].tolist(), x[60:], y[60:].tolist(), task, seed=0)
-    assert weight.shape == (num_labels, 6)
+    assert weight.shape == (num_labels, 7)
+    assert np.isfinite(weight).all() and np.isfinite(bias).all()  # W/σ with σ ≈ 0 overflowed to inf
     clf = LogisticRegression(C=details["C"], max_iter=2000, random_state=0)
-    scaler = StandardScaler().fit(x[:60])
-    clf.fit(scaler.transform(x[:60]), y[:60])
-    np.testing.assert_array_equal((x @ weight.T + bias).argmax(1), clf.predict(scaler.transform(x)))
+    scaler = StandardScaler().fit(x[:60, :6])
+    clf.fit(scaler.transform(x[:60, :6]), y[:60])
+    np.testing.assert_array_equal((x @ weight.T + bias).argmax(1), clf.predict(scaler.transform(x[:, :6])))
 
 
 def test_calibration_temperature_softens_an_over_confident_probe_and_keeps_its_classes():

@@ -164,14 +164,32 @@ def sentence_vectors(model, tokenizer, ds: datasets.Dataset, text_columns: list[
     return np.concatenate(out) if out else np.zeros((0, model.config.encoder["hidden_size"]), np.float32)
 
 
+@dataclass
+class Standardiser:
+    """(x − μ) / σ per feature, in float64, with σ = 1 for a feature that does not vary: all-MiniLM-L6-v2 has a
+    sentence-vector dimension that is constant in float32, where scikit-learn's StandardScaler divides by a σ of
+    ~1e-33 and the folded head W/σ overflows to inf."""
+
+    mean_: np.ndarray
+    scale_: np.ndarray
+
+    @classmethod
+    def fit(cls, x) -> "Standardiser":
+        x = np.asarray(x, dtype=np.float64)
+        scale = x.std(0)
+        return cls(x.mean(0), np.where(scale > 1e-6 * max(float(scale.max()), 1e-12), scale, 1.0))
+
+    def transform(self, x) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float64) - self.mean_) / self.scale_
+
+
 def fit_probe(x_train, y_train, x_dev, y_dev, task: TaskData, seed: int):
     """Standardise the features, then logistic regression (ridge for regression) with the strength chosen on dev.
     Returns (weight (k, d), bias (k,), details) of the equivalent linear head on the RAW features: the scaler is
     folded in, W' = W/σ and b' = b − W'·μ, so the probe is a classifier like the others."""
     from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.preprocessing import StandardScaler
 
-    scaler = StandardScaler().fit(x_train)
+    scaler = Standardiser.fit(x_train)
     xt, xd = scaler.transform(x_train), scaler.transform(x_dev)
     best = None
     grid = PROBE_RIDGE_GRID if task.regression else PROBE_C_GRID
