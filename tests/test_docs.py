@@ -1,7 +1,7 @@
 """The documentation stays true to the code: docs/commands.md matches every command's --help, the README is a
 short front door that names every command, every `docs/methods/<file> §n` citation resolves to a § heading of an
 existing file, every method file is cited by the code that implements it, and comments cite docs/ and papers,
-not issue numbers or files outside the repository."""
+not tracker numbers or files outside the repository."""
 
 import importlib.util
 import re
@@ -141,7 +141,7 @@ def test_every_method_file_is_cited_by_its_code():
 
 @pytest.mark.parametrize("pattern", [r"\bissues? #?\d+", r"\bshared/", r"\bwork[- ]?log"])
 def test_no_issue_numbers_or_outside_files(pattern):
-    """Code, tests and benchmarks cite docs/ and papers: no issue numbers, work-log references or files outside
+    """Code, tests and benchmarks cite docs/ and papers: no tracker numbers, work-log references or files outside
     the repository (state the fact instead)."""
     hits = []
     for path in _text_files(("bortify", "tests", "benchmarks"), ("BENCHMARKS.md",)):
