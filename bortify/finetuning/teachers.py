@@ -6,7 +6,7 @@ reach half of what a logistic regression on the frozen encoder's features reache
 teachers from the same source encoder and keeps the one with the best dev score (the task's metric):
 
 - ``probe``     a linear probe: logistic regression (ridge for regression) on the frozen encoder's sentence vectors,
-                pooled the way the encoder was trained (`pooled.source_pooling`), C chosen on dev. Seconds on a CPU.
+                pooled the way the encoder was trained (`pooled.source_pooling`), C chosen on dev: one encoder pass.
 - ``finetune``  full fine-tuning with the source's pooling (mean pooling for a sentence-transformers encoder, the
                 stock [CLS] classifier otherwise), the fresh head at its own, higher learning rate; the epoch with
                 the best dev score is kept (one run: a longer schedule only where dev says so).
