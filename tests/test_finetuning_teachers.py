@@ -98,10 +98,26 @@ def test_probe_wins_when_fine_tuning_cannot_move(tmp_path, one_torch_thread):
     assert sel["source_pooling"] == "mean"
     assert "linear probe" in lab.source
     assert lab.describe()["selection"]["chosen"] == "probe"
+    probe_test = lab.evaluate(task.test)
     lab.score_candidates(task.test)  # at the end of a run: every candidate on test, beside its dev score
     tests = {c["name"]: c["test_score"] for c in sel["candidates"]}
     assert set(tests) == {"probe", "finetune"}
-    assert tests["probe"] == pytest.approx(lab.evaluate(task.test), abs=1e-4)
+    assert tests["probe"] == pytest.approx(probe_test, abs=1e-4)
+    assert lab.candidates == {}  # released
+
+
+def test_the_chosen_teacher_is_not_scored_on_test_twice(tmp_path, one_torch_thread):
+    """The run's own test pass of the chosen teacher is handed to score_candidates and reused (a made-up score
+    shows it was not re-measured); the other candidates are measured."""
+    task = binary_task()
+    source = tiny_encoder(tmp_path / "enc", sentence_transformers=True)
+    lab = teacher(task, source, settings(learning_rate=1e-9, head_learning_rate=1e-9))
+    chosen = lab.selection["chosen"]
+    lab.score_candidates(task.test, {"accuracy": 0.123456, "pearsonr": 0.9})
+    tests = {c["name"]: c["test_score"] for c in lab.selection["candidates"]}
+    assert tests[chosen] == 0.1235
+    others = [name for name in tests if name != chosen]
+    assert others and all(0.0 <= tests[name] <= 1.0 for name in others)
     assert lab.candidates == {}  # released
 
 

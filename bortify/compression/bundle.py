@@ -20,7 +20,6 @@ config.json, locally: no Hub call, no remote code) — no tokenizer library, no 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import lzma
 import os
@@ -33,7 +32,7 @@ import torch
 
 from bortify.compression.quantize import (Q8_FILE, QuantConfig, QuantizeError, dequantize_state_dict,
                                           load_quantized, model_from_state, quantize_state_dict, save_quantized)
-from bortify.utils import write_bytes_atomic, write_json_atomic
+from bortify.utils import sha256_file, write_bytes_atomic, write_json_atomic
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "bortify-offline-bundle"
@@ -73,10 +72,6 @@ def permuted_state(model, permutation: np.ndarray) -> dict[str, torch.Tensor]:
     return state
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def write_bundle(model, tokenizer_dir: str | os.PathLike, directory: str | os.PathLike, *,
                  quant: QuantConfig | None = None, coding: str = "lzma", max_length: int = 128,
                  text_columns: Sequence[str] = ("text",)) -> dict[str, int]:
@@ -101,7 +96,7 @@ def write_bundle(model, tokenizer_dir: str | os.PathLike, directory: str | os.Pa
         "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "weights": q8.name, "coding": coding,
         "labels": [model.config.id2label[i] for i in range(model.config.num_labels)],
         "text_columns": list(text_columns), "max_length": max_length,
-        "files": {f: _sha256(out / f) for f in files},
+        "files": {f: sha256_file(out / f) for f in files},
         "load": "from bortify.compression.bundle import OfflineBundle; OfflineBundle.load(DIR).predict(texts)"})
     return {p.relative_to(out).as_posix(): p.stat().st_size for p in out.rglob("*") if p.is_file()}
 
@@ -119,7 +114,7 @@ def read_manifest(directory: Path) -> dict:
         raise BundleError(f"{path} is not a version-{BUNDLE_VERSION} {BUNDLE_FORMAT} manifest; write the bundle again "
                           "with this bortify.")
     for name, digest in manifest.get("files", {}).items():
-        if not (directory / name).is_file() or _sha256(directory / name) != digest:
+        if not (directory / name).is_file() or sha256_file(directory / name) != digest:
             raise BundleError(f"{directory / name} is missing or changed since the bundle was written (sha256 "
                               "mismatch); copy the whole bundle directory again.")
     return manifest

@@ -355,12 +355,10 @@ class AgoraArguments:
         if self.k < 1 or self.max_rounds < 1 or self.neighbours < 1 or self.replay < 0 or self.train_k < 0:
             raise ValueError("k, max_rounds and neighbours must be >= 1, replay and train_k >= 0.")
         _positive(labeler_epochs=self.labeler_epochs, labeler_learning_rate=self.labeler_learning_rate)
-        from bortify.finetuning.teachers import CANDIDATES
+        if self.teacher_candidates is not None:
+            from bortify.finetuning.teachers import check_candidates
 
-        unknown = [c for c in self.teacher_candidates or [] if c not in CANDIDATES]
-        if unknown or self.teacher_candidates == []:
-            raise ValueError(f"teacher_candidates: unknown {unknown or 'empty list'}; choose from "
-                             f"{', '.join(CANDIDATES)}.")
+            check_candidates(self.teacher_candidates)
         _positive(teacher_head_learning_rate=self.teacher_head_learning_rate)
         _at_least(1, teacher_ensemble=self.teacher_ensemble)
         _at_least(1, labeler_batch_size=self.labeler_batch_size,

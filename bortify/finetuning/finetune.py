@@ -137,7 +137,7 @@ def make_report(model_args: FinetuneModelArguments, data_args: FinetuneDataArgum
     task = runs.task
     labeler_test = labeler.evaluate(task.test) if labeler is not None else None  # for the card and the benchmark
     if labeler is not None:  # every teacher candidate's test score beside its dev score (teachers.py)
-        labeler.score_candidates(task.test)
+        labeler.score_candidates(task.test, {("pearsonr" if task.regression else "accuracy"): labeler_test})
     fields = task_fields(task, model_args.model, data_args)
     compatibility = (runs.compat.evaluate(result.best_model, runs.tokenizer, fields["dataset"], model_args.seed)
                      if runs.compat is not None else None)

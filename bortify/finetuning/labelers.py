@@ -78,14 +78,20 @@ class Labeler:
         self.selection: dict | None = None  # teachers.TeacherSelection's record (every candidate's dev score)
         self.candidates: dict = {}  # the other teacher candidates' models by name, scored on test at the end
 
-    def score_candidates(self, split: datasets.Dataset) -> None:
+    def score_candidates(self, split: datasets.Dataset, chosen_scores: dict[str, float] | None = None) -> None:
         """Each teacher candidate's score on `split` (the test split, at the end of a run) as `test_score` in the
-        selection record, for the report and the benchmark; the candidate models are released afterwards."""
+        selection record, for the report and the benchmark; the candidate models are released afterwards.
+        `chosen_scores` ({metric: score}): the chosen teacher's scores on `split` already measured (the run's own
+        test pass); the selection's metric is taken from it, not measured a second time."""
         if not self.selection:
             return
         metric = self.selection.get("metric", "accuracy")
+        known = (chosen_scores or {}).get(metric)
         for record in self.selection["candidates"]:
             model = self.candidates.get(record["name"])
+            if record["name"] == self.selection.get("chosen") and known is not None:
+                record["test_score"] = round(float(known), 4)
+                continue
             if model is None:
                 continue
             other = Labeler(model, self.tokenizer, self.task, max_length=self.max_length, batch_size=self.batch_size)

@@ -51,6 +51,13 @@ PROBE_C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)  # inverse regularisation strengths
 PROBE_RIDGE_GRID = (0.1, 1.0, 10.0, 100.0)
 
 
+def check_candidates(candidates) -> None:
+    """teacher_candidates must be a non-empty list of known names (TeacherSettings and AgoraArguments check here)."""
+    unknown = [c for c in candidates if c not in CANDIDATES]
+    if unknown or not candidates:
+        raise ValueError(f"teacher_candidates: unknown {unknown or 'empty list'}; choose from {', '.join(CANDIDATES)}.")
+
+
 @dataclass
 class TeacherSettings:
     """How the candidates are trained (AgoraArguments' labeler_* / teacher_* fields)."""
@@ -70,9 +77,7 @@ class TeacherSettings:
     seed: int = 42
 
     def __post_init__(self):
-        unknown = [c for c in self.candidates if c not in CANDIDATES]
-        if unknown or not self.candidates:
-            raise ValueError(f"teacher_candidates: unknown {unknown or 'empty list'}; choose from {', '.join(CANDIDATES)}.")
+        check_candidates(self.candidates)
         if self.ensemble < 1:
             raise ValueError(f"teacher_ensemble must be >= 1, got {self.ensemble}.")
 
@@ -294,8 +299,7 @@ class TeacherSelection:
         import transformers
 
         transformers.set_seed(self.settings.seed)
-        pooling = "mean" if self.pooling == "mean" else "cls"
-        return pooled_classifier(self.path, self.task.label_names, self.task.regression, pooling=pooling,
+        return pooled_classifier(self.path, self.task.label_names, self.task.regression, pooling=self.pooling,
                                  normalize=normalize)
 
     def probe(self):
