@@ -364,6 +364,45 @@ def read_report(report: dict) -> dict:
     return out
 
 
+def rescore_candidates(args, panel: str, seed: int, folder: Path) -> None:
+    """Re-build the teacher candidates `args.rescore_candidates` of a finished bortify point with the current code
+    (as `bortify finetune` builds them: AgoraArguments' defaults, the run's seed and --max_length) and replace their
+    dev/test scores in the point, marked "rescored". For a fix in one candidate after a run: the point's student
+    stands if no rescored candidate beats the chosen teacher on dev (recorded as "chosen_stands")."""
+    from bortify.finetuning.arguments import AgoraArguments
+    from bortify.finetuning.labelers import Labeler
+    from bortify.finetuning.teachers import TeacherSelection, TeacherSettings
+
+    point = load(args.out)["units"].get(unit_key(panel, seed), {}).get("bortify", {}).get("student")
+    sel = (point or {}).get("teacher_selection")
+    if not sel:
+        print(f"[{panel} seed {seed}] no finished bortify point to rescore", flush=True)
+        return
+    task, a = task_data(folder), AgoraArguments()
+    settings = TeacherSettings(candidates=tuple(args.rescore_candidates), epochs=a.labeler_epochs,
+                               learning_rate=a.labeler_learning_rate, head_learning_rate=a.teacher_head_learning_rate,
+                               batch_size=a.labeler_batch_size, max_train_samples=a.labeler_max_train_samples,
+                               max_length=args.max_length, seed=seed)
+    chooser = TeacherSelection(task, MINILM, settings)
+    _, record = chooser.select()
+    new = {}
+    for c in record["candidates"]:
+        lab = Labeler(chooser.models[c["name"]], chooser.tokenizer, task, max_length=args.max_length)
+        new[c["name"]] = {"name": c["name"], "dev_score": c["dev_score"], "test_score": round(lab.evaluate(task.test), 4),
+                          "seconds": c["seconds"], "rescored": True}
+    cands = [new.pop(c["name"], c) for c in sel["candidates"]] + list(new.values())
+    chosen_dev = next((c["dev_score"] for c in sel["candidates"] if c["name"] == sel["chosen"]), None)
+
+    def fn(results):
+        st = results["units"][unit_key(panel, seed)]["bortify"]["student"]
+        st["teacher_selection"] = {**sel, "candidates": cands, "chosen_stands": all(
+            chosen_dev is not None and c["dev_score"] <= chosen_dev for c in cands if c.get("rescored"))}
+
+    update(args.out, fn)
+    print(f"[{panel} seed {seed}] rescored: " + ", ".join(f"{c['name']} {c['dev_score']:.4f} / {c['test_score']:.4f}"
+                                                       for c in cands if c.get("rescored")), flush=True)
+
+
 def run_bortify(args, panel: str, seed: int, folder: Path, info: dict, work: Path) -> None:
     fp = info["fingerprint"]
     if finished(args.out, panel, seed, "bortify", "student", fp):
@@ -481,8 +520,15 @@ def summarize(results: dict) -> str:
             for u, s in zip(units, students):
                 sel = (s or {}).get("teacher_selection") or {}
                 cands = ", ".join(f"{c.get('name')} {fmt(c.get('dev_score'))} / {fmt(c.get('test_score'))}"
-                                  for c in sel.get("candidates", []))
-                lines.append(f"- seed {u['seed']}: chosen **{sel.get('chosen')}**; {cands}")
+                                  + ("†" if c.get("rescored") else "") for c in sel.get("candidates", []))
+                agree = ((s or {}).get("distill") or {}).get("teacher_agreement") or {}
+                lines.append(f"- seed {u['seed']}: chosen **{sel.get('chosen')}**; {cands}; student {fmt(s.get('test'))}"
+                             f", agreeing with its teacher on {fmt(agree.get('agreement'))} of its training rows")
+            if any(c.get("rescored") for s in chosen for c in s.get("candidates", [])):
+                lines.append("- † re-measured after a fix in that candidate (--rescore_candidates); no such candidate "
+                             "beat the chosen one on dev" if all(s.get("chosen_stands", True) for s in chosen) else
+                             "- † re-measured after a fix (--rescore_candidates): one now beats the chosen teacher on "
+                             "dev, so that seed's student must be re-run")
         lines += ["", *goal_lines(acc, timing), ""]
     return "\n".join(lines)
 
@@ -557,6 +603,9 @@ def parse_args(argv):
     p.add_argument("--ft_learning_rate", type=float, default=1e-4)
     p.add_argument("--setfit_max_steps", type=int, default=400, help="SetFit: batches of 16 contrastive pairs")
     p.add_argument("--setfit_iterations", type=int, default=20, help="SetFit num_iterations (pairs per row)")
+    p.add_argument("--rescore_candidates", nargs="+", default=None, choices=["probe", "finetune", "lp-ft", "stock"],
+                   help="re-build these teacher candidates of the finished bortify points (--panels, --seeds) with "
+                        "the current code and replace their scores (after a fix in one candidate); nothing else runs")
     p.add_argument("--timing_repeats", type=int, default=3)
     p.add_argument("--no_timing", action="store_true", help="skip the sentences/s measurement")
     p.add_argument("--bortify_args", default="",
@@ -577,6 +626,11 @@ def main(argv=None) -> int:
         print(summarize(load(args.out)))
         return 0
     torch.set_num_threads(1)
+    if args.rescore_candidates:
+        for panel in args.panels:
+            for seed in args.seeds:
+                rescore_candidates(args, panel, seed, panel_data.build_panel(panel, seed, cache=Path(args.cache)))
+        return 0
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     part = "peers" if args.peers_only else "bortify" if args.student_only else "both"

@@ -59,3 +59,34 @@ def test_build_panel_writes_csvs(tmp_path):
     assert len(train) == 25 * 30 and set(train[0]) == {"text", "label"}
     assert len(pool) == 25 * (100 - 60) and set(pool[0]) == {"text"}
     assert panels.panel_info(folder)["n_classes"] == 25
+
+
+def _results(chosen_stands: bool) -> dict:
+    """A results file of one panel, two seeds: peers, the student and its teacher candidates (one rescored)."""
+    def student(seed, test, teacher, lpft_dev, rescored):
+        cands = [{"name": "finetune", "dev_score": 0.60, "test_score": teacher},
+                 {"name": "lp-ft", "dev_score": lpft_dev, "test_score": 0.50, **({"rescored": True} if rescored else {})}]
+        sel = {"chosen": "finetune", "candidates": cands, **({"chosen_stands": chosen_stands} if rescored else {})}
+        return {"test": test, "teacher_test": teacher, "teacher_selection": sel,
+                "distill": {"teacher_agreement": {"agreement": 0.7 + seed / 100}}}
+    units = {f"toy/seed{s}": {"panel": "toy", "seed": s, "rows": {"train": 10, "dev": 5, "test": 5, "pool": 20},
+                              "peers": {"frozen_lr": {"test": 0.55}, "model2vec_lr": {"test": 0.40}},
+                              "bortify": {"student": student(s, 0.57 + s / 100, 0.60, 0.55, s == 1)}}
+             for s in (1, 2)}
+    units["toy/seed1"]["timing"] = {"student": {"sentences_per_s": 50.0}, "teacher": {"sentences_per_s": 10.0}}
+    return {"panels": {"toy": {"n_classes": 3, "source": "s", "licence": "l", "label": "x", "tokens": {"median": 9}}},
+            "units": units, "runs": []}
+
+
+def test_summary_marks_rescored_candidates_and_checks_the_goals():
+    import bench_panels
+
+    text = bench_panels.summarize(_results(chosen_stands=True))
+    assert "lp-ft 0.550 / 0.500†" in text  # seed 1's rescored candidate
+    assert "no such candidate beat the chosen one on dev" in text
+    assert "agreeing with its teacher on 0.710 of its training rows" in text
+    # student mean 0.585 vs teacher 0.600 at 5.0x: within 2 pt; above frozen 0.55 and model2vec + 5 pt
+    assert "| student within 2 pt of the teacher at ≥ 4× its sentences/s | 0.585 vs 0.600, 5.0× | **met** |" in text
+    assert "| student > frozen + LR and ≥ model2vec + LR + 5 pt | 0.585 vs 0.550 / 0.400 | **met** |" in text
+    stale = bench_panels.summarize(_results(chosen_stands=False))
+    assert "that seed's student must be re-run" in stale
