@@ -195,6 +195,24 @@ def test_pooled_classifier_saves_and_loads_with_the_auto_class(tmp_path):
         assert torch.allclose(model(**batch).logits, again(**batch).logits, atol=1e-6)
 
 
+def test_a_saved_pooled_teacher_is_an_old_model_in_a_fresh_process(tmp_path):
+    """`bortify compare --old_model <run>/teacher`: the old model's config is read first (label names, length),
+    in a process where nothing else has imported bortify's pooled classifier yet."""
+    import subprocess
+    import sys
+
+    source = tiny_encoder(tmp_path / "enc", sentence_transformers=True)
+    model = pooled_classifier(source, ["neg", "pos"], False, pooling="mean", normalize=False)
+    model.save_pretrained(tmp_path / "teacher")
+    BertTokenizerFast.from_pretrained(source).save_pretrained(tmp_path / "teacher")
+    code = ("import sys; from bortify.finetuning.old_model import label_names, check_max_length; "
+            "print(label_names(sys.argv[1], 'old model')); check_max_length(sys.argv[1], 'old model', 16)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "teacher")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['neg', 'pos']"
+
+
 @pytest.mark.parametrize("num_labels", [2, 4])
 def test_the_probe_folded_into_a_linear_head_predicts_like_scikit_learn(num_labels):
     """W' = W/σ, b' = b − W'·μ: the head on RAW features gives the standardised logistic regression's classes."""

@@ -24,6 +24,7 @@ class LabelSetError(BortifyError):
 def _config(name: str, what: str):
     from transformers import AutoConfig
 
+    import bortify.finetuning.pooled  # noqa: F401 - registers bortify's mean-pooling teacher (a saved teacher/)
     from bortify.resources import resolve_model
 
     try:
@@ -96,7 +97,6 @@ def load_task_classifier(name: str, task_names: list[str], what: str = "old mode
     hold NaN/inf: utils.check_finite_weights) and tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    import bortify.finetuning.pooled  # noqa: F401 - registers bortify's mean-pooling teacher with the Auto classes
     from bortify.resources import resolve_model
 
     id_map = label_order(label_names(name, what), task_names, what)
