@@ -62,10 +62,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import panels as panel_data  # noqa: E402
+from common import TEACHER as MINILM  # noqa: E402  (the packaged all-MiniLM-L6-v2)
 from common import distil_model2vec  # noqa: E402
 
 RESULTS = HERE / "results" / "panels.json"
-from common import TEACHER as MINILM  # noqa: E402  (the packaged all-MiniLM-L6-v2)
 PEERS = ("frozen_lr", "model2vec_lr", "finetuned", "setfit")
 SETFIT_PANELS = ("many-class",)
 LABELS = {
@@ -369,20 +369,21 @@ def rescore_candidates(args, panel: str, seed: int, folder: Path) -> None:
     (as `bortify finetune` builds them: AgoraArguments' defaults, the run's seed and --max_length) and replace their
     dev/test scores in the point, marked "rescored". For a fix in one candidate after a run: the point's student
     stands if no rescored candidate beats the chosen teacher on dev (recorded as "chosen_stands")."""
-    from bortify.finetuning.arguments import AgoraArguments
+    from bortify.finetuning.arguments import AgoraArguments, FinetuneModelArguments
     from bortify.finetuning.labelers import Labeler
-    from bortify.finetuning.teachers import TeacherSelection, TeacherSettings
+    from bortify.finetuning.modes import mode_of
+    from bortify.finetuning.runs import RunSettings
+    from bortify.finetuning.teachers import TeacherSelection
 
     point = load(args.out)["units"].get(unit_key(panel, seed), {}).get("bortify", {}).get("student")
     sel = (point or {}).get("teacher_selection")
     if not sel:
         print(f"[{panel} seed {seed}] no finished bortify point to rescore", flush=True)
         return
-    task, a = task_data(folder), AgoraArguments()
-    settings = TeacherSettings(candidates=tuple(args.rescore_candidates), epochs=a.labeler_epochs,
-                               learning_rate=a.labeler_learning_rate, head_learning_rate=a.teacher_head_learning_rate,
-                               batch_size=a.labeler_batch_size, max_train_samples=a.labeler_max_train_samples,
-                               max_length=args.max_length, seed=seed)
+    task = task_data(folder)
+    run = RunSettings.of(FinetuneModelArguments(model=args.student, output_dir=str(folder), max_length=args.max_length,
+                                                seed=seed))
+    settings = mode_of("distill", AgoraArguments(teacher_candidates=list(args.rescore_candidates))).teacher_settings(run)
     chooser = TeacherSelection(task, MINILM, settings)
     _, record = chooser.select()
     new = {}
