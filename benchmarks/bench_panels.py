@@ -404,12 +404,31 @@ def rescore_candidates(args, panel: str, seed: int, folder: Path) -> None:
                                                        for c in cands if c.get("rescored")), flush=True)
 
 
+def reused_teacher(args, panel: str, seed: int, work: Path, fp: str) -> tuple[dict | None, list[str]]:
+    """--reuse_teacher: (the finished point whose saved teacher teaches again, the extra `bortify finetune` options).
+    The teacher is copied out of the point's run folder first (--overwrite replaces that folder). (None, []) when
+    the option is off or the point was already re-run."""
+    prev = finished(args.out, panel, seed, "bortify", "student", fp) if args.reuse_teacher else None
+    if prev is None or prev.get("teacher_reused"):
+        return None, []
+    saved = Path(prev.get("teacher_model") or "")
+    if not (saved / "config.json").exists():
+        raise SystemExit(f"[{panel} seed {seed}] --reuse_teacher: the point's teacher {str(saved)!r} is gone; run "
+                         "the unit in full (without --reuse_teacher).")
+    kept = work / panel / f"seed{seed}" / "teacher"
+    if saved.resolve() != kept.resolve():
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(saved, kept)
+    return prev, ["--labeler", str(kept)]
+
+
 def run_bortify(args, panel: str, seed: int, folder: Path, info: dict, work: Path) -> None:
     fp = info["fingerprint"]
-    if finished(args.out, panel, seed, "bortify", "student", fp):
+    prev, reuse = reused_teacher(args, panel, seed, work, fp)
+    if prev is None and finished(args.out, panel, seed, "bortify", "student", fp):
         return
     out_dir = work / panel / f"seed{seed}" / "bortify"
-    cmd = bortify_command(args, folder, out_dir, seed)
+    cmd = bortify_command(args, folder, out_dir, seed) + reuse
     print(f"[{panel} seed {seed}] {shlex.join(cmd)}", flush=True)
     t0 = time.perf_counter()
     log = out_dir.parent / "bortify.log"
@@ -429,6 +448,10 @@ def run_bortify(args, panel: str, seed: int, folder: Path, info: dict, work: Pat
             point["teacher_test"] = (point.get("teacher") or {}).get("test_accuracy")
             if point["teacher_test"] is None:
                 point["teacher_test"] = teacher_test(teacher_dir, folder, args.max_length)
+        if prev is not None:  # the same teacher, chosen by the earlier run: its selection record stands
+            point.update({k: prev[k] for k in ("teacher_selection", "teacher") if k in prev}, teacher_reused=True,
+                         teacher_test=prev.get("teacher_test", point.get("teacher_test")),
+                         previous_student={k: prev.get(k) for k in ("command", "test", "dev", "distill", "seconds")})
     save_point(args.out, panel, seed, "bortify", "student", point, info)
     print(f"[{panel} seed {seed}] bortify: " + (point.get("error", "")[:300] or
                                                  f"student test {point['test']}, teacher {point.get('teacher')}"),
@@ -607,6 +630,10 @@ def parse_args(argv):
     p.add_argument("--rescore_candidates", nargs="+", default=None, choices=["probe", "finetune", "lp-ft", "stock"],
                    help="re-build these teacher candidates of the finished bortify points (--panels, --seeds) with "
                         "the current code and replace their scores (after a fix in one candidate); nothing else runs")
+    p.add_argument("--reuse_teacher", action="store_true",
+                   help="re-run the student of finished bortify points (--student_only) with the teacher each one "
+                        "chose and saved (--labeler), keeping its selection record and the old student's scores "
+                        "under previous_student: for a change on the student's side only; each point re-runs once")
     p.add_argument("--timing_repeats", type=int, default=3)
     p.add_argument("--no_timing", action="store_true", help="skip the sentences/s measurement")
     p.add_argument("--bortify_args", default="",

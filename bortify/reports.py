@@ -469,6 +469,9 @@ class FinetuneReport(Report):
                          f"{counts['unlabeled']} unlabelled rows under the teacher's soft labels; teacher "
                          f"({self.labeler['name']}) test score "
                          + (f"{teacher_test:.4f}" if teacher_test is not None else "not measured"))
+            if self.distill.get("dev_by_epoch"):
+                lines.append(f"student dev score by epoch: {', '.join(f'{v:.4f}' for v in self.distill['dev_by_epoch'])}"
+                             f" (epoch {self.distill['best_epoch']} kept)")
             selection = (self.labeler or {}).get("selection")
             if selection:  # finetuning/teachers.py: every candidate's dev score and the one that taught
                 scores = ", ".join(f"{c['name']} {c['dev_score']:.4f}" for c in selection["candidates"])

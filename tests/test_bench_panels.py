@@ -90,3 +90,37 @@ def test_summary_marks_rescored_candidates_and_checks_the_goals():
     assert "| student > frozen + LR and ≥ model2vec + LR + 5 pt | 0.585 vs 0.550 / 0.400 | **met** |" in text
     stale = bench_panels.summarize(_results(chosen_stands=False))
     assert "that seed's student must be re-run" in stale
+
+
+def test_reuse_teacher_copies_the_chosen_teacher_out_and_reruns_each_point_once(tmp_path):
+    import json
+
+    import bench_panels
+    import pytest
+
+    saved = tmp_path / "work" / "toy" / "seed1" / "bortify" / "teacher"
+    saved.mkdir(parents=True)
+    (saved / "config.json").write_text("{}")
+    results = _results(chosen_stands=True)
+    point = results["units"]["toy/seed1"]["bortify"]["student"]
+    point["teacher_model"] = str(saved)
+    results["units"]["toy/seed1"]["fingerprint"] = "fp"
+    out = tmp_path / "panels.json"
+    out.write_text(json.dumps(results))
+    args = bench_panels.parse_args(["--student_only", "--reuse_teacher", "--out", str(out)])
+    prev, extra = bench_panels.reused_teacher(args, "toy", 1, tmp_path / "work", "fp")
+    kept = tmp_path / "work" / "toy" / "seed1" / "teacher"
+    assert prev["teacher_selection"]["chosen"] == "finetune" and extra == ["--labeler", str(kept)]
+    assert (kept / "config.json").read_text() == "{}"  # a copy outside the folder --overwrite replaces
+    # another fingerprint (the split changed), or the option off: nothing to reuse
+    assert bench_panels.reused_teacher(args, "toy", 1, tmp_path / "work", "other") == (None, [])
+    off = bench_panels.parse_args(["--student_only", "--out", str(out)])
+    assert bench_panels.reused_teacher(off, "toy", 1, tmp_path / "work", "fp") == (None, [])
+    point["teacher_reused"] = True  # already re-run: skipped, not re-run again
+    out.write_text(json.dumps(results))
+    assert bench_panels.reused_teacher(args, "toy", 1, tmp_path / "work", "fp") == (None, [])
+    del point["teacher_reused"]
+    point["teacher_model"] = str(tmp_path / "gone")
+    out.write_text(json.dumps(results))
+    with pytest.raises(SystemExit, match="is gone"):
+        bench_panels.reused_teacher(args, "toy", 1, tmp_path / "work", "fp")

@@ -348,6 +348,39 @@ def test_distill_computes_teacher_logits_once_per_row_and_student_moves_toward_t
     assert _agreement(student0, teacher_model, tokenizer, held) == pytest.approx(before)
 
 
+@pytest.mark.parametrize("best_epoch, epochs, dev_scores", [
+    (True, 3.0, [0.2, 0.9, 0.5]),    # the middle epoch wins dev: its weights ship
+    (True, 2.5, [0.4, 0.3, 0.6]),    # a fractional schedule: its last, partial epoch is scored too
+    (False, 3.0, [0.2, 0.9, 0.5]),   # off: the last epoch's weights, dev never read
+])
+def test_the_student_keeps_its_best_dev_epoch(small_config, tokenizer, rule_world, best_epoch, epochs, dev_scores):
+    pool, teacher_model = rule_world
+    task = make_task(n_train=16, unlabeled=pool[:64])
+    teacher = Labeler(teacher_model, tokenizer, task, max_length=24, batch_size=16, source="tiny teacher")
+    snapshots, scores = [], iter(dev_scores)
+
+    def dev_score_of(model):  # scripted dev scores; the weights each one saw are kept to compare with
+        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return next(scores)
+
+    args = TaskDistillArguments(distill_alpha=0.0, distill_epochs=epochs, distill_min_examples=0,
+                                distill_learning_rate=5e-3, distill_batch_size=16, distill_warmup=0.0,
+                                distill_augment_k=0, distill_best_epoch=best_epoch)
+    model, info = distill(task, tiny_classifier(small_config, seed=2), tokenizer, teacher, args, seed=0,
+                          max_length=24, dev_score_of=dev_score_of)
+    shipped = model.state_dict()
+    if not best_epoch:
+        assert snapshots == [] and "dev_by_epoch" not in info
+        return
+    assert info["dev_by_epoch"] == dev_scores and len(snapshots) == math.ceil(epochs)
+    want = int(np.argmax(dev_scores))
+    assert info["best_epoch"] == want + 1
+    assert all(torch.equal(shipped[k], snapshots[want][k]) for k in shipped)
+    if want != len(snapshots) - 1:  # the weights really were rolled back from the last epoch's
+        assert not all(torch.equal(shipped[k], snapshots[-1][k]) for k in shipped)
+    assert model.training is False
+
+
 @pytest.mark.parametrize("max_k, until, n_train, n_unlabeled, expected", [
     (8, 4000, 300, 0, 8),        # debates at 300 rows, no unused rows: the most variants
     (8, 4000, 605, 0, 6),        # ceil(3395 / 605)

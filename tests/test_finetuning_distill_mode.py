@@ -47,6 +47,9 @@ def test_distill_mode_trains_on_train_plus_the_unused_rows_under_the_teachers_la
     assert counts["variants_per_row"] == 8 and 0 < counts["augmented"] <= 8 * 20
     assert f"transfer set: 20 gold + {counts['augmented']} augmented + 40 unlabelled" in stdout
     assert report["theta"] is None and report["best_theta"]["alpha"] == 0.5
+    # the student was scored on dev after its one epoch, and that score is the run's dev score
+    assert report["distill"]["dev_by_epoch"] == [round(report["dev"]["accuracy"], 4)]
+    assert report["distill"]["best_epoch"] == 1 and "(epoch 1 kept)" in stdout
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(out, use_safetensors=True)
@@ -77,6 +80,7 @@ def test_distill_card_states_the_transfer_set_and_the_teachers_score(tmp_path, c
     assert n_variants > 0
     assert f"20 labelled train rows, {n_variants} generated variants and 40 unlabelled in-domain texts" in text
     assert "The teacher's own test score" in text
+    assert "1 epochs (the student's best dev epoch kept: 1 of 1)" in text
 
 
 def test_intermediate_layer_term_runs_the_teacher_per_batch_and_is_reported(tmp_path, capsys, monkeypatch):

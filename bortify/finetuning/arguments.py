@@ -395,6 +395,10 @@ class TaskDistillArguments:
                                               "after removing dev/test texts and duplicates); unset = all.",
                                               default=20000)
     distill_epochs: float = help_field("Epochs over the transfer set (at least; see distill_min_examples).", default=3.0)
+    distill_best_epoch: bool = help_field("Score the student on dev after every epoch and keep the best epoch's "
+                                          "weights (early stopping by dev, as for the teacher candidates; "
+                                          "docs/methods/07-task-distillation.md §7). False = the last epoch's.",
+                                          default=True)
     distill_min_examples: int = help_field("Raise the epochs of a small transfer set until the student sees at least this "
                                       "many rows in all (3 epochs over 300 gold rows is a few dozen steps). 0 = "
                                       "distill_epochs as given.", default=20000)

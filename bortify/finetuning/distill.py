@@ -41,7 +41,7 @@ from transformers import DataCollatorWithPadding, Trainer
 
 from bortify.finetuning.arguments import UNLABELED_FORMATS, TaskDistillArguments  # noqa: F401 (re-exported)
 from bortify.finetuning.losses import IGNORE_INDEX, layer_relation_loss, task_distillation_loss
-from bortify.finetuning.trainer import StepBar, run_arguments, theta_guard
+from bortify.finetuning.trainer import BestEpoch, StepBar, run_arguments, theta_guard
 
 logger = logging.getLogger(__name__)
 SOURCES = ("gold", "augmented", "unlabeled")
@@ -372,6 +372,17 @@ def teacher_agreement(model, tokenizer, train_tok: datasets.Dataset, logits: np.
             "student_classes": int(len(np.unique(s_cls))), "teacher_classes": int(len(np.unique(t_cls)))}
 
 
+def checked_agreement(model, tokenizer, train_tok: datasets.Dataset, logits: np.ndarray, *, regression: bool,
+                      seed: int) -> dict:
+    """`teacher_agreement`, with a warning when the student collapsed to one class where its teacher did not."""
+    fidelity = teacher_agreement(model, tokenizer, train_tok, logits, regression=regression, seed=seed)
+    if not regression and fidelity["student_classes"] == 1 < fidelity["teacher_classes"]:
+        logger.warning("The distilled student predicts one class on every transfer-set row sampled while its teacher "
+                       "predicts %d: training collapsed. Lower distill_learning_rate (e.g. halve it) and re-run.",
+                       fidelity["teacher_classes"])
+    return fidelity
+
+
 # --- the entry point ----------------------------------------------------------------------------------------
 
 def _check(task, student0, teacher) -> None:
@@ -407,7 +418,8 @@ def unlabeled_pool(task, args: TaskDistillArguments,
 
 def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, generator=None,
             unlabeled_rows: list[dict] | None = None, seed: int = 42, max_length: int = 128,
-            progress: Callable[[str], None] | None = None, focal=None, compat=None):
+            progress: Callable[[str], None] | None = None, focal=None, compat=None,
+            dev_score_of: Callable[[Any], float] | None = None):
     """Distil the fine-tuned `teacher` (a labelers.Labeler) into a copy of `student0` on the task's transfer set.
 
     `unlabeled_rows`: rows with the task's text column(s) (labels, if any, are ignored); None = the task's
@@ -418,7 +430,9 @@ def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, g
     of the transfer set); no model is scored. `focal` (congruent.DistillFocal, `--old_model`): focal weights
     against the model being replaced (docs/methods/04-updates.md §4.3); info["congruent"] describes them. `compat`
     (finetuning.compatible.CompatFinetune, `--compatible_with`): BCT's influence term through the old model's frozen
-    head (docs/methods/04-updates.md §4.4); the trained φ is registered with it.
+    head (docs/methods/04-updates.md §4.4); the trained φ is registered with it. `dev_score_of(model)`: the task's
+    dev score of a student; with `distill_best_epoch` it is called after every epoch and the best epoch is kept
+    (info["dev_by_epoch"], info["best_epoch"]).
     """
     t0 = time.perf_counter()
     log_progress = progress or (lambda msg: None)
@@ -453,16 +467,15 @@ def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, g
     log_progress(f"training the student on {len(train_tok)} rows for {epochs:g} epoch(s)"
         + (f", intermediate layers {layers.layer_map} of the teacher (weight {layers.weight:g})" if layers else ""))
     influence = compat.influence_term() if compat is not None else None
+    best = BestEpoch(dev_score_of) if args.distill_best_epoch and dev_score_of is not None else None
     model, train_loss = train_distilled(student0, tokenizer, train_tok, args, regression=task.regression, seed=seed,
                                         focal=focal.focal if focal is not None else None, layers=layers,
-                                        influence=influence)
+                                        influence=influence, callbacks=[best] if best else None)
+    if best is not None:  # φ (influence) trains in place and is not rolled back: it is refitted or checked on dev
+        best.restore(model).eval()
     if influence is not None:
         compat.register(model, influence.projection)
-    fidelity = teacher_agreement(model, tokenizer, train_tok, logits, regression=task.regression, seed=seed)
-    if not task.regression and fidelity["student_classes"] == 1 < fidelity["teacher_classes"]:
-        logger.warning("The distilled student predicts one class on every transfer-set row sampled while its teacher "
-                       "predicts %d: training collapsed. Lower distill_learning_rate (e.g. halve it) and re-run.",
-                       fidelity["teacher_classes"])
+    fidelity = checked_agreement(model, tokenizer, train_tok, logits, regression=task.regression, seed=seed)
     t3 = time.perf_counter()
     info = {
         "transfer_set": transfer.counts,
@@ -475,6 +488,8 @@ def distill(task, student0, tokenizer, teacher, args: TaskDistillArguments, *, g
                     "train": round(t3 - t2, 1), "total": round(t3 - t0, 1)},
         "settings": {**asdict(args), "seed": seed, "max_length": max_length},
     }
+    if best is not None:
+        info["dev_by_epoch"], info["best_epoch"] = best.scores, best.best_epoch
     if focal is not None:
         info["congruent"] = focal.describe()
     if layers is not None:

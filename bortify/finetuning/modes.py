@@ -290,7 +290,7 @@ def distill_result(runs: Runs, labeler, distill_args: TaskDistillArguments, gene
     model, info = distill(runs.task, runs.student0, runs.tokenizer, labeler, distill_args, generator=generator,
                           seed=runs.seed, max_length=runs.max_length,
                           progress=lambda msg: (bar.set_postfix_str(msg), log_progress(msg)), focal=focal,
-                          compat=runs.compat)
+                          compat=runs.compat, dev_score_of=lambda m: runs.dev_main_score(runs.dev_predict(m)))
     bar.update(1)
     dev = runs.dev_main_score(runs.dev_predict(model))
     settings = {k.removeprefix("distill_"): v for k, v in info["settings"].items()

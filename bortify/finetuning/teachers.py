@@ -35,12 +35,13 @@ from dataclasses import dataclass, field
 import datasets
 import numpy as np
 import torch
-from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainerCallback
+from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer
 
 from bortify.finetuning.pooled import pooled_classifier, source_pooling
 from bortify.finetuning.tasks import TaskData
-from bortify.finetuning.trainer import (StepBar, check_encoder, fit, load_classifier_with_note, predict, log_progress, score,
-                                        to_predictions, tokenize)
+from bortify.finetuning.trainer import (BestEpoch, StepBar, check_encoder, fit,  # noqa: F401 (BestEpoch re-exported)
+                                        load_classifier_with_note, log_progress, predict, score, to_predictions,
+                                        tokenize)
 from bortify.trainer import run_arguments
 
 logger = logging.getLogger(__name__)
@@ -105,32 +106,6 @@ def head_parameter_groups(model, learning_rate: float, head_learning_rate: float
     return [{"params": [p for p in params if id(p) in body], "lr": learning_rate, "weight_decay": weight_decay},
             {"params": [p for p in params if id(p) not in body], "lr": head_learning_rate,
              "weight_decay": weight_decay}]
-
-
-class BestEpoch(TrainerCallback):
-    """Scores the model on dev after every epoch and keeps the best epoch's weights (restored at the end):
-    early stopping by dev, so a long schedule costs nothing where a short one was better."""
-
-    def __init__(self, dev_score_of):
-        self.dev_score_of, self.scores, self.best, self.state = dev_score_of, [], None, None
-
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        was_training = model.training
-        value = float(self.dev_score_of(model))
-        model.train(was_training)
-        self.scores.append(round(value, 4))
-        if self.best is None or value > self.best:
-            self.best = value
-            self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-    def restore(self, model):
-        if self.state is not None:
-            model.load_state_dict(self.state)
-        return model
-
-    @property
-    def best_epoch(self) -> int:
-        return int(np.argmax(self.scores)) + 1 if self.scores else 0
 
 
 def train_by_dev(model0, tokenizer, train_tok: datasets.Dataset, dev_score_of, *, learning_rate: float,

@@ -199,6 +199,32 @@ class StepBar(TrainerCallback):
             self.bar = None
 
 
+class BestEpoch(TrainerCallback):
+    """Scores the model on dev after every epoch and keeps the best epoch's weights (restored at the end):
+    early stopping by dev, so a long schedule costs nothing where a short one was better."""
+
+    def __init__(self, dev_score_of):
+        self.dev_score_of, self.scores, self.best, self.state = dev_score_of, [], None, None
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        was_training = model.training
+        value = float(self.dev_score_of(model))
+        model.train(was_training)
+        self.scores.append(round(value, 4))
+        if self.best is None or value > self.best:
+            self.best = value
+            self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    def restore(self, model):
+        if self.state is not None:
+            model.load_state_dict(self.state)
+        return model
+
+    @property
+    def best_epoch(self) -> int:
+        return int(np.argmax(self.scores)) + 1 if self.scores else 0
+
+
 def theta_text(theta: dict) -> str:
     """A short θ for progress bars: 'lr 1e-03 wd 0.01 wu 0.1 bs 16'."""
     return (f"lr {float(theta['learning_rate']):.0e} wd {float(theta['weight_decay']):g} "

@@ -245,8 +245,16 @@ def _distill_text(ft: FinetuneReport) -> str:
     return (f"Transfer set: {fmt(counts.get('gold'))} labelled train rows, {fmt(counts.get('augmented'))} generated "
             f"variants and {fmt(counts.get('unlabeled'))} unlabelled in-domain texts; loss α·CE(gold) + "
             f"(1−α)·T²·KL(teacher ‖ student) with α = {fmt(st.get('distill_alpha'))}, T = "
-            f"{fmt(st.get('distill_temperature'))}, {fmt(st.get('distill_epochs'))} epochs. The teacher's own test "
-            f"score: {fmt(teacher_test)}." + _teacher_selection_text(ft))
+            f"{fmt(st.get('distill_temperature'))}, {fmt(st.get('distill_epochs'))} epochs{_best_epoch_text(ft)}. "
+            f"The teacher's own test score: {fmt(teacher_test)}." + _teacher_selection_text(ft))
+
+
+def _best_epoch_text(ft: FinetuneReport) -> str:
+    """' (the student's best dev epoch kept: 2 of 3)' with distill_best_epoch, else empty."""
+    scores = ft.distill.get("dev_by_epoch")
+    if not scores:
+        return ""
+    return f" (the student's best dev epoch kept: {fmt(ft.distill.get('best_epoch'))} of {len(scores)})"
 
 
 def _teacher_selection_text(ft: FinetuneReport) -> str:
