@@ -359,8 +359,8 @@ def read_report(report: dict) -> dict:
         out["teacher"] = {k: lab.get(k) for k in ("name", "dev_accuracy", "test_accuracy", "test", "saved_to")
                           if k in lab}
     dist = report.get("distill") or {}
-    out["distill"] = {k: dist.get(k) for k in ("transfer_set", "teacher_agreement", "seconds", "examples_seen")
-                      if k in dist}
+    out["distill"] = {k: dist.get(k) for k in ("transfer_set", "teacher_agreement", "seconds", "examples_seen",
+                                               "dev_by_epoch", "best_epoch") if k in dist}
     return out
 
 
@@ -547,7 +547,8 @@ def summarize(results: dict) -> str:
                                   + ("†" if c.get("rescored") else "") for c in sel.get("candidates", []))
                 agree = ((s or {}).get("distill") or {}).get("teacher_agreement") or {}
                 lines.append(f"- seed {u['seed']}: chosen **{sel.get('chosen')}**; {cands}; student {fmt(s.get('test'))}"
-                             f", agreeing with its teacher on {fmt(agree.get('agreement'))} of its training rows")
+                             f", agreeing with its teacher on {fmt(agree.get('agreement'))} of its training rows"
+                             + student_history(s or {}))
             if any(c.get("rescored") for s in chosen for c in s.get("candidates", [])):
                 lines.append("- † re-measured after a fix in that candidate (--rescore_candidates); no such candidate "
                              "beat the chosen one on dev" if all(s.get("chosen_stands", True) for s in chosen) else
@@ -555,6 +556,16 @@ def summarize(results: dict) -> str:
                              "dev, so that seed's student must be re-run")
         lines += ["", *goal_lines(acc, timing), ""]
     return "\n".join(lines)
+
+
+def student_history(student: dict) -> str:
+    """'; best dev epoch 6 of 8; before (same teacher, --reuse_teacher): 0.506' for a re-run student, else ''."""
+    dist, prev = student.get("distill") or {}, student.get("previous_student")
+    out = f"; best dev epoch {dist['best_epoch']} of {len(dist['dev_by_epoch'])}" if dist.get("dev_by_epoch") else ""
+    if prev:
+        agree = ((prev.get("distill") or {}).get("teacher_agreement") or {}).get("agreement")
+        out += f"; before (same teacher, --reuse_teacher): {fmt(prev.get('test'))}, agreement {fmt(agree)}"
+    return out
 
 
 def fmt(x):

@@ -88,6 +88,12 @@ def test_summary_marks_rescored_candidates_and_checks_the_goals():
     # student mean 0.585 vs teacher 0.600 at 5.0x: within 2 pt; above frozen 0.55 and model2vec + 5 pt
     assert "| student within 2 pt of the teacher at ≥ 4× its sentences/s | 0.585 vs 0.600, 5.0× | **met** |" in text
     assert "| student > frozen + LR and ≥ model2vec + LR + 5 pt | 0.585 vs 0.550 / 0.400 | **met** |" in text
+    results = _results(chosen_stands=True)  # seed 2's student re-run with its teacher (--reuse_teacher)
+    results["units"]["toy/seed2"]["bortify"]["student"].update(
+        previous_student={"test": 0.51, "distill": {"teacher_agreement": {"agreement": 0.6}}},
+        distill={"teacher_agreement": {"agreement": 0.72}, "dev_by_epoch": [0.3, 0.5, 0.4], "best_epoch": 2})
+    assert ("student 0.590, agreeing with its teacher on 0.720 of its training rows; best dev epoch 2 of 3; before "
+            "(same teacher, --reuse_teacher): 0.510, agreement 0.600") in bench_panels.summarize(results)
     stale = bench_panels.summarize(_results(chosen_stands=False))
     assert "that seed's student must be re-run" in stale
 
