@@ -396,8 +396,9 @@ class TaskDistillArguments:
                                               default=20000)
     distill_epochs: float = help_field("Epochs over the transfer set (at least; see distill_min_examples). With "
                                        "distill_best_epoch the best dev epoch ships, so this is a ceiling on "
-                                       "accuracy's side and a cost on time's: 8 measured better than 3 on binary, "
-                                       "31-class and long-text tasks (BENCHMARKS.md, the panels).", default=8.0)
+                                       "accuracy's side and a cost on time's: longer than 3 measured better on a "
+                                       "binary, a 31-class and a long-text task (BENCHMARKS.md, the panels).",
+                                       default=8.0)
     distill_best_epoch: bool = help_field("Score the student on dev after every epoch and keep the best epoch's "
                                           "weights (early stopping by dev, as for the teacher candidates; "
                                           "docs/methods/07-task-distillation.md §7). False = the last epoch's.",
