@@ -28,6 +28,8 @@ BENCHMARKS = {
     "influence": (HERE / "bench_influence.py", f"{NEEDS_DEMO}; too long for `make bench` (four arms per seed)"),
     "panels": (HERE / "bench_panels.py", f"{NEEDS_DEMO}; too long for `make bench` (hours: two panels, 3 seeds, "
                                          "peers and students)"),
+    "student_curve": (HERE / "bench_student_curve.py", "needs a finished panel seed of bench_panels.py (its saved "
+                                                         "teacher) and the demo's student; an hour a curve on CPU"),
     "phash": (HERE / "bench_phash.py", "needs a separate venv with the reference hashers (--ref-python; see the "
                                        "script's docstring)"),
     "speed": (HERE / "bench_speed.py", "too long for `make bench` (Bort against BERT-large over a grid of batch "
