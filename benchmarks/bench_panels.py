@@ -422,6 +422,14 @@ def reused_teacher(args, panel: str, seed: int, work: Path, fp: str) -> tuple[di
     return prev, ["--labeler", str(kept)]
 
 
+def point_to_keep(point: dict, prev: dict | None) -> dict:
+    """A re-run that failed or was killed does not replace the finished point it re-ran: that point stays, with the
+    failure under `failed_rerun` (the error point is kept only when there was nothing to keep)."""
+    if "error" not in point or prev is None:
+        return point
+    return {**prev, "failed_rerun": {k: point.get(k) for k in ("command", "seconds", "error", "log")}}
+
+
 def run_bortify(args, panel: str, seed: int, folder: Path, info: dict, work: Path) -> None:
     fp = info["fingerprint"]
     prev, reuse = reused_teacher(args, panel, seed, work, fp)
@@ -452,6 +460,7 @@ def run_bortify(args, panel: str, seed: int, folder: Path, info: dict, work: Pat
             point.update({k: prev[k] for k in ("teacher_selection", "teacher") if k in prev}, teacher_reused=True,
                          teacher_test=prev.get("teacher_test", point.get("teacher_test")),
                          previous_student={k: prev.get(k) for k in ("command", "test", "dev", "distill", "seconds")})
+    point = point_to_keep(point, prev)
     save_point(args.out, panel, seed, "bortify", "student", point, info)
     print(f"[{panel} seed {seed}] bortify: " + (point.get("error", "")[:300] or
                                                  f"student test {point['test']}, teacher {point.get('teacher')}"),
@@ -565,6 +574,8 @@ def student_history(student: dict) -> str:
     if prev:
         agree = ((prev.get("distill") or {}).get("teacher_agreement") or {}).get("agreement")
         out += f"; before (same teacher, --reuse_teacher): {fmt(prev.get('test'))}, agreement {fmt(agree)}"
+    if student.get("failed_rerun"):
+        out += "; its re-run failed and this point stands (see failed_rerun in panels.json)"
     return out
 
 

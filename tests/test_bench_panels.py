@@ -130,3 +130,19 @@ def test_reuse_teacher_copies_the_chosen_teacher_out_and_reruns_each_point_once(
     out.write_text(json.dumps(results))
     with pytest.raises(SystemExit, match="is gone"):
         bench_panels.reused_teacher(args, "toy", 1, tmp_path / "work", "fp")
+
+
+def test_a_failed_rerun_keeps_the_point_it_reran():
+    import bench_panels
+
+    prev = {"test": 0.52, "command": "bortify finetune ...", "teacher_model": "/w/teacher"}
+    failed = {"command": "bortify finetune ... --labeler /w/teacher", "seconds": 12.0, "log": "/w/bortify.log",
+              "error": "bortify finetune exited -9: Killed"}
+    kept = bench_panels.point_to_keep(failed, prev)
+    assert kept["test"] == 0.52 and "error" not in kept and kept["failed_rerun"]["error"].endswith("Killed")
+    assert "its re-run failed and this point stands" in bench_panels.student_history(kept)
+    # nothing to keep (a first run), or a run that worked: the new point is saved as it is
+    assert bench_panels.point_to_keep(failed, None) is failed
+    ok = {"test": 0.55, "command": "c"}
+    assert bench_panels.point_to_keep(ok, prev) is ok
+    assert "failed" not in bench_panels.student_history(ok)
